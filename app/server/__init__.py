@@ -1,0 +1,158 @@
+"""fewstep's HTTP + websocket server: ComfyUI's protocol, the pinned ComfyUI editor, our extensions.
+
+``create_app`` builds an aiohttp application from its dependencies (no singletons: state lives in
+``web.AppKey``s, see :mod:`app.server.state`). The queue worker runs GPU work in its own thread and
+hands events to the event loop through :class:`app.server.ws.ThreadBridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from app.config import Config
+from app.server import editor
+from app.server.jobs import queue_remaining
+from app.server.routes import add_routes, server_flags
+from app.server.security import auth_middleware, cache_middleware, error_middleware, origin_middleware
+from app.server.state import (
+    CONFIG,
+    EXECUTOR,
+    HUB,
+    LOGS,
+    MB,
+    OPTIONS,
+    REGISTRY,
+    RUNTIME,
+    STORE,
+    LogBuffer,
+    Runtime,
+    ServerOptions,
+)
+from app.server.userdata import seed_user_dir
+from app.server.ws import ClientHub, ThreadBridge
+
+log = logging.getLogger("fewstep.server")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_options(config: Config) -> ServerOptions:
+    """Options from ``config``; ``FEWSTEP_GRAPHS_DIR`` overrides where the template library lives."""
+    graphs = Path(os.environ.get("FEWSTEP_GRAPHS_DIR") or REPO_ROOT / "graphs")
+    return ServerOptions(
+        editor_root=editor.editor_root(), extensions_dir=REPO_ROOT / "frontend", graphs_dir=graphs,
+        max_upload_bytes=int(config.max_upload_mb * MB), max_graph_bytes=int(config.max_graph_mb * MB),
+        auth_token=config.auth_token or None, cors_origin=config.cors_origin,
+        preview_size=config.preview_size,
+    )
+
+
+def create_app(config: Config, registry: Any, executor: Any, store: Any, worker: Any = None, *,
+               options: ServerOptions | None = None) -> web.Application:
+    """Build the server application.
+
+    Args:
+        config: paths, limits, auth token, CORS origin.
+        registry: ``app.registry.Registry`` (``/object_info``, validation, extensions of packs).
+        executor: ``app.executor.Executor`` (run by the worker; its cache stats go to ``/system_stats``).
+        store: ``app.storage.JobStore`` (queue + history in SQLite).
+        worker: a started-by-us queue worker; None builds ``app.worker.QueueWorker(store, executor, emit)``
+            when the app starts, with ``emit`` bound to this app's websocket clients.
+        options: overrides for :func:`default_options`.
+    """
+    options = options or default_options(config)
+    app = web.Application(
+        middlewares=[cache_middleware, error_middleware, origin_middleware, auth_middleware],
+        client_max_size=options.max_upload_bytes + MB,
+    )
+    app[CONFIG], app[OPTIONS] = config, options
+    app[REGISTRY], app[EXECUTOR], app[STORE] = registry, executor, store
+    app[RUNTIME] = Runtime(worker=worker)
+    app[LOGS] = LogBuffer()
+    app[HUB] = ClientHub(server_flags(options.max_upload_bytes), lambda: queue_remaining(store),
+                         options.ws_queue_size)
+    app.cleanup_ctx.append(_log_capture)
+    app.cleanup_ctx.append(_queue_worker)
+    add_routes(app)
+    return app
+
+
+class _BufferHandler(logging.Handler):
+    def __init__(self, buffer: LogBuffer) -> None:
+        super().__init__()
+        self.buffer = buffer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.buffer.add(self.formatter.formatTime(record) if self.formatter else str(record.created),
+                        self.format(record))
+
+
+async def _log_capture(app: web.Application) -> AsyncIterator[None]:
+    handler = _BufferHandler(app[LOGS])
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("fewstep").addHandler(handler)
+    yield
+    logging.getLogger("fewstep").removeHandler(handler)
+
+
+async def _queue_worker(app: web.Application) -> AsyncIterator[None]:
+    """Recover the queue after a restart, then run the worker thread for the app's lifetime."""
+    config, store, runtime = app[CONFIG], app[STORE], app[RUNTIME]
+    await asyncio.to_thread(config.ensure_dirs)
+    await asyncio.to_thread(seed_user_dir, config.paths().user_dir)
+    await asyncio.to_thread(store.recover)
+    bridge = ThreadBridge(asyncio.get_running_loop(), app[HUB], app[OPTIONS].preview_size)
+    if runtime.worker is None:
+        from app.worker import QueueWorker
+
+        runtime.worker = QueueWorker(store, app[EXECUTOR], bridge.emit)
+    runtime.worker.start()
+    runtime.worker.wake()          # pending jobs from before a restart run now
+    yield
+    await asyncio.to_thread(runtime.worker.stop)
+    await app[HUB].close_all()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def build_app(config: Config) -> web.Application:
+    """The production app: real registry, caches, executor and SQLite store from ``config``."""
+    from app.cache import CacheSet
+    from app.executor import Executor
+    from app.registry import load_registry
+    from app.storage import JobStore
+
+    config.ensure_dirs()
+    registry = load_registry(list(config.custom_nodes_dirs))
+    for failure in registry.failures:
+        log.warning("node pack %s failed to load: %s", failure.pack, failure.reason)
+    caches = CacheSet()
+    caches.set_policy(config.cache)
+    executor = Executor(registry, caches, config.paths())
+    return create_app(config, registry, executor, JobStore(config.db_path))
+
+
+def run_server(config: Config) -> None:
+    """Serve until interrupted (``fewstep serve``)."""
+    if not _is_loopback(config.host) and not config.auth_token:
+        log.warning("listening on %s without --auth-token: anyone who can reach this port can run graphs",
+                    config.host)
+    app = build_app(config)
+    shown = f"http://{config.host}:{config.port}/"
+    log.warning("fewstep serving on %s%s", shown, "?token=<your token>" if config.auth_token else "")
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+
+
+__all__ = ["create_app", "run_server", "build_app", "default_options", "ServerOptions"]
