@@ -134,6 +134,10 @@ async def patch_logs_subscribe(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def websocket(request: web.Request) -> web.StreamResponse:
+    return await request.app[HUB].serve(request)
+
+
 async def api_not_found(request: web.Request) -> web.Response:
     raise web.HTTPNotFound(text=f"no route {request.method} {request.path}")
 
@@ -145,7 +149,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_route(method, path, handler)
         app.router.add_route(method, "/api" + path, handler)
 
-    add("GET", "/ws", lambda request: request.app[HUB].serve(request))
+    add("GET", "/ws", websocket)
     add("GET", "/features", get_features)
     add("GET", "/object_info", get_object_info)
     add("GET", "/object_info/{class_type}", get_object_info_class)

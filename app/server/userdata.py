@@ -25,6 +25,7 @@ SETTINGS_FILE = "comfy.settings.json"
 DEFAULT_SETTINGS = {"Comfy.TutorialCompleted": True}
 # Files the editor probes at start-up; seeding them keeps start-up free of 404s.
 SEED_FILES = {"user.css": "/* your CSS for the editor */\n", "comfy.templates.json": "[]\n"}
+SEED_DIRS = ("workflows", "subgraphs")
 
 
 def user_root(request: web.Request) -> Path:
@@ -36,7 +37,8 @@ def user_root(request: web.Request) -> Path:
 def seed_user_dir(user_dir: Path) -> None:
     """Create ``user/default/`` with the files a new user starts with (never overwriting)."""
     root = user_dir / "default"
-    root.mkdir(parents=True, exist_ok=True)
+    for sub in SEED_DIRS:
+        (root / sub).mkdir(parents=True, exist_ok=True)
     for name, text in SEED_FILES.items():
         if not (root / name).exists():
             (root / name).write_text(text)

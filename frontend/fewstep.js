@@ -1,0 +1,29 @@
+// fewstep's editor extension: open fewstep's default graph on a first visit.
+//
+// Editor 1.58.1 loads `window.comfyAPI.defaultGraph.defaultGraph` when it starts without a saved
+// workflow (and for "Load Default Workflow"). We fill that object, in place, with the server's
+// default graph (GET /api/fewstep/default_graph, a UI-format workflow), before the editor opens one.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+async function installDefaultGraph() {
+  const response = await api.fetchApi("/fewstep/default_graph", { cache: "no-store" });
+  if (response.status !== 200) return false;   // no graphs/default: keep the editor's own default
+  const graph = await response.json();
+  const target = window.comfyAPI?.defaultGraph?.defaultGraph;
+  if (!target || typeof graph !== "object" || !Array.isArray(graph.nodes)) return false;
+  for (const key of Object.keys(target)) delete target[key];
+  Object.assign(target, graph);
+  return true;
+}
+
+app.registerExtension({
+  name: "fewstep.DefaultGraph",
+  async init() {
+    try {
+      await installDefaultGraph();
+    } catch (error) {
+      console.warn("[fewstep] could not install the default graph:", error);
+    }
+  },
+});
