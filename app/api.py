@@ -320,6 +320,19 @@ def report_progress(value: float, total: float, preview: Any = None) -> None:
         context.progress(value, total, preview)
 
 
+def cached_model(path: str | os.PathLike[str], dtype: Any, device: Any, loader: Callable[[], Any]) -> Any:
+    """Load a model through the running app's model cache (keyed by file, dtype and device).
+
+    Inside the executor the cache is ``current_context().extra["model_cache"]`` (an
+    ``app.cache.ModelCache``); outside it (scripts, tests) ``loader()`` is simply called.
+    """
+    context = current_context()
+    cache = context.extra.get("model_cache") if context is not None else None
+    if cache is None:
+        return loader()
+    return cache.get_or_load(path, dtype, device, loader)
+
+
 # ---------------------------------------------------------------------------------------------
 # Where files live (ComfyUI's folder_paths, as an object passed down instead of a global)
 # ---------------------------------------------------------------------------------------------

@@ -180,6 +180,13 @@ def make_hook(fn: Callable[..., Any] | None) -> Hook | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def is_blocker(value: Any) -> bool:
+    """An :class:`~app.api.ExecutionBlocker`, or any object of a class of that name with ``.message`` (a
+    ComfyUI pack that cannot import ComfyUI's class defines one of the same shape)."""
+    return isinstance(value, ExecutionBlocker) or (
+        type(value).__name__ == "ExecutionBlocker" and hasattr(value, "message"))
+
+
 @dataclass
 class CallResult:
     """One call's normalised result. ``values`` has one entry per output slot."""
@@ -194,7 +201,7 @@ def normalize_result(raw: Any, n_outputs: int, class_type: str) -> CallResult:
     or None (a node without outputs), as ComfyUI does."""
     if isinstance(raw, NodeOutput):
         return CallResult(_pad(tuple(raw.values), n_outputs), raw.ui, raw.expand)
-    if isinstance(raw, ExecutionBlocker):
+    if is_blocker(raw):
         return CallResult(tuple(raw for _ in range(n_outputs)))
     if raw is None:
         return CallResult(_pad((), n_outputs))
@@ -205,7 +212,7 @@ def normalize_result(raw: Any, n_outputs: int, class_type: str) -> CallResult:
                             "(expected 'result', 'ui', 'expand')")
         result = raw.get("result")
         values = tuple(result) if isinstance(result, (list, tuple)) else (
-            tuple(result for _ in range(n_outputs)) if isinstance(result, ExecutionBlocker) else ())
+            tuple(result for _ in range(n_outputs)) if is_blocker(result) else ())
         return CallResult(_pad(values, n_outputs), raw.get("ui"), raw.get("expand"))
     if isinstance(raw, (tuple, list)):
         return CallResult(_pad(tuple(raw), n_outputs))

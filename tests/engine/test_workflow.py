@@ -63,6 +63,8 @@ def _schemas() -> list[Schema]:
         Schema("Jitter", inputs=[Float("amount", 0.0, control_after_generate=True), Int("count", 1)]),
         Schema("RandomNoise", inputs=[Int("noise_seed", 0)]),
         Schema("Forced", inputs=[Input("a", "INT", force_input=True), Int("b", 0)]),
+        Schema("LoadImagePlus", inputs=[Combo("image", ["cat.png"], extra={"image_upload": True}),
+                                        Int("frame", 0)]),
         Schema("LoadAudioPlus", inputs=[Combo("audio", ["x.mp3"], extra={"audio_upload": True}),
                                         Float("gain", 1.0)]),
         Schema("VideoCombine", inputs=[Link("images", "IMAGE"), Float("frame_rate", 8.0),
@@ -252,6 +254,8 @@ def _one_node(node_type: str, widgets_values, **extra) -> dict:
     ("Jitter", [0.3, "randomize", 4], {"amount": 0.3, "count": 4}),
     # INT named noise_seed gets a control widget by name
     ("RandomNoise", [99, "randomize"], {"noise_seed": 99}),
+    # image upload: the upload button follows the combo
+    ("LoadImagePlus", ["cat.png", "image", 3], {"image": "cat.png", "frame": 3}),
     # audio upload: player + upload button follow the combo
     ("LoadAudioPlus", ["x.mp3", None, None, 0.5], {"audio": "x.mp3", "gain": 0.5}),
     # forceInput widget: current layout (no position) and the pre-1.16 one (a position to skip)
