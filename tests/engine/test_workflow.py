@@ -50,6 +50,8 @@ def _schemas() -> list[Schema]:
         Schema("ImageInvert", inputs=[Link("image", "IMAGE")], outputs=[Output("IMAGE", "IMAGE")]),
         Schema("Swap", inputs=[Link("mask", "MASK"), Link("image", "IMAGE")],
                outputs=[Output("IMAGE", "IMAGE"), Output("MASK", "MASK")]),
+        Schema("Pick3", inputs=[Link("anything", "*"), Link("latent", "LATENT"), Link("image", "IMAGE")],
+               outputs=[Output("MASK", "MASK"), Output("IMAGE", "IMAGE")]),
         Schema("MaskToImage", inputs=[Link("mask", "MASK")], outputs=[Output("IMAGE", "IMAGE")]),
         Schema("IntConst", inputs=[Int("value", 0)], outputs=[Output("INT", "INT")]),
         Schema("PrimitiveString", inputs=[String("value")], outputs=[Output("STRING", "STRING")]),
@@ -160,6 +162,41 @@ def test_modes_v04_exact_prompt(registry):
         # 11 (ImageInvert) muted: its consumer loses the input
         "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "muted"}},
     }
+
+
+def _bypass_graph(pick3_inputs: list[dict], links: list[list]) -> dict:
+    return {"version": 0.4, "links": links, "nodes": [
+        {"id": 1, "type": "LoadImage", "mode": 0, "inputs": [], "widgets_values": ["cat.png", "image"],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}, {"name": "MASK", "type": "MASK", "links": []}]},
+        {"id": 2, "type": "Pick3", "mode": 4, "inputs": pick3_inputs,
+         "outputs": [{"name": "MASK", "type": "MASK", "links": []}, {"name": "IMAGE", "type": "IMAGE", "links": [9]}]},
+        {"id": 3, "type": "SaveImage", "mode": 0, "outputs": [], "widgets_values": ["out"],
+         "inputs": [{"name": "images", "type": "IMAGE", "link": 9}]},
+    ]}
+
+
+def test_bypass_prefers_exact_type_over_first_compatible(registry):
+    # output 1 (IMAGE): input 1 is LATENT (no); input 0 is "*" (compatible) but input 2 is exactly IMAGE
+    inputs = [{"name": "anything", "type": "*", "link": 1}, {"name": "latent", "type": "LATENT", "link": None},
+              {"name": "image", "type": "IMAGE", "link": 2}]
+    workflow = _bypass_graph(inputs, [[1, 1, 1, 2, 0, "MASK"], [2, 1, 0, 2, 2, "IMAGE"], [9, 2, 1, 3, 0, "IMAGE"]])
+    assert ui_to_api(workflow, registry)["3"]["inputs"] == {"filename_prefix": "out", "images": ["1", 0]}
+
+
+def test_bypass_through_an_unconnected_input_leaves_the_consumer_unconnected(registry):
+    inputs = [{"name": "anything", "type": "*", "link": 1}, {"name": "latent", "type": "LATENT", "link": None},
+              {"name": "image", "type": "IMAGE", "link": None}]
+    workflow = _bypass_graph(inputs, [[1, 1, 1, 2, 0, "MASK"], [9, 2, 1, 3, 0, "IMAGE"]])
+    assert ui_to_api(workflow, registry)["3"]["inputs"] == {"filename_prefix": "out"}
+
+
+def test_subgraph_output_found_without_link_ids(registry):
+    # some saved definitions lack outputs[].linkIds; the link into the output node (-20) is enough
+    workflow = _load("subgraph_v1.json")
+    tweak = workflow["definitions"]["subgraphs"][1]["definitions"]["subgraphs"][0]
+    for output in tweak["outputs"]:
+        del output["linkIds"]
+    assert _without_meta(ui_to_api(workflow, registry)) == SUBGRAPH_EXPECTED
 
 
 def test_primitive_and_reroute_nodes_v04(registry):

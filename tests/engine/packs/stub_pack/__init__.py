@@ -9,8 +9,8 @@ from pathlib import Path
 
 from app.api import (
     Boolean,
-    ExecutionBlocker,
     Combo,
+    ExecutionBlocker,
     Float,
     Hidden,
     Int,

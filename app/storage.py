@@ -1,0 +1,306 @@
+"""The queue and history, persisted in SQLite (standard library, WAL journal).
+
+Every state change is one committed transaction, so killing the process at any point loses nothing: on
+restart :meth:`JobStore.recover` marks the job that was running as interrupted (kept in history), pending
+jobs are still pending and finished ones are still in history.
+
+Job states: ``pending`` -> ``running`` -> ``success`` | ``error`` | ``interrupted``; a pending job may also
+become ``cancelled``. ``/api/jobs`` reports them as ``pending``, ``in_progress``, ``completed``,
+``failed`` and ``cancelled`` (an interrupted job is ``cancelled``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    number INTEGER NOT NULL,
+    prompt_id TEXT UNIQUE NOT NULL,
+    status TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    extra_data TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    client_id TEXT,
+    create_time INTEGER NOT NULL,
+    start_time INTEGER,
+    end_time INTEGER,
+    done_seq INTEGER,
+    outputs TEXT,
+    messages TEXT,
+    status_str TEXT,
+    completed INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, number);
+CREATE INDEX IF NOT EXISTS jobs_done ON jobs(done_seq);
+"""
+FINISHED = ("success", "error", "interrupted")
+API_STATUS = {"pending": "pending", "running": "in_progress", "success": "completed", "error": "failed",
+              "interrupted": "cancelled", "cancelled": "cancelled"}
+API_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
+SORT_COLUMNS = {"created_at": "create_time", "execution_duration": "(COALESCE(end_time, 0) - COALESCE(start_time, 0))"}
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+@dataclass
+class Job:
+    """One queued or finished job."""
+
+    number: int
+    prompt_id: str
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+    targets: list[str] | None
+    client_id: str | None
+    status: str
+    create_time: int
+
+    def queue_item(self) -> list[Any]:
+        """ComfyUI's queue entry ``[number, prompt_id, prompt, extra_data, outputs_to_execute]``."""
+        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.targets or []]
+
+
+class JobStore:
+    """Queue + history in one SQLite file; safe to share between threads.
+
+    Args:
+        path: the database file (created with its folder); ``":memory:"`` for a throwaway store.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    def _write(self, sql: str, args: Iterable[Any] = ()) -> int:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).rowcount
+
+    # -- queue ------------------------------------------------------------------------------------
+    def enqueue(self, prompt_id: str, prompt: dict[str, Any], extra_data: dict[str, Any] | None = None,
+                targets: list[str] | None = None, client_id: str | None = None, *, front: bool = False) -> int:
+        """Add a pending job; returns its queue number (``front`` puts it before every pending job)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(number), MAX(number) FROM jobs").fetchone()
+            low, high = (row[0] or 0), (row[1] or 0)
+            number = low - 1 if front else high + 1
+            self._db.execute(
+                "INSERT INTO jobs (number, prompt_id, status, prompt, extra_data, targets, client_id, create_time)"
+                " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
+                (number, prompt_id, _dumps(prompt), _dumps(extra_data or {}), _dumps(targets), client_id,
+                 int((extra_data or {}).get("create_time") or _ms())))
+            return number
+
+    def claim_next(self) -> Job | None:
+        """Mark the oldest pending job (lowest number) running and return it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT * FROM jobs WHERE status='pending' ORDER BY number, seq LIMIT 1"
+                                       ).fetchone()
+                if row is not None:
+                    self._db.execute("UPDATE jobs SET status='running', start_time=? WHERE seq=?",
+                                     (_ms(), row["seq"]))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return None if row is None else _job(row, "running")
+
+    def finish(self, prompt_id: str, status_str: str, outputs: dict[str, Any], messages: list[Any], *,
+               completed: bool) -> None:
+        """Record a finished job (``status_str``: success | error | interrupted) in history."""
+        if status_str not in FINISHED:
+            raise ValueError(f"status_str must be one of {FINISHED}, got {status_str!r}")
+        with self._lock:
+            done = (self._db.execute("SELECT MAX(done_seq) FROM jobs").fetchone()[0] or 0) + 1
+            self._db.execute(
+                "UPDATE jobs SET status=?, end_time=?, done_seq=?, outputs=?, messages=?, status_str=?, completed=?"
+                " WHERE prompt_id=?",
+                (status_str, _ms(), done, _dumps(outputs), _dumps(messages), status_str, int(completed),
+                 prompt_id))
+
+    def pending(self) -> list[Job]:
+        return [_job(r) for r in self._query("SELECT * FROM jobs WHERE status='pending' ORDER BY number, seq")]
+
+    def running(self) -> list[Job]:
+        return [_job(r) for r in self._query("SELECT * FROM jobs WHERE status='running' ORDER BY number")]
+
+    def queue_remaining(self) -> int:
+        return self._query("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')")[0][0]
+
+    def delete_pending(self, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        marks = ",".join("?" * len(ids))
+        return self._write(f"DELETE FROM jobs WHERE status='pending' AND prompt_id IN ({marks})", ids) if ids else 0
+
+    def clear_pending(self) -> int:
+        return self._write("DELETE FROM jobs WHERE status='pending'")
+
+    def cancel_pending(self, ids: Iterable[str]) -> int:
+        """Mark pending jobs cancelled (they stay listed by :meth:`jobs`, not in history)."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        return self._write(f"UPDATE jobs SET status='cancelled', end_time=? WHERE status='pending' "
+                           f"AND prompt_id IN ({marks})", [_ms(), *ids])
+
+    def recover(self) -> int:
+        """At start: jobs left running by a dead process become interrupted (kept in history)."""
+        with self._lock:
+            rows = self._db.execute("SELECT prompt_id FROM jobs WHERE status='running'").fetchall()
+        for row in rows:
+            message = ["execution_interrupted", {"prompt_id": row[0], "node_id": None, "node_type": None,
+                                                 "executed": [], "timestamp": _ms(),
+                                                 "reason": "the server stopped while this job ran"}]
+            self.finish(row[0], "interrupted", {}, [message], completed=False)
+        return len(rows)
+
+    # -- history ----------------------------------------------------------------------------------
+    def history(self, max_items: int | None = None, offset: int = -1) -> dict[str, dict[str, Any]]:
+        """Finished jobs in completion order, as ComfyUI history entries.
+
+        ``offset < 0`` (the default) returns the newest ``max_items``; ``offset >= 0`` skips that many
+        of the oldest first (ComfyUI's ``/history?max_items=&offset=``).
+        """
+        marks = ",".join("?" * len(FINISHED))
+        if offset is None or offset < 0:
+            limit = -1 if max_items is None else max_items
+            rows = self._query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY done_seq DESC LIMIT ?",
+                               [*FINISHED, limit])[::-1]
+        else:
+            rows = self._query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY done_seq LIMIT ? OFFSET ?",
+                               [*FINISHED, -1 if max_items is None else max_items, offset])
+        return {row["prompt_id"]: _history_entry(row) for row in rows}
+
+    def history_entry(self, prompt_id: str) -> dict[str, Any] | None:
+        marks = ",".join("?" * len(FINISHED))
+        rows = self._query(f"SELECT * FROM jobs WHERE prompt_id=? AND status IN ({marks})", [prompt_id, *FINISHED])
+        return _history_entry(rows[0]) if rows else None
+
+    def delete_history(self, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        return self._write(f"DELETE FROM jobs WHERE status NOT IN ('pending', 'running') "
+                           f"AND prompt_id IN ({marks})", ids)
+
+    def clear_history(self) -> int:
+        return self._write("DELETE FROM jobs WHERE status NOT IN ('pending', 'running')")
+
+    # -- /api/jobs --------------------------------------------------------------------------------
+    def jobs(self, statuses: Iterable[str] | None = None, sort_by: str = "created_at", sort_order: str = "desc",
+             limit: int | None = None, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """``/api/jobs``: jobs filtered by API status, sorted, paginated; returns (jobs, total).
+
+        Raises ValueError naming a bad status, sort key or order (the server answers 400).
+        """
+        wanted = list(statuses) if statuses else list(API_STATUSES)
+        bad = [s for s in wanted if s not in API_STATUSES]
+        if bad:
+            raise ValueError(f"unknown job status {bad}; use {list(API_STATUSES)}")
+        if sort_by not in SORT_COLUMNS or sort_order not in ("asc", "desc"):
+            raise ValueError(f"sort_by must be one of {list(SORT_COLUMNS)} and sort_order asc or desc")
+        internal = [k for k, v in API_STATUS.items() if v in wanted]
+        marks = ",".join("?" * len(internal))
+        total = self._query(f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})", internal)[0][0]
+        rows = self._query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY {SORT_COLUMNS[sort_by]} "
+                           f"{sort_order.upper()}, seq {sort_order.upper()} LIMIT ? OFFSET ?",
+                           [*internal, -1 if limit is None else limit, max(0, offset)])
+        return [_job_summary(r) for r in rows], total
+
+    def job_detail(self, prompt_id: str) -> dict[str, Any] | None:
+        """``/api/jobs/{id}``: the summary plus outputs, execution status and the workflow."""
+        rows = self._query("SELECT * FROM jobs WHERE prompt_id=?", [prompt_id])
+        if not rows:
+            return None
+        row = rows[0]
+        detail = _job_summary(row)
+        detail["outputs"] = json.loads(row["outputs"] or "{}")
+        detail["execution_status"] = _status_block(row) if row["status"] in FINISHED else None
+        detail["workflow"] = {"prompt": json.loads(row["prompt"]), "extra_data": json.loads(row["extra_data"])}
+        return detail
+
+
+def _job(row: sqlite3.Row, status: str | None = None) -> Job:
+    return Job(row["number"], row["prompt_id"], json.loads(row["prompt"]), json.loads(row["extra_data"]),
+               json.loads(row["targets"]), row["client_id"], status or row["status"], row["create_time"])
+
+
+def _status_block(row: sqlite3.Row) -> dict[str, Any]:
+    # ComfyUI reports an interrupted job as status_str "error"; the messages tell it apart
+    status_str = "success" if row["status_str"] == "success" else "error"
+    return {"status_str": status_str, "completed": bool(row["completed"]),
+            "messages": json.loads(row["messages"] or "[]")}
+
+
+def _history_entry(row: sqlite3.Row) -> dict[str, Any]:
+    job = _job(row)
+    outputs = json.loads(row["outputs"] or "{}")
+    return {"prompt": job.queue_item(), "outputs": outputs, "status": _status_block(row),
+            "meta": {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None,
+                               "real_node_id": node_id} for node_id in outputs}}
+
+
+def _preview(outputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The first file output, as ``/api/jobs``'s ``preview_output``."""
+    for node_id, ui in outputs.items():
+        for media, items in (ui or {}).items():
+            if isinstance(items, list) and items and isinstance(items[0], dict) and "filename" in items[0]:
+                kind = "video" if media in ("videos", "gifs") else ("image" if media == "images" else media)
+                return {**items[0], "nodeId": node_id, "mediaType": kind}
+    return None
+
+
+def _job_summary(row: sqlite3.Row) -> dict[str, Any]:
+    outputs = json.loads(row["outputs"] or "{}")
+    extra = json.loads(row["extra_data"])
+    summary: dict[str, Any] = {
+        "id": row["prompt_id"], "status": API_STATUS[row["status"]], "priority": row["number"],
+        "create_time": row["create_time"], "outputs_count": sum(
+            len(v) for ui in outputs.values() for v in (ui or {}).values() if isinstance(v, list)),
+    }
+    if row["start_time"]:
+        summary["execution_start_time"] = row["start_time"]
+    if row["end_time"]:
+        summary["execution_end_time"] = row["end_time"]
+    if row["status"] == "error":
+        errors = [m[1] for m in json.loads(row["messages"] or "[]") if m[0] == "execution_error"]
+        summary["execution_error"] = errors[-1] if errors else None
+    preview = _preview(outputs)
+    if preview is not None:
+        summary["preview_output"] = preview
+    workflow_id = ((extra.get("extra_pnginfo") or {}).get("workflow") or {}).get("id")
+    if workflow_id:
+        summary["workflow_id"] = workflow_id
+    return summary

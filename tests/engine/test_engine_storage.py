@@ -1,0 +1,197 @@
+"""Persistent queue and history, the queue worker, and surviving kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from engine_helpers import n
+
+from app.cache import CacheSet
+from app.executor import Executor
+from app.storage import JobStore
+from app.worker import QueueWorker
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+
+def chain(value=1):
+    return {"1": n("StubInt", value=value), "2": n("StubAdd", a=["1", 0], b=1), "3": n("StubSink", value=["2", 0])}
+
+
+def slow(steps=500):
+    return {"1": n("StubInt", value=1), "2": n("StubSlow", value=["1", 0], steps=steps, delay=0.01),
+            "3": n("StubSink", value=["2", 0])}
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_queue_order_front_and_history_pagination(tmp_path):
+    store = JobStore(tmp_path / "q.sqlite3")
+    for i in range(3):
+        store.enqueue(f"p{i}", chain(i), {}, None, "c")
+    store.enqueue("urgent", chain(9), {}, None, None, front=True)
+    assert [j.prompt_id for j in store.pending()] == ["urgent", "p0", "p1", "p2"]
+    for expected in ["urgent", "p0", "p1", "p2"]:
+        job = store.claim_next()
+        assert job.prompt_id == expected and store.running()[0].prompt_id == expected
+        store.finish(job.prompt_id, "success", {"3": {"values": [1]}}, [["execution_start", {}]], completed=True)
+    assert store.claim_next() is None
+    assert list(store.history()) == ["urgent", "p0", "p1", "p2"]
+    assert list(store.history(max_items=2)) == ["p1", "p2"]            # newest two
+    assert list(store.history(max_items=2, offset=1)) == ["p0", "p1"]  # skip the oldest
+    entry = store.history_entry("p0")
+    assert entry["prompt"][1] == "p0" and entry["outputs"] == {"3": {"values": [1]}}
+    assert entry["status"] == {"status_str": "success", "completed": True, "messages": [["execution_start", {}]]}
+    store.delete_history(["p0"])
+    assert store.history_entry("p0") is None and len(store.history()) == 3
+
+
+def test_jobs_listing_contract(tmp_path):
+    store = JobStore(tmp_path / "q.sqlite3")
+    extra = {"extra_pnginfo": {"workflow": {"id": "wf-1"}}}
+    store.enqueue("a", chain(), extra, None, None)
+    store.enqueue("b", chain(), {}, None, None)
+    store.enqueue("c", chain(), {}, None, None)
+    store.claim_next()
+    store.finish("a", "success", {"9": {"images": [{"filename": "x.png", "subfolder": "", "type": "output"}]}},
+                 [], completed=True)
+    store.claim_next()
+    store.finish("b", "error", {}, [["execution_error", {"node_id": "2", "exception_message": "boom"}]],
+                 completed=False)
+    store.cancel_pending(["c"])
+    jobs, total = store.jobs(["completed", "failed", "cancelled"], "created_at", "asc", 10, 0)
+    assert total == 3 and [j["status"] for j in jobs] == ["completed", "failed", "cancelled"]
+    assert jobs[0]["workflow_id"] == "wf-1" and jobs[0]["outputs_count"] == 1
+    assert jobs[0]["preview_output"] == {"filename": "x.png", "subfolder": "", "type": "output", "nodeId": "9",
+                                         "mediaType": "image"}
+    assert jobs[1]["execution_error"]["exception_message"] == "boom"
+    assert {"id", "priority", "create_time", "execution_start_time", "execution_end_time"} <= set(jobs[0])
+    page, total = store.jobs(None, "created_at", "desc", 1, 1)
+    assert total == 3 and page[0]["id"] == "b"
+    with pytest.raises(ValueError, match="unknown job status"):
+        store.jobs(["done"])
+    assert store.job_detail("a")["workflow"]["prompt"] == chain()
+
+
+def test_worker_runs_jobs_and_emits_to_the_client(registry, tmp_path):
+    store = JobStore(tmp_path / "q.sqlite3")
+    events: list = []
+    worker = QueueWorker(store, Executor(registry, CacheSet("lru:10")), lambda e, d, c: events.append((e, d, c)))
+    worker.start()
+    try:
+        store.enqueue("ok", chain(), {}, None, "client-1")
+        store.enqueue("bad", {"1": n("StubSink", value=["7", 0])}, {}, None, "client-1")
+        worker.wake()
+        assert wait_for(lambda: len(store.history()) == 2)
+    finally:
+        worker.stop()
+    assert store.history_entry("ok")["status"]["status_str"] == "success"
+    assert store.history_entry("bad")["status"]["status_str"] == "error"
+    assert ("executing", {"node": None, "prompt_id": "ok"}, "client-1") in events
+    assert any(e == "status" and c is None for e, _, c in events)
+
+
+def test_worker_interrupt_by_prompt_id_and_free(registry, tmp_path):
+    store = JobStore(tmp_path / "q.sqlite3")
+    executor = Executor(registry, CacheSet("lru:10"))
+    worker = QueueWorker(store, executor)
+    worker.start()
+    try:
+        store.enqueue("long", slow(), {}, None, None)
+        worker.wake()
+        assert wait_for(lambda: worker.running_prompt_id == "long")
+        assert not worker.interrupt("someone-else")
+        assert worker.interrupt("long")
+        assert wait_for(lambda: store.history_entry("long") is not None)
+        messages = store.history_entry("long")["status"]["messages"]
+        assert messages[-1][0] == "execution_interrupted"
+        assert executor.caches.stats()["entries"] == 1
+        worker.request_free(unload_models=True, free_memory=True)
+        assert wait_for(lambda: executor.caches.stats()["entries"] == 0)
+    finally:
+        worker.stop()
+
+
+def _start_worker_process(db: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(HERE / "worker_proc.py"), str(db), str(HERE / "packs")],
+                            stdout=subprocess.PIPE, env=env, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    proc.stdout.close()
+
+
+def test_kill_during_a_job_loses_nothing(tmp_path):
+    db = tmp_path / "q.sqlite3"
+    store = JobStore(db)
+    store.enqueue("done", chain(), {}, None, None)
+    store.enqueue("long", slow(), {}, None, None)
+    store.enqueue("later", chain(5), {}, None, None)
+    proc = _start_worker_process(db)
+    try:
+        assert wait_for(lambda: [j.prompt_id for j in store.running()] == ["long"])
+    finally:
+        _kill(proc)
+    restarted = JobStore(db)
+    assert restarted.recover() == 1
+    assert restarted.history_entry("done")["status"]["status_str"] == "success"
+    assert restarted.history_entry("long")["status"]["messages"][-1][0] == "execution_interrupted"
+    assert [j.prompt_id for j in restarted.pending()] == ["later"]
+    assert restarted.jobs(["cancelled"])[1] == 1
+
+
+def test_kill_between_jobs_loses_nothing(registry, tmp_path):
+    db = tmp_path / "q.sqlite3"
+    store = JobStore(db)
+    proc = _start_worker_process(db)
+    try:
+        store.enqueue("first", chain(), {}, None, None)
+        assert wait_for(lambda: store.history_entry("first") is not None)
+    finally:
+        _kill(proc)
+    store.enqueue("queued-while-down", chain(2), {}, None, None)
+    restarted = JobStore(db)
+    assert restarted.recover() == 0
+    assert restarted.history_entry("first")["status"]["completed"] is True
+    worker = QueueWorker(restarted, Executor(registry, CacheSet("none")))
+    worker.start()
+    try:
+        assert wait_for(lambda: restarted.history_entry("queued-while-down") is not None)
+    finally:
+        worker.stop()
+    assert restarted.history_entry("queued-while-down")["outputs"] == {"3": {"values": [3]}}
+
+
+def test_store_is_thread_safe(tmp_path):
+    store = JobStore(tmp_path / "q.sqlite3")
+
+    def add(k):
+        for i in range(20):
+            store.enqueue(f"{k}-{i}", {}, {}, None, None)
+
+    threads = [threading.Thread(target=add, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.pending()) == 80

@@ -1,0 +1,21 @@
+"""A worker process for the restart tests: python worker_proc.py DB PACKS_DIR (runs until killed)."""
+
+import sys
+import time
+from pathlib import Path
+
+from app.cache import CacheSet
+from app.executor import Executor
+from app.registry import load_registry
+from app.storage import JobStore
+from app.worker import QueueWorker
+
+if __name__ == "__main__":
+    store = JobStore(Path(sys.argv[1]))
+    registry = load_registry([Path(sys.argv[2])], entry_points=False, builtin=False)
+    worker = QueueWorker(store, Executor(registry, CacheSet("lru:10")))
+    worker.start()
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    while True:
+        time.sleep(1)
