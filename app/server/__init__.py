@@ -63,7 +63,7 @@ def create_app(config: Config, registry: Any, executor: Any, store: Any, worker:
         registry: ``app.registry.Registry`` (``/object_info``, validation, extensions of packs).
         executor: ``app.executor.Executor`` (run by the worker; its cache stats go to ``/system_stats``).
         store: ``app.storage.JobStore`` (queue + history in SQLite).
-        worker: a started-by-us queue worker; None builds ``app.worker.QueueWorker(store, executor, emit)``
+        worker: a queue worker (its ``emit`` is rebound to this app's clients); None builds ``app.worker.QueueWorker(store, executor, emit)``
             when the app starts, with ``emit`` bound to this app's websocket clients.
         options: overrides for :func:`default_options`.
     """
@@ -103,17 +103,18 @@ async def _log_capture(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _queue_worker(app: web.Application) -> AsyncIterator[None]:
-    """Recover the queue after a restart, then run the worker thread for the app's lifetime."""
+    """Run the worker thread for the app's lifetime; after a restart it recovers and runs pending jobs."""
     config, store, runtime = app[CONFIG], app[STORE], app[RUNTIME]
     await asyncio.to_thread(config.ensure_dirs)
     await asyncio.to_thread(seed_user_dir, config.paths().user_dir)
-    await asyncio.to_thread(store.recover)
     bridge = ThreadBridge(asyncio.get_running_loop(), app[HUB], app[OPTIONS].preview_size)
     if runtime.worker is None:
         from app.worker import QueueWorker
 
         runtime.worker = QueueWorker(store, app[EXECUTOR], bridge.emit)
-    runtime.worker.start()
+    else:
+        runtime.worker.emit = bridge.emit   # a worker built by the caller reports to this app's clients
+    await asyncio.to_thread(runtime.worker.start)   # recovers jobs a dead process left running
     runtime.worker.wake()          # pending jobs from before a restart run now
     yield
     await asyncio.to_thread(runtime.worker.stop)
@@ -138,8 +139,7 @@ def build_app(config: Config) -> web.Application:
     registry = load_registry(list(config.custom_nodes_dirs))
     for failure in registry.failures:
         log.warning("node pack %s failed to load: %s", failure.pack, failure.reason)
-    caches = CacheSet()
-    caches.set_policy(config.cache)
+    caches = CacheSet(config.cache)
     executor = Executor(registry, caches, config.paths())
     return create_app(config, registry, executor, JobStore(config.db_path))
 

@@ -26,9 +26,7 @@ def _store(request: web.Request) -> Any:
 
 async def queue_remaining(store: Any) -> int:
     """Pending + running jobs (counted in a thread: the pending list may be long)."""
-    def count() -> int:
-        return len(store.pending()) + len(store.running())
-    return await asyncio.to_thread(count)
+    return await asyncio.to_thread(store.queue_remaining)
 
 
 def _prompt_error(type_: str, message: str, details: str = "", node_errors: dict | None = None) -> web.Response:
@@ -110,17 +108,12 @@ async def get_prompt(request: web.Request) -> web.Response:
     return web.json_response({"exec_info": {"queue_remaining": remaining}})
 
 
-def queue_item(job: Any) -> list[Any]:
-    """ComfyUI's queue tuple ``[number, prompt_id, prompt, extra_data, outputs_to_execute]``."""
-    return [job.number, job.prompt_id, job.prompt, job.extra_data, list(job.targets or [])]
-
-
 async def get_queue(request: web.Request) -> web.Response:
     store = _store(request)
 
     def snapshot() -> dict[str, list]:
-        return {"queue_running": [queue_item(j) for j in store.running()],
-                "queue_pending": [queue_item(j) for j in store.pending()]}
+        return {"queue_running": [j.queue_item() for j in store.running()],
+                "queue_pending": [j.queue_item() for j in store.pending()]}
     return web.json_response(await asyncio.to_thread(snapshot))
 
 
@@ -158,7 +151,7 @@ def _int_param(request: web.Request, name: str, default: int | None, minimum: in
 
 async def get_history(request: web.Request) -> web.Response:
     max_items = _int_param(request, "max_items", None, 0)
-    offset = _int_param(request, "offset", 0, 0) or 0
+    offset = _int_param(request, "offset", -1, 0)   # absent: the newest max_items
     history = await asyncio.to_thread(_store(request).history, max_items, offset)
     return web.json_response(history)
 
@@ -209,7 +202,7 @@ async def get_jobs(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
-    job = await asyncio.to_thread(_store(request).job, job_id)
+    job = await asyncio.to_thread(_store(request).job_detail, job_id)
     if job is None:
         raise web.HTTPNotFound(text=f"no job with id {job_id!r}")
     return web.json_response(job)
@@ -234,9 +227,9 @@ async def get_job_assets(request: web.Request) -> web.Response:
 
 
 async def _cancel(request: web.Request, job_ids: list[str]) -> None:
+    """Pending jobs become ``cancelled`` (still listed by /jobs); the running one is interrupted."""
     store, worker = _store(request), request.app[RUNTIME].worker
-    pending = {job.prompt_id for job in await asyncio.to_thread(store.pending)}
-    await asyncio.to_thread(store.delete_pending, [i for i in job_ids if i in pending])
+    await asyncio.to_thread(store.cancel_pending, job_ids)
     if worker is not None:
         for job_id in job_ids:
             if job_id == worker.running_prompt_id:

@@ -33,25 +33,12 @@ def config(tmp_path: Path) -> Config:
 
 
 def make_engine(config: Config, registry: Any) -> tuple[Any, Any]:
-    """The real executor and SQLite job store for ``config``."""
-    try:
-        from app.storage import JobStore
+    """The real executor (with its caches) and SQLite job store for ``config``."""
+    from app.cache import CacheSet
+    from app.executor import Executor
+    from app.storage import JobStore
 
-        from app.cache import CacheSet
-        from app.executor import Executor
-    except ImportError:   # TEMPORARY until the engine lands
-        import sys
-        import types
-
-        import _interim
-        from _interim import FakeExecutor as Executor
-        from _interim import FakeStore as JobStore
-        sys.modules.setdefault("app.worker", types.SimpleNamespace(QueueWorker=_interim.FakeWorker))
-        CacheSet = None
-    caches = CacheSet() if CacheSet else None
-    if caches:
-        caches.set_policy(config.cache)
-    return Executor(registry, caches, config.paths()), JobStore(config.db_path)
+    return Executor(registry, CacheSet(config.cache), config.paths()), JobStore(config.db_path)
 
 
 @pytest.fixture
