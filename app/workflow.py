@@ -450,9 +450,9 @@ class _Converter:
             raise WorkflowConversionError(
                 f"{where}: {_node_name(instance)} has no output {slot} ({inner.graph.label} has "
                 f"{len(outputs)})")
-        link_ids = list(outputs[slot].get("linkIds") or [])
-        link_ids += [lid for lid, link in inner.graph.links.items()
-                     if link.target_id == SUBGRAPH_OUTPUT_NODE and link.target_slot == slot]
+        # the link into the output node's slot (outputs[].linkIds says the same, when saved)
+        link_ids = [lid for lid, link in inner.graph.links.items()
+                    if link.target_id == SUBGRAPH_OUTPUT_NODE and link.target_slot == slot]
         if not link_ids:
             return None  # nothing wired to that output inside the subgraph
         return self._follow_link(inner, link_ids[0], target_type, visited, where)

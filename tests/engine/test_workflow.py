@@ -190,6 +190,24 @@ def test_bypass_through_an_unconnected_input_leaves_the_consumer_unconnected(reg
     assert ui_to_api(workflow, registry)["3"]["inputs"] == {"filename_prefix": "out"}
 
 
+def test_bypass_falls_back_to_first_compatible_input(registry):
+    # no input at the output's index fits and none is exactly IMAGE: "*" accepts anything
+    inputs = [{"name": "anything", "type": "*", "link": 1}, {"name": "latent", "type": "LATENT", "link": None}]
+    workflow = _bypass_graph(inputs, [[1, 1, 0, 2, 0, "IMAGE"], [9, 2, 1, 3, 0, "IMAGE"]])
+    assert ui_to_api(workflow, registry)["3"]["inputs"] == {"filename_prefix": "out", "images": ["1", 0]}
+
+
+def test_bypass_into_an_any_typed_input_takes_the_same_index(registry):
+    # the consumer accepts "*": the editor passes input N through to output N
+    inputs = [{"name": "anything", "type": "*", "link": 1}, {"name": "latent", "type": "LATENT", "link": 2}]
+    workflow = _bypass_graph(inputs, [[1, 1, 0, 2, 0, "IMAGE"], [2, 4, 0, 2, 1, "LATENT"], [9, 2, 1, 3, 0, "*"]])
+    workflow["nodes"][2] = {"id": 3, "type": "MysteryNode", "mode": 0, "outputs": [],
+                            "inputs": [{"name": "source", "type": "*", "link": 9}]}
+    workflow["nodes"].append({"id": 4, "type": "EmptyLatentImage", "mode": 0, "inputs": [],
+                              "outputs": [{"name": "LATENT", "type": "LATENT", "links": [2]}]})
+    assert ui_to_api(workflow, registry)["3"]["inputs"] == {"source": ["4", 0]}
+
+
 def test_subgraph_output_found_without_link_ids(registry):
     # some saved definitions lack outputs[].linkIds; the link into the output node (-20) is enough
     workflow = _load("subgraph_v1.json")
@@ -331,6 +349,17 @@ def test_widget_converted_to_input_takes_the_link(registry):
     ]}
     # the saved 768 still holds height's position: width and batch_size are read correctly around it
     assert ui_to_api(workflow, registry)["1"]["inputs"] == {"width": 512, "height": ["2", 0], "batch_size": 2}
+
+
+def test_converted_widget_slot_with_another_name_uses_the_widget_name(registry):
+    workflow = {"version": 0.4, "links": [[1, 2, 0, 1, 0, "INT"]], "nodes": [
+        {"id": 1, "type": "EmptyLatentImage", "mode": 0, "outputs": [],
+         "inputs": [{"name": "Height (px)", "type": "INT", "widget": {"name": "height"}, "link": 1}],
+         "widgets_values": [512, 768, 2]},
+        {"id": 2, "type": "IntConst", "mode": 0, "inputs": [],
+         "outputs": [{"name": "INT", "type": "INT", "links": [1]}], "widgets_values": [1024]},
+    ]}
+    assert ui_to_api(workflow, registry)["1"]["inputs"]["height"] == ["2", 0]
 
 
 def test_unknown_class_passes_through_for_validation(registry):
