@@ -159,6 +159,7 @@ class _Job:
         self.tasks: dict[asyncio.Task[Any], tuple[str, float, dict[str, list[Any]]]] = {}
         self.result = RunResult("success")
         self.collecting_cached: list[str] | None = None
+        self.sync_context = self._new_context(None)  # reused by sync nodes: fields updated per node
 
     # -- events ---------------------------------------------------------------------------------
     def _send(self, event: str, data: dict[str, Any], record: bool = False) -> None:
@@ -227,19 +228,21 @@ class _Job:
 
     def _schedule(self, roots: list[str]) -> None:
         """Queue ``roots`` and their needed ancestors; cached nodes complete at once."""
-        new: list[str] = []
+        new: list[tuple[str, set[str]]] = []
         stack = list(roots)
+        nodes, state = self.graph.nodes, self.state
         while stack:
             node_id = stack.pop()
-            if node_id in self.state:
+            if node_id in state:
                 continue
             if self._from_cache(node_id):
                 continue
-            self.state[node_id] = _QUEUED
-            new.append(node_id)
-            stack.extend(self._strong_sources(self.graph.nodes[node_id]))
-        for node_id in reversed(new):  # sources were appended last: count them first
-            self._wait_for(node_id, self._strong_sources(self.graph.nodes[node_id]))
+            state[node_id] = _QUEUED
+            sources = self._strong_sources(nodes[node_id])
+            new.append((node_id, sources))
+            stack.extend(sources)
+        for node_id, sources in reversed(new):  # sources were appended last: count them first
+            self._wait_for(node_id, sources)
 
     def _wait_for(self, node_id: str, sources: set[str]) -> None:
         count = self.pending.get(node_id, 0)
@@ -432,14 +435,21 @@ class _Job:
             instance = self.caches.objects[key] = node_def.new_instance()
         return instance
 
-    def _context(self, node: GraphNode) -> _ContextScope:
+    def _new_context(self, node: GraphNode | None) -> ExecutionContext:
         context = ExecutionContext(
-            prompt_id=self.prompt_id, node_id=node.id, class_type=node.class_type, prompt=self.graph.original,
-            extra_pnginfo=self.extra_data.get("extra_pnginfo") or {},
-            report=lambda value, total, preview=None: self._progress(node.id, value, total, preview),
-            is_interrupted=self.interrupted.is_set,
+            prompt_id=self.prompt_id, node_id=node.id if node else "", class_type=node.class_type if node else "",
+            prompt=self.graph.original, extra_pnginfo=self.extra_data.get("extra_pnginfo") or {},
+            report=lambda value, total, preview=None: None, is_interrupted=self.interrupted.is_set,
             extra={"model_cache": self.caches.models, "dynprompt": self.graph},
         )
+        context.report = lambda value, total, preview=None: self._progress(context.node_id, value, total, preview)
+        return context
+
+    def _context(self, node: GraphNode, shared: bool = True) -> _ContextScope:
+        """The ExecutionContext for ``node``'s calls: the job's shared one (sync) or a new one (async)."""
+        context = self.sync_context if shared else self._new_context(node)
+        context.node_id = node.id
+        context.class_type = node.class_type
         return _ContextScope(context)
 
     def _progress(self, node_id: str, value: float, total: float, preview: Any) -> None:
@@ -453,8 +463,8 @@ class _Job:
             self._send("preview", {"node_id": node_id, "prompt_id": self.prompt_id, "image": preview})
 
     def _call(self, node: GraphNode, node_def: Any, inputs: dict[str, list[Any]]) -> None:
-        self._send("executing", {"node": node.id, "display_node": self.graph.get_display_node_id(node.id),
-                                 "prompt_id": self.prompt_id})
+        display = node.id if node.parent is None else self.graph.get_display_node_id(node.id)
+        self._send("executing", {"node": node.id, "display_node": display, "prompt_id": self.prompt_id})
         function = getattr(self._instance(node, node_def), node_def.function)
         started = time.perf_counter()
         n_out = len(node_def.output_types)
@@ -495,7 +505,7 @@ class _Job:
             raw = await asyncio.gather(*pending)
             return [r if isinstance(r, CallResult) else normalize_result(r, n_out, node.class_type) for r in raw]
 
-        with self._context(node):  # the task copies the context, so progress works inside it
+        with self._context(node, shared=False):  # the task copies the context: progress works inside it
             task = asyncio.get_running_loop().create_task(run_calls())
         self.tasks[task] = (node.id, started, inputs)
 

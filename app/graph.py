@@ -8,9 +8,11 @@ A link is a two-item list ``[source_id: str, output_index: int]``; list constant
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+_SCALARS = frozenset({int, str, float, bool, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,10 @@ class Link:
 
 def is_link(value: Any) -> bool:
     """True for ``[str, int]`` (the index may be an integral float, as ComfyUI allows)."""
+    if type(value) is not list or len(value) != 2:
+        return False
+    if type(value[0]) is str and type(value[1]) is int:
+        return True
     return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
             and isinstance(value[1], (int, float)) and not isinstance(value[1], bool)
             and float(value[1]).is_integer())
@@ -34,7 +40,10 @@ def is_link(value: Any) -> bool:
 
 def parse_value(value: Any) -> Any:
     """A raw API input value as a :class:`Link` or a constant (``__value__`` lists unwrapped)."""
-    if isinstance(value, Link):
+    kind = type(value)
+    if kind is int or kind is str or kind is float or kind is bool:
+        return value
+    if kind is Link:
         return value
     if is_link(value):
         return Link(value[0], int(value[1]))
@@ -61,12 +70,18 @@ class GraphNode:
     parent: str | None = None
     display_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    link_list: list[tuple[str, Link]] = field(default_factory=list)
 
-    def links(self) -> Iterable[tuple[str, Link]]:
+    def __post_init__(self) -> None:
+        self.relink()
+
+    def relink(self) -> None:
+        """Recompute the cached link list after ``inputs`` changed."""
+        self.link_list = [(name, value) for name, value in self.inputs.items() if type(value) is Link]
+
+    def links(self) -> list[tuple[str, Link]]:
         """``(input_name, link)`` for each linked input."""
-        for name, value in self.inputs.items():
-            if type(value) is Link:
-                yield name, value
+        return self.link_list
 
 
 class GraphError(ValueError):
@@ -75,14 +90,15 @@ class GraphError(ValueError):
 
 def parse_node(node_id: str, raw: Any) -> GraphNode:
     """One API-format node. Raises GraphError naming the node when its shape is wrong."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise GraphError(f"node {node_id!r}: expected an object with class_type and inputs, got {type(raw).__name__}")
     inputs = raw.get("inputs", {})
-    if not isinstance(inputs, Mapping):
+    if type(inputs) is not dict and not isinstance(inputs, Mapping):
         raise GraphError(f"node {node_id!r}: 'inputs' must be an object")
     class_type = raw.get("class_type")
     return GraphNode(str(node_id), class_type if isinstance(class_type, str) else "",
-                     {str(k): parse_value(v) for k, v in inputs.items()}, raw=dict(raw))
+                     {k if type(k) is str else str(k): (v if type(v) in _SCALARS else parse_value(v))
+                      for k, v in inputs.items()}, raw=dict(raw))
 
 
 def parse_prompt(prompt: Any) -> dict[str, GraphNode]:
@@ -169,6 +185,7 @@ def rewrite_expansion(parent_id: str, call_index: int, subgraph: Mapping[str, An
                     raise GraphError(f"expansion of node {parent_id!r}: node {local!r} input {name!r} links "
                                      f"to unknown node {value.src!r}")
                 node.inputs[name] = Link(src, value.slot)
+        node.relink()
         node.parent = parent_id
         nodes[node.id] = node
     return nodes, renames

@@ -145,6 +145,13 @@ def _link_errors(port: Input, link: Link, nodes: Mapping[str, GraphNode], regist
 def _constant_errors(node: GraphNode, port: Input, skip_ranges: bool) -> list[dict[str, Any]]:
     """Coerce a widget constant in place and check its range."""
     value = node.inputs[port.name]
+    kind, vtype = port.type, type(value)
+    if (vtype is int and kind == "INT") or (vtype is float and kind == "FLOAT"):  # fast path: no coercion
+        if skip_ranges or ((port.min is None or value >= port.min) and (port.max is None or value <= port.max)):
+            return []
+        return _range_errors(port, value)
+    if (vtype is str and kind == "STRING") or (vtype is bool and kind == "BOOLEAN"):
+        return []
     if not port.is_widget and port.type != "COMBO":
         return []
     items = value if isinstance(value, list) else [value]
@@ -222,7 +229,7 @@ def _reachable_order(roots: Sequence[str], nodes: Mapping[str, GraphNode]) -> tu
     for root in roots:
         if root in state:
             continue
-        stack: list[tuple[str, Any]] = [(root, iter(list(nodes[root].links())))]
+        stack: list[tuple[str, Any]] = [(root, iter(nodes[root].link_list))]
         path = [root]
         state[root] = 1
         while stack:
@@ -237,7 +244,7 @@ def _reachable_order(roots: Sequence[str], nodes: Mapping[str, GraphNode]) -> tu
                     continue
                 if src not in state:
                     state[src] = 1
-                    stack.append((src, iter(list(nodes[src].links()))))
+                    stack.append((src, iter(nodes[src].link_list)))
                     path.append(src)
                     advanced = True
                     break
