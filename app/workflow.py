@@ -27,8 +27,9 @@ What the conversion does (each rule follows what the editor does when it queues 
   ``control_after_generate`` or named ``seed``/``noise_seed``; FLOAT with the flag), two entries
   (mode + filter list) after a COMBO with the flag, the ``upload`` button after an image/video upload
   combo and two entries (player + upload) after an audio upload combo. A dict-form ``widgets_values``
-  and the newer editors' ``widgets_values_named`` are read by name instead. Missing values fall back to
-  the schema default. A widget turned into a linked input takes the link; its saved value is ignored.
+  is read by name. The newer editors' ``widgets_values_named`` is used where the positional list does
+  not fit the schema's layout (the editor itself restores positionally by default). Missing values fall
+  back to the schema default. A widget turned into a linked input takes the link; its saved value is ignored.
   List values are wrapped as ``{"__value__": [...]}``.
 - ``Note``, ``MarkdownNote``, ``PrimitiveNode`` and ``Reroute`` never appear in the output.
 
@@ -281,15 +282,20 @@ def _saved_widget_values(node: dict[str, Any], schema: Schema) -> dict[str, Any]
     if isinstance(values, dict):
         return {k: v for k, v in values.items() if k in names}
     saved: dict[str, Any] = {}
+    layout_fits = False
     if isinstance(values, list):
         layout = _widget_layout(schema, legacy_forced=False)
         forced = _widget_layout(schema, legacy_forced=True)
         if len(values) != len(layout) and len(values) == len(forced):
             layout = forced
+        layout_fits = len(values) == len(layout)
         saved = {name: value for name, value in zip(layout, values, strict=False) if name is not None}
+    # Editor 1.58 restores the positional list unless the "NamedValuesRestore" setting is on, so the
+    # positional value wins when the list fits our layout; when it does not (a frontend-only widget we
+    # do not model) the names are the safer reading.
     named = node.get("widgets_values_named")
     if isinstance(named, dict):
-        saved.update({k: v for k, v in named.items() if k in names})
+        saved.update({k: v for k, v in named.items() if k in names and (not layout_fits or k not in saved)})
     return saved
 
 
@@ -472,24 +478,24 @@ class _Converter:
     def _promoted_value(self, scope: _Scope, index: int) -> _Value | None:
         """The instance's own widget value for subgraph input ``index`` (None: keep the inner value).
 
-        An instance saves one value per subgraph input that feeds a widget, in input order.
+        An instance saves one value per subgraph input that feeds a widget, in input order; as for
+        plain nodes the editor restores that list by default, and ``widgets_values_named`` otherwise.
         """
         instance = scope.instance or {}
         name = scope.graph.inputs[index].get("name")
-        for by_name in (instance.get("widgets_values_named"), instance.get("widgets_values")):
-            if isinstance(by_name, dict) and name in by_name:
-                return _Value(by_name[name])
         values = instance.get("widgets_values")
-        if not isinstance(values, list):
-            return None
-        widget_inputs = [i for i, sub_input in enumerate(scope.graph.inputs)
-                         if self._feeds_widget(scope.graph, sub_input)]
-        if index not in widget_inputs:
-            return None
-        position = widget_inputs.index(index)
-        if position >= len(values) or values[position] is None:
-            return None
-        return _Value(values[position])
+        if isinstance(values, dict) and name in values:
+            return _Value(values[name])
+        if isinstance(values, list):
+            widget_inputs = [i for i, sub_input in enumerate(scope.graph.inputs)
+                             if self._feeds_widget(scope.graph, sub_input)]
+            position = widget_inputs.index(index) if index in widget_inputs else len(values)
+            if position < len(values) and values[position] is not None:
+                return _Value(values[position])
+        named = instance.get("widgets_values_named")
+        if isinstance(named, dict) and name in named:
+            return _Value(named[name])
+        return None
 
     @staticmethod
     def _feeds_widget(graph: _Graph, sub_input: dict[str, Any]) -> bool:

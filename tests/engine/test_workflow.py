@@ -273,12 +273,16 @@ def test_subgraphs_with_v04_root_links(registry):
     assert _without_meta(ui_to_api(workflow, registry)) == SUBGRAPH_EXPECTED
 
 
-def test_subgraph_widgets_values_named_on_instance(registry):
+def test_subgraph_instance_named_values(registry):
     workflow = _load("subgraph_v1.json")
     instance = next(node for node in workflow["nodes"] if node["id"] == 10)
-    instance["widgets_values"] = ["stale"]
     instance["widgets_values_named"] = {"text": "named fox"}
+    # the positional list is what the editor restores by default
+    assert ui_to_api(workflow, registry)["10:1"]["inputs"]["text"] == "a red fox"
+    instance["widgets_values"] = []
     assert ui_to_api(workflow, registry)["10:1"]["inputs"]["text"] == "named fox"
+    instance["widgets_values"] = {"text": "dict fox"}
+    assert ui_to_api(workflow, registry)["10:1"]["inputs"]["text"] == "dict fox"
 
 
 def test_subgraph_instance_input_from_muted_node(registry):
@@ -329,7 +333,7 @@ def test_widget_value_layout(registry, node_type, values, expected):
     assert ui_to_api(_one_node(node_type, values), registry)["1"]["inputs"] == expected
 
 
-def test_widgets_values_named_wins_over_positional(registry):
+def test_widgets_values_named_wins_when_positional_does_not_fit(registry):
     # positional list missing the control entry (would shift every value); the named map is exact
     workflow = _one_node("KSampler", [5, 20, 8.0, "euler", "normal", 1.0],
                          widgets_values_named={"seed": 5, "control_after_generate": "fixed", "steps": 20,
@@ -337,6 +341,13 @@ def test_widgets_values_named_wins_over_positional(registry):
                                                "denoise": 1.0})
     assert ui_to_api(workflow, registry)["1"]["inputs"] == {
         "seed": 5, "steps": 20, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}
+
+
+def test_positional_values_win_when_they_fit_the_layout(registry):
+    # real saved files disagree at times; the editor (default settings) restores the positional list
+    workflow = _one_node("LoadImage", ["cat.png", "image"],
+                         widgets_values_named={"image": "dog.png", "upload": "image"})
+    assert ui_to_api(workflow, registry)["1"]["inputs"] == {"image": "cat.png"}
 
 
 def test_widget_converted_to_input_takes_the_link(registry):
