@@ -1,0 +1,85 @@
+"""`fewstep run` exit codes and output, `fewstep nodes`, `--set` type checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from engine_helpers import n
+
+from app.cli import main
+
+PACKS = Path(__file__).parent / "packs"
+
+
+def write_graph(tmp_path: Path, graph: dict) -> Path:
+    path = tmp_path / "graph.json"
+    path.write_text(json.dumps(graph))
+    return path
+
+
+def cli(tmp_path, *args):
+    return main([*args, "--home", str(tmp_path), "--custom-nodes", str(PACKS), "--no-builtin-nodes"])
+
+
+GOOD = {"1": n("StubInt", value=4), "2": n("StubSave", value=["1", 0], prefix="cli")}
+
+
+def test_run_success_prints_output_paths(tmp_path, capsys):
+    code = cli(tmp_path, "run", str(write_graph(tmp_path, GOOD)), "--out", str(tmp_path / "o"))
+    out = capsys.readouterr().out.split()
+    assert code == 0 and out == [str((tmp_path / "o" / "cli_4.txt").resolve())]
+    assert Path(out[0]).read_text() == "4"
+
+
+def test_run_set_overrides_are_typed(tmp_path, capsys):
+    graph = write_graph(tmp_path, GOOD)
+    assert cli(tmp_path, "run", str(graph), "--set", "1.value=9") == 0
+    assert capsys.readouterr().out.strip().endswith("cli_9.txt")
+    assert cli(tmp_path, "run", str(graph), "--set", "1.value=nine") == 2
+    assert "INT expected" in capsys.readouterr().err
+    assert cli(tmp_path, "run", str(graph), "--set", "1.nope=1") == 2
+    assert "has no input 'nope'" in capsys.readouterr().err
+    assert cli(tmp_path, "run", str(graph), "--set", "7.value=1") == 2
+    assert "no node '7'" in capsys.readouterr().err
+
+
+def test_run_invalid_graph_exits_2_with_node_errors(tmp_path, capsys):
+    graph = write_graph(tmp_path, {"1": n("StubInt", value=5000), "2": n("StubSink", value=["1", 0])})
+    assert cli(tmp_path, "run", str(graph)) == 2
+    err = capsys.readouterr().err
+    assert "node 1 (StubInt)" in err and "bigger than max" in err
+
+
+def test_run_failure_exits_1_naming_the_node(tmp_path, capsys):
+    graph = write_graph(tmp_path, {"1": n("StubInt", value=1), "2": n("StubFail", value=["1", 0], message="kaput"),
+                                   "3": n("StubSink", value=["2", 0])})
+    assert cli(tmp_path, "run", str(graph)) == 1
+    err = capsys.readouterr().err
+    assert "node 2 (StubFail) failed" in err and "kaput" in err
+
+
+def test_nodes_lists_packs_and_failures(tmp_path, capsys):
+    extra = tmp_path / "custom_nodes"
+    extra.mkdir()
+    (extra / "broken.py").write_text("raise ImportError('needs a missing library')\n")
+    code = main(["nodes", "--custom-nodes", str(PACKS), "--custom-nodes", str(extra), "--no-builtin-nodes",
+                 "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    packs = {p["name"]: len(p["nodes"]) for p in data["packs"]}
+    assert packs["stub_pack"] > 10 and packs["comfy_style_pack"] == 12
+    assert data["failures"] == [{"pack": "broken", "reason": "import failed: ImportError: needs a missing library"}]
+
+
+def test_unknown_pack_command_exits_2(tmp_path, capsys):
+    assert main(["bench", "nonexistent"]) == 2
+    assert "bench executor" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_executor_writes_json(tmp_path, capsys):
+    assert main(["bench", "executor", "--repeats", "1", "--json", str(tmp_path / "b.json")]) == 0
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert set(report["results"]) == {"chain_1000", "fan_in_100"}
