@@ -258,7 +258,7 @@ async def test_thousands_of_queued_jobs_do_not_block_the_loop(client: Any) -> No
     prompt = slow_graph(steps=1)
 
     def fill() -> None:
-        for i in range(3000):
+        for i in range(2000):
             store.enqueue(f"bulk-{i}", prompt, {}, ["1"], None)
     await asyncio.to_thread(fill)
     lags: list[float] = []
@@ -273,8 +273,8 @@ async def test_thousands_of_queued_jobs_do_not_block_the_loop(client: Any) -> No
     responses = await asyncio.gather(client.get("/api/prompt"), client.get("/api/jobs?status=pending&limit=50"),
                                      client.get("/api/queue"))
     assert [r.status for r in responses] == [200, 200, 200]
-    assert (await responses[0].json())["exec_info"]["queue_remaining"] == 3001
-    assert len((await responses[2].json())["queue_pending"]) == 3000
+    assert (await responses[0].json())["exec_info"]["queue_remaining"] == 2001
+    assert len((await responses[2].json())["queue_pending"]) == 2000
     await tick
     elapsed = time.monotonic() - started
     # The loop kept ticking: SQLite and list building ran in threads. 0.25 s is ~50x the tick period.
