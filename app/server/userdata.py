@@ -20,9 +20,10 @@ from app.server.security import json_object, read_json, safe_path_or_400
 from app.server.state import CONFIG, OPTIONS
 
 SETTINGS_FILE = "comfy.settings.json"
-# A new user's settings: the editor then opens our default graph instead of its blank canvas and
-# templates dialog (editor 1.58.1 loads the default graph on start-up when TutorialCompleted is set).
-DEFAULT_SETTINGS = {"Comfy.TutorialCompleted": True}
+# A new user's settings. TutorialCompleted: editor 1.58.1 then opens the default graph on start-up
+# (ours, see frontend/fewstep.js) instead of a blank canvas and its templates dialog.
+# ShowVersionUpdates off: the editor would otherwise ask api.comfy.org for ComfyUI releases.
+DEFAULT_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Notification.ShowVersionUpdates": False}
 # Files the editor probes at start-up; seeding them keeps start-up free of 404s.
 SEED_FILES = {"user.css": "/* your CSS for the editor */\n", "comfy.templates.json": "[]\n"}
 SEED_DIRS = ("workflows", "subgraphs")

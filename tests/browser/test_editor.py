@@ -82,13 +82,17 @@ class PageLog:
         self.page_errors: list[str] = []
         self.console_errors: list[str] = []
         self.failed: list[str] = []
+        self.external: list[str] = []     # requests to other hosts (the editor tries a few; offline here)
 
     def attach(self, page: Any) -> None:
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
         page.on("console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text))
         page.on("response", self._response)
-        page.on("requestfailed", lambda req: req.url.startswith(self.base) and
-                self.failed.append(f"{req.method} {req.url} {req.failure}"))
+        page.on("requestfailed", self._request_failed)
+
+    def _request_failed(self, request: Any) -> None:
+        entry = f"{request.method} {request.url} {request.failure}"
+        (self.failed if request.url.startswith(self.base) else self.external).append(entry)
 
     def _response(self, response: Any) -> None:
         if response.url.startswith(self.base) and response.status >= 400:
@@ -133,6 +137,8 @@ def _run_scenario(page: Any, server: str, log: PageLog) -> None:
     }""", timeout=40_000)
     assert log.page_errors == [], log.page_errors
     assert log.failed == [], log.failed
+    assert log.console_errors == [], log.console_errors
+    assert log.external == [], log.external          # works offline: no outside host is contacted
 
 
 def _search_finds_node(page: Any, name: str) -> None:
