@@ -135,10 +135,29 @@ def _run_scenario(page: Any, server: str, log: PageLog) -> None:
         const node = window.app.graph._nodes.find(n => n.type === 'SaveTestImage');
         return node?.imgs?.length && node.imgs[0].complete && node.imgs[0].naturalWidth === 64;
     }""", timeout=40_000)
+    metrics = page.locator("table.fewstep-metrics").first
+    assert "3072" in metrics.inner_text()                      # ImageStats' METRICS table, pixels row
+    _run_extension_graph(page)
     assert log.page_errors == [], log.page_errors
     assert log.failed == [], log.failed
     assert log.console_errors == [], log.console_errors
     assert log.external == [], log.external          # works offline: no outside host is contacted
+
+
+def _run_extension_graph(page: Any) -> None:
+    """Loss curve (TrainToy), VIDEO preview (SaveTestVideo) and MESH in the editor's 3D viewer (Preview3D)."""
+    _open_graph_file(page, TEST_GRAPHS / "extensions.json", "TrainToy")
+    page.click("[data-testid='queue-button']")
+    page.wait_for_selector("canvas.fewstep-loss-curve[data-points='12']", state="attached", timeout=40_000)
+    page.wait_for_function("""() => {
+        const img = document.querySelector('img.fewstep-video');
+        return img && img.complete && img.naturalWidth === 64;
+    }""", timeout=40_000)
+    page.wait_for_function("""() => {
+        const node = window.app.graph._nodes.find(n => n.type === 'Preview3D');
+        const file = node?.widgets?.find(w => w.name === 'model_file');
+        return file?.value === '3d/fewstep_mesh.obj' && node.widgets.some(w => w.type === 'load3D');
+    }""", timeout=40_000)
 
 
 def _search_finds_node(page: Any, name: str) -> None:
@@ -150,8 +169,8 @@ def _search_finds_node(page: Any, name: str) -> None:
     page.keyboard.press("Escape")
 
 
-def _open_graph_file(page: Any, graph: Path) -> None:
+def _open_graph_file(page: Any, graph: Path, expect_node: str = "SaveTestImage") -> None:
     """The editor's own open path: the hidden file input behind Workflow > Open."""
     page.evaluate("() => window.app.graph.clear()")
     page.set_input_files("#comfy-file-input", str(graph))
-    page.wait_for_function("() => window.app.graph._nodes.some(n => n.type === 'SaveTestImage')")
+    page.wait_for_function(f"() => window.app.graph._nodes.some(n => n.type === '{expect_node}')")

@@ -153,7 +153,9 @@ class Preview3D(Node):
         folder.mkdir(parents=True, exist_ok=True)
         vertices = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
         faces = [(1, 3, 2), (1, 2, 4), (1, 4, 3), (2, 3, 4)]   # OBJ indices are 1-based
-        lines = [f"v {x * scale} {y * scale} {z * scale}" for x, y, z in vertices]
+        (folder / "fewstep_mesh.mtl").write_text("newmtl fewstep\nKd 0.9 0.5 0.1\n")
+        lines = ["mtllib fewstep_mesh.mtl", "usemtl fewstep"]
+        lines += [f"v {x * scale} {y * scale} {z * scale}" for x, y, z in vertices]
         lines += [f"f {a} {b} {c}" for a, b, c in faces]
         Path(folder / "fewstep_mesh.obj").write_text("\n".join(lines) + "\n")
         return NodeOutput(ui={"result": ["3d/fewstep_mesh.obj"]})
