@@ -274,11 +274,15 @@ def perturb(scene: Scene, rng: random.Random) -> Scene:
 
     One object's colour, shape or size changes; for ``count`` scenes the shared attribute changes on
     every object (a count caption names it once); for ``relation`` scenes the relation may flip
-    instead ("left of" <-> "right of", "above" <-> "below"), which swaps which object is named first.
+    instead ("A left of B" -> "A right of B", the objects swapping cells).
     """
     if scene.kind == "relation" and rng.random() < 0.25:
+        # "A left of B" -> "A right of B": the two objects swap cells (keeping "B right of A" would
+        # only paraphrase the same picture)
         flip = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-        return replace(scene, relation=flip[scene.relation])
+        a, b = scene.objects
+        swapped = (replace(b, row=a.row, col=a.col), replace(a, row=b.row, col=b.col))
+        return replace(scene, objects=swapped, relation=flip[scene.relation])
     attr = rng.choice(("colour", "shape", "size"))
     if scene.kind == "count":
         o = _change(scene.objects[0], attr, rng)

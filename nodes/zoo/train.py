@@ -32,8 +32,19 @@ import torch
 import torch.nn.functional as F
 
 from . import data
-from .models import (PREDICTION_TYPE, SCHEDULE, UNET_CONFIG, VAE_CONFIG, ProbeNet, ScorerHeads,
-                     alphas_cumprod, build_unet, build_vae, ddim_sample, probe_loss)
+from .models import (
+    PREDICTION_TYPE,
+    SCHEDULE,
+    UNET_CONFIG,
+    VAE_CONFIG,
+    ProbeNet,
+    ScorerHeads,
+    alphas_cumprod,
+    build_unet,
+    build_vae,
+    ddim_sample,
+    probe_loss,
+)
 
 log = logging.getLogger("fewstep.zoo.train")
 
@@ -349,7 +360,7 @@ def eval_teacher(cfg: TrainConfig, unet, vae, scale: float, encoder, probe: Prob
         out[f"cfg_{g}"] = Probe(probe).evaluate(images_hwc(imgs), scenes)
         log.info("teacher eval cfg %.1f: %s", g, out[f"cfg_{g}"])
     return {"by_guidance": out, "steps": cfg.eval_steps, "n_prompts": len(prompts), "sampler": "ddim eta=0 trailing",
-            "prompts": "data.make_split('heldout', %d, seed=0)" % len(prompts)}, images, prompts
+            "prompts": f"data.make_split('heldout', {len(prompts)}, seed=0)"}, images, prompts
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -360,7 +371,6 @@ class Run:
         self.out, self.cfg, self.t0 = out, cfg, t0
         out.mkdir(parents=True, exist_ok=True)
         self.report: dict = {"config": {k: v for k, v in asdict(cfg).items()}, "stages": {},
-                             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
 
     def save(self, stage: str, info: dict, weights: dict[str, dict] | None = None) -> None:
@@ -469,7 +479,7 @@ def main_all(args) -> None:
     cfg = PRESETS[args.preset]
     if args.total_seconds:
         cfg = replace(cfg, total_seconds=args.total_seconds)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if args.device == "cuda" else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     run = Run(Path(args.out), cfg, t0)
@@ -478,6 +488,8 @@ def main_all(args) -> None:
     run.save("data", {"n_train": len(train["captions"]), "n_heldout": len(held["captions"]),
                       "unique_train_captions": len(set(train["captions"])), "seconds": time.time() - t0})
     log.info("data: %d train, %d held-out rendered in %.0fs", cfg.n_train, cfg.n_heldout, time.time() - t0)
+    # CUDA is touched only after the forked render workers are done
+    run.report["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     enc, effnet = _load_towers(args, device)
     vae, scale = stage_vae(run, train, held, device)
     probe = stage_probe(run, train, held, vae, device)
@@ -498,6 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="full")
     p.add_argument("--minilm", default=None, help="pruned MiniLM folder (default: the PyPI package)")
     p.add_argument("--effnet", default=None, help="EfficientNet-Lite0 fp16 safetensors (default: the PyPI package)")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--total-seconds", type=float, default=None, help="override the preset's wall budget")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
