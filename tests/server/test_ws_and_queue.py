@@ -282,3 +282,24 @@ async def test_thousands_of_queued_jobs_do_not_block_the_loop(client: Any) -> No
     await client.post("/api/queue", json={"clear": True})
     await client.post("/api/interrupt")
     await collect(ws, blocker)
+
+
+async def test_node_failure_sends_execution_error(client: Any) -> None:
+    ws = await connect(client, "err")
+    prompt_id = await queue(client, {"1": {"class_type": "Explode", "inputs": {"why": "on purpose"}}},
+                            client_id="err")
+    texts, _ = await collect(ws, prompt_id)
+    error = next(m["data"] for m in texts if m["type"] == "execution_error")
+    assert error["prompt_id"] == prompt_id and error["node_id"] == "1" and error["node_type"] == "Explode"
+    assert "on purpose" in error["exception_message"] and error["traceback"]
+    entry = (await (await client.get(f"/api/history/{prompt_id}")).json())[prompt_id]
+    assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
+    failed = await (await client.get("/api/jobs?status=failed")).json()
+    assert failed["jobs"][0]["id"] == prompt_id and failed["jobs"][0]["execution_error"]["node_id"] == "1"
+
+
+async def test_websocket_token_by_query(aiohttp_client: Any, make_app: Any) -> None:
+    client = await aiohttp_client(make_app(auth_token="tok"))
+    ws = await client.ws_connect("/ws?clientId=q&token=tok")
+    assert (await ws.receive_json(timeout=5))["type"] == "status"
+    await ws.close()

@@ -184,5 +184,18 @@ class SlowCount(Node):
         return NodeOutput(steps, ui={"text": [f"counted to {steps}"]})
 
 
+class Explode(Node):
+    """Always fails: exercises execution_error."""
+
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="Explode", category="fewstep/test", is_output_node=True,
+                      inputs=[String("why", "boom")])
+
+    @classmethod
+    def execute(cls, why: str) -> NodeOutput:
+        raise ValueError(f"exploded: {why}")
+
+
 def entrypoint() -> list[type]:
-    return [SolidImage, SaveTestImage, ImageStats, TrainToy, SaveTestVideo, Preview3D, SlowCount]
+    return [SolidImage, SaveTestImage, ImageStats, TrainToy, SaveTestVideo, Preview3D, SlowCount, Explode]
