@@ -57,11 +57,11 @@ class TrainConfig:
     eval_steps: int = 50
     guidances: tuple = (3.0, 5.0, 7.5)
     total_seconds: float = 540.0  # whole run, evaluation included
-    eval_reserve: float = 50.0    # seconds kept for the final evaluation
-    vae_seconds: float = 70.0
+    eval_reserve: float = 45.0    # seconds kept for the final evaluation
+    vae_seconds: float = 60.0
     vae_batch: int = 256
     vae_lr: float = 5e-4
-    probe_seconds: float = 35.0
+    probe_seconds: float = 30.0
     probe_batch: int = 512
     probe_lr: float = 1e-3
     scorer_n: int = 60_000
