@@ -8,12 +8,14 @@ import { api } from "../../scripts/api.js";
 
 async function installDefaultGraph() {
   const response = await api.fetchApi("/fewstep/default_graph", { cache: "no-store" });
-  if (response.status !== 200) return false;   // no graphs/default: keep the editor's own default
-  const graph = await response.json();
+  // Without graphs/default the editor's own default (ComfyUI's SD1.5 nodes, which fewstep does not
+  // have) would open with a missing-nodes dialog: start from a blank canvas instead.
+  const graph = response.status === 200 ? await response.json() : window.comfyAPI?.defaultGraph?.blankGraph;
   const target = window.comfyAPI?.defaultGraph?.defaultGraph;
   if (!target || typeof graph !== "object" || !Array.isArray(graph.nodes)) return false;
+  const copy = structuredClone(graph);
   for (const key of Object.keys(target)) delete target[key];
-  Object.assign(target, graph);
+  Object.assign(target, copy);
   return true;
 }
 

@@ -120,11 +120,12 @@ async def get_template_file(request: web.Request) -> web.StreamResponse:
 
 
 async def get_default_graph(request: web.Request) -> web.Response:
-    """The UI graph the editor opens on first visit (``graphs/default``), or 404 when there is none."""
+    """The UI graph the editor opens on first visit (``graphs/default``); 204 when there is none (the
+    editor then starts blank — a start-up probe, so not an error status)."""
     options = request.app[OPTIONS]
     path = ui_graph_file(options.graphs_dir, options.default_graph)
     if path is None:
-        raise web.HTTPNotFound(text=f"no UI graph {options.default_graph!r} in {options.graphs_dir}")
+        return web.Response(status=204)
     return web.FileResponse(path, headers={"Content-Type": "application/json"})
 
 

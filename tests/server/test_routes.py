@@ -141,7 +141,7 @@ async def test_default_graph_route_serves_configured_graph(aiohttp_client: Any, 
     graph = await (await with_default.get("/api/fewstep/default_graph")).json()
     assert graph["nodes"][0]["type"] == "SolidImage"
     without = await aiohttp_client(make_app(default_graph="missing"))
-    assert (await without.get("/api/fewstep/default_graph")).status == 404
+    assert (await without.get("/api/fewstep/default_graph")).status == 204
 
 
 async def test_editor_static_and_extensions(client: Any) -> None:
