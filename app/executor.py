@@ -30,6 +30,7 @@ from app.api import (
 from app.cache import CacheSet, encode_value, fingerprint_part, node_key
 from app.classic import CallResult, is_blocker, normalize_result
 from app.graph import DynamicGraph, GraphError, GraphNode, Link, is_link, parse_value, rewrite_expansion
+from app.plan import Plan, PlanMemo, make_plan, signature, still_valid
 from app.validation import validate_prompt
 
 Emit = Callable[[str, dict[str, Any]], None]
@@ -107,6 +108,7 @@ class Executor:
         self.registry = registry
         self.caches = caches or CacheSet()
         self.paths = paths or Paths()
+        self.plans = PlanMemo()  # validated graphs + stable keys of recent prompts, by content
 
     def execute(self, prompt: dict[str, Any], *, prompt_id: str, extra_data: dict[str, Any] | None = None,
                 targets: list[str] | None = None, emit: Emit = _no_emit,
@@ -121,12 +123,10 @@ class Executor:
             interrupted: set it (from any thread) to stop the run between nodes or at a node's next
                 progress/interrupt check.
         """
-        validation = validate_prompt(prompt, self.registry, targets)
-        if not validation.ok:
-            error = {**(validation.error or {}), "node_errors": validation.node_errors}
-            return RunResult("error", error=error)
-        job = _Job(self, prompt, validation.nodes, validation.outputs, prompt_id, extra_data or {}, emit,
-                   interrupted or threading.Event())
+        plan = self._plan(prompt, targets)
+        if not isinstance(plan, Plan):
+            return plan
+        job = _Job(self, prompt, plan, prompt_id, extra_data or {}, emit, interrupted or threading.Event())
         with use_paths(self.paths):
             try:
                 return job.run()
@@ -134,21 +134,37 @@ class Executor:
                 self.caches.end_job()
 
 
+    def _plan(self, prompt: dict[str, Any], targets: list[str] | None) -> Plan | RunResult:
+        """The prompt's plan: memoised by content (volatile nodes re-validated), else from validation."""
+        sig = signature(prompt, targets)
+        plan = self.plans.get(sig, self.registry)
+        if plan is not None and still_valid(plan):
+            return plan
+        validation = validate_prompt(prompt, self.registry, targets)
+        if not validation.ok:
+            error = {**(validation.error or {}), "node_errors": validation.node_errors}
+            return RunResult("error", error=error)
+        plan = make_plan(validation, self.registry)
+        self.plans.put(sig, prompt, plan)
+        return plan
+
+
 class _Job:
     """The state of one execution (the scheduler)."""
 
-    def __init__(self, executor: Executor, prompt: dict[str, Any], nodes: dict[str, GraphNode],
-                 outputs: list[str], prompt_id: str, extra_data: dict[str, Any], emit: Emit,
-                 interrupted: threading.Event) -> None:
+    def __init__(self, executor: Executor, prompt: dict[str, Any], plan: Plan, prompt_id: str,
+                 extra_data: dict[str, Any], emit: Emit, interrupted: threading.Event) -> None:
         self.registry = executor.registry
         self.caches = executor.caches
-        self.graph = DynamicGraph(prompt, nodes)
-        self.targets = outputs
+        self.graph = DynamicGraph(prompt, dict(plan.nodes))  # a copy: expansion adds nodes to it
+        self.targets = plan.outputs
         self.prompt_id = prompt_id
         self.extra_data = extra_data
         self.emit = emit
         self.interrupted = interrupted
-        self.keys: dict[str, str] = {}
+        self.keys: dict[str, str] = dict(plan.keys)  # stable keys known from earlier runs of this prompt
+        self.plan_keys = plan.keys                   # where this job records the stable keys it computes
+        self.unstable: set[str] = set()              # nodes whose key may change between identical runs
         self.values: dict[str, list[list[Any]]] = {}
         self.state: dict[str, int] = {}
         self.pending: dict[str, int] = {}
@@ -286,20 +302,34 @@ class _Job:
         return keys[node_id]
 
     def _immediate_key(self, node: GraphNode) -> str:
+        """Hash of class, schema version, fingerprint, constants and the sources' keys.
+
+        A key is *stable* (recorded in the plan for later runs of the same prompt) unless the node has a
+        fingerprint hook, was created by expansion, or has a source whose key is not stable.
+        """
         node_def = self.registry.get(node.class_type)
         parts = [node.class_type, str(node_def.schema.version)]
+        stable = node.parent is None
         if node_def.fingerprint is not None:
             parts.append(fingerprint_part(self._fingerprint(node, node_def)))
+            stable = False
         if node_def.schema.not_idempotent or node_def.uses_unique_id:
             parts.append("#" + node.id)
-        keys = self.keys
+        keys, unstable = self.keys, self.unstable
         for name in sorted(node.inputs):
             value = node.inputs[name]
             if type(value) is Link:
                 parts.append(f"{name}@{keys[value.src]}:{value.slot}")
+                if value.src in unstable:
+                    stable = False
             else:
                 parts.append(f"{name}={encode_value(value)}")
-        return node_key(parts)
+        key = node_key(parts)
+        if stable:
+            self.plan_keys[node.id] = key
+        else:
+            unstable.add(node.id)
+        return key
 
     def _fingerprint(self, node: GraphNode, node_def: Any) -> Any:
         kwargs = {name: (None if type(v) is Link else v) for name, v in node.inputs.items()}

@@ -232,6 +232,7 @@ class Registry:
         self._nodes: dict[str, NodeDef] = {}
         self.failures: list[PackFailure] = []
         self.packs: list[PackInfo] = []
+        self.version = 0  # bumped on every registration: memoised validations of older versions miss
 
     def get(self, class_type: str) -> NodeDef | None:
         """The definition of ``class_type``, or None."""
@@ -270,6 +271,7 @@ class Registry:
                       commands: Mapping[str, Callable[[list[str]], int]] | None = None) -> PackInfo:
         """Register a pack's classes (a list, or a ``{name: class}`` mapping); problems become failures."""
         items = list(classes.items()) if isinstance(classes, Mapping) else [(None, c) for c in classes]
+        self.version += 1
         info = PackInfo(name, source, [], web_dir, dict(commands or {}))
         for node_name, cls in items:
             self._register_one(info, node_name, cls, python_module or name, display_names or {})

@@ -221,7 +221,7 @@ def node_errors_of(node: GraphNode, node_def: Any, nodes: Mapping[str, GraphNode
 # ---------------------------------------------------------------------------------------------
 
 
-def _reachable_order(roots: Sequence[str], nodes: Mapping[str, GraphNode]) -> tuple[list[str], set[str]]:
+def reachable_order(roots: Sequence[str], nodes: Mapping[str, GraphNode]) -> tuple[list[str], set[str]]:
     """Post-order (sources first) of everything linked from ``roots``, and the nodes on a cycle."""
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
     order: list[str] = []
@@ -309,7 +309,7 @@ def validate_prompt(prompt: Any, registry: Any, targets: list[str] | None = None
     outputs, error = _select_outputs(nodes, registry, targets)
     if error is not None:
         return _fail(error, {}, nodes)
-    order, cyclic = _reachable_order(outputs, nodes)
+    order, cyclic = reachable_order(outputs, nodes)
     node_errors: dict[str, Any] = {}
     bad: set[str] = set()
     for node_id in order:  # sources first, so a node knows whether its sources are valid

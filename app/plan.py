@@ -1,0 +1,146 @@
+"""Validated graphs of recently run prompts, reused by content so a re-run skips parsing and validation.
+
+A :class:`Plan` is what the executor needs from validation (the parsed, coerced nodes and the outputs to
+produce) plus the content keys of the nodes whose key depends on nothing but the prompt and the registry
+(filled in while jobs run). :class:`PlanMemo` finds the plan of a prompt by its *content*: the signature
+is ``repr`` of the prompt, which spells out every plain JSON value with its type (``1``, ``1.0``, ``True``,
+``[..]`` and ``(..)`` differ), so any changed constant, link or class gives a different signature and a
+fresh validation. Only prompts made of plain values (dict, list, str, int, float, bool, None) are
+memoised: the ``repr`` of another object (a tensor, say) does not determine its content.
+
+What is *not* reused, because it can change between identical prompts:
+
+- nodes with a custom validator (``VALIDATE_INPUTS``) or a COMBO whose options come from a callable (file
+  lists) are validated again on every run; any error sends the prompt through full validation;
+- keys of nodes with a fingerprint hook (``IS_CHANGED``), of nodes created by expansion, and of all their
+  descendants are computed again by each job (see ``app.executor``);
+- a plan belongs to one registry object at one ``Registry.version``; registering a pack (or swapping the
+  executor's registry) makes every memoised plan of it miss.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.graph import GraphNode
+from app.validation import Validation, node_errors_of, reachable_order
+
+_PLAIN_LEAVES = (str, int, float, bool, type(None))
+
+
+@dataclass
+class Plan:
+    """The reusable part of one prompt's validation.
+
+    Args:
+        registry / version: the registry it was validated against, and its version then.
+        nodes: parsed nodes, widget constants coerced (never mutated by jobs: each job copies the dict).
+        outputs: the output node ids to produce.
+        recheck: ids of reachable nodes validated again on every run (custom validator, callable COMBO).
+        keys: ``{node_id: content key}`` of nodes whose key depends only on the prompt (jobs add to it).
+    """
+
+    registry: Any
+    version: int
+    nodes: dict[str, GraphNode]
+    outputs: list[str]
+    recheck: list[str] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+def registry_version(registry: Any) -> int:
+    """The registry's change counter (registries without one never change)."""
+    return getattr(registry, "version", 0)
+
+
+def _volatile(node_def: Any) -> bool:
+    """True when the node's validation can change without the prompt changing."""
+    if node_def.validator is not None:
+        return True
+    return any(port.type == "COMBO" and callable(port.choices) for port in node_def.schema.inputs)
+
+
+def make_plan(validation: Validation, registry: Any) -> Plan:
+    """A plan from a successful validation."""
+    nodes = validation.nodes
+    order, _ = reachable_order(validation.outputs, nodes)
+    recheck = [i for i in order if _volatile(registry.get(nodes[i].class_type))]
+    return Plan(registry, registry_version(registry), nodes, list(validation.outputs), recheck)
+
+
+def still_valid(plan: Plan) -> bool:
+    """Validate the plan's volatile nodes again; False if any of them now has an error."""
+    registry = plan.registry
+    for node_id in plan.recheck:
+        node = plan.nodes[node_id]
+        if node_errors_of(node, registry.get(node.class_type), plan.nodes, registry):
+            return False
+    return True
+
+
+def is_plain(value: Any) -> bool:
+    """True when ``value`` is made only of dicts with str keys, lists and JSON scalars."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            if any(type(k) is not str for k in item):
+                return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind not in _PLAIN_LEAVES:
+            return False
+    return True
+
+
+def signature(prompt: Any, targets: list[str] | None) -> tuple[str, tuple[str, ...] | None] | None:
+    """The content signature of a prompt and its targets, or None when it cannot be taken."""
+    try:
+        text = repr(prompt)
+    except Exception:  # a value whose repr fails: no memo for this prompt
+        return None
+    return text, (tuple(str(t) for t in targets) if targets is not None else None)
+
+
+class PlanMemo:
+    """The plans of the last ``size`` distinct prompts, least recently used dropped first; thread-safe."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._plans: OrderedDict[tuple[Any, ...], Plan] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, sig: tuple[Any, ...] | None, registry: Any) -> Plan | None:
+        """The plan stored for ``sig`` if it belongs to ``registry`` at its current version."""
+        if sig is None:
+            return None
+        with self._lock:
+            plan = self._plans.get(sig)
+            if plan is None or plan.registry is not registry or plan.version != registry_version(registry):
+                self.misses += 1
+                return None
+            self._plans.move_to_end(sig)
+            self.hits += 1
+            return plan
+
+    def put(self, sig: tuple[Any, ...] | None, prompt: Any, plan: Plan) -> None:
+        """Remember ``plan`` for ``sig`` when the prompt is plain (see the module docstring)."""
+        if sig is None or not is_plain(prompt):
+            return
+        with self._lock:
+            self._plans[sig] = plan
+            self._plans.move_to_end(sig)
+            while len(self._plans) > self.size:
+                self._plans.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every plan."""
+        with self._lock:
+            self._plans.clear()
