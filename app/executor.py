@@ -176,12 +176,41 @@ class _Job:
         self.result = RunResult("success")
         self.collecting_cached: list[str] | None = None
         self.sync_context = self._new_context(None)  # reused by sync nodes: fields updated per node
+        self.listening = emit is not _no_emit        # per-node events are built only for a listener
+        self.progress: dict[str, dict[str, Any]] = {}  # progress_state entries of non-pending nodes
+        # policy "none": a node's outputs leave the run's store once every consumer has run
+        self.release = not self.caches.outputs.policy.store
+        self.consumers: dict[str, int] = {}       # node -> consumers scheduled and not finished
+        self.consumes: dict[str, list[str]] = {}  # node -> the sources it holds (one entry per link)
+        self.released: set[str] = set()
 
     # -- events ---------------------------------------------------------------------------------
     def _send(self, event: str, data: dict[str, Any], record: bool = False) -> None:
         if record:
             self.result.messages.append([event, data])
         self.emit(event, data)
+
+    def _set_progress(self, node_ids: list[str], state: str, value: float = 0.0, total: float = 1.0) -> None:
+        """Update the nodes' progress entries and send ``progress_state`` with every non-pending node.
+
+        ComfyUI's ProgressRegistry: an entry appears when a node starts (running, 0 of 1), changes on
+        each progress report, and ends as finished (value = max) or error; cached nodes are finished at
+        once. Each message is a snapshot (a new outer dict; entries are replaced, never mutated) because
+        the server serialises it later, on its event loop.
+        """
+        graph, prompt_id = self.graph, self.prompt_id
+        for node_id in node_ids:
+            old = self.progress.get(node_id)
+            if state != "running" and old is not None:  # finished / error keep the last max (and value)
+                value, total = old["value"], old["max"]
+            if state == "finished":
+                value = total
+            self.progress[node_id] = {
+                "value": value, "max": total, "state": state, "node_id": node_id, "prompt_id": prompt_id,
+                "display_node_id": graph.get_display_node_id(node_id),
+                "parent_node_id": graph.nodes[node_id].parent, "real_node_id": graph.get_real_node_id(node_id)}
+        if self.listening and node_ids:
+            self.emit("progress_state", {"prompt_id": prompt_id, "nodes": dict(self.progress)})
 
     # -- run ------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -194,7 +223,10 @@ class _Job:
                                             "timestamp": now_ms()}, record=True)
             for node_id in cached:
                 self._announce_cached(node_id)
-            asyncio.run(self._loop())
+            if self.listening:
+                self._set_progress(cached, "finished")
+            if self._run_sync():
+                asyncio.run(self._loop())
             self._check_finished()
         except _Interrupted as stop:
             return self._interrupted(stop.node_id)
@@ -202,6 +234,21 @@ class _Job:
             return self._failed(failure)
         self._send("execution_success", {"prompt_id": self.prompt_id, "timestamp": now_ms()}, record=True)
         return self.result
+
+    def _run_sync(self) -> bool:
+        """Run ready nodes without an event loop until an async node is next; True if work remains.
+
+        Most graphs have no async node: this skips creating an event loop per job.
+        """
+        ready, nodes, registry = self.ready, self.graph.nodes, self.registry
+        while ready:
+            if self.interrupted.is_set():
+                raise _Interrupted(None)
+            node_id = ready[0]
+            if node_id not in self.expansions and registry.get(nodes[node_id].class_type).is_async:
+                return True
+            self._step(ready.popleft())
+        return False
 
     async def _loop(self) -> None:
         try:
@@ -250,11 +297,16 @@ class _Job:
         while stack:
             node_id = stack.pop()
             if node_id in state:
-                continue
+                if node_id not in self.released:
+                    continue
+                self._revive(node_id)  # its outputs were released; a new consumer needs them again
             if self._from_cache(node_id):
                 continue
             state[node_id] = _QUEUED
-            sources = self._strong_sources(nodes[node_id])
+            node = nodes[node_id]
+            sources = self._strong_sources(node)
+            if self.release:
+                self._hold_sources(node_id, node)
             new.append((node_id, sources))
             stack.extend(sources)
         for node_id, sources in reversed(new):  # sources were appended last: count them first
@@ -270,7 +322,35 @@ class _Job:
         if count == 0:
             self.ready.append(node_id)
 
+    def _hold_sources(self, node_id: str, node: GraphNode) -> None:
+        """Count ``node`` as a consumer of each linked source (lazy ones too: it may still ask)."""
+        ports = self.registry.get(node.class_type).ports
+        held = self.consumes.setdefault(node_id, [])
+        for name, link in node.links():
+            port = ports.get(name)
+            if port is not None and not port.raw_link:
+                held.append(link.src)
+                self.consumers[link.src] = self.consumers.get(link.src, 0) + 1
+
+    def _let_go(self, node_id: str) -> None:
+        """``node_id`` finished: drop the outputs of sources that no scheduled node needs any more."""
+        consumers, values = self.consumers, self.values
+        for src in self.consumes.pop(node_id, ()):
+            left = consumers[src] - 1
+            consumers[src] = left
+            if left == 0 and src in values:
+                del values[src]
+                self.released.add(src)
+
+    def _revive(self, node_id: str) -> None:
+        """Make a node whose outputs were released runnable again (an expansion or lazy input needs it)."""
+        self.released.discard(node_id)
+        del self.state[node_id]
+        self.pending.pop(node_id, None)
+
     def _complete(self, node_id: str) -> None:
+        if self.release:
+            self._let_go(node_id)
         self.state[node_id] = _DONE
         for dependent in self.waiting.pop(node_id, ()):
             self.pending[dependent] -= 1
@@ -349,9 +429,11 @@ class _Job:
         if entry.ui is not None:
             self.result.outputs[node_id] = entry.ui
         if self.collecting_cached is not None:
-            self.collecting_cached.append(node_id)
+            self.collecting_cached.append(node_id)  # announced together once scheduling is done
         else:
             self._announce_cached(node_id)
+            if self.listening:
+                self._set_progress([node_id], "finished")
         return True
 
     def _announce_cached(self, node_id: str) -> None:
@@ -485,16 +567,15 @@ class _Job:
     def _progress(self, node_id: str, value: float, total: float, preview: Any) -> None:
         data = {"value": value, "max": total, "prompt_id": self.prompt_id, "node": node_id}
         self._send("progress", data)
-        self._send("progress_state", {"prompt_id": self.prompt_id, "nodes": {node_id: {
-            "value": value, "max": total, "state": "running", "node_id": node_id, "prompt_id": self.prompt_id,
-            "display_node_id": self.graph.get_display_node_id(node_id),
-            "parent_node_id": self.graph.nodes[node_id].parent, "real_node_id": node_id}}})
+        self._set_progress([node_id], "running", value, total)
         if preview is not None:
             self._send("preview", {"node_id": node_id, "prompt_id": self.prompt_id, "image": preview})
 
     def _call(self, node: GraphNode, node_def: Any, inputs: dict[str, list[Any]]) -> None:
-        display = node.id if node.parent is None else self.graph.get_display_node_id(node.id)
-        self._send("executing", {"node": node.id, "display_node": display, "prompt_id": self.prompt_id})
+        if self.listening:
+            display = node.id if node.parent is None else self.graph.get_display_node_id(node.id)
+            self._send("executing", {"node": node.id, "display_node": display, "prompt_id": self.prompt_id})
+            self._set_progress([node.id], "running")
         function = getattr(self._instance(node, node_def), node_def.function)
         started = time.perf_counter()
         n_out = len(node_def.output_types)
@@ -575,6 +656,8 @@ class _Job:
             self.result.outputs[node_id] = ui
             self._send("executed", {"node": node_id, "display_node": self.graph.get_display_node_id(node_id),
                                     "output": ui, "prompt_id": self.prompt_id})
+        if self.listening:
+            self._set_progress([node_id], "finished")
         self._complete(node_id)
 
     def _expand(self, node: GraphNode, results: list[CallResult], seconds: float) -> None:
@@ -595,6 +678,10 @@ class _Job:
                     roots.append(new.id)
             result.values = tuple(_rewrite_result(v, renames) for v in result.values)
         links = {v.src for r in results for v in r.values if type(v) is Link}
+        if self.release:  # the node reads its result links when the expansion finishes
+            self.consumes.setdefault(node.id, []).extend(links)
+            for src in links:
+                self.consumers[src] = self.consumers.get(src, 0) + 1
         self.expansions[node.id] = (results, seconds)
         self.state[node.id] = _EXPANDED
         self._schedule(sorted(links) + roots)
@@ -635,6 +722,8 @@ class _Job:
             "current_inputs": {k: [summarize(v) for v in items[:8]] for k, items in failure.inputs.items()},
             "current_outputs": list(self.values), "timestamp": now_ms(),
         }
+        if self.listening and node is not None:
+            self._set_progress([failure.node_id], "error")
         self._send("execution_error", error, record=True)
         self.result.status = "error"
         self.result.error = error

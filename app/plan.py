@@ -3,10 +3,10 @@
 A :class:`Plan` is what the executor needs from validation (the parsed, coerced nodes and the outputs to
 produce) plus the content keys of the nodes whose key depends on nothing but the prompt and the registry
 (filled in while jobs run). :class:`PlanMemo` finds the plan of a prompt by its *content*: the signature
-is ``repr`` of the prompt, which spells out every plain JSON value with its type (``1``, ``1.0``, ``True``,
-``[..]`` and ``(..)`` differ), so any changed constant, link or class gives a different signature and a
-fresh validation. Only prompts made of plain values (dict, list, str, int, float, bool, None) are
-memoised: the ``repr`` of another object (a tensor, say) does not determine its content.
+is the prompt in ``marshal`` format 0, which spells out every builtin value with its exact type, so any
+changed constant, link or class gives a different signature and a fresh validation. Only prompts made of
+plain JSON values (dict, list, str, int, float, bool, None) are memoised: for other objects (tensors,
+sets...) the cache keys are not a function of the prompt text (see ``app.cache.encode_value``).
 
 What is *not* reused, because it can change between identical prompts:
 
@@ -20,6 +20,7 @@ What is *not* reused, because it can change between identical prompts:
 
 from __future__ import annotations
 
+import marshal
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -98,13 +99,18 @@ def is_plain(value: Any) -> bool:
     return True
 
 
-def signature(prompt: Any, targets: list[str] | None) -> tuple[str, tuple[str, ...] | None] | None:
-    """The content signature of a prompt and its targets, or None when it cannot be taken."""
+def signature(prompt: Any, targets: list[str] | None) -> tuple[bytes, tuple[str, ...] | None] | None:
+    """The content signature of a prompt and its targets, or None when it cannot be taken.
+
+    ``marshal`` format 0 spells out builtin values with their exact types (``1``, ``1.0``, ``True``,
+    lists and tuples differ; no object-sharing or interning flags, so equal content gives equal bytes)
+    and refuses every other type: a prompt holding a tensor or a str subclass has no signature.
+    """
     try:
-        text = repr(prompt)
-    except Exception:  # a value whose repr fails: no memo for this prompt
+        data = marshal.dumps(prompt, 0)
+    except (ValueError, TypeError):  # an object marshal cannot spell: no memo for this prompt
         return None
-    return text, (tuple(str(t) for t in targets) if targets is not None else None)
+    return data, (tuple(str(t) for t in targets) if targets is not None else None)
 
 
 class PlanMemo:
