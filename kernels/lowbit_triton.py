@@ -21,7 +21,8 @@ import triton
 import triton.language as tl
 
 
-@triton.jit
+# Shapes that vary per call (rows, image size) are not specialised: one compile per layer kind, not per shape.
+@triton.jit(do_not_specialize=["M", "sxb", "sxm"])
 def _quantize_kernel(x_ptr, q_ptr, s_ptr, M, C, sxb, sxm, sxc,
                      QMAX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """q[b, m, c] = clamp(round_half_away(x[b, m, c] / s), -QMAX, QMAX) as int8; q contiguous [B, M, C]."""
@@ -52,7 +53,7 @@ def _a_tile(x_ptr, row_base, row_ok, ih0, iw0, H, W, C, c, R: tl.constexpr, S: t
     return tl.load(x_ptr + offs[:, None] + c[None, :], mask=mask, other=0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "H", "W", "OH", "OW"])
 def _lowbit_gemm_kernel(
     x_ptr, w_ptr, ws_ptr, as_ptr, bias_ptr, out_ptr,
     M, N, C, H, W, OH, OW, CW, stride_wn,

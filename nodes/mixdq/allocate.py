@@ -66,7 +66,7 @@ def _group_alloc(sens: Sensitivity, names: list[str], bits: Sequence[int], budge
         return {}
     budget = min(max(budget, min(bits)), max(bits))
     cost = np.array([[_error(sens, n, b, "w", decoupled) for b in bits] for n in names])
-    return dict(zip(names, solve_allocation(cost, bits, [sens.w_size[n] for n in names], budget)))
+    return dict(zip(names, solve_allocation(cost, bits, [sens.w_size[n] for n in names], budget), strict=True))
 
 
 def allocate_weights(sens: Sensitivity, budget: float, *, content_bits: Sequence[int] = CONTENT_W_BITS,
@@ -113,7 +113,7 @@ def allocate_acts(sens: Sensitivity, budget: float = 8.0, *, keep_fp_frac: float
     if rest:
         cost = np.array([[_error(sens, n, b, "a", True) for b in bits] for n in rest])
         b = min(max(budget, min(bits)), max(bits))
-        alloc.update(zip(rest, solve_allocation(cost, bits, [max(sens.a_size[n], 1) for n in rest], b)))
+        alloc.update(zip(rest, solve_allocation(cost, bits, [max(sens.a_size[n], 1) for n in rest], b), strict=True))
     return alloc, keep
 
 

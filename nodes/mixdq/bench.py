@@ -1,0 +1,92 @@
+"""``fewstep bench mixdq`` (or ``python -m nodes.mixdq.bench``): MixDQ's cost and quality tables.
+
+    fewstep bench mixdq cost    [--archs sd15,sdxl] [--batches 1,8] [--iters 20] [--out FILE.json]   (CUDA)
+    fewstep bench mixdq quality [--n 64] [--steps 4] [--out FILE.json]                             (CPU or CUDA)
+
+``cost``: weight memory, peak memory and UNet latency (eager and CUDA graph) of fp16, W8A8 and W4A8 on
+random-weight SD1.5 / SDXL-size UNets. ``quality``: FD-EffNet and attribute accuracy of the zoo's
+few-step model at full precision, MixDQ W8A8 / W4A8, naive uniform W8A8 / W4A8, and the BOS ablation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+
+
+def say(text: str) -> None:
+    """A CLI line on stdout (flushed: the device machine returns only the tail of the output)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fewstep bench mixdq", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["cost", "quality"])
+    p.add_argument("--archs", default="sd15,sdxl", help="cost: comma list of sd15, sdxl, tiny")
+    p.add_argument("--batches", default="1,8", help="cost: comma list of batch sizes")
+    p.add_argument("--iters", type=int, default=20, help="cost: timed repetitions (median reported)")
+    p.add_argument("--n", type=int, default=64, help="quality: images per configuration")
+    p.add_argument("--steps", type=int, default=4, help="quality: sampler steps")
+    p.add_argument("--calib", type=int, default=8, help="quality: calibration prompts")
+    p.add_argument("--device", default=None, help="quality: cpu or cuda (default: cuda if available)")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    return p
+
+
+def _header(mode: str) -> dict:
+    import torch
+
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    return {"bench": f"mixdq {mode}", "command": " ".join(["fewstep bench mixdq", *sys.argv[1:]]),
+            "card": card, "torch": torch.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _cost_table(rows: list[dict]) -> str:
+    lines = ["| arch | variant | batch | weights MB | x less | peak MB | eager ms | graph ms | graph speed-up |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    base = {(r["arch"], r["batch"]): r for r in rows if r["variant"] == "fp16"}
+    for r in rows:
+        b = base[(r["arch"], r["batch"])]
+        lines.append(f"| {r['arch']} | {r['variant']} | {r['batch']} | {r['weight_mb']:.1f} | "
+                     f"{b['weight_mb'] / r['weight_mb']:.2f} | {r['peak_mb']:.1f} | {r['eager_ms']:.2f} | "
+                     f"{r['graph_ms']:.2f} | {b['graph_ms'] / r['graph_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    result = _header(args.mode)
+    if args.mode == "cost":
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.stderr.write("bench mixdq cost needs a CUDA GPU\n")
+            return 2
+        from nodes.mixdq.bench_cost import run_cost
+
+        rows = run_cost(args.archs.split(","), [int(b) for b in args.batches.split(",")], args.iters, log=say)
+        result["rows"] = rows
+        table = _cost_table(rows)
+    else:
+        from nodes.mixdq.bench_quality import quality_table, run_quality
+
+        rows = run_quality(n=args.n, steps=args.steps, n_calib=args.calib, device=args.device, log=say)
+        result["rows"] = rows
+        table = quality_table(rows)
+    say(table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({**result, "table": table}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
