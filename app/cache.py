@@ -67,8 +67,8 @@ def _tensor_digest(value: Any) -> str | None:
 def encode_value(value: Any) -> str:
     """A canonical string of a constant: equal strings mean equal values.
 
-    Scalars, lists, tuples and dicts are spelled out; tensors and arrays by dtype, shape and a hash of
-    their bytes. Any other object cannot be compared by content and gets a fresh nonce, so a node fed such
+    Scalars (and complex numbers), lists, tuples, sets and dicts are spelled out (sets and dicts in sorted
+    order); tensors and arrays by dtype, shape and a hash of their bytes. Any other object cannot be compared by content and gets a fresh nonce, so a node fed such
     a constant never hits the cache (stated here rather than guessed silently).
     """
     kind = type(value)
@@ -80,6 +80,10 @@ def encode_value(value: Any) -> str:
     if isinstance(value, Mapping):
         items = sorted((encode_value(k), encode_value(v)) for k, v in value.items())
         return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
+    if kind is set or kind is frozenset:
+        return "<" + ",".join(sorted(encode_value(v) for v in value)) + ">"
+    if kind is complex or value is Ellipsis:
+        return repr(value)
     digest = _tensor_digest(value)
     if digest is not None:
         return digest

@@ -145,7 +145,7 @@ class Executor:
             error = {**(validation.error or {}), "node_errors": validation.node_errors}
             return RunResult("error", error=error)
         plan = make_plan(validation, self.registry)
-        self.plans.put(sig, prompt, plan)
+        self.plans.put(sig, plan)
         return plan
 
 

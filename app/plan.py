@@ -4,9 +4,11 @@ A :class:`Plan` is what the executor needs from validation (the parsed, coerced 
 produce) plus the content keys of the nodes whose key depends on nothing but the prompt and the registry
 (filled in while jobs run). :class:`PlanMemo` finds the plan of a prompt by its *content*: the signature
 is the prompt in ``marshal`` format 0, which spells out every builtin value with its exact type, so any
-changed constant, link or class gives a different signature and a fresh validation. Only prompts made of
-plain JSON values (dict, list, str, int, float, bool, None) are memoised: for other objects (tensors,
-sets...) the cache keys are not a function of the prompt text (see ``app.cache.encode_value``).
+changed constant, link or class gives a different signature and a fresh validation. ``marshal`` refuses
+every non-builtin object (tensors, arrays, subclasses of str or int...): such prompts are validated on every
+run. The builtin values it accepts are all keyed by content (``app.cache.encode_value``), so a memoised key
+is the key a fresh computation would give (code objects, which marshal also accepts and a prompt has no
+reason to hold, are the one exception).
 
 What is *not* reused, because it can change between identical prompts:
 
@@ -28,8 +30,6 @@ from typing import Any
 
 from app.graph import GraphNode
 from app.validation import Validation, node_errors_of, reachable_order
-
-_PLAIN_LEAVES = (str, int, float, bool, type(None))
 
 
 @dataclass
@@ -82,23 +82,6 @@ def still_valid(plan: Plan) -> bool:
     return True
 
 
-def is_plain(value: Any) -> bool:
-    """True when ``value`` is made only of dicts with str keys, lists and JSON scalars."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            if any(type(k) is not str for k in item):
-                return False
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-        elif kind not in _PLAIN_LEAVES:
-            return False
-    return True
-
-
 def signature(prompt: Any, targets: list[str] | None) -> tuple[bytes, tuple[str, ...] | None] | None:
     """The content signature of a prompt and its targets, or None when it cannot be taken.
 
@@ -136,9 +119,9 @@ class PlanMemo:
             self.hits += 1
             return plan
 
-    def put(self, sig: tuple[Any, ...] | None, prompt: Any, plan: Plan) -> None:
-        """Remember ``plan`` for ``sig`` when the prompt is plain (see the module docstring)."""
-        if sig is None or not is_plain(prompt):
+    def put(self, sig: tuple[Any, ...] | None, plan: Plan) -> None:
+        """Remember ``plan`` for ``sig`` (None: the prompt has no signature, nothing is stored)."""
+        if sig is None:
             return
         with self._lock:
             self._plans[sig] = plan

@@ -58,6 +58,17 @@ def test_changed_constant_reruns_exactly_its_dependents(make_executor, validatio
     assert len(validations) == 3
 
 
+def test_prompt_holding_an_object_is_validated_every_run(make_executor, validations):
+    class Text(str):
+        pass
+
+    executor = make_executor()
+    prompt = {"1": n("StubWidgets", mode="fast", ratio=0.5, flag=False, text=Text("x")), "2": n("StubSink", value=["1", 0])}
+    run(executor, prompt)
+    again, _ = run(executor, prompt)
+    assert again.status == "success" and len(validations) == 2  # marshal refuses a str subclass
+
+
 def test_memoised_keys_equal_fresh_keys(make_executor, registry):
     executor = make_executor()
     run(executor, two_chains())
