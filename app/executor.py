@@ -205,10 +205,12 @@ class _Job:
                 value, total = old["value"], old["max"]
             if state == "finished":
                 value = total
+            parent = graph.nodes[node_id].parent
+            display, real = (node_id, node_id) if parent is None else (
+                graph.get_display_node_id(node_id), graph.get_real_node_id(node_id))
             self.progress[node_id] = {
                 "value": value, "max": total, "state": state, "node_id": node_id, "prompt_id": prompt_id,
-                "display_node_id": graph.get_display_node_id(node_id),
-                "parent_node_id": graph.nodes[node_id].parent, "real_node_id": graph.get_real_node_id(node_id)}
+                "display_node_id": display, "parent_node_id": parent, "real_node_id": real}
         if self.listening and node_ids:
             self.emit("progress_state", {"prompt_id": prompt_id, "nodes": dict(self.progress)})
 
@@ -651,7 +653,8 @@ class _Job:
         node_id = node.id
         self.values[node_id] = outputs
         self.result.executed.append(node_id)
-        self.caches.put(self.key(node_id), outputs, ui)
+        if not self.release:  # policy "none" stores nothing: skip the key
+            self.caches.put(self.key(node_id), outputs, ui)
         if ui is not None:
             self.result.outputs[node_id] = ui
             self._send("executed", {"node": node_id, "display_node": self.graph.get_display_node_id(node_id),

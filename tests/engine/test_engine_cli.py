@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from engine_helpers import n
 
 from app.cli import main
@@ -78,8 +77,9 @@ def test_unknown_pack_command_exits_2(tmp_path, capsys):
     assert "bench executor" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_bench_executor_writes_json(tmp_path, capsys):
+def test_bench_executor_writes_json(tmp_path, capsys):  # about 0.5 s with one repeat: runs by default
     assert main(["bench", "executor", "--repeats", "1", "--json", str(tmp_path / "b.json")]) == 0
     report = json.loads((tmp_path / "b.json").read_text())
     assert set(report["results"]) == {"chain_1000", "fan_in_100"}
+    assert {"cold_cpu_us", "cached_cpu_us", "cold_listened_cpu_us"} <= set(report["results"]["chain_1000"])
+    assert "chain_1000" in capsys.readouterr().out
