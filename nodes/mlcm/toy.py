@@ -59,22 +59,32 @@ class GMMTeacher(nn.Module):
 
 
 class ToyStudent(nn.Module):
-    """A small MLP v-predictor for the toy: input (x, Fourier(t), cond, optional γ-embedding)."""
+    """The toy student: the teacher's v-prediction plus a small MLP residual (zero at initialisation).
 
-    def __init__(self, num_groups: int, width: int = 128, cond_dim: int = 0) -> None:
+    Starting exactly at the teacher is the toy's "copy the teacher's weights"; v-prediction keeps
+    x̂0 = α x - σ v well conditioned at t = T-1, where ε-prediction would multiply errors by 1/α_T ≈ 15.
+    Input of the MLP: (x, Fourier(t), cond, optional γ-embedding of size ``cond_dim``).
+    """
+
+    def __init__(self, teacher: GMMTeacher, width: int = 64, cond_dim: int = 0) -> None:
         super().__init__()
+        self.teacher = teacher
         self.cond_dim = cond_dim
-        self.inp = nn.Linear(2 + 16 + num_groups + cond_dim, width)
-        self.body = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
-                                  nn.Linear(width, 2))
+        self.inp = nn.Linear(2 + 16 + teacher.num_groups + cond_dim, width)
+        self.body = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 2))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor, timestep_cond: Tensor | None = None) -> Tensor:
+        a, s = self.teacher.schedule.alpha(t)[:, None], self.teacher.schedule.sigma(t)[:, None]
+        x0 = self.teacher.posterior_mean(x.float(), t, cond.float())
+        v_teacher = a * (x - a * x0) / s - s * x0                                  # v = α ε - σ x0
         freqs = torch.arange(8, device=x.device, dtype=torch.float32)
         tt = (t.float() / 1000.0)[:, None] * (2.0**freqs)[None] * math.pi         # [B, 8]
         parts = [x.float(), tt.sin(), tt.cos(), cond.float()]
         if self.cond_dim:
             parts.append(timestep_cond if timestep_cond is not None else x.new_zeros(x.shape[0], self.cond_dim))
-        return self.body(self.inp(torch.cat(parts, 1)))
+        return v_teacher + self.body(self.inp(torch.cat(parts, 1)))
 
 
 def make_teacher(num_modes: int = 8, radius: float = 2.0, std: float = 0.08, num_groups: int = 2) -> VPNet:
@@ -86,31 +96,6 @@ def make_teacher(num_modes: int = 8, radius: float = 2.0, std: float = 0.08, num
     return VPNet(net, schedule, "eps")
 
 
-def pretrain_student(teacher: VPNet, student: nn.Module, steps: int = 300, batch: int = 256, seed: int = 0,
-                     lr: float = 3e-3) -> VPNet:
-    """Regress the student's v onto the teacher's (v = α ε - σ x̂0) at random (t, noisy data, cond).
-
-    This is the toy's "start from the teacher's weights"; v-prediction keeps x̂0 = α x - σ v well
-    conditioned at t = T-1, where ε-prediction would multiply the net's error by 1/α_T ≈ 15.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
-    g = teacher.net.num_groups
-    for _ in range(steps):
-        cond = nn.functional.one_hot(torch.randint(0, g + 1, (batch,), generator=gen), g + 1)[:, :g].float()
-        x0 = teacher.net.sample_data(batch, cond, gen)
-        t = torch.randint(0, 1000, (batch,), generator=gen)
-        a, s = teacher.schedule.alpha(t)[:, None], teacher.schedule.sigma(t)[:, None]
-        xt = a * x0 + s * torch.randn(batch, 2, generator=gen)
-        with torch.no_grad():
-            x0_t, eps_t = teacher.x0_eps(xt, t, cond)
-        loss = (student(xt, t, cond) - (a * eps_t - s * x0_t)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return VPNet(student, teacher.schedule, "v")
-
-
 def wasserstein2(a: Tensor, b: Tensor) -> float:
     """Exact W2 between two equal-size point clouds (optimal assignment; scipy)."""
     from scipy.optimize import linear_sum_assignment
@@ -118,3 +103,48 @@ def wasserstein2(a: Tensor, b: Tensor) -> float:
     cost = torch.cdist(a.detach().double(), b.detach().double()) ** 2
     rows, cols = linear_sum_assignment(cost.numpy())
     return float(cost[rows, cols].mean().sqrt())
+
+
+def teacher_ddim_samples(teacher: VPNet, cond: Tensor, steps: int, seed: int = 2) -> Tensor:
+    """The teacher's own deterministic DDIM sampler, ``steps`` uniform steps from t = 999 to 0 (no CFG)."""
+    from nodes.mlcm.vp import teacher_ddim
+
+    n = cond.shape[0]
+    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+    ts = [int(v) for v in torch.linspace(999, 0, steps + 1).round()]
+    for a, b in zip(ts[:-1], ts[1:], strict=True):
+        x = teacher_ddim(teacher, x, torch.full((n,), a), torch.full((n,), b), cond, None, 1.0)
+    return x
+
+
+def student_samples(view: VPNet, cond: Tensor, timesteps: list[int], timestep_cond: Tensor | None = None,
+                    seed: int = 3) -> Tensor:
+    """Consistency multistep samples of a student at the given timesteps."""
+    from nodes.mlcm.sampling import sample_consistency_vp
+
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(cond.shape[0], 2, generator=gen)
+    with torch.no_grad():
+        return sample_consistency_vp(view, noise, timesteps, cond, gen, timestep_cond=timestep_cond)
+
+
+def toy_pool():
+    """A PromptPool of the toy's conditions: group 0, group 1 and the unconditional all-zeros row."""
+    from nodes.mlcm.train import PromptPool
+
+    return PromptPool(cond=torch.eye(3)[:, :2], uncond=torch.zeros(1, 2), prompts=["g0", "g1", ""],
+                      latent_shape=(2,))
+
+
+def toy_setup(n: int = 512, gamma_dim: int = 16) -> tuple[VPNet, VPNet, Tensor, Tensor]:
+    """(teacher, student (= teacher + zero residual) with a γ input, eval cond [n, 2] of group 0, balanced reference [n, 2]).
+
+    The reference holds exactly n/4 points per mode of group 0, which keeps its W2 noise floor low.
+    """
+    torch.manual_seed(0)
+    teacher = make_teacher()
+    student = VPNet(ToyStudent(teacher.net, width=64, cond_dim=gamma_dim), teacher.schedule, "v")
+    cond = nn.functional.one_hot(torch.zeros(n, dtype=torch.long), 2).float()
+    means = teacher.net.means[teacher.net.groups == 0]                               # [4, 2]
+    noise = torch.randn(n, 2, generator=torch.Generator().manual_seed(1))
+    return teacher, student, cond, means.repeat(n // len(means), 1) + teacher.net.std * noise
