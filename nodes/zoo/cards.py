@@ -15,7 +15,8 @@ from pathlib import Path
 from .models import N_CELLS, PREDICTION_TYPE, SCHEDULE, UNET_CONFIG, VAE_CONFIG
 
 COMMAND = ("python -m nodes.zoo.train all --out DIR --minilm .carry/minilm "
-           "--effnet .carry/effnet_lite0_fp16.safetensors   # on one GPU; then python -m nodes.zoo.cards "
+           "--effnet .carry/effnet_lite0_fp16.safetensors --total-seconds 535   # one H100, ~8.5 min; then "
+           "python -m nodes.zoo.cards "
            "DIR/report.json nodes/zoo/weights")
 DATA = ("procedural scenes from `nodes/zoo/data.py` (1-3 shapes, 6 colours x 5 shapes x 2 sizes on a 3x3 "
         "grid; kinds single / relation / count / row), 64x64 renders, captions from the scene. Training "

@@ -6,6 +6,7 @@ Skipped (with the reason) only while ``nodes/zoo/weights/`` holds no trained fil
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,7 +24,7 @@ def _need(name: str) -> None:
 
 def _renders(n: int, seed: int) -> tuple[torch.Tensor, list[data.Scene]]:
     scenes = data.make_split("heldout", n, seed=seed)
-    imgs = torch.stack([torch.from_numpy(__import__("numpy").asarray(data.render(s))) for s in scenes])
+    imgs = torch.stack([torch.from_numpy(np.array(data.render(s))) for s in scenes])
     return imgs.float() / 255.0, scenes  # [B,64,64,3]
 
 
