@@ -269,7 +269,9 @@ class ExecutionContext:
     Args:
         prompt_id / node_id / class_type: what is running.
         prompt: the API-format prompt; extra_pnginfo: ``extra_data["extra_pnginfo"]`` (may be {}).
-        report: ``report(value, max, preview)`` sends a progress event; preview is a PIL image or None.
+        report: ``report(value, max, preview, info)`` sends a progress event; preview is a PIL image or None;
+            ``info`` is a dict of extra numbers (e.g. ``loss``, ``lr``) merged into the ``progress`` message,
+            which the editor's loss-curve widget plots live.
         is_interrupted: True once the job should stop.
     """
 
@@ -278,13 +280,14 @@ class ExecutionContext:
     class_type: str
     prompt: dict[str, Any]
     extra_pnginfo: dict[str, Any]
-    report: Callable[[float, float, Any], None]
+    report: Callable[[float, float, Any, dict[str, Any] | None], None]
     is_interrupted: Callable[[], bool]
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def progress(self, value: float, total: float, preview: Any = None) -> None:
-        """Report progress (and optionally a preview image), then raise if the job was interrupted."""
-        self.report(value, total, preview)
+    def progress(self, value: float, total: float, preview: Any = None, **info: float) -> None:
+        """Report progress (optionally a preview image and named numbers such as ``loss=``), then raise if
+        the job was interrupted."""
+        self.report(value, total, preview, info or None)
         self.check_interrupt()
 
     def check_interrupt(self) -> None:
@@ -313,11 +316,11 @@ def reset_context(token: contextvars.Token) -> None:
     _CONTEXT.reset(token)
 
 
-def report_progress(value: float, total: float, preview: Any = None) -> None:
+def report_progress(value: float, total: float, preview: Any = None, **info: float) -> None:
     """Progress from library code that does not hold the context; a no-op outside the executor."""
     context = current_context()
     if context is not None:
-        context.progress(value, total, preview)
+        context.progress(value, total, preview, **info)
 
 
 def cached_model(path: str | os.PathLike[str], dtype: Any, device: Any, loader: Callable[[], Any]) -> Any:

@@ -553,10 +553,11 @@ class _Job:
         context = ExecutionContext(
             prompt_id=self.prompt_id, node_id=node.id if node else "", class_type=node.class_type if node else "",
             prompt=self.graph.original, extra_pnginfo=self.extra_data.get("extra_pnginfo") or {},
-            report=lambda value, total, preview=None: None, is_interrupted=self.interrupted.is_set,
+            report=lambda value, total, preview=None, info=None: None, is_interrupted=self.interrupted.is_set,
             extra={"model_cache": self.caches.models, "dynprompt": self.graph},
         )
-        context.report = lambda value, total, preview=None: self._progress(context.node_id, value, total, preview)
+        context.report = lambda value, total, preview=None, info=None: self._progress(
+            context.node_id, value, total, preview, info)
         return context
 
     def _context(self, node: GraphNode, shared: bool = True) -> _ContextScope:
@@ -566,8 +567,11 @@ class _Job:
         context.class_type = node.class_type
         return _ContextScope(context)
 
-    def _progress(self, node_id: str, value: float, total: float, preview: Any) -> None:
+    def _progress(self, node_id: str, value: float, total: float, preview: Any,
+                  info: dict[str, Any] | None = None) -> None:
         data = {"value": value, "max": total, "prompt_id": self.prompt_id, "node": node_id}
+        if info:  # named numbers (loss, lr ...) ride on the progress message; ComfyUI's keys win
+            data = {**{k: v for k, v in info.items() if k not in data}, **data}
         self._send("progress", data)
         self._set_progress([node_id], "running", value, total)
         if preview is not None:

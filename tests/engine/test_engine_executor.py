@@ -147,6 +147,18 @@ def test_interrupt_inside_a_long_node(make_executor):
     assert again.status == "success" and again.cached == ["1"]
 
 
+def test_progress_carries_named_numbers(make_executor):
+    """Trainer nodes report loss through progress(..., loss=x); the editor's loss widget reads it."""
+    prompt = {"1": n("StubInt", value=1), "2": n("StubSlow", value=["1", 0], steps=4, delay=0.0),
+              "3": n("StubSink", value=["2", 0])}
+    result, events = run(make_executor(), prompt)
+    assert result.status == "success"
+    progress = events.of("progress")
+    assert [p["value"] for p in progress] == [1, 2, 3, 4]
+    assert [p["loss"] for p in progress] == [1.0, 0.5, 1.0 / 3, 0.25]
+    assert all(p["node"] == "2" and p["max"] == 4 for p in progress)
+
+
 def test_interrupt_between_nodes(make_executor):
     stop = threading.Event()
     stop.set()

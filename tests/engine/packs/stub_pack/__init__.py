@@ -126,7 +126,7 @@ class StubSlow(Node):
         context = current_context()
         for i in range(steps):
             time.sleep(delay)
-            context.progress(i + 1, steps)
+            context.progress(i + 1, steps, loss=1.0 / (i + 1))
         return NodeOutput(value)
 
 
