@@ -69,7 +69,8 @@ def load_vae(device: str | torch.device = "cpu", dtype: torch.dtype = torch.floa
     state, cfg = _load(VAE_FILE, root)
     vae = build_vae(cfg["vae"])
     vae.load_state_dict(state, strict=True)
-    return vae.eval().requires_grad_(False).to(device=device, dtype=dtype), float(cfg["scaling_factor"])
+    # nn.Module.to: diffusers' own .to warns about dtype casts that are harmless for these tiny models
+    return torch.nn.Module.to(vae.eval().requires_grad_(False), device=device, dtype=dtype), float(cfg["scaling_factor"])
 
 
 def load_builtin(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -80,7 +81,7 @@ def load_builtin(name: str, device: str | torch.device = "cpu", dtype: torch.dty
     state, cfg = _load(name, root)
     unet = build_unet(cfg["unet"])
     unet.load_state_dict(state, strict=True)
-    unet = unet.eval().requires_grad_(False).to(device=device, dtype=dtype)
+    unet = torch.nn.Module.to(unet.eval().requires_grad_(False), device=device, dtype=dtype)
     vae, scale = load_vae(device, dtype, root)
     return BuiltinBundle(unet=unet, vae=vae, text_encoder=MiniLMTextEncoder.from_package(device),
                          prediction_type=cfg["prediction_type"], schedule=dict(cfg["schedule"]),
