@@ -9,7 +9,7 @@ What it gives a pack:
       checkpoint; an interrupt (or any exception) after step n saves a checkpoint at n first;
     * LoRA through peft (:func:`add_lora`, :func:`merged_state_dict`) and :class:`EMA`.
 
-Progress events carry ``{"loss", "lr", "step"}`` (see :func:`report_training`).
+Progress events carry ``loss``, ``lr`` and ``step`` as named numbers (see :func:`report_training`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,17 +165,12 @@ class Checkpointer:
 def report_training(step: int, total: int, metrics: dict[str, float], preview: Any = None) -> None:
     """Send a training progress event (raises the engine's interrupt when the job was stopped).
 
-    The engine's ``progress`` event gets ``value=step, max=total``; the metrics ``{"loss", "lr", "step"}``
-    go to the context's ``extra["metrics"]`` sink when the executor installs one (it forwards them in the
-    same websocket ``progress`` message as ``data["metrics"]``). Outside the executor this is a no-op.
+    The ``progress`` websocket message gets ``value=step, max=total`` plus the metrics as named numbers
+    (``loss``, ``lr``, ``step``), which ``frontend/loss_curve.js`` plots live. No-op outside the executor.
     """
     ctx = current_context()
-    if ctx is None:
-        return
-    sink = ctx.extra.get("metrics")
-    if callable(sink):
-        sink(dict(metrics))
-    ctx.progress(step, total, preview)
+    if ctx is not None:
+        ctx.progress(step, total, preview, **{k: float(v) for k, v in metrics.items()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +191,8 @@ class FitSpec:
         checkpointer: None = no checkpoints, no resume.
         preview_every: call ``preview_fn`` every this many steps (0 = never).
         meta: JSON-able run description saved in each checkpoint (a resume must match it).
+        max_seconds: stop early (with a checkpoint) once this much wall time has passed in this call;
+            None = run all steps. A time-capped run is still a prefix of the deterministic full run.
     """
 
     total_steps: int
@@ -205,6 +203,7 @@ class FitSpec:
     checkpointer: Checkpointer | None = None
     preview_every: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    max_seconds: float | None = None
 
 
 @dataclass
@@ -263,8 +262,13 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
     if latest is not None:
         state = _restore(Checkpointer.load(latest), student, target, optimizer, spec)
     params = list(trainable_parameters(student).values())
+    deadline = None if spec.max_seconds is None else time.monotonic() + spec.max_seconds
     try:
         while state.step < spec.total_steps:
+            if deadline is not None and time.monotonic() > deadline:
+                if ckptr:
+                    ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
+                break
             _one_step(student, optimizer, step_fn, spec, state, params, ema)
             if ckptr and ckptr.every and state.step % ckptr.every == 0:
                 ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
@@ -304,19 +308,23 @@ def _one_step(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Cal
 # ---------------------------------------------------------------------------------------------
 
 
-def add_lora(module: nn.Module, rank: int, target_modules: Iterable[str], alpha: float | None = None) -> nn.Module:
+def add_lora(module: nn.Module, rank: int, target_modules: Iterable[str], alpha: float | None = None,
+             extra_trainable: Iterable[str] = ()) -> nn.Module:
     """Inject LoRA adapters (peft) into ``module`` in place; only adapter weights stay trainable.
 
     Args:
         rank: LoRA rank r; alpha defaults to r (scale 1).
         target_modules: module-name suffixes (e.g. ``to_q``, ``to_k``, ``conv1``), as peft matches them.
+        extra_trainable: substrings of parameter names trained in full beside the adapters (e.g. a new
+            ``cond_proj`` input layer).
     """
+    extra = tuple(extra_trainable)
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(target_modules), init_lora_weights=True)
     module = inject_adapter_in_model(config, module)
     for name, p in module.named_parameters():
-        p.requires_grad_("lora_" in name)
+        p.requires_grad_("lora_" in name or any(key in name for key in extra))
     return module
 
 

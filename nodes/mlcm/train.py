@@ -137,20 +137,21 @@ class Student:
 
 
 def build_student(teacher: VPNet, cfg: DistillConfig, net: nn.Module | None = None,
-                  lora_targets: tuple[str, ...] = ()) -> Student:
+                  lora_targets: tuple[str, ...] = (), extra_trainable: tuple[str, ...] = ()) -> Student:
     """Copy the teacher's network (or take ``net``), add LoRA if asked, an EMA copy if asked, AdamW.
 
     Args:
         net: the student network to train (default: a deep copy of the teacher's); SLAM passes one with a
             γ input (see ``nodes.slam.student``).
         lora_targets: module-name suffixes for LoRA (ignored when ``cfg.lora_rank == 0``).
+        extra_trainable: parameter-name substrings trained in full beside LoRA (SLAM's ``cond_proj``).
     """
     net = copy.deepcopy(teacher.net) if net is None else net
     net.train().requires_grad_(True)
     if cfg.lora_rank > 0:
         if not lora_targets:
             raise ValueError("LoRA needs target module names (lora_targets)")
-        net = add_lora(net, cfg.lora_rank, lora_targets)
+        net = add_lora(net, cfg.lora_rank, lora_targets, extra_trainable=extra_trainable)
     view = VPNet(net, teacher.schedule, teacher.prediction_type)
     target = ema = None
     if cfg.target == "ema":
@@ -171,7 +172,7 @@ def lr_schedule(cfg: DistillConfig) -> Callable[[int], float]:
 def distill(teacher: VPNet, student: Student, pool: PromptPool, cfg: DistillConfig, *,
             checkpointer: Checkpointer | None = None, preview_fn: Callable[[int], Any] | None = None,
             preview_every: int = 0, device: str = "cpu",
-            autocast: torch.dtype | None = None) -> TrainState:
+            autocast: torch.dtype | None = None, max_seconds: float | None = None) -> TrainState:
     """Run ``cfg.steps`` optimizer steps of ``cfg.method`` (resuming from ``checkpointer``'s latest).
 
     Every random draw of step n comes from ``step_generator(cfg.seed, n)``, so the run is deterministic
@@ -188,7 +189,7 @@ def distill(teacher: VPNet, student: Student, pool: PromptPool, cfg: DistillConf
 
     spec = FitSpec(total_steps=cfg.steps, seed=cfg.seed, lr_at=lr_schedule(cfg), grad_clip=cfg.grad_clip,
                    device=device, checkpointer=checkpointer, preview_every=preview_every,
-                   meta={"config": asdict(cfg)})
+                   meta={"config": asdict(cfg)}, max_seconds=max_seconds)
     return fit(student.view.net, student.optimizer, step_fn, spec,
                target=None if student.target is None else student.target.net, ema=student.ema,
                preview_fn=preview_fn)

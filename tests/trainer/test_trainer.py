@@ -134,13 +134,13 @@ def test_lora_trains_only_adapters_and_merges_into_plain_weights():
 
 
 def _context(events, interrupt_after=None):
-    def report(value, total, preview=None):
+    def report(value, total, preview=None, info=None):
         events.append(("progress", value, total))
+        events.append(("metrics", info))
 
     ctx = ExecutionContext(prompt_id="p", node_id="1", class_type="T", prompt={}, extra_pnginfo={},
                            report=report, is_interrupted=lambda: interrupt_after is not None
                            and len([e for e in events if e[0] == "progress"]) >= interrupt_after)
-    ctx.extra["metrics"] = lambda m: events.append(("metrics", m))
     return ctx
 
 
