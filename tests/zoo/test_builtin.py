@@ -99,3 +99,13 @@ def test_unknown_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         builtin.load_builtin(builtin.BUILTIN_CHECKPOINT, root=tmp_path)
     assert builtin.list_builtin_checkpoints(tmp_path) == []
+
+
+def test_compare_scenes_scores_slots_in_reading_order():
+    # pure logic, no weights: "A left of B" read back with A and B swapped gets both slots wrong
+    target = data.parse_caption("a small red circle left of a large blue square")
+    swapped = data.parse_caption("a large blue square left of a small red circle")
+    assert builtin.compare_scenes(target, target) == {"objects": 2, "colour": 2, "shape": 2, "count": 1}
+    assert builtin.compare_scenes(swapped, target) == {"objects": 2, "colour": 0, "shape": 0, "count": 1}
+    one = data.parse_caption("a small red circle at the top left")
+    assert builtin.compare_scenes(one, target) == {"objects": 2, "colour": 1, "shape": 1, "count": 0}  # missing slot
