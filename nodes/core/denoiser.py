@@ -238,8 +238,15 @@ class Denoiser:
         c_out = t10 / (t10**2 + 0.25) ** 0.5
         return _bcast(c_skip, x0) * x_in + _bcast(c_out, x0) * x0
 
-    def noise_latent(self, latent: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
-        """The forward process q(x_sigma | x0): ``alpha(sigma) x0 + sigma noise``."""
+    def noise_latent(self, latent: torch.Tensor, noise: torch.Tensor, sigma: float,
+                     max_denoise: bool = False) -> torch.Tensor:
+        """The forward process q(x_sigma | x0): ``alpha(sigma) x0 + sigma noise``.
+
+        ``max_denoise`` (sampling from the top of a VP schedule, latent ignored): noise is scaled by
+        sqrt(1 + sigma^2) instead, i.e. unit-variance noise in the DDPM space, the convention of DDIM /
+        DDPM pipelines and of ComfyUI's KSampler."""
         s = torch.tensor(float(sigma))
+        if max_denoise and isinstance(self.schedule, DiscreteVPSchedule):
+            return latent + noise * (1.0 + float(sigma) ** 2) ** 0.5
         return float(self.schedule.alpha(s)) * latent + float(sigma) * noise
 

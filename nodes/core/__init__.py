@@ -1,0 +1,21 @@
+"""The core pack: the shared diffusion library (denoisers, schedules, samplers, guidance, loaders, metrics)
+and ComfyUI's core nodes over it. Importing this package does not import torch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def entrypoint() -> list[type]:
+    """The core node classes (ComfyUI names), then the metric nodes."""
+    from nodes.core.metric_nodes import METRIC_NODES
+    from nodes.core.nodes import NODES
+
+    return [*NODES, *METRIC_NODES]
+
+
+def cli_commands() -> dict[str, Callable[[list[str]], int]]:
+    """``fewstep eval ...`` (a grid of sampler x steps x guidance on held-out prompts)."""
+    from nodes.core.eval import main as eval_main
+
+    return {"eval": eval_main}
