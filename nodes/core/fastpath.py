@@ -113,7 +113,6 @@ class GraphCache:
         self.entries: OrderedDict[Any, Any] = OrderedDict()
         self.stats = CacheStats()
         self.sigmas: dict[tuple[str, float], torch.Tensor] = {}   # (device, value) -> 0-dim fp32 on device
-        self._pinned: list[torch.Tensor] = []                     # keeps async upload sources alive
         self._pool: Any = None
 
     def pool(self) -> Any:
@@ -136,7 +135,6 @@ class GraphCache:
         """Drop every graph (and the memory pool once nothing else refers to it)."""
         self.entries.clear()
         self.sigmas.clear()
-        self._pinned.clear()
         self._pool = None
 
     def device_sigmas(self, values: list[float], device: torch.device) -> None:
@@ -144,10 +142,13 @@ class GraphCache:
         new = sorted({float(v) for v in values} - {v for d, v in self.sigmas if d == str(device)})
         if not new:
             return
+        if len(self.sigmas) + len(new) > 4096:   # a bound; schedules repeat, so this rarely triggers
+            self.sigmas.clear()
         host = torch.tensor(new, dtype=torch.float32)
         if device.type == "cuda":
+            # pinned source + non_blocking: no host sync; PyTorch's host allocator keeps the pinned block
+            # until the copy has run (it records an event on the stream)
             host = host.pin_memory()
-            self._pinned.append(host)      # the copy reads it after this call returns
         dev = host.to(device, non_blocking=True)
         for i, value in enumerate(new):
             self.sigmas[(str(device), value)] = dev[i]
@@ -268,29 +269,45 @@ def _static_copy(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _capture(inner: Callable[..., torch.Tensor], x: torch.Tensor, sigma: torch.Tensor, cond_tree: Any,
              leaves: list[torch.Tensor], cache: GraphCache, model_fn: Any, autocast: torch.dtype | None,
-             warmup: int = 2) -> _Captured:
+             warmup: int = 2, cuda_graph: bool = True) -> _Captured:
     """Warm ``inner`` up on a side stream (cuDNN autotuning, lazy init), then capture one call."""
     device = x.device
     with _capture_mode():
         sx, ssig = _static_copy(x, device), _static_copy(sigma, device).reshape(())
         sconds = [_static_copy(t, device) for t in leaves]
         cond = _rebuild(cond_tree, iter(sconds))
-        amp = torch.autocast("cuda", dtype=autocast, cache_enabled=False) if autocast else _null()
+        amp = torch.autocast(device.type, dtype=autocast, cache_enabled=False) if autocast else _null()
 
         def call() -> torch.Tensor:
             with amp:
                 return inner(sx, ssig, cond)
 
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                call()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=cache.pool()):
+        if not cuda_graph:
             out = call()
+            graph: Any = _Replayer(call, out)
+        else:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    call()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=cache.pool()):
+                out = call()
     return _Captured(graph, sx, ssig, sconds, out, model_fn, [(t, t._version) for t in leaves])
+
+
+class _Replayer:
+    """Stand-in for a CUDA graph (``cuda_graphs=False``): re-runs the call into the same output buffer.
+    It exercises the static-buffer protocol anywhere, the CPU included (tests)."""
+
+    def __init__(self, call: Callable[[], torch.Tensor], out: torch.Tensor) -> None:
+        self.call, self.out = call, out
+
+    def replay(self) -> None:
+        with _capture_mode():
+            self.out.copy_(self.call())
 
 
 @contextmanager
@@ -353,10 +370,6 @@ class GraphGuider:
         return c.run(x, sig.to(torch.float32))
 
 
-def _cond_tree(denoiser: Denoiser, conds: dict[str, Any], cond: Any) -> dict[str, Any]:
-    return {"attrs": conds, "cond": cond}
-
-
 def _rebuilt_guider(guider: Any, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor, Any], Any]:
     """``inner(x, sigma, tree)``: the guider's own code with a device-schedule denoiser and the
     conditioning taken from ``tree`` (the static buffers)."""
@@ -392,11 +405,14 @@ class FastPathOptions:
         autocast: run an fp32 network under autocast to this dtype (cache disabled, so the weight casts
             are part of the graph); None keeps the network's own dtype (loaders load fp16/bf16 on CUDA).
         warmup: eager calls before capture (cuDNN picks its algorithms then).
+        cuda_graphs: False replaces the graph by re-running the call into the static buffers (same
+            protocol, any device; used by the CPU tests of the buffer handling).
     """
 
     channels_last: bool = True
     autocast: torch.dtype | None = None
     warmup: int = 2
+    cuda_graphs: bool = True
 
 
 def accelerate(guider: Any, x: torch.Tensor, *, cond: Any = None, sigmas: torch.Tensor | None = None,
@@ -411,21 +427,21 @@ def accelerate(guider: Any, x: torch.Tensor, *, cond: Any = None, sigmas: torch.
         cond: the ``cond`` the sampler will pass (None for guiders, which hold their own).
         sigmas: the sampling schedule; uploaded to the device before the loop (one async copy).
     """
-    if x.device.type != "cuda":
+    options = options or FastPathOptions()
+    if x.device.type != "cuda" and options.cuda_graphs:
         return guider
     split = _split(guider)
     if split is None:
         return guider
     denoiser, conds = split
-    options = options or FastPathOptions()
     cache = cache_for(denoiser)
     if sigmas is not None:
         cache.device_sigmas([float(s) for s in sigmas.detach().cpu().reshape(-1)], x.device)
-    tree = _cond_tree(denoiser, conds, cond)
+    tree = {"attrs": conds, "cond": cond}
     leaves = _leaves(tree)
     if any(t.requires_grad for t in leaves):
         return guider
-    key = _key(guider, denoiser, x, tree, options.autocast)
+    key = (_key(guider, denoiser, x, tree, options.autocast), options.cuda_graphs)
     entry = cache.get(key)
     if entry is None:
         entry = _capture_entry(guider, denoiser, x, tree, leaves, cache, options)
@@ -441,15 +457,17 @@ def accelerate(guider: Any, x: torch.Tensor, *, cond: Any = None, sigmas: torch.
 def _capture_entry(guider: Any, denoiser: Denoiser, x: torch.Tensor, tree: Any, leaves: list[torch.Tensor],
                    cache: GraphCache, options: FastPathOptions) -> _Captured | str:
     module = find_module(denoiser)
-    if module is not None:
+    if module is not None and x.device.type == "cuda":
         prepare_module(module, channels_last=options.channels_last)
     sigma = torch.tensor(float(denoiser.schedule.sigma_max), device=x.device)
     t0 = time.perf_counter()
     try:
         entry: _Captured | str = _capture(_rebuilt_guider(guider, x.device), x, sigma, tree, leaves, cache,
-                                          denoiser.model_fn, options.autocast, options.warmup)
+                                          denoiser.model_fn, options.autocast, options.warmup,
+                                          options.cuda_graphs)
     except Exception as exc:  # noqa: BLE001 - any capture failure falls back to the eager path
-        torch.cuda.synchronize(x.device)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
         entry = f"{type(exc).__name__}: {exc}"
         cache.stats.fallbacks += 1
         cache.stats.last_fallback = entry

@@ -102,7 +102,13 @@ def clip_config(hf: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _load_module(module: torch.nn.Module, weights: dict[str, Any], what: str, path: Path,
                  dtype: torch.dtype, device: str) -> Any:
-    """Load ``weights`` strictly (buffers such as CLIP's position_ids excepted) and move the module."""
+    """Load ``weights`` strictly (buffers such as CLIP's position_ids excepted) and move the module.
+
+    transformers 5's CLIPTextModel dropped the ``text_model.`` level of its parameter names (the
+    WithProjection variant kept it): the prefix is fitted to the module at hand."""
+    names = module.state_dict().keys()
+    if not any(k.startswith("text_model.") for k in names):
+        weights = {k.removeprefix("text_model."): v for k, v in weights.items()}
     missing, unexpected = module.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:

@@ -1,0 +1,536 @@
+"""``fewstep bench sampling``: few-step LCM sampling through our fast path vs diffusers' pipelines.
+
+Same random-weight networks (speed does not depend on weight values), same process, same card:
+SD1.5-size at 512^2 and SDXL-size at 1024^2, batch 1 and 8, 1/2/4/8 steps. Our job = noise -> LCM
+sampler through ``fastpath.sample`` -> ``vae_fast`` decode -> uint8 on the CPU -> PIL images; diffusers'
+job = ``StableDiffusion(XL)Pipeline`` + ``LCMScheduler`` with ``output_type="pil"``. Both get prompt
+embeddings (text encoding is timed separately: our nodes cache it). Per UNet shape: FLOPs counted once
+with ``torch.utils.flop_counter``, eager and graph-replay milliseconds, achieved TFLOP/s against the
+card's bf16 matmul rate measured in the same run. A time guard skips what is left and still prints the
+partial table. ``--quick`` runs tiny networks (CPU-friendly code-path check).
+
+Usage: ``fewstep bench sampling [--quick] [--out DIR] [--budget-s 240] [--archs sd15,sdxl]
+[--batches 1,8] [--steps 1,2,4,8] [--profile] [--no-diffusers]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280),
+                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                 transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+                 cross_attention_dim=2048, addition_embed_type="text_time", addition_time_embed_dim=256,
+                 projection_class_embeddings_input_dim=2816, use_linear_projection=True)
+SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+TINY_UNET = dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
+                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), norm_num_groups=8,
+                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=8)
+TINY_XL_UNET = dict(TINY_UNET, addition_embed_type="text_time", addition_time_embed_dim=8,
+                    projection_class_embeddings_input_dim=32 + 6 * 8)
+TINY_VAE = dict(block_out_channels=(16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+TEXT_SD15 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
+
+
+@dataclass
+class Arch:
+    name: str
+    unet: dict
+    vae: dict
+    size: int            # image side in pixels
+    ctx_dim: int
+    pooled_dim: int = 0  # SDXL: pooled text embedding width (0: SD1.5-style, no added conditioning)
+
+
+def archs(quick: bool) -> dict[str, Arch]:
+    if quick:
+        return {"sd15": Arch("sd15-tiny", TINY_UNET, TINY_VAE, 16, 32),
+                "sdxl": Arch("sdxl-tiny", TINY_XL_UNET, TINY_VAE, 16, 32, pooled_dim=32)}
+    return {"sd15": Arch("sd15", SD15_UNET, SD_VAE, 512, 768),
+            "sdxl": Arch("sdxl", SDXL_UNET, SD_VAE, 1024, 2048, pooled_dim=1280)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# timing helpers
+# ---------------------------------------------------------------------------------------------------
+
+def sync(dev: str) -> None:
+    if dev == "cuda":
+        torch.cuda.synchronize()
+
+
+def wall_ms(fn: Callable[[], Any], dev: str, warm: int, n: int) -> float:
+    """Median wall-clock milliseconds of ``fn`` (synchronised: end-to-end jobs include host work)."""
+    for _ in range(warm):
+        fn()
+    sync(dev)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        sync(dev)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def flops_of(fn: Callable[[], Any]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_tflops(dev: str, dtype: torch.dtype = torch.bfloat16, n: int = 8192) -> float:
+    """The card's dense matmul rate (random data, median of 10 after 3 warm-ups)."""
+    if dev != "cuda":
+        n = 512
+    a = torch.randn(n, n, device=dev, dtype=dtype if dev == "cuda" else torch.float32)
+    b = torch.randn_like(a)
+    ms = wall_ms(lambda: a @ b, dev, warm=3, n=10)
+    return 2 * n**3 / ms / 1e9
+
+
+# ---------------------------------------------------------------------------------------------------
+# the networks
+# ---------------------------------------------------------------------------------------------------
+
+class UNetFn:
+    """``model_fn(x, t, cond)`` over a diffusers UNet2DConditionModel (what a loader provides).
+    cond: {"c_crossattn": [B, 77, D], optional "text_embeds" [B, P] and "time_ids" [B, 6] (SDXL)}."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.module = unet
+        self.dtype = unet.dtype
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        extra = {}
+        if "text_embeds" in cond:
+            extra["added_cond_kwargs"] = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
+        out = self.module(x.to(self.dtype), t, encoder_hidden_states=cond["c_crossattn"], return_dict=False,
+                          **extra)[0]
+        return out.to(x.dtype)
+
+
+@dataclass
+class Models:
+    arch: Arch
+    unet: Any
+    vae: Any
+    dev: str
+    dtype: torch.dtype
+    conds: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def cond(self, batch: int) -> dict[str, torch.Tensor]:
+        """Prompt embeddings repeated to the batch (one prompt, many images), made once per batch."""
+        if batch not in self.conds:
+            g = torch.Generator(self.dev).manual_seed(1)
+            c = {"c_crossattn": torch.randn(1, 77, self.arch.ctx_dim, generator=g, device=self.dev,
+                                            dtype=self.dtype).expand(batch, -1, -1).contiguous()}
+            if self.arch.pooled_dim:
+                c["text_embeds"] = torch.randn(1, self.arch.pooled_dim, generator=g, device=self.dev,
+                                               dtype=self.dtype).expand(batch, -1).contiguous()
+                s = float(self.arch.size)
+                c["time_ids"] = torch.tensor([[s, s, 0.0, 0.0, s, s]], device=self.dev,
+                                             dtype=self.dtype).expand(batch, -1).contiguous()
+            self.conds[batch] = c
+        return self.conds[batch]
+
+
+def build(arch: Arch, dev: str, dtype: torch.dtype) -> Models:
+    """Random-weight UNet + VAE built directly on the device (fast init, no downloads)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    with torch.device(dev):
+        unet = UNet2DConditionModel(**arch.unet).to(dtype).eval().requires_grad_(False)
+        vae = AutoencoderKL(**arch.vae, sample_size=arch.size).to(dtype).eval().requires_grad_(False)
+    return Models(arch, unet, vae, dev, dtype)
+
+
+def text_encode_ms(dev: str, dtype: torch.dtype, quick: bool) -> dict[str, float]:
+    """CLIP-L text encoder at its real config (random weights): what a cache hit saves per job."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4) if quick \
+        else TEXT_SD15
+    with torch.device(dev):
+        te = CLIPTextModel(CLIPTextConfig(**cfg)).to(dtype).eval()
+    ids = torch.randint(0, 49407, (1, 77), device=dev)
+    with torch.inference_mode():
+        ms = wall_ms(lambda: te(ids), dev, warm=2, n=5)
+    del te
+    return {"clip_l_encode_ms": round(ms, 2)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# our path and diffusers' path
+# ---------------------------------------------------------------------------------------------------
+
+class OurPath:
+    """The node path's work: LCM over ``fastpath.sample`` then ``vae_fast`` decode to uint8 + PIL."""
+
+    def __init__(self, m: Models, fast: bool) -> None:
+        from nodes.core.denoiser import Denoiser, DiscreteVPSchedule
+        from nodes.core.vae_fast import fast_decoder_for
+
+        self.m, self.fast = m, fast
+        self.denoiser = Denoiser(UNetFn(m.unet), "eps", DiscreteVPSchedule.from_config(), boundary="lcm")
+        self.decoder = fast_decoder_for(m.vae, 0.18215, cuda_graphs=fast)
+        self.gen = torch.Generator(m.dev)
+
+    def sigmas(self, steps: int) -> torch.Tensor:
+        from nodes.core.schedules import calculate_sigmas
+
+        return calculate_sigmas(self.denoiser.schedule, "sgm_uniform", steps)
+
+    def latents(self, batch: int, steps: int) -> torch.Tensor:
+        from nodes.core import fastpath
+        from nodes.core.guidance import BasicGuider
+        from nodes.core.samplers import sample_lcm
+
+        m = self.m
+        f = 2 ** (len(m.arch.vae["block_out_channels"]) - 1)
+        sigmas = self.sigmas(steps)
+        self.gen.manual_seed(0)
+        noise = torch.randn(batch, 4, m.arch.size // f, m.arch.size // f, generator=self.gen, device=m.dev)
+        guider = BasicGuider(self.denoiser, m.cond(batch))
+        with torch.inference_mode():
+            return fastpath.sample(sample_lcm, guider, noise * sigmas[0], sigmas, generator=self.gen,
+                                   enabled=self.fast)
+
+    def job(self, batch: int, steps: int) -> list[Any]:
+        from PIL import Image
+
+        with torch.inference_mode():
+            images = self.decoder.decode_uint8(self.latents(batch, steps))
+        return [Image.fromarray(a.numpy()) for a in images]
+
+
+def diffusers_pipe(m: Models) -> Any:
+    from diffusers import LCMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    sched = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+    if m.arch.pooled_dim:
+        pipe = StableDiffusionXLPipeline(vae=m.vae, text_encoder=None, text_encoder_2=None, tokenizer=None,
+                                         tokenizer_2=None, unet=m.unet, scheduler=sched)
+    else:
+        pipe = StableDiffusionPipeline(vae=m.vae, text_encoder=None, tokenizer=None, unet=m.unet, scheduler=sched,
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def diffusers_job(pipe: Any, m: Models, batch: int, steps: int) -> Any:
+    c = m.cond(1)
+    extra = {"pooled_prompt_embeds": c["text_embeds"]} if m.arch.pooled_dim else {}
+    return pipe(prompt_embeds=c["c_crossattn"], num_inference_steps=steps, guidance_scale=1.0, output_type="pil",
+                num_images_per_prompt=batch, height=m.arch.size, width=m.arch.size, **extra).images
+
+
+# ---------------------------------------------------------------------------------------------------
+# per-shape UNet figures
+# ---------------------------------------------------------------------------------------------------
+
+def unet_call(m: Models, batch: int) -> Callable[[], Any]:
+    f = 2 ** (len(m.arch.vae["block_out_channels"]) - 1)
+    x = torch.randn(batch, 4, m.arch.size // f, m.arch.size // f, device=m.dev, dtype=m.dtype)
+    t = torch.full((batch,), 500.0, device=m.dev)
+    fn = UNetFn(m.unet)
+    cond = m.cond(batch)
+    return lambda: fn(x, t, cond)
+
+
+def raw_graph_ms(call: Callable[[], Any], dev: str, n: int) -> float | None:
+    """A plain CUDA graph of the UNet call in its current memory format (the anchor's method)."""
+    if dev != "cuda":
+        return None
+    with torch.inference_mode(False), torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                call()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            call()
+    ms = wall_ms(g.replay, dev, warm=2, n=n)
+    del g
+    return ms
+
+
+def fast_unet_ms(path: OurPath, batch: int, n: int) -> float:
+    """One step of the fast path as the sampler sees it (copy-in, replay, copy-out)."""
+    from nodes.core import fastpath
+    from nodes.core.guidance import BasicGuider
+
+    m = path.m
+    f = 2 ** (len(m.arch.vae["block_out_channels"]) - 1)
+    x = torch.randn(batch, 4, m.arch.size // f, m.arch.size // f, device=m.dev)
+    g = fastpath.accelerate(BasicGuider(path.denoiser, m.cond(batch)), x) if path.fast else \
+        BasicGuider(path.denoiser, m.cond(batch))
+    sigma = torch.tensor(5.0)
+    with torch.inference_mode():
+        return wall_ms(lambda: g(x, sigma), m.dev, warm=2, n=n)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    dev: str
+    deadline: float
+    quick: bool
+    out: Path
+    results: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def time_left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def save(self) -> None:
+        self.results["rows"] = self.rows
+        self.results["skipped"] = self.skipped
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "bench_sampling.json").write_text(json.dumps(self.results, indent=1, default=str))
+
+
+def reps(m: Models, batch: int) -> tuple[int, int]:
+    """(warm-up, timed) repetitions: fewer for the heavy SDXL batch-8 jobs."""
+    heavy = m.arch.pooled_dim and batch >= 8 and m.dev == "cuda"
+    return (1, 2) if heavy else (1, 5)
+
+
+def unet_figures(run: Run, m: Models, batch: int, peak: float) -> dict[str, Any]:
+    call = unet_call(m, batch)
+    n = 3 if (m.arch.pooled_dim and batch >= 8) else 10
+    with torch.inference_mode():
+        fl = flops_of(call)
+        eager = wall_ms(call, run.dev, warm=2, n=n)
+    graph = raw_graph_ms(call, run.dev, n=n)
+    fig = {"gflop_per_call": round(fl / 1e9, 1), "eager_nchw_ms": round(eager, 2),
+           "graph_nchw_ms": None if graph is None else round(graph, 2),
+           "tflops_eager_nchw": round(fl / eager / 1e9, 1)}
+    if graph:
+        fig["tflops_graph_nchw"] = round(fl / graph / 1e9, 1)
+        fig["pct_of_matmul_graph_nchw"] = round(100 * fl / graph / 1e9 / peak, 1)
+    return fig
+
+
+def fast_unet_figures(run: Run, path: OurPath, batch: int, fig: dict[str, Any], peak: float) -> None:
+    m = path.m
+    n = 3 if (m.arch.pooled_dim and batch >= 8) else 10
+    ms = fast_unet_ms(path, batch, n)
+    fl = fig["gflop_per_call"] * 1e9
+    fig["fastpath_step_ms"] = round(ms, 2)
+    fig["tflops_fastpath"] = round(fl / ms / 1e9, 1)
+    fig["pct_of_matmul_fastpath"] = round(100 * fl / ms / 1e9 / peak, 1)
+    with torch.inference_mode():
+        eager = wall_ms(unet_call(m, batch), run.dev, warm=1, n=n)     # after prepare_module: NHWC
+    fig["eager_after_prepare_ms"] = round(eager, 2)
+
+
+def bench_arch(run: Run, arch: Arch, batches: list[int], steps_list: list[int], peak: float,
+               with_diffusers: bool) -> None:
+    dtype = torch.float16 if run.dev == "cuda" else torch.float32
+    t0 = time.perf_counter()
+    m = build(arch, run.dev, dtype)
+    arch_res: dict[str, Any] = {"build_s": round(time.perf_counter() - t0, 1), "unet": {}}
+    run.results[arch.name] = arch_res
+    print(f"[{arch.name}] built in {arch_res['build_s']} s", flush=True)
+    todo = [(b, s) for b in batches for s in steps_list]
+    diff_ms: dict[tuple[int, int], float] = {}
+    for b in batches:
+        if run.time_left() < 20:
+            run.skipped.append(f"{arch.name} unet b{b}")
+            continue
+        arch_res["unet"][f"b{b}"] = unet_figures(run, m, b, peak)
+        print(f"[{arch.name}] unet b{b}: {arch_res['unet'][f'b{b}']}", flush=True)
+    if with_diffusers:
+        pipe = diffusers_pipe(m)
+        for b, s in todo:
+            if run.time_left() < 30:
+                run.skipped.append(f"{arch.name} diffusers b{b} s{s}")
+                continue
+            warm, n = reps(m, b)
+            with torch.inference_mode():
+                diff_ms[(b, s)] = wall_ms(lambda b=b, s=s: diffusers_job(pipe, m, b, s), run.dev, warm, n)
+            print(f"[{arch.name}] diffusers b{b} s{s}: {diff_ms[(b, s)]:.1f} ms", flush=True)
+        del pipe
+    ours_e2e(run, m, todo, diff_ms, peak)
+    del m
+    if run.dev == "cuda":
+        torch.cuda.empty_cache()
+
+
+def ours_e2e(run: Run, m: Models, todo: list[tuple[int, int]], diff_ms: dict[tuple[int, int], float],
+             peak: float) -> None:
+    from nodes.core import fastpath
+
+    arch_res = run.results[m.arch.name]
+    path = OurPath(m, fast=run.dev == "cuda")
+    first: dict[int, float] = {}
+    for b, s in todo:
+        if run.time_left() < 15:
+            run.skipped.append(f"{m.arch.name} ours b{b} s{s}")
+            continue
+        if b not in first:                       # the first job at this shape pays the captures
+            t0 = time.perf_counter()
+            path.job(b, s)
+            sync(run.dev)
+            first[b] = (time.perf_counter() - t0) * 1e3
+        warm, n = reps(m, b)
+        ms = wall_ms(lambda b=b, s=s: path.job(b, s), run.dev, warm, n)
+        fig = arch_res["unet"].get(f"b{b}", {})
+        gflop = fig.get("gflop_per_call", 0.0)
+        row = {"arch": m.arch.name, "res": m.arch.size, "batch": b, "steps": s, "ours_ms": round(ms, 1),
+               "ours_img_s": round(b / ms * 1e3, 2), "first_job_ms": round(first[b], 1),
+               "diffusers_ms": round(diff_ms[(b, s)], 1) if (b, s) in diff_ms else None,
+               "unet_tflops_e2e": round(s * gflop / ms, 1) if gflop else None}
+        if row["diffusers_ms"]:
+            row["speedup"] = round(row["diffusers_ms"] / ms, 2)
+            row["diffusers_img_s"] = round(b / row["diffusers_ms"] * 1e3, 2)
+        run.rows.append(row)
+        print(f"[{m.arch.name}] ours b{b} s{s}: {ms:.1f} ms (first job {first[b]:.0f} ms)", flush=True)
+        run.save()
+    for b in sorted(first):
+        fig = arch_res["unet"].get(f"b{b}")
+        if fig and run.time_left() > 10:
+            fast_unet_figures(run, path, b, fig, peak)
+    arch_res["graph_cache"] = fastpath.cache_for(path.denoiser).summary()
+    arch_res["vae_capture_s"] = round(path.decoder.capture_s, 2)
+    if "--profile" in sys.argv and run.time_left() > 20 and todo:
+        profile(run, m, path, todo[0][0], 4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# profile: what bounds the run
+# ---------------------------------------------------------------------------------------------------
+
+def _category(name: str) -> str:
+    n = name.lower()
+    if "flash" in n or "fmha" in n or "attention" in n or "sdpa" in n:
+        return "attention"
+    if "gemm" in n or "conv" in n or "xmma" in n or "cutlass" in n or "sm90" in n or "wgrad" in n \
+            or "implicit" in n or "nhwc" in n or "cudnn" in n:
+        return "conv+gemm"
+    if "norm" in n or "welford" in n:
+        return "norm"
+    if "memcpy" in n or "memset" in n:
+        return "copy"
+    return "elementwise/other"
+
+
+def profile(run: Run, m: Models, path: OurPath, batch: int, steps: int) -> None:
+    """torch.profiler over one of our jobs: kernel time by category vs wall time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if run.dev == "cuda" else [])
+    path.job(batch, steps)
+    sync(run.dev)
+    t0 = time.perf_counter()
+    with tprofile(activities=acts) as prof:
+        path.job(batch, steps)
+        sync(run.dev)
+    wall = (time.perf_counter() - t0) * 1e3
+    cats: dict[str, float] = {}
+    for evt in prof.key_averages():
+        dev_us = getattr(evt, "self_device_time_total", 0) or getattr(evt, "self_cuda_time_total", 0)
+        if dev_us and evt.device_type.name == "CUDA":
+            cats[_category(evt.key)] = cats.get(_category(evt.key), 0.0) + dev_us / 1e3
+    key = f"profile_{m.arch.name}_b{batch}_s{steps}"
+    run.results[key] = {"wall_ms_under_profiler": round(wall, 1),
+                        "gpu_kernel_ms_by_category": {k: round(v, 2) for k, v in sorted(cats.items())},
+                        "gpu_kernel_ms_total": round(sum(cats.values()), 2)}
+    sort = "self_cuda_time_total" if run.dev == "cuda" else "self_cpu_time_total"
+    (run.out / f"{key}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=25))
+    print(f"[{m.arch.name}] {key}: {run.results[key]}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# table + CLI
+# ---------------------------------------------------------------------------------------------------
+
+COLUMNS = ["arch", "res", "batch", "steps", "diffusers_ms", "ours_ms", "speedup", "diffusers_img_s",
+           "ours_img_s", "unet_tflops_e2e", "first_job_ms"]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [" | ".join(COLUMNS), " | ".join("---" for _ in COLUMNS)]
+    for row in rows:
+        lines.append(" | ".join("" if row.get(c) is None else str(row.get(c)) for c in COLUMNS))
+    return "\n".join(lines)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fewstep bench sampling", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny networks: a code-path check (CPU is fine)")
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")), help="folder for the JSON")
+    p.add_argument("--budget-s", type=float, default=300.0, help="skip what is left after this many seconds")
+    p.add_argument("--archs", default="sd15,sdxl")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--steps", default="1,2,4,8")
+    p.add_argument("--profile", action="store_true", help="torch.profiler over one job per arch")
+    p.add_argument("--no-diffusers", action="store_true", help="only our path")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``fewstep bench sampling``; prints the table last and writes bench_sampling.json."""
+    args = parse(list(sys.argv[1:] if argv is None else argv))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    run = Run(dev, time.perf_counter() + args.budget_s, args.quick, args.out)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    run.results["meta"] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+                           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                           "argv": argv if argv is not None else sys.argv[1:]}
+    try:
+        import diffusers
+
+        run.results["meta"]["diffusers"] = diffusers.__version__
+    except ImportError:
+        pass
+    peak = matmul_tflops(dev)
+    run.results["matmul_bf16_tflops"] = round(peak, 1)
+    run.results.update(text_encode_ms(dev, torch.float16 if dev == "cuda" else torch.float32, args.quick))
+    print(f"device {run.results['meta']['device']}; bf16 matmul {peak:.0f} TFLOP/s", flush=True)
+    table_of = archs(args.quick)
+    try:
+        for name in args.archs.split(","):
+            if run.time_left() < 30:
+                run.skipped.append(f"{name} (time budget)")
+                continue
+            bench_arch(run, table_of[name], [int(b) for b in args.batches.split(",")],
+                       [int(s) for s in args.steps.split(",")], peak, not args.no_diffusers)
+    finally:
+        run.save()
+        print(json.dumps({k: v for k, v in run.results.items() if k != "rows"}, indent=1, default=str))
+        print(table(run.rows))
+        if run.skipped:
+            print("skipped (time guard):", ", ".join(run.skipped))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
