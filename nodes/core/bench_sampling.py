@@ -69,6 +69,13 @@ def archs(quick: bool) -> dict[str, Arch]:
 # timing helpers
 # ---------------------------------------------------------------------------------------------------
 
+def say(*parts: Any, flush: bool = True) -> None:
+    """Progress lines on stdout (the device tool returns the end of stdout)."""
+    sys.stdout.write(" ".join(str(p) for p in parts) + "\n")
+    if flush:
+        sys.stdout.flush()
+
+
 def sync(dev: str) -> None:
     if dev == "cuda":
         torch.cuda.synchronize()
@@ -174,7 +181,6 @@ def text_encode_ms(dev: str, dtype: torch.dtype, quick: bool) -> dict[str, float
     ids = torch.randint(0, 49407, (1, 77), device=dev)
     with torch.inference_mode():
         ms = wall_ms(lambda: te(ids), dev, warm=2, n=5)
-    del te
     return {"clip_l_encode_ms": round(ms, 2)}
 
 
@@ -327,7 +333,7 @@ def unet_figures(run: Run, m: Models, batch: int, peak: float) -> dict[str, Any]
         fl = flops_of(call)
         eager = wall_ms(call, run.dev, warm=2, n=n)
     graph = raw_graph_ms(call, run.dev, n=n)
-    fig = {"gflop_per_call": round(fl / 1e9, 1), "eager_nchw_ms": round(eager, 2),
+    fig = {"gflop_per_call": round(fl / 1e9, 3), "eager_nchw_ms": round(eager, 2),
            "graph_nchw_ms": None if graph is None else round(graph, 2),
            "tflops_eager_nchw": round(fl / eager / 1e9, 1)}
     if graph:
@@ -356,7 +362,7 @@ def bench_arch(run: Run, arch: Arch, batches: list[int], steps_list: list[int], 
     m = build(arch, run.dev, dtype)
     arch_res: dict[str, Any] = {"build_s": round(time.perf_counter() - t0, 1), "unet": {}}
     run.results[arch.name] = arch_res
-    print(f"[{arch.name}] built in {arch_res['build_s']} s", flush=True)
+    say(f"[{arch.name}] built in {arch_res['build_s']} s", flush=True)
     todo = [(b, s) for b in batches for s in steps_list]
     diff_ms: dict[tuple[int, int], float] = {}
     for b in batches:
@@ -364,7 +370,7 @@ def bench_arch(run: Run, arch: Arch, batches: list[int], steps_list: list[int], 
             run.skipped.append(f"{arch.name} unet b{b}")
             continue
         arch_res["unet"][f"b{b}"] = unet_figures(run, m, b, peak)
-        print(f"[{arch.name}] unet b{b}: {arch_res['unet'][f'b{b}']}", flush=True)
+        say(f"[{arch.name}] unet b{b}: {arch_res['unet'][f'b{b}']}", flush=True)
     if with_diffusers:
         pipe = diffusers_pipe(m)
         for b, s in todo:
@@ -374,12 +380,11 @@ def bench_arch(run: Run, arch: Arch, batches: list[int], steps_list: list[int], 
             warm, n = reps(m, b)
             with torch.inference_mode():
                 diff_ms[(b, s)] = wall_ms(lambda b=b, s=s: diffusers_job(pipe, m, b, s), run.dev, warm, n)
-            print(f"[{arch.name}] diffusers b{b} s{s}: {diff_ms[(b, s)]:.1f} ms", flush=True)
+            say(f"[{arch.name}] diffusers b{b} s{s}: {diff_ms[(b, s)]:.1f} ms", flush=True)
         del pipe
     ours_e2e(run, m, todo, diff_ms, peak)
-    del m
-    if run.dev == "cuda":
-        torch.cuda.empty_cache()
+    m.conds.clear()
+    m.unet = m.vae = None            # the models and their graphs go with the last references
 
 
 def ours_e2e(run: Run, m: Models, todo: list[tuple[int, int]], diff_ms: dict[tuple[int, int], float],
@@ -410,7 +415,7 @@ def ours_e2e(run: Run, m: Models, todo: list[tuple[int, int]], diff_ms: dict[tup
             row["speedup"] = round(row["diffusers_ms"] / ms, 2)
             row["diffusers_img_s"] = round(b / row["diffusers_ms"] * 1e3, 2)
         run.rows.append(row)
-        print(f"[{m.arch.name}] ours b{b} s{s}: {ms:.1f} ms (first job {first[b]:.0f} ms)", flush=True)
+        say(f"[{m.arch.name}] ours b{b} s{s}: {ms:.1f} ms (first job {first[b]:.0f} ms)", flush=True)
         run.save()
     for b in sorted(first):
         fig = arch_res["unet"].get(f"b{b}")
@@ -464,7 +469,7 @@ def profile(run: Run, m: Models, path: OurPath, batch: int, steps: int) -> None:
                         "gpu_kernel_ms_total": round(sum(cats.values()), 2)}
     sort = "self_cuda_time_total" if run.dev == "cuda" else "self_cpu_time_total"
     (run.out / f"{key}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=25))
-    print(f"[{m.arch.name}] {key}: {run.results[key]}", flush=True)
+    say(f"[{m.arch.name}] {key}: {run.results[key]}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -500,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(list(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cpu":
+        torch.set_num_threads(1)     # tiny tensors: a spinning thread pool on a shared CPU is far slower
     run = Run(dev, time.perf_counter() + args.budget_s, args.quick, args.out)
     torch.backends.cuda.matmul.allow_tf32 = True
     run.results["meta"] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
@@ -514,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = matmul_tflops(dev)
     run.results["matmul_bf16_tflops"] = round(peak, 1)
     run.results.update(text_encode_ms(dev, torch.float16 if dev == "cuda" else torch.float32, args.quick))
-    print(f"device {run.results['meta']['device']}; bf16 matmul {peak:.0f} TFLOP/s", flush=True)
+    say(f"device {run.results['meta']['device']}; bf16 matmul {peak:.0f} TFLOP/s", flush=True)
     table_of = archs(args.quick)
     try:
         for name in args.archs.split(","):
@@ -523,12 +530,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             bench_arch(run, table_of[name], [int(b) for b in args.batches.split(",")],
                        [int(s) for s in args.steps.split(",")], peak, not args.no_diffusers)
+            if dev == "cuda":
+                torch.cuda.empty_cache()
     finally:
         run.save()
-        print(json.dumps({k: v for k, v in run.results.items() if k != "rows"}, indent=1, default=str))
-        print(table(run.rows))
+        say(json.dumps({k: v for k, v in run.results.items() if k != "rows"}, indent=1, default=str))
+        say(table(run.rows))
         if run.skipped:
-            print("skipped (time guard):", ", ".join(run.skipped))
+            say("skipped (time guard):", ", ".join(run.skipped))
     return 0
 
 

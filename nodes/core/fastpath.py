@@ -31,7 +31,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,9 +276,8 @@ def _capture(inner: Callable[..., torch.Tensor], x: torch.Tensor, sigma: torch.T
         sx, ssig = _static_copy(x, device), _static_copy(sigma, device).reshape(())
         sconds = [_static_copy(t, device) for t in leaves]
         cond = _rebuild(cond_tree, iter(sconds))
-        amp = torch.autocast(device.type, dtype=autocast, cache_enabled=False) if autocast else _null()
-
         def call() -> torch.Tensor:
+            amp = torch.autocast(device.type, dtype=autocast, cache_enabled=False) if autocast else nullcontext()
             with amp:
                 return inner(sx, ssig, cond)
 
@@ -308,11 +307,6 @@ class _Replayer:
     def replay(self) -> None:
         with _capture_mode():
             self.out.copy_(self.call())
-
-
-@contextmanager
-def _null() -> Iterator[None]:
-    yield
 
 
 # ---------------------------------------------------------------------------------------------------
