@@ -89,8 +89,13 @@ def _print_row(row: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``fewstep eval``; returns the exit code."""
+    # `fewstep eval` hands over argparse.REMAINDER, which cannot start with an option: accept
+    # `fewstep eval grid --n 64 ...` (and a leading "--").
+    argv = list(argv)
+    if argv[:1] in (["grid"], ["--"]):
+        argv = argv[1:]
     args = _parser().parse_args(argv)
-    command = "fewstep eval " + " ".join(argv)
+    command = "fewstep eval grid " + " ".join(argv)
     sys.stdout.write(f"{command}\n| sampler         | steps |  cfg | attr  | colour| shape | count | scorer| FD-EffNet"
                      f" | seconds |\n|---|---|---|---|---|---|---|---|---|---|\n")
     rows = run_grid(args)
