@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.api import ExecutionContext, InterruptedError_, Paths, set_context, reset_context, use_paths
+from app.api import ExecutionContext, InterruptedError_, Paths, reset_context, set_context, use_paths
 from nodes.core import nodes as N
 from nodes.core.image_io import graph_from_png, next_output_path
 from nodes.core.names import SAMPLER_NAMES, SCHEDULER_NAMES
@@ -66,8 +66,8 @@ def test_default_graph_runs_through_the_engine_and_embeds_itself(tmp_path: Path)
     steps = [d["value"] for kind, d in events if kind == "progress"]
     assert steps == [1, 2, 3, 4]
     # the image is not blank: the built-in teacher draws objects on its dark background
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     pixels = np.asarray(Image.open(png), dtype=np.float32)
     assert pixels.shape == (64, 64, 3) and pixels.std() > 10

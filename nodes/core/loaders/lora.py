@@ -87,12 +87,14 @@ def _target_of(name: str) -> tuple[str, str] | None:
 
 
 def _module_index(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Module lookup by dotted name and by kohya's underscore form."""
+    """Module lookup by dotted name and by kohya's underscore form. LoRA files name CLIP modules under
+    ``text_model.``, which transformers 5's CLIPTextModel no longer has: both spellings are indexed."""
     index: dict[str, torch.nn.Module] = {}
     for path, module in model.named_modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-            index[path] = module
-            index[path.replace(".", "_")] = module
+            for name in {path, "text_model." + path.removeprefix("text_model.")}:
+                index[name] = module
+                index[name.replace(".", "_")] = module
     return index
 
 
