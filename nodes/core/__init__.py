@@ -15,7 +15,9 @@ def entrypoint() -> list[type]:
 
 
 def cli_commands() -> dict[str, Callable[[list[str]], int]]:
-    """``fewstep eval ...`` (a grid of sampler x steps x guidance on held-out prompts)."""
+    """``fewstep eval ...`` (a grid of sampler x steps x guidance on held-out prompts) and
+    ``fewstep bench sampling ...`` (the fast path against diffusers' LCM pipelines)."""
+    from nodes.core.bench_sampling import main as bench_sampling_main
     from nodes.core.eval import main as eval_main
 
-    return {"eval": eval_main}
+    return {"eval": eval_main, "bench sampling": bench_sampling_main}

@@ -117,23 +117,6 @@ def matmul_tflops(dev: str, dtype: torch.dtype = torch.bfloat16, n: int = 8192) 
 # the networks
 # ---------------------------------------------------------------------------------------------------
 
-class UNetFn:
-    """``model_fn(x, t, cond)`` over a diffusers UNet2DConditionModel (what a loader provides).
-    cond: {"c_crossattn": [B, 77, D], optional "text_embeds" [B, P] and "time_ids" [B, 6] (SDXL)}."""
-
-    def __init__(self, unet: torch.nn.Module) -> None:
-        self.module = unet
-        self.dtype = unet.dtype
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        extra = {}
-        if "text_embeds" in cond:
-            extra["added_cond_kwargs"] = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
-        out = self.module(x.to(self.dtype), t, encoder_hidden_states=cond["c_crossattn"], return_dict=False,
-                          **extra)[0]
-        return out.to(x.dtype)
-
-
 @dataclass
 class Models:
     arch: Arch
@@ -144,19 +127,22 @@ class Models:
     conds: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def cond(self, batch: int) -> dict[str, torch.Tensor]:
-        """Prompt embeddings repeated to the batch (one prompt, many images), made once per batch."""
-        if batch not in self.conds:
+        """The model cond of ``loaders.UNetFn`` for one prompt (batch 1: the UNet call expands it):
+        ``context`` [1, 77, D] and, for SDXL, ``pooled`` [1, P] and ``time_ids`` [1, 6]."""
+        if not self.conds:
             g = torch.Generator(self.dev).manual_seed(1)
-            c = {"c_crossattn": torch.randn(1, 77, self.arch.ctx_dim, generator=g, device=self.dev,
-                                            dtype=self.dtype).expand(batch, -1, -1).contiguous()}
+            c = {"context": torch.randn(1, 77, self.arch.ctx_dim, generator=g, device=self.dev, dtype=self.dtype)}
             if self.arch.pooled_dim:
-                c["text_embeds"] = torch.randn(1, self.arch.pooled_dim, generator=g, device=self.dev,
-                                               dtype=self.dtype).expand(batch, -1).contiguous()
+                c["pooled"] = torch.randn(1, self.arch.pooled_dim, generator=g, device=self.dev, dtype=self.dtype)
                 s = float(self.arch.size)
-                c["time_ids"] = torch.tensor([[s, s, 0.0, 0.0, s, s]], device=self.dev,
-                                             dtype=self.dtype).expand(batch, -1).contiguous()
-            self.conds[batch] = c
-        return self.conds[batch]
+                c["time_ids"] = torch.tensor([[s, s, 0.0, 0.0, s, s]], device=self.dev)
+            self.conds[1] = c
+        return self.conds[1]
+
+    def conditioning(self) -> list[list[Any]]:
+        """The CONDITIONING link value a CLIPTextEncode node gives (cached by the executor)."""
+        c = self.cond(1)
+        return [[c["context"], {"pooled_output": c["pooled"]} if "pooled" in c else {}]]
 
 
 def build(arch: Arch, dev: str, dtype: torch.dtype) -> Models:
@@ -189,16 +175,20 @@ def text_encode_ms(dev: str, dtype: torch.dtype, quick: bool) -> dict[str, float
 # ---------------------------------------------------------------------------------------------------
 
 class OurPath:
-    """The node path's work: LCM over ``fastpath.sample`` then ``vae_fast`` decode to uint8 + PIL."""
+    """The KSampler + VAEDecode nodes' work without the executor: ``sampling.run`` (CPU noise as ComfyUI
+    seeds it, LCM, the fast path on CUDA), then ``vae_fast`` decode to uint8 and PIL images."""
 
     def __init__(self, m: Models, fast: bool) -> None:
         from nodes.core.denoiser import Denoiser, DiscreteVPSchedule
+        from nodes.core.loaders import UNetFn
         from nodes.core.vae_fast import fast_decoder_for
 
         self.m, self.fast = m, fast
-        self.denoiser = Denoiser(UNetFn(m.unet), "eps", DiscreteVPSchedule.from_config(), boundary="lcm")
+        arch = "sdxl" if m.arch.pooled_dim else "sd1"
+        self.denoiser = Denoiser(UNetFn(m.unet), "eps", DiscreteVPSchedule.from_config(), boundary="lcm",
+                                 extras={"arch": arch, "name": m.arch.name, "patches": []})
         self.decoder = fast_decoder_for(m.vae, 0.18215, cuda_graphs=fast)
-        self.gen = torch.Generator(m.dev)
+        self.f = 2 ** (len(m.arch.vae["block_out_channels"]) - 1)
 
     def sigmas(self, steps: int) -> torch.Tensor:
         from nodes.core.schedules import calculate_sigmas
@@ -206,19 +196,15 @@ class OurPath:
         return calculate_sigmas(self.denoiser.schedule, "sgm_uniform", steps)
 
     def latents(self, batch: int, steps: int) -> torch.Tensor:
-        from nodes.core import fastpath
-        from nodes.core.guidance import BasicGuider
-        from nodes.core.samplers import sample_lcm
+        from nodes.core import sampling
+        from nodes.core.samplers import get_sampler
 
-        m = self.m
-        f = 2 ** (len(m.arch.vae["block_out_channels"]) - 1)
-        sigmas = self.sigmas(steps)
-        self.gen.manual_seed(0)
-        noise = torch.randn(batch, 4, m.arch.size // f, m.arch.size // f, generator=self.gen, device=m.dev)
-        guider = BasicGuider(self.denoiser, m.cond(batch))
+        m, side = self.m, self.m.arch.size // self.f
+        latent = {"samples": torch.zeros(batch, 4, side, side)}
+        spec = sampling.GuiderSpec(self.denoiser, m.conditioning())
         with torch.inference_mode():
-            return fastpath.sample(sample_lcm, guider, noise * sigmas[0], sigmas, generator=self.gen,
-                                   enabled=self.fast)
+            out, _ = sampling.run(spec, get_sampler("lcm"), self.sigmas(steps), latent, sampling.RandomNoiseSpec(0))
+        return out["samples"]
 
     def job(self, batch: int, steps: int) -> list[Any]:
         from PIL import Image
@@ -244,8 +230,8 @@ def diffusers_pipe(m: Models) -> Any:
 
 def diffusers_job(pipe: Any, m: Models, batch: int, steps: int) -> Any:
     c = m.cond(1)
-    extra = {"pooled_prompt_embeds": c["text_embeds"]} if m.arch.pooled_dim else {}
-    return pipe(prompt_embeds=c["c_crossattn"], num_inference_steps=steps, guidance_scale=1.0, output_type="pil",
+    extra = {"pooled_prompt_embeds": c["pooled"]} if m.arch.pooled_dim else {}
+    return pipe(prompt_embeds=c["context"], num_inference_steps=steps, guidance_scale=1.0, output_type="pil",
                 num_images_per_prompt=batch, height=m.arch.size, width=m.arch.size, **extra).images
 
 
@@ -257,6 +243,8 @@ def unet_call(m: Models, batch: int) -> Callable[[], Any]:
     f = 2 ** (len(m.arch.vae["block_out_channels"]) - 1)
     x = torch.randn(batch, 4, m.arch.size // f, m.arch.size // f, device=m.dev, dtype=m.dtype)
     t = torch.full((batch,), 500.0, device=m.dev)
+    from nodes.core.loaders import UNetFn
+
     fn = UNetFn(m.unet)
     cond = m.cond(batch)
     return lambda: fn(x, t, cond)

@@ -15,6 +15,10 @@ uploaded asynchronously (pinned memory) before the loop; conditioning tensors ar
 graph's static buffers before the loop and skipped when the same tensor (e.g. a cached text encoding)
 comes again.
 
+Weights: a graph reads the parameters at their addresses, so in-place changes (LoRA patches added and
+removed around the sampler call by ``loaders.lora.applied``) are seen by later replays; parameters
+replaced by new tensors are not (clear the module's cache then).
+
 Lifetime: captured graphs live in a :class:`GraphCache` attached to the network module (or, when none
 is found, to the denoiser's ``extras``), so the model cache that holds the model holds its graphs, and
 a second job with the same shapes pays no capture. Keys: (network id, latent shape, dtype, guider type
@@ -178,8 +182,11 @@ def find_module(denoiser: Denoiser) -> torch.nn.Module | None:
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, torch.nn.Module):
         return owner
-    owner = getattr(fn, "module", None)
-    return owner if isinstance(owner, torch.nn.Module) else None
+    for name in ("unet", "module"):
+        owner = getattr(fn, name, None)
+        if isinstance(owner, torch.nn.Module):
+            return owner
+    return None
 
 
 def cache_for(denoiser: Denoiser) -> GraphCache:
@@ -471,17 +478,36 @@ def _capture_entry(guider: Any, denoiser: Denoiser, x: torch.Tensor, tree: Any, 
     return entry
 
 
+def model_device(guider: Any) -> torch.device | None:
+    """The device of the network behind a guider or denoiser (None when it cannot be told)."""
+    split = _split(guider)
+    module = find_module(split[0]) if split is not None else None
+    if module is None:
+        return None
+    param = next(module.parameters(), None)
+    return None if param is None else param.device
+
+
 def sample(sampler: Callable[..., torch.Tensor], guider: Any, x: torch.Tensor, sigmas: torch.Tensor, *,
            cond: Any = None, callback: Any = None, generator: torch.Generator | None = None,
            enabled: bool = True, options: FastPathOptions | None = None) -> torch.Tensor:
-    """Run ``sampler(guider, x, sigmas, ...)`` — through the fast path on CUDA when ``enabled``.
+    """Run ``sampler(guider, x, sigmas, ...)`` — through the fast path when the network is on CUDA.
 
-    This is the one call site the sampler nodes use. On the CPU (or with ``enabled=False``) it is
-    exactly ``sampler(guider, x, sigmas, cond=cond, callback=callback, generator=generator)``.
+    This is the one call site the sampler nodes use. When the network is not on CUDA (or
+    ``enabled=False``) it is exactly ``sampler(guider, x, sigmas, cond=cond, callback=callback,
+    generator=generator)``. On CUDA the loop runs on the network's device: ``x`` moves there (the nodes
+    keep latents on the CPU), a CPU ``generator`` is replaced by a CUDA one with the same seed (the
+    samplers draw their step noise on x's device), and the result comes back on ``x``'s device.
     """
-    if enabled and x.device.type == "cuda":
-        guider = accelerate(guider, x, cond=cond, sigmas=sigmas, options=options)
-    return sampler(guider, x, sigmas, cond=cond, callback=callback, generator=generator)
+    device = model_device(guider) if enabled else None
+    if device is None or device.type != "cuda":
+        return sampler(guider, x, sigmas, cond=cond, callback=callback, generator=generator)
+    xd = x.to(device)
+    if generator is not None and generator.device != device:
+        generator = torch.Generator(device).manual_seed(generator.initial_seed())
+    fast = accelerate(guider, xd, cond=cond, sigmas=sigmas, options=options)
+    out = sampler(fast, xd, sigmas, cond=cond, callback=callback, generator=generator)
+    return out.to(x.device)
 
 
 def graph_stats(guider_or_denoiser: Any) -> dict[str, Any]:

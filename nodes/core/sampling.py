@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from nodes.core import fastpath
 from nodes.core.denoiser import Denoiser
 from nodes.core.guidance import BasicGuider, CFGGuider
 from nodes.core.loaders.lora import applied
@@ -125,5 +126,7 @@ def run(guider: GuiderSpec, sampler: SamplerSpec, sigmas: torch.Tensor, latent: 
 
     generator = torch.Generator(device="cpu").manual_seed(int(getattr(noise, "seed", 0)))
     with applied(model.extras.get("patches", [])), _small_cpu_threads(model, samples):
-        out = sampler(guider.build(samples), x, sigmas.float(), callback=callback, generator=generator)
+        # CUDA: the fast path (graph-replayed guider call, no syncs in the loop); elsewhere exactly sampler(...)
+        out = fastpath.sample(sampler, guider.build(samples), x, sigmas.float(), callback=callback,
+                              generator=generator)
     return {**latent, "samples": out.float().cpu()}, {**latent, "samples": last.get("x0", out).float().cpu()}
