@@ -36,6 +36,7 @@ class DistillConfig:
         guidance: teacher CFG scale s (= LCM w + 1).  huber_c: pseudo-Huber c.
         target: "online" (stop-gradient student, MLCM's default) or "ema".  ema_decay: θ⁻ decay.
         state_source: "teacher" (data-free trajectories) or "real" (noised dataset latents).
+        state_step: largest timestep stride of the data-free trajectories (T/M = 125 for M = 8).
         student_steps / teacher_substeps: stage 2's q and p.
         lora_rank: 0 = full fine-tune, else LoRA rank r via peft.
         gamma_dim: SLAM's γ-embedding size (the UNet's ``time_cond_proj_dim``).
@@ -56,6 +57,7 @@ class DistillConfig:
     target: str = "online"
     ema_decay: float = 0.95
     state_source: str = "teacher"
+    state_step: int = 125
     student_steps: int = 4
     teacher_substeps: int = 3
     lora_rank: int = 0
@@ -91,14 +93,14 @@ def make_loss(cfg: DistillConfig) -> Callable[..., Tensor]:
     if cfg.method in ("lcm", "mlcm"):
         return MLCDLoss(num_segments=cfg.num_segments if cfg.method == "mlcm" else 1, skip=cfg.skip,
                         substeps=cfg.substeps, guidance=cfg.guidance, huber_c=cfg.huber_c,
-                        state_source=cfg.state_source)
+                        state_source=cfg.state_source, state_step=cfg.state_step)
     if cfg.method == "mlcm_stage2":
         return ProgressiveLCDLoss(num_segments=cfg.num_segments, student_steps=cfg.student_steps,
                                   teacher_substeps=cfg.teacher_substeps, guidance=cfg.guidance, huber_c=cfg.huber_c)
     from nodes.slam.loss import SLAMLoss
 
     return SLAMLoss(skip=cfg.skip, guidance=cfg.guidance, huber_c=cfg.huber_c, embedding_dim=cfg.gamma_dim,
-                    state_source=cfg.state_source)
+                    state_source=cfg.state_source, state_step=cfg.state_step)
 
 
 @dataclass
@@ -148,7 +150,11 @@ def build_student(teacher: VPNet, cfg: DistillConfig, net: nn.Module | None = No
     """
     net = copy.deepcopy(teacher.net) if net is None else net
     net.train().requires_grad_(True)
-    if cfg.lora_rank > 0:
+    has_lora = any("lora_" in name for name, _ in net.named_parameters())
+    if has_lora and cfg.lora_rank == 0:       # continue training existing adapters (MLCM stage 2)
+        for name, p in net.named_parameters():
+            p.requires_grad_("lora_" in name or any(key in name for key in extra_trainable))
+    elif cfg.lora_rank > 0:
         if not lora_targets:
             raise ValueError("LoRA needs target module names (lora_targets)")
         net = add_lora(net, cfg.lora_rank, lora_targets, extra_trainable=extra_trainable)

@@ -1,0 +1,200 @@
+"""Students of the built-in teacher: one command trains LCM, MLCM (stage 1 + 2) and SLAM students.
+
+    python -m nodes.mlcm.students --out DIR [--minilm .carry/minilm] [--seconds 30]    # on a GPU
+
+Each student is a LoRA (peft, rank 32) on the teacher UNet, shipped as ``<name>.safetensors`` holding the
+adapter tensors (fp16) plus "override" tensors (SLAM: the time-embedding bias with γ = 1 folded in), and a
+``<name>.json`` recipe. :func:`load_student` rebuilds a plain UNet of the teacher's architecture from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nodes.core.trainer import add_lora, merged_state_dict
+from nodes.mlcm.train import DistillConfig, PromptPool, build_student, distill, preset
+from nodes.mlcm.vp import UNetAdapter, VPNet, VPSchedule
+
+log = logging.getLogger("fewstep.mlcm.students")
+
+# TLCM's LoRA targets (methods.md §1), as they are named in diffusers' UNet2DConditionModel.
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                "conv1", "conv2", "conv_shortcut", "time_emb_proj")
+LORA_RANK = 32
+OVERRIDE_PREFIX = "override."
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One student: the preset, its changes, the student it starts from, its sampler schedule."""
+
+    preset: str
+    changes: tuple[tuple[str, Any], ...]
+    init: str | None
+    timesteps: str          # "milestones" (MLCM subsets) or "lcm" (the 50-step skip grid)
+    time_share: float = 1.0  # fraction of the per-student time cap (--seconds) this recipe gets
+
+    def config(self, **more: Any) -> DistillConfig:
+        return preset(self.preset, **(dict(self.changes) | more))
+
+
+# Scaled to the 7.6 M-parameter teacher and a ~30 s budget each on one H100: batch 128, state_step 250
+# (≤ 4 teacher steps to reach a training state), LoRA lr 3e-4 (TLCM: 1e-4 on SDXL with r = 64).
+_COMMON = (("batch_size", 128), ("state_step", 250), ("lora_rank", LORA_RANK), ("lr", 3e-4), ("steps", 3000))
+RECIPES: dict[str, Recipe] = {
+    "lcm":         Recipe("lcm", _COMMON, None, "lcm"),
+    "mlcm_stage1": Recipe("mlcm", _COMMON, None, "milestones"),
+    "mlcm":        Recipe("mlcm_stage2", (("batch_size", 128), ("lora_rank", 0), ("lr", 3e-5), ("steps", 600)),
+                          "mlcm_stage1", "milestones", time_share=0.4),
+    "slam":        Recipe("slam", _COMMON + (("state_source", "teacher"),), None, "lcm"),
+}
+
+
+def teacher_unet(device: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The built-in teacher's UNet (zoo weights, fp16 on disk)."""
+    from nodes.zoo.builtin import BUILTIN_CHECKPOINT, _load
+    from nodes.zoo.models import build_unet
+
+    state, cfg = _load(BUILTIN_CHECKPOINT, None)
+    unet = build_unet(cfg["unet"])
+    unet.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def teacher_schedule() -> VPSchedule:
+    from nodes.zoo.models import SCHEDULE, alphas_cumprod
+
+    return VPSchedule(alphas_cumprod(SCHEDULE))
+
+
+def procedural_pool(encoder: Any, n: int, seed: int, device: str, latent_shape=(4, 16, 16)) -> PromptPool:
+    """Captions of ``n`` procedural training scenes, encoded once (the data-free prompt source)."""
+    from nodes.zoo import data
+
+    prompts = [data.caption(scene) for scene in data.make_split("train", n, seed=seed)]
+    states = torch.cat([encoder.encode_tokens(prompts[i:i + 256])[0] for i in range(0, n, 256)])
+    uncond = encoder.encode_tokens([""])[0]
+    return PromptPool(cond=states.to(device), uncond=uncond.to(device), prompts=prompts, latent_shape=latent_shape)
+
+
+def student_net(teacher: nn.Module, cfg: DistillConfig) -> tuple[nn.Module, tuple[str, ...]]:
+    """The network to train (SLAM: with a γ input) wrapped for the VPNet convention, + extra trainables."""
+    if cfg.method == "slam":
+        from nodes.slam.student import add_gamma_input
+
+        return UNetAdapter(add_gamma_input(copy.deepcopy(teacher).float(), cfg.gamma_dim)), ("cond_proj",)
+    return UNetAdapter(copy.deepcopy(teacher).float()), ()       # fp32 master weights, bf16 autocast
+
+
+def export(net: nn.Module, cfg: DistillConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(LoRA tensors, override tensors) of a trained student; SLAM's γ = 1 is folded into an override."""
+    unet = net.unet
+    lora = {k: v.detach().half().cpu() for k, v in unet.state_dict().items() if "lora_" in k}
+    if cfg.method != "slam":
+        return lora, {}
+    from diffusers import UNet2DConditionModel
+
+    from nodes.slam.student import fold_gamma
+
+    merged = merged_state_dict(unet)
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    with_gamma = UNet2DConditionModel(**config)
+    with_gamma.load_state_dict(merged)
+    plain = fold_gamma(with_gamma)
+    return lora, {"time_embedding.linear_1.bias": plain.time_embedding.linear_1.bias.detach().float().cpu()}
+
+
+def save_student(path: Path, lora: dict, overrides: dict, meta: dict) -> None:
+    tensors = dict(lora) | {OVERRIDE_PREFIX + k: v for k, v in overrides.items()}
+    save_file(tensors, str(path), metadata={"fewstep": json.dumps(meta)})
+
+
+def load_student(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A plain UNet (teacher architecture) = teacher + merged LoRA + overrides, from a shipped student file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["fewstep"])
+    tensors = load_file(str(path))
+    unet = add_lora(teacher_unet("cpu"), meta["lora_rank"], meta["lora_targets"])
+    lora = {k: v.float() for k, v in tensors.items() if not k.startswith(OVERRIDE_PREFIX)}
+    missing, unexpected = unet.load_state_dict(lora, strict=False)
+    if unexpected or any("lora_" in k for k in missing):
+        raise ValueError(f"{path.name}: adapter tensors do not fit the teacher ({unexpected[:2]} / "
+                         f"{[k for k in missing if 'lora_' in k][:2]})")
+    state = merged_state_dict(unet)
+    state |= {k[len(OVERRIDE_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(OVERRIDE_PREFIX)}
+    plain = teacher_unet("cpu")
+    plain.load_state_dict(state, strict=True)
+    return plain.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def train_one(name: str, teacher: VPNet, pool: PromptPool, nets: dict[str, nn.Module], device: str,
+              seconds: float | None, **changes: Any) -> tuple[nn.Module, dict]:
+    """Train student ``name`` (starting from ``nets[recipe.init]`` when given); returns (net, stats)."""
+    recipe = RECIPES[name]
+    cfg = recipe.config(**changes)
+    if recipe.init is None:
+        net, extra = student_net(teacher.net.unet, cfg)
+    else:
+        net, extra = copy.deepcopy(nets[recipe.init]), ()
+    student = build_student(teacher, cfg, net=net, lora_targets=LORA_TARGETS, extra_trainable=extra)
+    t0 = time.perf_counter()
+    state = distill(teacher, student, pool, cfg, device=device, autocast=torch.bfloat16 if device != "cpu" else None,
+                    max_seconds=None if seconds is None else seconds * recipe.time_share)
+    stats = {"steps": state.step, "seconds": time.perf_counter() - t0, "loss_first": state.losses[0],
+             "loss_last_100": sum(state.losses[-100:]) / len(state.losses[-100:]),
+             "losses_every_10": state.losses[::10], "config": asdict(cfg), "init": recipe.init,
+             "timesteps": recipe.timesteps}
+    log.info("%s: %d steps in %.1fs, loss %.4f -> %.4f", name, state.step, stats["seconds"], stats["loss_first"],
+             stats["loss_last_100"])
+    return student.view.net, stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nodes.mlcm.students", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--only", nargs="*", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--minilm", default=None, help="pruned MiniLM folder (default: the PyPI package)")
+    p.add_argument("--seconds", type=float, default=None, help="wall-time cap per student (steps stop early)")
+    p.add_argument("--prompts", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=None, help="override every recipe's step count (smoke runs)")
+    p.add_argument("--batch", type=int, default=None, help="override every recipe's batch size (smoke runs)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from nodes.zoo.text_encoder import MiniLMTextEncoder
+
+    enc = MiniLMTextEncoder.from_pruned(args.minilm, args.device) if args.minilm else MiniLMTextEncoder.from_package(args.device)
+    unet = teacher_unet(args.device, torch.bfloat16 if args.device != "cpu" else torch.float32)
+    teacher = VPNet(UNetAdapter(unet), teacher_schedule(), "eps")
+    pool = procedural_pool(enc, args.prompts, seed=0, device=args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    nets: dict[str, nn.Module] = {}
+    report = {}
+    for name in args.only:
+        changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch)) if v is not None}
+        nets[name], report[name] = train_one(name, teacher, pool, nets, args.device, args.seconds, **changes)
+        lora, overrides = export(nets[name], RECIPES[name].config())
+        meta = {"name": name, "lora_rank": LORA_RANK, "lora_targets": list(LORA_TARGETS),
+                "base": "fewstep-tiny-teacher.safetensors", "timesteps": RECIPES[name].timesteps,
+                "method": RECIPES[name].preset}
+        save_student(args.out / f"fewstep-{name.replace('_', '-')}-student.safetensors", lora, overrides, meta)
+    (args.out / "students-report.json").write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
