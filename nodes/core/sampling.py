@@ -6,8 +6,6 @@ Noise follows ComfyUI's convention so seeds reproduce: a CPU ``torch.Generator``
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +16,7 @@ from nodes.core.denoiser import Denoiser
 from nodes.core.guidance import BasicGuider, CFGGuider
 from nodes.core.loaders.lora import applied
 from nodes.core.samplers import SamplerSpec
+from nodes.core.threads import tiny_cpu_work
 
 
 def model_cond(conditioning: list[list[Any]] | None, latent: torch.Tensor, arch: str) -> dict[str, Any] | None:
@@ -90,24 +89,6 @@ def progress_callback(total: int) -> Any:
     return callback
 
 
-@contextlib.contextmanager
-def _small_cpu_threads(model: Denoiser, samples: torch.Tensor) -> Iterator[None]:
-    """One intra-op thread for tiny CPU models. Measured on the 2-core CI machine with other jobs running:
-    the built-in UNet at batch 2 took 0.14 s per call on 1 thread and 6.5 s on 2 (OpenMP workers
-    spin-waiting for a busy core); tiny latents gain little from a second thread even when idle."""
-    unet = getattr(model.model_fn, "unet", None)
-    on_cpu = unet is None or next(unet.parameters()).device.type == "cpu"
-    if not on_cpu or samples[0].numel() > 4 * 32 * 32:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run(guider: GuiderSpec, sampler: SamplerSpec, sigmas: torch.Tensor, latent: dict[str, Any],
         noise: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Sample; returns (LATENT output, LATENT of the last x0 prediction). Empty sigmas return the input."""
@@ -125,7 +106,9 @@ def run(guider: GuiderSpec, sampler: SamplerSpec, sigmas: torch.Tensor, latent: 
         report(info)
 
     generator = torch.Generator(device="cpu").manual_seed(int(getattr(noise, "seed", 0)))
-    with applied(model.extras.get("patches", [])), _small_cpu_threads(model, samples):
+    unet = getattr(model.model_fn, "unet", None)
+    device = next(unet.parameters()).device if unet is not None else samples.device
+    with applied(model.extras.get("patches", [])), tiny_cpu_work(device, samples[0].numel()):
         # CUDA: the fast path (graph-replayed guider call, no syncs in the loop); elsewhere exactly sampler(...)
         out = fastpath.sample(sampler, guider.build(samples), x, sigmas.float(), callback=callback,
                               generator=generator)

@@ -116,7 +116,10 @@ class TextEncoder:
 
         with torch.no_grad(), applied(self.patches):
             if self.kind == "builtin":
-                states, pooled = self.encoders[0].encode([text])
+                from nodes.core.threads import tiny_cpu_work
+
+                with tiny_cpu_work(self.encoders[0].device, 0):  # MiniLM on one prompt: tiny
+                    states, pooled = self.encoders[0].encode([text])
                 return [[states.float(), {"pooled_output": pooled.float()}]]
             if self.kind == "sd1":
                 return self._encode_sd1(text)

@@ -37,12 +37,18 @@ class VAEWrapper:
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Posterior mean of the encoder (deterministic, like ComfyUI's VAEEncode)."""
+        from nodes.core.threads import tiny_cpu_work
+
         x = images[..., :3].permute(0, 3, 1, 2).to(self.device, self.dtype) * 2 - 1   # [B,3,H,W] in -1..1
-        mean = self.vae.encode(x).latent_dist.mean
+        with tiny_cpu_work(self.device, x[0].numel() // 4):
+            mean = self.vae.encode(x).latent_dist.mean
         return ((mean - self.shift_factor) * self.scaling_factor).float().cpu()
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        from nodes.core.threads import tiny_cpu_work
+
         z = latent.to(self.device, self.dtype) / self.scaling_factor + self.shift_factor
-        x = self.vae.decode(z).sample                                                   # [B,3,H,W]
+        with tiny_cpu_work(self.device, z[0].numel()):
+            x = self.vae.decode(z).sample                                               # [B,3,H,W]
         return ((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu()             # [B,H,W,3]
