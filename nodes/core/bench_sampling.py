@@ -297,6 +297,7 @@ class Run:
     results: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    profile: bool = False
 
     def time_left(self) -> float:
         return self.deadline - time.perf_counter()
@@ -411,8 +412,9 @@ def ours_e2e(run: Run, m: Models, todo: list[tuple[int, int]], diff_ms: dict[tup
             fast_unet_figures(run, path, b, fig, peak)
     arch_res["graph_cache"] = fastpath.cache_for(path.denoiser).summary()
     arch_res["vae_capture_s"] = round(path.decoder.capture_s, 2)
-    if "--profile" in sys.argv and run.time_left() > 20 and todo:
+    if run.profile and run.time_left() > 20 and todo:
         profile(run, m, path, todo[0][0], 4)
+        profile_unet(run, m, max(b for b, _ in todo))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -433,6 +435,37 @@ def _category(name: str) -> str:
     return "elementwise/other"
 
 
+def _by_category(prof: Any) -> dict[str, float]:
+    cats: dict[str, float] = {}
+    for evt in prof.key_averages():
+        dev_us = getattr(evt, "self_device_time_total", 0) or getattr(evt, "self_cuda_time_total", 0)
+        if dev_us and evt.device_type.name == "CUDA":
+            cats[_category(evt.key)] = cats.get(_category(evt.key), 0.0) + dev_us / 1e3
+    return {k: round(v, 2) for k, v in sorted(cats.items())}
+
+
+def profile_unet(run: Run, m: Models, batch: int) -> None:
+    """One eager UNet call (after the fast path's preparation) under the profiler: where its kernel
+    time goes by category (the graph replays the same kernels without the launch gaps)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    call = unet_call(m, batch)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if run.dev == "cuda" else [])
+    with torch.inference_mode():
+        call()
+        sync(run.dev)
+        with tprofile(activities=acts) as prof:
+            call()
+            sync(run.dev)
+    key = f"profile_{m.arch.name}_unet_b{batch}"
+    cats = _by_category(prof)
+    run.results[key] = {"gpu_kernel_ms_by_category": cats, "gpu_kernel_ms_total": round(sum(cats.values()), 2)}
+    sort = "self_cuda_time_total" if run.dev == "cuda" else "self_cpu_time_total"
+    (run.out / f"{key}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=25))
+    say(f"[{m.arch.name}] {key}: {run.results[key]}")
+
+
 def profile(run: Run, m: Models, path: OurPath, batch: int, steps: int) -> None:
     """torch.profiler over one of our jobs: kernel time by category vs wall time."""
     from torch.profiler import ProfilerActivity
@@ -446,18 +479,56 @@ def profile(run: Run, m: Models, path: OurPath, batch: int, steps: int) -> None:
         path.job(batch, steps)
         sync(run.dev)
     wall = (time.perf_counter() - t0) * 1e3
-    cats: dict[str, float] = {}
-    for evt in prof.key_averages():
-        dev_us = getattr(evt, "self_device_time_total", 0) or getattr(evt, "self_cuda_time_total", 0)
-        if dev_us and evt.device_type.name == "CUDA":
-            cats[_category(evt.key)] = cats.get(_category(evt.key), 0.0) + dev_us / 1e3
+    cats = _by_category(prof)
     key = f"profile_{m.arch.name}_b{batch}_s{steps}"
-    run.results[key] = {"wall_ms_under_profiler": round(wall, 1),
-                        "gpu_kernel_ms_by_category": {k: round(v, 2) for k, v in sorted(cats.items())},
+    run.results[key] = {"wall_ms_under_profiler": round(wall, 1), "gpu_kernel_ms_by_category": cats,
                         "gpu_kernel_ms_total": round(sum(cats.values()), 2)}
     sort = "self_cuda_time_total" if run.dev == "cuda" else "self_cpu_time_total"
     (run.out / f"{key}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=25))
     say(f"[{m.arch.name}] {key}: {run.results[key]}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the executor's own cost per job (graph submitted -> image saved)
+# ---------------------------------------------------------------------------------------------------
+
+def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
+    """The default graph (built-in tiny model) through ``app.executor.Executor``, a new seed per job
+    (loader and text encoding cached, sampler + decode + save run): wall time of ``execute`` minus the
+    sum of the node times it reports, median over jobs after one warm-up job."""
+    import tempfile
+
+    from app.api import Paths
+    from app.cache import CacheSet
+    from app.executor import Executor
+    from app.registry import load_registry
+
+    root = Path(__file__).resolve().parents[2]
+    prompt = json.loads((root / "graphs" / "default.json").read_text())
+    sampler_ids = [k for k, v in prompt.items() if v["class_type"] == "KSampler"]
+    tmp = Path(tempfile.mkdtemp(prefix="fewstep-bench-"))
+    paths = Paths(model_roots=(tmp / "models",), output_dir=tmp / "output", temp_dir=tmp / "temp",
+                  input_dir=tmp / "input")
+    executor = Executor(load_registry(), CacheSet(), paths)
+    walls, overheads, node_sums = [], [], []
+    for job in range(jobs + 1):
+        for k in sampler_ids:
+            prompt[k]["inputs"].update(seed=job, steps=steps)
+        t0 = time.perf_counter()
+        result = executor.execute(prompt, prompt_id=f"bench-{job}", emit=lambda kind, data: None)
+        wall = time.perf_counter() - t0
+        if result.status != "success":
+            return {"error": str(result.error)}
+        if job == 0:
+            continue
+        nodes_s = sum(result.node_times.values())
+        walls.append(wall * 1e3)
+        node_sums.append(nodes_s * 1e3)
+        overheads.append((wall - nodes_s) * 1e3)
+    return {"jobs": jobs, "steps": steps, "wall_ms_median": round(statistics.median(walls), 2),
+            "nodes_ms_median": round(statistics.median(node_sums), 2),
+            "executor_overhead_ms_median": round(statistics.median(overheads), 3),
+            "executor_overhead_ms_max": round(max(overheads), 3)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -485,6 +556,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", default="1,2,4,8")
     p.add_argument("--profile", action="store_true", help="torch.profiler over one job per arch")
     p.add_argument("--no-diffusers", action="store_true", help="only our path")
+    p.add_argument("--executor-jobs", type=int, default=12,
+                   help="jobs of the default graph through the executor (0: skip)")
     return p.parse_args(argv)
 
 
@@ -495,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     if dev == "cpu":
         torch.set_num_threads(1)     # tiny tensors: a spinning thread pool on a shared CPU is far slower
-    run = Run(dev, time.perf_counter() + args.budget_s, args.quick, args.out)
+    run = Run(dev, time.perf_counter() + args.budget_s, args.quick, args.out, profile=args.profile)
     torch.backends.cuda.matmul.allow_tf32 = True
     run.results["meta"] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -520,6 +593,12 @@ def main(argv: list[str] | None = None) -> int:
                        [int(s) for s in args.steps.split(",")], peak, not args.no_diffusers)
             if dev == "cuda":
                 torch.cuda.empty_cache()
+        if args.executor_jobs and run.time_left() > 15:
+            try:
+                run.results["executor"] = executor_overhead(args.executor_jobs)
+            except Exception as exc:  # noqa: BLE001 - report, keep the table
+                run.results["executor"] = {"error": f"{type(exc).__name__}: {exc}"}
+            say("executor (default graph, built-in model):", run.results["executor"])
     finally:
         run.save()
         say(json.dumps({k: v for k, v in run.results.items() if k != "rows"}, indent=1, default=str))
