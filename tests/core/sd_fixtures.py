@@ -54,6 +54,7 @@ def _res(tail: str, table: dict[str, str]) -> str:
 def to_ldm_unet(state: dict, attn_up: list[bool]) -> dict:
     out = {}
     fixed = {"time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.",
+             "add_embedding.linear_1.": "label_emb.0.0.", "add_embedding.linear_2.": "label_emb.0.2.",
              "conv_in.": "input_blocks.0.0.", "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
     for key, value in state.items():
         new = None
@@ -117,3 +118,52 @@ def to_ldm_checkpoint(unet, vae, text) -> dict:
     state.update({"cond_stage_model.transformer.text_model." + k.removeprefix("text_model."): v
                   for k, v in text.state_dict().items()})
     return {k: v.contiguous() for k, v in state.items()}
+
+
+def tiny_sdxl():
+    """SDXL layout (3 levels, no attention on the first, linear projections, text_time added conditioning,
+    CLIP-L + OpenCLIP-G text towers) at reduced widths: UNet 32/64/64 with transformer depths 1/1/2."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=128,
+        attention_head_dim=(1, 1, 1), transformer_layers_per_block=(1, 1, 2), use_linear_projection=True,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=64 + 6 * 256).eval()
+    common = dict(vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=1, max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    clip_l = CLIPTextModel(CLIPTextConfig(hidden_act="quick_gelu", **common)).eval()
+    clip_g = CLIPTextModelWithProjection(CLIPTextConfig(hidden_act="gelu", projection_dim=64, **common)).eval()
+    with torch.no_grad():
+        for module in (unet, clip_l, clip_g):
+            for p in module.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+    return unet, clip_l, clip_g
+
+
+def to_open_clip(clip_g) -> dict:
+    """transformers CLIPTextModelWithProjection -> open_clip text-tower names (SDXL's embedder 1)."""
+    out, qkv = {}, {}
+    table = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
+             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+    for key, value in clip_g.state_dict().items():
+        key = key.removeprefix("text_model.")
+        if m := re.match(r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.(weight|bias)$", key):
+            qkv.setdefault((m[1], m[3]), {})[m[2]] = value
+        elif m := re.match(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)$", key):
+            out[f"transformer.resblocks.{m[1]}.{table[m[2]]}.{m[3]}"] = value
+        elif key == "embeddings.token_embedding.weight":
+            out["token_embedding.weight"] = value
+        elif key == "embeddings.position_embedding.weight":
+            out["positional_embedding"] = value
+        elif key.startswith("final_layer_norm."):
+            out["ln_final." + key.split(".")[-1]] = value
+        elif key == "text_projection.weight":
+            out["text_projection"] = value.t().contiguous()
+    for (layer, kind), parts in qkv.items():
+        out[f"transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
