@@ -63,10 +63,24 @@ class BuiltinBundle:
     latent_channels: int
 
 
+def _use_lean(lean: bool | None, device: str | torch.device) -> bool:
+    """``lean=None``: the lean runtime on CPU (where importing diffusers/transformers dominates a run),
+    the diffusers/transformers modules elsewhere (GPU packs may rely on diffusers internals)."""
+    return torch.device(device).type == "cpu" if lean is None else bool(lean)
+
+
 def load_vae(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-             root: Path | None = None) -> tuple[torch.nn.Module, float]:
-    """The tiny AutoencoderKL and its latent scaling factor (1 / std of training latents)."""
+             root: Path | None = None, *, lean: bool | None = None) -> tuple[torch.nn.Module, float]:
+    """The tiny AutoencoderKL and its latent scaling factor (1 / std of training latents).
+
+    ``lean``: the pure-torch ``nodes.zoo.lean.LeanAutoencoderKL`` (no diffusers import) or, with False,
+    diffusers' ``AutoencoderKL``; None = lean on CPU only (see ``_use_lean``). Same weights either way.
+    """
     state, cfg = _load(VAE_FILE, root)
+    if _use_lean(lean, device):
+        from .lean import LeanAutoencoderKL, materialise
+
+        return materialise(lambda: LeanAutoencoderKL(cfg["vae"]), state, device, dtype), float(cfg["scaling_factor"])
     vae = build_vae(cfg["vae"])
     vae.load_state_dict(state, strict=True)
     # nn.Module.to: diffusers' own .to warns about dtype casts that are harmless for these tiny models
@@ -74,16 +88,30 @@ def load_vae(device: str | torch.device = "cpu", dtype: torch.dtype = torch.floa
 
 
 def load_builtin(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 root: Path | None = None) -> BuiltinBundle:
-    """Load the built-in teacher ``name`` (see ``list_builtin_checkpoints``); never touches a hub."""
+                 root: Path | None = None, *, lean: bool | None = None) -> BuiltinBundle:
+    """Load the built-in teacher ``name`` (see ``list_builtin_checkpoints``); never touches a hub.
+
+    ``lean`` (default None = True on CPU, False elsewhere): True builds the UNet, VAE and MiniLM from
+    ``nodes.zoo.lean`` (pure torch; no diffusers / transformers import, seconds faster to start); False
+    builds diffusers' ``UNet2DConditionModel`` / ``AutoencoderKL`` and transformers' ``BertModel`` - use it
+    where diffusers/peft features are needed (LoRA training through peft, attention processors).
+    """
     if name != BUILTIN_CHECKPOINT:
         raise ValueError(f"load_builtin: unknown built-in checkpoint {name!r}; known: [{BUILTIN_CHECKPOINT!r}]")
     state, cfg = _load(name, root)
-    unet = build_unet(cfg["unet"])
-    unet.load_state_dict(state, strict=True)
-    unet = torch.nn.Module.to(unet.eval().requires_grad_(False), device=device, dtype=dtype)
-    vae, scale = load_vae(device, dtype, root)
-    return BuiltinBundle(unet=unet, vae=vae, text_encoder=MiniLMTextEncoder.from_package(device),
+    use_lean = _use_lean(lean, device)
+    if use_lean:
+        from .lean import LeanUNet, load_minilm, materialise
+
+        unet = materialise(lambda: LeanUNet(cfg["unet"]), state, device, dtype)
+        text_encoder = load_minilm(device=device)
+    else:
+        unet = build_unet(cfg["unet"])
+        unet.load_state_dict(state, strict=True)
+        unet = torch.nn.Module.to(unet.eval().requires_grad_(False), device=device, dtype=dtype)
+        text_encoder = MiniLMTextEncoder.from_package(device)
+    vae, scale = load_vae(device, dtype, root, lean=use_lean)
+    return BuiltinBundle(unet=unet, vae=vae, text_encoder=text_encoder,
                          prediction_type=cfg["prediction_type"], schedule=dict(cfg["schedule"]),
                          vae_scaling_factor=scale, image_size=int(cfg["image_size"]),
                          latent_channels=int(cfg["latent_channels"]))
