@@ -64,6 +64,9 @@ def _group_alloc(sens: Sensitivity, names: list[str], bits: Sequence[int], budge
                  decoupled: bool) -> dict[str, int]:
     if not names:
         return {}
+    bits = [b for b in bits if all(b in sens.w_sqnr[n] for n in names)]   # only the probed widths
+    if not bits:
+        raise ValueError("no weight width was probed for every layer of a group; probe at least 4 and 8")
     budget = min(max(budget, min(bits)), max(bits))
     cost = np.array([[_error(sens, n, b, "w", decoupled) for b in bits] for n in names])
     return dict(zip(names, solve_allocation(cost, bits, [sens.w_size[n] for n in names], budget), strict=True))

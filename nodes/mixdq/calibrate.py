@@ -27,8 +27,16 @@ BOS_CONSTANT_RTOL = 1e-3    # first-token rows within 0.1% of their max are "the
 
 
 def main_tensor(out: Any) -> torch.Tensor:
-    """The tensor of a network's output (a tensor, a tuple, or a diffusers output object)."""
-    return out if torch.is_tensor(out) else out[0]
+    """The tensor of a network's output: a tensor, the first item of a tuple / list, or ``.sample``
+    (diffusers output objects and namespaces)."""
+    if torch.is_tensor(out):
+        return out
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    sample = getattr(out, "sample", None)
+    if not torch.is_tensor(sample):
+        raise TypeError(f"cannot find the output tensor in a {type(out).__name__} (no tensor, tuple or .sample)")
+    return sample
 
 
 @dataclass

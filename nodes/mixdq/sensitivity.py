@@ -154,27 +154,43 @@ class Sensitivity:
 
 
 @torch.no_grad()
-def _calls_sqnr(net: nn.Module, calib: Calibration) -> float:
-    outs = [main_tensor(net(*args, **kwargs)) for args, kwargs in calib.calls]
-    return sqnr_db(torch.cat([o.flatten() for o in calib.call_outputs]), torch.cat([o.flatten() for o in outs]))
+def _calls_sqnr(net: nn.Module, calib: Calibration, picks: list[int]) -> float:
+    outs = [main_tensor(net(*calib.calls[i][0], **calib.calls[i][1])) for i in picks]
+    ref_outs = [calib.call_outputs[i] for i in picks]
+    return sqnr_db(torch.cat([o.flatten() for o in ref_outs]), torch.cat([o.flatten() for o in outs]))
+
+
+def _pick_calls(n_calls: int, max_calls: int | None) -> list[int]:
+    """Indices of the recorded calls to probe: all, or ``max_calls`` spread evenly (first and last kept)."""
+    if max_calls is None or max_calls >= n_calls:
+        return list(range(n_calls))
+    return sorted({round(i * (n_calls - 1) / max(max_calls - 1, 1)) for i in range(max_calls)})
 
 
 @torch.no_grad()
-def _measure(net: nn.Module, runner: Runner, calib: Calibration, content: bool) -> tuple[float, float | None]:
-    score_sqnr = _calls_sqnr(net, calib)
+def _measure(net: nn.Module, runner: Runner, calib: Calibration, content: bool,
+             picks: list[int]) -> tuple[float, float | None]:
+    score_sqnr = _calls_sqnr(net, calib, picks)
     score_ssim = ssim(calib.fp_output, runner(net)) if content else None
     return score_sqnr, score_ssim
 
 
 def analyze(net: nn.Module, runner: Runner, calib: Calibration, *, weight_bits: tuple[int, ...] = (2, 4, 8),
             act_bits: tuple[int, ...] = (4, 8), bos_aware: bool = True,
+            quality_weight_bits: tuple[int, ...] | None = None, max_calls: int | None = None,
             progress: Callable[[int, int], None] | None = None) -> Sensitivity:
-    """Probe every quantizable layer alone at each bit width; see the module docstring."""
+    """Probe every quantizable layer alone at each bit width; see the module docstring.
+
+    ``quality_weight_bits`` narrows the weight probes of quality layers (the allocator never gives them
+    2 bits); ``max_calls`` probes SQNR on that many of the recorded calls (spread over the steps).
+    """
     layers = quantizable_layers(net)
     sens = Sensitivity(bos_embedding=calib.bos_embedding() if bos_aware else None)
+    picks = _pick_calls(len(calib.calls), max_calls)
     total, done = len(layers) * (len(weight_bits) + len(act_bits)), 0
     for name, layer in layers.items():
         content = is_content_layer(name)
+        w_bits = weight_bits if content or quality_weight_bits is None else quality_weight_bits
         sens.group[name] = "content" if content else "quality"
         sens.w_size[name] = layer.weight.numel()
         sens.a_size[name] = calib.act_numel.get(name, 0)
@@ -183,9 +199,9 @@ def analyze(net: nn.Module, runner: Runner, calib: Calibration, *, weight_bits: 
         if skip_bos:
             sens.absmax_no_bos[name] = calib.absmax_no_bos[name]
         act_range = sens.absmax_no_bos[name] if skip_bos else sens.absmax[name]
-        for bits in weight_bits:
+        for bits in w_bits:
             with probe_weight(layer, bits):
-                q, s = _measure(net, runner, calib, content)
+                q, s = _measure(net, runner, calib, content, picks)
             sens.w_sqnr.setdefault(name, {})[bits] = q
             if s is not None:
                 sens.w_ssim.setdefault(name, {})[bits] = s
@@ -194,7 +210,7 @@ def analyze(net: nn.Module, runner: Runner, calib: Calibration, *, weight_bits: 
                 progress(done, total)
         for bits in act_bits:
             with probe_act(layer, act_range, bits, skip_bos):
-                q, s = _measure(net, runner, calib, content)
+                q, s = _measure(net, runner, calib, content, picks)
             sens.a_sqnr.setdefault(name, {})[bits] = q
             if s is not None:
                 sens.a_ssim.setdefault(name, {})[bits] = s
