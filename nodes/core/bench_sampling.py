@@ -254,7 +254,8 @@ def raw_graph_ms(call: Callable[[], Any], dev: str, n: int) -> float | None:
     """A plain CUDA graph of the UNet call in its current memory format (the anchor's method)."""
     if dev != "cuda":
         return None
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), torch.backends.cudnn.flags(
+            enabled=True, benchmark=True, deterministic=False, allow_tf32=True):
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

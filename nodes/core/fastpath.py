@@ -251,23 +251,32 @@ class _Captured:
     out: torch.Tensor
     model_fn: Any
     sources: list[Any] = field(default_factory=list)   # last copied-in cond tensors and their versions
+    # the captured closure: it owns device tensors made outside the graph's pool (the device copy of the
+    # sigma table); if they were freed the replay would read whatever reuses that memory
+    call: Any = None
 
     def load_conds(self, leaves: list[torch.Tensor]) -> None:
         """Copy new conditioning into the static buffers; the same tensor, unchanged, is not copied."""
         if len(self.sources) != len(leaves):
             self.sources = [None] * len(leaves)
-        for i, (buf, src) in enumerate(zip(self.conds, leaves, strict=False)):
-            seen = self.sources[i]
-            if seen is not None and seen[0] is src and seen[1] == src._version:
+        for i, (buf, src) in enumerate(zip(self.conds, leaves, strict=True)):
+            seen, version = self.sources[i], _version(src)
+            if seen is not None and seen[0] is src and version is not None and seen[1] == version:
                 continue
             buf.copy_(src, non_blocking=True)
-            self.sources[i] = (src, src._version)
+            self.sources[i] = (src, version)
 
     def run(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         self.x.copy_(x)
         self.sigma.copy_(sigma)
         self.graph.replay()
         return self.out.clone()
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """The tensor's in-place version counter; None for inference tensors (they have none, so they are
+    always copied)."""
+    return None if t.is_inference() else t._version
 
 
 def _static_copy(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -301,7 +310,7 @@ def _capture(inner: Callable[..., torch.Tensor], x: torch.Tensor, sigma: torch.T
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=cache.pool()):
                 out = call()
-    return _Captured(graph, sx, ssig, sconds, out, model_fn, [(t, t._version) for t in leaves])
+    return _Captured(graph, sx, ssig, sconds, out, model_fn, [(t, _version(t)) for t in leaves], call=call)
 
 
 class _Replayer:

@@ -257,3 +257,16 @@ def test_gpu_fast_vae_decode_matches_fp32():
     assert len(dec.graphs) == 1 and first.shape == (2, 64, 64, 3)
     assert float((second - ref).norm() / ref.norm()) < 2e-2          # bf16 decoder against fp32
     assert not torch.equal(first, second)
+
+
+def test_conditioning_made_under_inference_mode_is_copied_every_job():
+    """Inference tensors carry no version counter: they are never assumed unchanged."""
+    d = tiny_denoiser()
+    with torch.inference_mode():
+        c = cond(1)
+        x = torch.zeros(1, 4, 8, 8)
+        g = fastpath.accelerate(BasicGuider(d, c), x, options=NO_GRAPH)
+        g.captured.conds[0].zero_()
+        c["context"].add_(1.0)                                        # in place, untracked
+        fastpath.accelerate(BasicGuider(d, c), x, options=NO_GRAPH)
+    assert torch.equal(g.captured.conds[0], c["context"])
