@@ -266,9 +266,7 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
     try:
         while state.step < spec.total_steps:
             if deadline is not None and time.monotonic() > deadline:
-                if ckptr:
-                    ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
-                break
+                break                                   # the final checkpoint below records where
             _one_step(student, optimizer, step_fn, spec, state, params, ema)
             if ckptr and ckptr.every and state.step % ckptr.every == 0:
                 ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
@@ -278,11 +276,18 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
             report_training(state.step, spec.total_steps,
                             {"loss": state.losses[-1], "lr": spec.lr_at(state.step - 1), "step": state.step},
                             preview)
+        if ckptr and state.step and not _saved_at(ckptr, state.step):
+            ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
     except BaseException:
-        if ckptr and state.step and (ckptr.latest() is None or not ckptr.latest().name.endswith(f"{state.step:08d}.safetensors")):
+        if ckptr and state.step and not _saved_at(ckptr, state.step):
             ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
         raise
     return state
+
+
+def _saved_at(ckptr: Checkpointer, step: int) -> bool:
+    latest = ckptr.latest()
+    return latest is not None and latest.name == f"step_{step:08d}.safetensors"
 
 
 def _one_step(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable, spec: FitSpec,

@@ -198,3 +198,28 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def weights_dir() -> Path:
+    """Where the shipped students live (package data)."""
+    return Path(__file__).resolve().parent / "weights"
+
+
+def shipped_students() -> list[str]:
+    """File names of the shipped students."""
+    return sorted(p.name for p in weights_dir().glob("fewstep-*-student.safetensors"))
+
+
+def load_student_model(name: str) -> tuple[Any, Any, Any]:
+    """(MODEL, CLIP, VAE): a shipped student on the built-in teacher's device, with the teacher's CLIP and VAE."""
+    from app.api import cached_model
+    from nodes.core.loaders import list_builtin, load_checkpoint
+    from nodes.mlcm.adapter import student_model, unet_of
+
+    if name not in shipped_students():
+        raise ValueError(f"unknown student {name!r}; shipped: {shipped_students()}")
+    teacher, clip, vae = load_checkpoint(list_builtin()[0])
+    p = next(unet_of(teacher).parameters())
+    path = weights_dir() / name
+    unet = cached_model(path, p.dtype, p.device, lambda: load_student(path, str(p.device), p.dtype))
+    return student_model(teacher, unet, name), clip, vae

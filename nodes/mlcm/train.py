@@ -178,7 +178,8 @@ def lr_schedule(cfg: DistillConfig) -> Callable[[int], float]:
 def distill(teacher: VPNet, student: Student, pool: PromptPool, cfg: DistillConfig, *,
             checkpointer: Checkpointer | None = None, preview_fn: Callable[[int], Any] | None = None,
             preview_every: int = 0, device: str = "cpu",
-            autocast: torch.dtype | None = None, max_seconds: float | None = None) -> TrainState:
+            autocast: torch.dtype | None = None, max_seconds: float | None = None,
+            meta: dict[str, Any] | None = None) -> TrainState:
     """Run ``cfg.steps`` optimizer steps of ``cfg.method`` (resuming from ``checkpointer``'s latest).
 
     Every random draw of step n comes from ``step_generator(cfg.seed, n)``, so the run is deterministic
@@ -195,7 +196,7 @@ def distill(teacher: VPNet, student: Student, pool: PromptPool, cfg: DistillConf
 
     spec = FitSpec(total_steps=cfg.steps, seed=cfg.seed, lr_at=lr_schedule(cfg), grad_clip=cfg.grad_clip,
                    device=device, checkpointer=checkpointer, preview_every=preview_every,
-                   meta={"config": asdict(cfg)}, max_seconds=max_seconds)
+                   meta={"config": asdict(cfg), **(meta or {})}, max_seconds=max_seconds)
     return fit(student.view.net, student.optimizer, step_fn, spec,
                target=None if student.target is None else student.target.net, ema=student.ema,
                preview_fn=preview_fn)
