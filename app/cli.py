@@ -275,7 +275,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fewstep`` console script."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Pack commands own their options: hand everything after the command name over untouched
+    # (argparse's REMAINDER refuses a leading option such as `fewstep eval --n 32`).
+    if argv[:1] == ["eval"]:
+        return _pack_command("eval", argv[1:])
+    if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] != "executor" and not argv[1].startswith("-"):
+        return _pack_command(f"bench {argv[1]}", argv[2:])
+    args = build_parser().parse_args(argv)
     handlers = {"serve": cmd_serve, "run": cmd_run, "nodes": cmd_nodes, "bench": cmd_bench,
                 "eval": lambda a: _pack_command("eval", list(a.rest))}
     return handlers[args.command](args)

@@ -77,6 +77,21 @@ def test_unknown_pack_command_exits_2(tmp_path, capsys):
     assert "bench executor" in capsys.readouterr().err
 
 
+def test_pack_commands_receive_their_options_untouched(monkeypatch):
+    """`fewstep eval --n 32` and `fewstep bench sampling --quick` reach the pack with every argument."""
+    seen: dict[str, list[str]] = {}
+
+    class FakeRegistry:
+        def commands(self):
+            return {"eval": lambda rest: seen.setdefault("eval", rest) and 0,
+                    "bench sampling": lambda rest: seen.setdefault("bench sampling", rest) and 0}
+
+    monkeypatch.setattr("app.registry.load_registry", lambda *a, **k: FakeRegistry())
+    assert main(["eval", "--n", "32", "--steps", "1,2"]) == 0
+    assert main(["bench", "sampling", "--quick"]) == 0
+    assert seen == {"eval": ["--n", "32", "--steps", "1,2"], "bench sampling": ["--quick"]}
+
+
 def test_bench_executor_writes_json(tmp_path, capsys):  # about 0.5 s with one repeat: runs by default
     assert main(["bench", "executor", "--repeats", "1", "--json", str(tmp_path / "b.json")]) == 0
     report = json.loads((tmp_path / "b.json").read_text())
