@@ -512,7 +512,7 @@ def sample(sampler: Callable[..., torch.Tensor], guider: Any, x: torch.Tensor, s
     if device is None or device.type != "cuda":
         return sampler(guider, x, sigmas, cond=cond, callback=callback, generator=generator)
     xd = x.to(device)
-    if generator is not None and generator.device != device:
+    if generator is not None and generator.device.type != device.type:
         generator = torch.Generator(device).manual_seed(generator.initial_seed())
     fast = accelerate(guider, xd, cond=cond, sigmas=sigmas, options=options)
     out = sampler(fast, xd, sigmas, cond=cond, callback=callback, generator=generator)
