@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from nodes.mixdq.layers import FP_BITS
 from nodes.mixdq.sensitivity import Sensitivity
@@ -31,6 +30,7 @@ SPLITS = tuple(float(k) for k in np.linspace(0.46, 1.36, 10))
 
 def solve_allocation(cost: np.ndarray, bits: Sequence[int], sizes: Sequence[float], budget: float) -> list[int]:
     """Optimal bits per layer (see the module docstring). cost: [L, J]; returns L widths from ``bits``."""
+    from scipy.optimize import Bounds, LinearConstraint, milp  # lazy: ~1.4 s of CPU at pack load otherwise
     cost = np.asarray(cost, dtype=np.float64)
     n_layers, n_choices = cost.shape
     if n_choices != len(bits) or len(sizes) != n_layers:

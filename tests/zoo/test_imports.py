@@ -13,10 +13,6 @@ from pathlib import Path
 import pytest
 
 HEAVY = ["diffusers", "transformers", "peft", "scipy", "timm"]
-# Known offender left to its owner (file had uncommitted changes in progress when this test was written):
-# nodes/mixdq/allocate.py:22 `from scipy.optimize import Bounds, LinearConstraint, milp`, imported at
-# module level by nodes/mixdq/nodes.py:31. strict: the test turns red once fixed, to drop this mark.
-KNOWN = {"scipy": "nodes/mixdq/allocate.py:22 imports scipy.optimize at module level (via nodes/mixdq/nodes.py:31)"}
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +27,7 @@ def loaded_after_registry() -> set[str]:
     return set(done.stdout.split())
 
 
-@pytest.mark.parametrize("module", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=KNOWN[m]))
-                                    if m in KNOWN else m for m in HEAVY])
+@pytest.mark.parametrize("module", HEAVY)
 def test_loading_packs_does_not_import(module: str, loaded_after_registry: set[str]) -> None:
     assert "torch" in loaded_after_registry          # the probe did load the packs' node modules
     assert module not in loaded_after_registry
