@@ -4,9 +4,8 @@ MLCM (TLCM ``inference.py``): milestones ``int(linspace(T-1, 0, M+1))`` and a fi
 each step predicts x̂0 and re-noises it to the next milestone with fresh noise (LCM's multistep sampler).
 SLAM and LCM walk LCM's skip grid (``lcm_origin_steps`` = 50 ⇒ timesteps 19, 39, ..., 999).
 
-Samplers follow the shared contract ``sample_<name>(denoiser, x, sigmas, *, cond, callback, generator)``
-with ``denoiser(x, sigma, cond) -> x0`` in k-diffusion σ space; :func:`sample_consistency_vp` is the same
-walk in VP space, used inside training and the benchmark.
+In graphs the walk is core's ``sample_lcm`` (shared sampler signature) on the SIGMAS of :data:`SCHEDULERS`;
+:func:`sample_consistency_vp` is the same walk in VP space, used inside training (stage 2, previews).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nodes.mlcm.vp import VPNet, VPSchedule, bc, consistency_x0
+from nodes.mlcm.vp import VPNet, bc, consistency_x0
 
 # Milestone indices per step count for M = 8 segments (TLCM inference.py, 1-7; 8 = every milestone).
 # Index 8 is t = 0 and only marks the end.
@@ -60,37 +59,22 @@ def lcm_timesteps(steps: int, origin_steps: int = 50, num_timesteps: int = 1000)
     return grid[:: len(grid) // steps][:steps]
 
 
-def sigmas_for_timesteps(schedule: VPSchedule, timesteps: list[int]) -> Tensor:
-    """k-diffusion σ of each timestep, with the closing 0 — the SIGMAS a sampler node consumes."""
-    t = torch.tensor(timesteps, dtype=torch.long)
-    return torch.cat([schedule.sigma_k(t), torch.zeros(1)]).float()
+def mlcm_sigmas(schedule: Any, steps: int) -> Tensor:
+    """SIGMAS of an N-step MLCM run with M = 8 (scheduler signature ``(schedule, n) -> sigmas``)."""
+    from nodes.core.schedules import from_timesteps
+
+    return from_timesteps(schedule, milestone_timesteps(steps, 8, schedule.num_timesteps))
 
 
-@torch.no_grad()
-def sample_consistency(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, *, cond: Any = None,
-                       callback: Callable[[dict[str, Any]], None] | None = None,
-                       generator: torch.Generator | None = None) -> Tensor:
-    """Consistency multistep sampler (LCM / MLCM / SLAM): x̂0 = D(x, σ_i); x ← x̂0 + σ_{i+1} z, z fresh.
+def lcm_sigmas(schedule: Any, steps: int) -> Tensor:
+    """SIGMAS on LCM's 50-step skip grid (LCM and SLAM students)."""
+    from nodes.core.schedules import from_timesteps
 
-    Args:
-        denoiser: ``D(x [B,C,h,w], sigma [B], cond) -> x0``.
-        x: the start, already scaled to ``sigmas[0]`` (noise · σ_0).
-        sigmas: decreasing noise levels ending in 0; len - 1 = number of steps.
-        cond: passed to the denoiser untouched.
-        callback: called after each step with ``{"i", "x", "sigma", "denoised"}``.
-        generator: source of the fresh re-noising noise (seeded → reproducible).
-    Returns: the last x̂0.
-    """
-    ones = x.new_ones(x.shape[0])
-    for i in range(len(sigmas) - 1):
-        denoised = denoiser(x, sigmas[i] * ones, cond)
-        x = denoised
-        if sigmas[i + 1] > 0:
-            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = denoised + sigmas[i + 1] * z
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sigmas[i], "denoised": denoised})
-    return x
+    return from_timesteps(schedule, lcm_timesteps(steps, 50, schedule.num_timesteps))
+
+
+# Schedulers for core's KSampler list (the sampler itself is core's "lcm": predict x0, re-noise fresh).
+SCHEDULERS: dict[str, Callable[[Any, int], Tensor]] = {"mlcm_milestones": mlcm_sigmas, "lcm_skip": lcm_sigmas}
 
 
 def sample_consistency_vp(student: VPNet, noise: Tensor, timesteps: list[int], cond: object,

@@ -29,7 +29,7 @@ def _tiny(graph: dict, steps: int = 4) -> dict:
     return graph
 
 
-@pytest.mark.parametrize("name", ["mlcm_distill", "slam_distill"])
+@pytest.mark.parametrize("name", ["mlcm_distill", pytest.param("slam_distill", marks=pytest.mark.slow)])
 def test_distill_then_sample_graph_runs_and_checkpoints(tmp_path, name):
     prompt = _tiny(json.loads((ROOT / "graphs" / f"{name}.json").read_text()))
     executor, paths = _executor(tmp_path)
@@ -47,7 +47,8 @@ def test_distill_then_sample_graph_runs_and_checkpoints(tmp_path, name):
     assert len(result.outputs["10"]["loss"]) == 4
 
 
-def test_a_longer_rerun_resumes_from_the_checkpoint(tmp_path):
+@pytest.mark.slow  # resume is covered fast by tests/trainer; this is the same through the engine
+def test_rerunning_the_graph_resumes_from_the_checkpoint(tmp_path):
     from nodes.core.trainer import Checkpointer
 
     executor, _ = _executor(tmp_path)

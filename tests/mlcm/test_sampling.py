@@ -6,13 +6,11 @@ import pytest
 import torch
 
 from nodes.mlcm.sampling import (
+    SCHEDULERS,
     lcm_timesteps,
     milestone_timesteps,
     milestones,
-    sample_consistency,
-    sigmas_for_timesteps,
 )
-from nodes.mlcm.toy import make_teacher
 
 
 def test_milestones_match_tlcm():
@@ -42,18 +40,24 @@ def test_lcm_timesteps_follow_the_50_step_skip_grid():
     assert all((t + 1) % 20 == 0 for t in lcm_timesteps(8))
 
 
-def test_consistency_sampler_predicts_then_renoises_with_fresh_noise():
-    schedule = make_teacher().schedule
-    sigmas = sigmas_for_timesteps(schedule, [999, 499])
+def test_mlcm_sigmas_drive_cores_lcm_sampler_through_the_milestones():
+    from nodes.core.denoiser import DiscreteVPSchedule
+    from nodes.core.samplers import sample_lcm
+
+    schedule = DiscreteVPSchedule.from_config()
+    sigmas = SCHEDULERS["mlcm_milestones"](schedule, 4)
+    torch.testing.assert_close(sigmas[:-1], schedule.sigmas[[999, 749, 499, 124]])
+    assert sigmas[-1] == 0
     seen = []
 
-    def denoiser(x, sigma, cond):
-        seen.append((x.clone(), sigma.clone()))
-        return torch.full_like(x, 2.0)     # a constant x̂0
+    class Const:
+        schedule = DiscreteVPSchedule.from_config()
 
-    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0)) * sigmas[0]
-    out = sample_consistency(denoiser, x, sigmas, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(out, torch.full_like(x, 2.0))            # the last x̂0 is returned
-    z = torch.randn(3, 4, generator=torch.Generator().manual_seed(5))
-    torch.testing.assert_close(seen[1][0], 2.0 + sigmas[1] * z)  # re-noised to σ_1 with the generator's noise
-    assert seen[1][1][0] == sigmas[1] and len(seen) == 2
+        def __call__(self, x, sigma, cond):
+            seen.append(float(torch.as_tensor(sigma).reshape(-1)[0]))
+            return torch.full_like(x, 2.0)      # a constant x̂0
+
+    out = sample_lcm(Const(), torch.randn(2, 3) * sigmas[0], sigmas, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, torch.full((2, 3), 2.0)) and seen == pytest.approx(sigmas[:-1].tolist())
+    lcm = SCHEDULERS["lcm_skip"](schedule, 4)
+    torch.testing.assert_close(lcm[:-1], schedule.sigmas[[999, 759, 519, 279]])

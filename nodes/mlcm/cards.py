@@ -1,0 +1,60 @@
+"""Model cards of the shipped students, written from the GPU run's report and the judged table.
+
+    python -m nodes.mlcm.cards nodes/mlcm/weights/students-report.json TABLE.json nodes/mlcm/weights
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+FILES = {"lcm": ("fewstep-lcm-student", "LCM"), "mlcm_stage1": ("fewstep-mlcm-stage1-student", "MLCM stage 1"),
+         "mlcm": ("fewstep-mlcm-student", "MLCM stage 2"), "slam": ("fewstep-slam-student", "SLAM")}
+WHAT = {"lcm": "plain LCM: multistep consistency distillation with one segment (MLCDLoss, M = 1), EMA target 0.95",
+        "mlcm_stage1": "MLCM stage 1: MLCD over M = 8 segments, online stop-gradient target, data-free states",
+        "mlcm": "MLCM stage 2: the stage-1 student refined by progressive consistency between milestones "
+                "(q = 4 own steps, p = 3 teacher sub-steps)",
+        "slam": "SLAM: γ-interpolated sub-path points, γ through time_cond_proj_dim (folded out at γ = 1), EMA 0.95"}
+
+
+def card(name: str, stats: dict, cells: list[dict]) -> str:
+    file, row = FILES[name]
+    cfg = stats["config"]
+    lines = [f"# {file}", "", f"{WHAT[name]}; student of `fewstep-tiny-teacher.safetensors` (7.6 M-parameter UNet).",
+             "", "## Format", "LoRA (peft, rank 32, TLCM's target modules) in fp16 plus `override.*` tensors (SLAM: the "
+             "time-embedding bias with γ = 1 folded in). `nodes.mlcm.students.load_student` merges it into a plain "
+             "UNet of the teacher's architecture; `FewstepStudentLoader` does this in a graph.", "",
+             f"Sampling: `{'MLCMScheduler' if stats['timesteps'] == 'milestones' else 'LCMSkipScheduler'}` + "
+             "`KSamplerSelect(lcm)` + `BasicGuider` (no CFG, it is distilled in at scale "
+             f"{cfg['guidance']}).", "", "## Training",
+             f"One H100, bf16 autocast, AdamW lr {cfg['lr']}, batch {cfg['batch_size']}, "
+             f"skip {cfg['skip']}, pseudo-Huber c {cfg['huber_c']}, target {cfg['target']}, "
+             f"states from {cfg['state_source']} (stride {cfg['state_step']}), seed {cfg['seed']}"
+             + (f", started from `{stats['init']}`" if stats["init"] else "") + ".",
+             f"**{stats['steps']} optimizer steps in {stats['seconds']:.0f} s** (time-capped; the recipe asks for "
+             f"{cfg['steps']}): loss {stats['loss_first']:.4f} at step 1, {stats['loss_last_100']:.4f} averaged "
+             "over the last steps. This is a very short run: see the table and the README for what it does and "
+             "does not reach.", "",
+             "Command: `python -m nodes.mlcm.gpu_run --out DIR --minilm .carry/minilm --seconds 28 --n 300` "
+             f"(or `python -m nodes.mlcm.students --out DIR --only {name}`{' after mlcm_stage1' if stats['init'] else ''}).",
+             "", "## Evaluation (300 held-out prompts, seed 1234 noise)",
+             "| steps | FD-EffNet | attribute acc. | reward | ms/img (H100, batch 1) |", "|---|---|---|---|---|"]
+    for c in cells:
+        if c["method"] == row:
+            lines.append(f"| {c['steps']} | {c['fd_effnet']:.2f} | {c['attribute_accuracy']:.3f} | "
+                         f"{c['reward']:.3f} | {c['ms_per_image']:.1f} |")
+    lines += ["", "## Licenses", "GPL-3.0-or-later, like the project. Teacher: ours (see its card); text encoder "
+              "all-MiniLM-L6-v2 (Apache-2.0), metrics on EfficientNet-Lite0 (Apache-2.0), loaded from their packages."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    report, table, out = json.loads(Path(argv[0]).read_text()), json.loads(Path(argv[1]).read_text()), Path(argv[2])
+    for name, stats in report.items():
+        (out / f"{FILES[name][0]}.md").write_text(card(name, stats, table["cells"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
