@@ -411,11 +411,35 @@ def ours_e2e(run: Run, m: Models, todo: list[tuple[int, int]], diff_ms: dict[tup
         fig = arch_res["unet"].get(f"b{b}")
         if fig and run.time_left() > 10:
             fast_unet_figures(run, path, b, fig, peak)
+    if run.time_left() > 15 and first:
+        arch_res["vae_decode"] = vae_figures(run, m, sorted(first))
     arch_res["graph_cache"] = fastpath.cache_for(path.denoiser).summary()
     arch_res["vae_capture_s"] = round(path.decoder.capture_s, 2)
     if run.profile and run.time_left() > 20 and todo:
         profile(run, m, path, todo[0][0], 4)
         profile_unet(run, m, max(b for b, _ in todo))
+
+
+def vae_figures(run: Run, m: Models, batches: list[int]) -> dict[str, Any]:
+    """Decode-only medians (ms, IMAGE on the device) of the VAE variants: the eager fp16 module, and the
+    fast decoder with PyTorch's GroupNorm and with :class:`vae_fast.SplitGroupNorm`."""
+    from nodes.core.vae_fast import FastVAEDecoder
+
+    f = 2 ** (len(m.arch.vae["block_out_channels"]) - 1)
+    out: dict[str, Any] = {}
+    variants = {"fast": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=run.dev == "cuda"),
+                "fast_split_gn": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=run.dev == "cuda",
+                                                split_groupnorm=True)}
+    for b in batches:
+        z = torch.randn(b, 4, m.arch.size // f, m.arch.size // f, device=m.dev)
+        n = 2 if (m.arch.pooled_dim and b >= 8) else 5
+        with torch.inference_mode():
+            row = {"eager_module_ms": round(wall_ms(lambda z=z: m.vae.decode(z.to(m.dtype)).sample, run.dev, 1, n), 2)}
+            for name, dec in variants.items():
+                row[f"{name}_ms"] = round(wall_ms(lambda z=z, dec=dec: dec.decode_device(z), run.dev, 1, n), 2)
+        out[f"b{b}"] = row
+        say(f"[{m.arch.name}] vae decode b{b}: {row}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

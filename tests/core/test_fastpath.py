@@ -20,7 +20,7 @@ from nodes.core.guidance import BasicGuider, CFGGuider
 from nodes.core.loaders import UNetFn
 from nodes.core.samplers import sample_dpmpp_2m, sample_lcm
 from nodes.core.schedules import calculate_sigmas
-from nodes.core.vae_fast import FastVAEDecoder, _ramp, _starts, tiled_decode
+from nodes.core.vae_fast import FastVAEDecoder, SplitGroupNorm, _ramp, _starts, swap_groupnorms, tiled_decode
 
 GPU = pytest.mark.gpu
 
@@ -199,6 +199,34 @@ def test_fast_decoder_cpu_matches_the_plain_decode():
     with torch.no_grad():
         ref = ((vae.decode(z / 0.5).sample + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
     assert img.shape == (1, 16, 16, 3) and torch.equal(img, ref)
+
+
+def test_split_groupnorm_equals_groupnorm():
+    for groups, channels, affine in ((8, 32, True), (4, 4, False), (1, 6, True)):
+        norm = torch.nn.GroupNorm(groups, channels, affine=affine)
+        if affine:
+            torch.nn.init.normal_(norm.weight)
+            torch.nn.init.normal_(norm.bias)
+        x = torch.randn(3, channels, 5, 7) * 3 + 1
+        with torch.no_grad():
+            assert torch.allclose(SplitGroupNorm(norm)(x), norm(x), atol=1e-5)
+
+
+def test_decoder_with_split_groupnorm_matches_the_plain_decode():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+                        down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2).eval()
+    z = torch.randn(1, 4, 8, 8)
+    dec = FastVAEDecoder(vae, 0.5, split_groupnorm=True)
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in dec.vae.decoder.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in vae.decoder.modules())     # the original untouched
+    with torch.no_grad():
+        ref = ((vae.decode(z / 0.5).sample + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
+    assert torch.allclose(dec.decode(z), ref, atol=1e-5)
+    assert swap_groupnorms(torch.nn.Sequential(torch.nn.Linear(2, 2))) == 0
 
 
 # ------------------------------------------------------------------------------------------------ GPU
