@@ -187,7 +187,9 @@ def analyze(net: nn.Module, runner: Runner, calib: Calibration, *, weight_bits: 
     layers = quantizable_layers(net)
     sens = Sensitivity(bos_embedding=calib.bos_embedding() if bos_aware else None)
     picks = _pick_calls(len(calib.calls), max_calls)
-    total, done = len(layers) * (len(weight_bits) + len(act_bits)), 0
+    n_content = sum(is_content_layer(n) for n in layers)
+    n_w = n_content * len(weight_bits) + (len(layers) - n_content) * len(quality_weight_bits or weight_bits)
+    total, done = n_w + len(layers) * len(act_bits), 0
     for name, layer in layers.items():
         content = is_content_layer(name)
         w_bits = weight_bits if content or quality_weight_bits is None else quality_weight_bits
