@@ -17,7 +17,8 @@ comes again.
 
 Weights: a graph reads the parameters at their addresses, so in-place changes (LoRA patches added and
 removed around the sampler call by ``loaders.lora.applied``) are seen by later replays; parameters
-replaced by new tensors are not (clear the module's cache then).
+replaced or moved (the model cache offloading a model and loading it back) are detected by the
+addresses of the first and last parameter, and the module's graphs are dropped and captured again.
 
 Lifetime: captured graphs live in a :class:`GraphCache` attached to the network module (or, when none
 is found, to the denoiser's ``extras``), so the model cache that holds the model holds its graphs, and
@@ -117,12 +118,20 @@ class GraphCache:
         self.entries: OrderedDict[Any, Any] = OrderedDict()
         self.stats = CacheStats()
         self.sigmas: dict[tuple[str, float], torch.Tensor] = {}   # (device, value) -> 0-dim fp32 on device
+        self.weights: Any = None     # where the network's weights were when the graphs were captured
         self._pool: Any = None
 
     def pool(self) -> Any:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         return self._pool
+
+    def check_weights(self, stamp: Any) -> None:
+        """Drop every graph when the weights moved (the model cache offloaded and reloaded the model,
+        a dtype or layout change): graphs read parameters at the addresses they were captured with."""
+        if stamp != self.weights:
+            self.entries.clear()
+            self.weights = stamp
 
     def get(self, key: Any) -> Any:
         entry = self.entries.get(key)
@@ -199,6 +208,14 @@ def cache_for(denoiser: Denoiser) -> GraphCache:
         cache = GraphCache()
         holder[GRAPH_CACHE_ATTR] = cache
     return cache
+
+
+def weights_stamp(module: torch.nn.Module | None) -> Any:
+    """(device, address of the first and last parameter): changes when the weights are moved or replaced."""
+    params = list(module.parameters()) if module is not None else []
+    if not params:
+        return None
+    return (str(params[0].device), params[0].data_ptr(), params[-1].data_ptr())
 
 
 def prepare_module(module: torch.nn.Module, *, channels_last: bool = True) -> None:
@@ -445,6 +462,10 @@ def accelerate(guider: Any, x: torch.Tensor, *, cond: Any = None, sigmas: torch.
         return guider
     denoiser, conds = split
     cache = cache_for(denoiser)
+    module = find_module(denoiser)
+    if module is not None and x.device.type == "cuda":
+        prepare_module(module, channels_last=options.channels_last)   # before the stamp: it moves weights
+    cache.check_weights(weights_stamp(module))
     if sigmas is not None:
         cache.device_sigmas([float(s) for s in sigmas.detach().cpu().reshape(-1)], x.device)
     tree = {"attrs": conds, "cond": cond}
@@ -466,9 +487,6 @@ def accelerate(guider: Any, x: torch.Tensor, *, cond: Any = None, sigmas: torch.
 
 def _capture_entry(guider: Any, denoiser: Denoiser, x: torch.Tensor, tree: Any, leaves: list[torch.Tensor],
                    cache: GraphCache, options: FastPathOptions) -> _Captured | str:
-    module = find_module(denoiser)
-    if module is not None and x.device.type == "cuda":
-        prepare_module(module, channels_last=options.channels_last)
     sigma = torch.tensor(float(denoiser.schedule.sigma_max), device=x.device)
     t0 = time.perf_counter()
     try:

@@ -264,6 +264,9 @@ def fast_decoder_for(vae: Any, scaling_factor: float, shift_factor: float = 0.0,
     VAE holds its half-precision copy and graphs) and keyed by scaling and options."""
     store = vae.__dict__.setdefault(FAST_DECODER_ATTR, {})
     key = (float(scaling_factor), float(shift_factor), tuple(sorted((k, str(v)) for k, v in options.items())))
+    device = next(vae.parameters()).device
+    if key in store and store[key].device != device:     # the model cache moved the VAE: rebuild
+        del store[key]
     if key not in store:
         store[key] = FastVAEDecoder(vae, scaling_factor, shift_factor, **options)
     return store[key]

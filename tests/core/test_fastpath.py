@@ -95,6 +95,21 @@ def test_cache_key_separates_guidance_scales_and_lives_on_the_module():
     assert fastpath.cache_for(d.clone()) is cache
 
 
+def test_graphs_are_dropped_when_the_weights_move():
+    """The model cache may offload a model and bring it back at new addresses: old graphs would read
+    freed memory, so they are dropped and the next job captures again."""
+    d = tiny_denoiser()
+    run(sample_lcm, BasicGuider(d, cond(1)), options=NO_GRAPH, accelerate=True)
+    run(sample_lcm, BasicGuider(d, cond(1)), options=NO_GRAPH, accelerate=True)
+    assert fastpath.graph_stats(d)["captures"] == 1
+    module = fastpath.find_module(d)
+    for p in module.parameters():
+        p.data = p.data.clone()                                     # same values, new memory
+    out = run(sample_lcm, BasicGuider(d, cond(1)), options=NO_GRAPH, accelerate=True)
+    assert fastpath.graph_stats(d)["captures"] == 2
+    assert torch.allclose(out, run(sample_lcm, BasicGuider(d, cond(1)), fast=False), atol=1e-5)
+
+
 def test_same_conditioning_tensor_is_not_copied_again_until_it_changes():
     d = tiny_denoiser()
     c = cond(1)
