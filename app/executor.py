@@ -123,11 +123,11 @@ class Executor:
             interrupted: set it (from any thread) to stop the run between nodes or at a node's next
                 progress/interrupt check.
         """
-        plan = self._plan(prompt, targets)
-        if not isinstance(plan, Plan):
-            return plan
-        job = _Job(self, prompt, plan, prompt_id, extra_data or {}, emit, interrupted or threading.Event())
-        with use_paths(self.paths):
+        with use_paths(self.paths):  # validation lists model files (combo choices) under these paths too
+            plan = self._plan(prompt, targets)
+            if not isinstance(plan, Plan):
+                return plan
+            job = _Job(self, prompt, plan, prompt_id, extra_data or {}, emit, interrupted or threading.Event())
             try:
                 return job.run()
             finally:

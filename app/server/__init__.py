@@ -21,7 +21,13 @@ from app.config import Config
 from app.server import editor
 from app.server.jobs import queue_remaining
 from app.server.routes import add_routes, server_flags
-from app.server.security import auth_middleware, cache_middleware, error_middleware, origin_middleware
+from app.server.security import (
+    auth_middleware,
+    cache_middleware,
+    error_middleware,
+    origin_middleware,
+    paths_middleware,
+)
 from app.server.state import (
     CONFIG,
     EXECUTOR,
@@ -69,7 +75,7 @@ def create_app(config: Config, registry: Any, executor: Any, store: Any, worker:
     """
     options = options or default_options(config)
     app = web.Application(
-        middlewares=[cache_middleware, error_middleware, origin_middleware, auth_middleware],
+        middlewares=[cache_middleware, error_middleware, origin_middleware, auth_middleware, paths_middleware],
         client_max_size=options.max_upload_bytes + MB,
     )
     app[CONFIG], app[OPTIONS] = config, options

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from app.server.state import OPTIONS
+from app.api import use_paths
+from app.server.state import CONFIG, OPTIONS
 
 log = logging.getLogger("fewstep.server")
 
@@ -116,6 +117,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception as exc:  # a route bug must answer, not drop the connection
         log.exception("error handling %s %s", request.method, request.path)
         return json_error(500, f"{type(exc).__name__}: {exc}", type_="server_error")
+
+
+@web.middleware
+async def paths_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Make this app's model/input/output folders current for the request (file-list combos in
+    ``/object_info`` and validation read them through ``app.api.current_paths()``)."""
+    with use_paths(request.app[CONFIG].paths()):
+        return await handler(request)
 
 
 @web.middleware

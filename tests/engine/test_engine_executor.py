@@ -264,3 +264,30 @@ def test_long_chain_is_not_recursive(make_executor):
     prompt["sink"] = n("StubSink", value=["3000", 0])
     result, _ = run(make_executor(), prompt)
     assert result.outputs["sink"] == {"values": [3000]}
+
+
+def test_file_list_combos_validate_against_the_executors_paths(tmp_path):
+    """A combo listing model files is validated under the executor's Paths, not the process default."""
+    from app.api import Combo, Node, NodeOutput, Output, Paths, Schema, current_paths
+    from app.cache import CacheSet
+    from app.executor import Executor
+    from app.registry import Registry
+
+    class PickCheckpoint(Node):
+        @classmethod
+        def define_schema(cls):
+            return Schema(node_id="PickCheckpoint", is_output_node=True, outputs=[Output("name", "STRING")],
+                          inputs=[Combo("ckpt_name", lambda: current_paths().list_models("checkpoints"))])
+
+        @classmethod
+        def execute(cls, ckpt_name):
+            return NodeOutput(ckpt_name, ui={"name": [ckpt_name]})
+
+    registry = Registry()
+    registry.register_pack("files", [PickCheckpoint])
+    (tmp_path / "models" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "models" / "checkpoints" / "mine.safetensors").write_bytes(b"x")
+    executor = Executor(registry, CacheSet("none"), Paths(model_roots=(tmp_path / "models",)))
+    result = executor.execute({"1": n("PickCheckpoint", ckpt_name="mine.safetensors")}, prompt_id="p")
+    assert result.status == "success", result.error
+    assert result.outputs["1"] == {"name": ["mine.safetensors"]}

@@ -170,3 +170,29 @@ async def test_logs_and_misc(client: Any) -> None:
     assert (await client.get("/api/global_subgraphs/abc")).status == 404
     folders = await (await client.get("/internal/folder_paths")).json()
     assert "checkpoints" in folders and "output" in folders
+
+
+async def test_object_info_lists_files_of_this_apps_models_folder(aiohttp_client: Any, config: Any) -> None:
+    """File-list combos in /object_info read the served app's models folder, not the process default."""
+    from app.api import Combo, Node, Output, Schema, current_paths
+    from app.cache import CacheSet
+    from app.executor import Executor
+    from app.registry import Registry
+    from app.server import create_app
+    from app.storage import JobStore
+
+    class PickLora(Node):
+        @classmethod
+        def define_schema(cls) -> Schema:
+            return Schema(node_id="PickLora", outputs=[Output("name", "STRING")],
+                          inputs=[Combo("lora_name", lambda: current_paths().list_models("loras"))])
+
+    registry = Registry()
+    registry.register_pack("files", [PickLora])
+    loras = config.paths().model_roots[0] / "loras"
+    loras.mkdir(parents=True)
+    (loras / "style.safetensors").write_bytes(b"x")
+    app = create_app(config, registry, Executor(registry, CacheSet("none"), config.paths()), JobStore(config.db_path))
+    client = await aiohttp_client(app)
+    info = await (await client.get("/api/object_info/PickLora")).json()
+    assert info["PickLora"]["input"]["required"]["lora_name"][0] == ["style.safetensors"]
