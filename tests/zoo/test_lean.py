@@ -129,6 +129,36 @@ def test_minilm_states_match_transformers(lean_bundle: builtin.BuiltinBundle,
     assert torch.allclose(pooled.norm(dim=-1), torch.ones(len(CAPTIONS)))
 
 
+def test_peft_lora_on_lean_unet_matches_diffusers(lean_bundle: builtin.BuiltinBundle,
+                                                  ref_bundle: builtin.BuiltinBundle) -> None:
+    """On CPU, CheckpointLoaderSimple hands the distillation packs a lean UNet: LoRA through peft
+    (``nodes.core.trainer.add_lora``) must give the same adapter names, outputs, gradients and merge."""
+    import copy
+
+    from nodes.core.trainer import add_lora, merged_state_dict
+
+    targets = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1")
+    nets = [add_lora(copy.deepcopy(b.unet), 4, targets) for b in (lean_bundle, ref_bundle)]
+    names = [sorted(k for k in n.state_dict() if "lora_" in k) for n in nets]
+    assert names[0] == names[1] and len(names[0]) > 100
+    g = torch.Generator().manual_seed(3)
+    adapters = {k: 0.01 * torch.randn(v.shape, generator=g) for k, v in nets[1].state_dict().items() if "lora_" in k}
+    x, ctx, t = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, MAX_LENGTH, 384, generator=g), torch.tensor([10.0, 900.0])
+    outs, grads = [], []
+    for net in nets:
+        net.load_state_dict(adapters, strict=False)
+        out = net(x, t, encoder_hidden_states=ctx).sample
+        out.square().mean().backward()
+        outs.append(out.detach())
+        grads.append({k: p.grad for k, p in net.named_parameters() if p.grad is not None})
+    assert (outs[0] - outs[1]).abs().max().item() <= TOL
+    assert sorted(grads[0]) == sorted(grads[1]) == [k for k in names[0]]
+    assert max((grads[0][k] - grads[1][k]).abs().max().item() for k in grads[0]) <= TOL
+    merged = [merged_state_dict(n) for n in nets]
+    assert sorted(merged[0]) == sorted(merged[1])
+    assert max((merged[0][k] - merged[1][k]).abs().max().item() for k in merged[0]) <= TOL
+
+
 def test_unsupported_configs_are_refused() -> None:
     with pytest.raises(ValueError, match="upcast_attention"):
         lean.LeanUNet({**_teacher_unet_config(), "upcast_attention": True})
