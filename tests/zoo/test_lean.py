@@ -11,6 +11,7 @@ below by showing that a one-step change of the timestep already moves the UNet b
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -159,6 +160,21 @@ def test_peft_lora_on_lean_unet_matches_diffusers(lean_bundle: builtin.BuiltinBu
     assert max((merged[0][k] - merged[1][k]).abs().max().item() for k in merged[0]) <= TOL
 
 
+def test_scorer_text_tower_matches(lean_bundle: builtin.BuiltinBundle, ref_bundle: builtin.BuiltinBundle) -> None:
+    """The scorer's text embeddings through the lean MiniLM equal those through transformers'."""
+    from safetensors.torch import load_file
+
+    from nodes.zoo.models import ScorerHeads
+
+    cfg = json.loads((builtin.weights_dir() / builtin.SCORER_FILE).with_suffix(".json").read_text())
+    heads = ScorerHeads(**cfg["heads"])
+    heads.load_state_dict({k: v.float() for k, v in load_file(builtin.weights_dir() / builtin.SCORER_FILE).items()})
+    lean_emb = builtin.Scorer(heads, None, lean_bundle.text_encoder).text_embeds(CAPTIONS)
+    ref_emb = builtin.Scorer(heads, None, ref_bundle.text_encoder).text_embeds(CAPTIONS)
+    assert lean_emb.shape == (len(CAPTIONS), 256)
+    assert (lean_emb - ref_emb).abs().max().item() <= TOL
+
+
 def test_unsupported_configs_are_refused() -> None:
     with pytest.raises(ValueError, match="upcast_attention"):
         lean.LeanUNet({**_teacher_unet_config(), "upcast_attention": True})
@@ -173,8 +189,6 @@ def test_unsupported_configs_are_refused() -> None:
 
 
 def _teacher_unet_config() -> dict:
-    import json
-
     return json.loads((builtin.weights_dir() / "fewstep-tiny-teacher.json").read_text())["unet"]
 
 
