@@ -7,23 +7,21 @@ Same server and browser setup as ``test_editor.py``, but with the built-in node 
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from test_editor import (
     ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     HAVE_CHROMIUM,
     REPO,
     PageLog,
     _free_port,
     _search_finds_node,
+    run_in_chromium,
+    serve_in_thread,
 )
 
 from app.config import Config
@@ -45,37 +43,14 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     registry = load_registry([], entry_points=False, builtin=True)
     app = create_app(config, registry, Executor(registry, CacheSet(config.cache), config.paths()),
                      JobStore(config.db_path))
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", config.port).start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{config.port}"
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.run_until_complete(runner.cleanup())
-    loop.close()
+    yield from serve_in_thread(app, config.port)
 
 
 def test_new_user_runs_the_default_graph_and_sees_the_image(real_server: str, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     assert (REPO / "graphs" / "default.ui.json").is_file()
-    ARTIFACTS.mkdir(exist_ok=True)
     log = PageLog(real_server)
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 900})
-        page = context.pages[0] if context.pages else context.new_page()
-        page.set_default_timeout(60_000)
-        log.attach(page)
-        try:
-            _first_visit(page, real_server, log)
-        finally:
-            page.screenshot(path=str(ARTIFACTS / "default-graph.png"))
-            context.close()
+    run_in_chromium(tmp_path / "chromium-profile", ARTIFACTS / "default-graph.png", log,
+                    lambda page: _first_visit(page, real_server, log), timeout_ms=60_000)
 
 
 def _first_visit(page: Any, server: str, log: PageLog) -> None:

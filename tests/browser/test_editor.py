@@ -65,17 +65,41 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                "default_graph": GRAPH.name.removesuffix(".json")})
     app = create_app(config, registry, Executor(registry, CacheSet(config.cache), config.paths()),
                      JobStore(config.db_path), options=options)
+    yield from serve_in_thread(app, config.port)
+
+
+def serve_in_thread(app: web.Application, port: int) -> Iterator[str]:
+    """Run ``app`` on its own event loop in a daemon thread; yields the base URL, then shuts down."""
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app)
     loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", config.port).start())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{config.port}"
+    yield f"http://127.0.0.1:{port}"
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
     loop.run_until_complete(runner.cleanup())
     loop.close()
+
+
+def run_in_chromium(profile: Path, screenshot: Path, log: PageLog, scenario: Any, timeout_ms: int) -> None:
+    """Launch Debian's chromium headless with a fresh profile, run ``scenario(page)``, save a screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900})
+        page = context.pages[0] if context.pages else context.new_page()
+        page.set_default_timeout(timeout_ms)
+        log.attach(page)
+        try:
+            scenario(page)
+        finally:
+            page.screenshot(path=str(screenshot))
+            context.close()
 
 
 class PageLog:
@@ -104,22 +128,9 @@ class PageLog:
 
 
 def test_editor_loads_runs_graph_and_shows_image(server: str, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
     log = PageLog(server)
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 900})
-        page = context.pages[0] if context.pages else context.new_page()
-        page.set_default_timeout(30_000)
-        log.attach(page)
-        try:
-            _run_scenario(page, server, log)
-        finally:
-            page.screenshot(path=str(ARTIFACTS / "editor.png"))
-            context.close()
+    run_in_chromium(tmp_path / "chromium-profile", ARTIFACTS / "editor.png", log,
+                    lambda page: _run_scenario(page, server, log), timeout_ms=30_000)
 
 
 def _run_scenario(page: Any, server: str, log: PageLog) -> None:
