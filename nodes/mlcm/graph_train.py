@@ -130,9 +130,12 @@ def train_student(model: Any, clip: Any, cfg: DistillConfig, *, prompts: list[st
     net, extra = initial_net(model, init, cfg)
     student = build_student(teacher, cfg, net=net.to(device), lora_targets=LORA_TARGETS, extra_trainable=extra)
     ckpt = Checkpointer(run_folder(run_name, cfg, model, prompts), every=checkpoint_every)
+    from nodes.mlcm.terms import zoo_terms
+
+    terms = zoo_terms(cfg.perceptual_weight, cfg.reward_weight, vae, device)
     state = distill(teacher, student, pool, cfg, checkpointer=ckpt, device=device,
                     autocast=torch.bfloat16 if device.startswith("cuda") else None,
                     preview_fn=preview_fn(student.view, pool, vae, cfg), preview_every=preview_every,
-                    meta={"teacher": str(model.extras.get("name"))})
+                    meta={"teacher": str(model.extras.get("name"))}, terms=terms)
     unet = finish(student.view.net, cfg, unet_of(model))
     return student_model(model, unet, f"{run_name} ({cfg.method}, {state.step} steps)"), state.losses

@@ -7,7 +7,6 @@ Plain LCM is :class:`MLCDLoss` with one segment. Each loss is a small callable
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -104,7 +103,8 @@ class MLCDLoss:
         perceptual: optional feature map Φ applied to both sides (TLCM's latent LPIPS; EffNet here).
         perceptual_weight: weight of ||Φ(pred) - Φ(target)||² added to the Huber term.
         reward: optional ``reward(x0 [B,...], batch) -> [B]`` (a preference scorer on decoded images).
-        reward_weight / reward_margin: adds weight · relu(margin - reward(f(x_tm))) (TLCM's MPS hinge).
+        reward_weight / reward_margin: adds weight · relu(margin - reward(f(x_tm))) (TLCM's MPS hinge); the
+            default margin 1 keeps the hinge always active for a cosine reward (<= 1), i.e. plain reward ascent.
     """
 
     num_segments: int = 8
@@ -119,7 +119,7 @@ class MLCDLoss:
     perceptual_weight: float = 0.0
     reward: Callable[[Tensor, DistillBatch], Tensor] | None = field(default=None, repr=False)
     reward_weight: float = 0.0
-    reward_margin: float = math.inf
+    reward_margin: float = 1.0
 
     def sample_times(self, batch: DistillBatch, num_timesteps: int) -> tuple[Tensor, Tensor, Tensor]:
         """(t_m, t_n, t_lo) [B]: segment i ~ U{0..M-1}, t_m ~ U(t_lo, t_hi], t_n = max(t_m - skip, t_lo)."""

@@ -79,7 +79,15 @@ class MLCMDistill(Node):
                     Int("segments", 8, min=1, max=50, tooltip="M; 1 = plain LCM"),
                     Int("teacher_substeps", 1, min=1, max=50, tooltip="teacher DDIM sub-steps over the skip"),
                     Int("student_steps", 4, min=1, max=8, tooltip="stage 2: steps of the student's own samples"),
-                    Link("student", "MODEL", optional=True, tooltip="stage 2: the stage-1 student to refine")],
+                    Link("student", "MODEL", optional=True, tooltip="stage 2: the stage-1 student to refine"),
+                    # optional widgets: graphs saved before these inputs existed still validate (defaults = off)
+                    Float("perceptual_weight", 0.0, min=0.0, max=100.0, step=0.01, round=1e-4, optional=True,
+                          tooltip="stage 1: weight of the EfficientNet-Lite0 feature term on decoded images "
+                                  "(needs the VAE; 0 = off)"),
+                    Float("reward_weight", 0.0, min=0.0, max=100.0, step=0.01, round=1e-4, optional=True,
+                          tooltip="stage 1: weight of the zoo-scorer preference hinge (needs the VAE; 0 = off)"),
+                    Float("reward_margin", 1.0, min=-1.0, max=1.0, step=0.01, round=1e-4, optional=True,
+                          tooltip="hinge relu(margin - score); the score is a cosine, so 1 = always on")],
             outputs=[Output("MODEL", "MODEL")], not_idempotent=False)
 
     @classmethod
@@ -89,7 +97,9 @@ class MLCMDistill(Node):
             raise ValueError("MLCMDistill stage 2 needs the stage-1 student connected to 'student'")
         fields = common_fields(kw) | dict(
             method="mlcm_stage2" if stage2 else ("lcm" if kw["segments"] == 1 else "mlcm"),
-            num_segments=kw["segments"], substeps=kw["teacher_substeps"], student_steps=kw["student_steps"])
+            num_segments=kw["segments"], substeps=kw["teacher_substeps"], student_steps=kw["student_steps"],
+            perceptual_weight=kw.get("perceptual_weight", 0.0), reward_weight=kw.get("reward_weight", 0.0),
+            reward_margin=kw.get("reward_margin", 1.0))
         return run_trainer(fields, init=kw.get("student"), **{k: kw.get(k) for k in PASS_THROUGH})
 
 

@@ -40,6 +40,10 @@ class DistillConfig:
         student_steps / teacher_substeps: stage 2's q and p.
         lora_rank: 0 = full fine-tune, else LoRA rank r via peft.
         gamma_dim: SLAM's γ-embedding size (the UNet's ``time_cond_proj_dim``).
+        perceptual_weight: weight of TLCM's perceptual term (EffNet features of decoded images; lcm/mlcm
+            only; 0 = off).  reward_weight / reward_margin: weight and margin of the preference hinge
+            weight · relu(margin - reward) with the zoo scorer's cosine (lcm/mlcm only; 0 = off; margin 1
+            = always active since the cosine is <= 1).
     """
 
     method: str = "mlcm"
@@ -62,6 +66,9 @@ class DistillConfig:
     teacher_substeps: int = 3
     lora_rank: int = 0
     gamma_dim: int = 256
+    perceptual_weight: float = 0.0
+    reward_weight: float = 0.0
+    reward_margin: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -70,10 +77,25 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.target must be 'online' or 'ema', got {self.target!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"DistillConfig: steps and batch_size must be >= 1 (got {self.steps}, {self.batch_size})")
+        if self.perceptual_weight < 0 or self.reward_weight < 0:
+            raise ValueError("DistillConfig: perceptual_weight and reward_weight must be >= 0 "
+                             f"(got {self.perceptual_weight}, {self.reward_weight})")
+        if self.uses_terms and self.method not in ("lcm", "mlcm"):
+            raise ValueError(f"DistillConfig: the perceptual / preference terms belong to the stage-1 loss "
+                             f"(lcm, mlcm), not to method {self.method!r}")
+
+    @property
+    def uses_terms(self) -> bool:
+        """Whether the optional perceptual or preference term is on."""
+        return self.perceptual_weight > 0 or self.reward_weight > 0
 
     def fingerprint(self) -> str:
         """8 hex digits naming this configuration (the run folder; a resume needs the same one)."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        fields = asdict(self)
+        if not self.uses_terms:  # runs without the optional terms keep the fingerprint they had before them
+            for key in ("perceptual_weight", "reward_weight", "reward_margin"):
+                fields.pop(key)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
 
 # The papers' values, scaled to the 7.6 M-parameter built-in teacher: MLCM/TLCM v6 (M = 8, skip 20,
@@ -88,12 +110,20 @@ PRESETS: dict[str, DistillConfig] = {
 }
 
 
-def make_loss(cfg: DistillConfig) -> Callable[..., Tensor]:
-    """The loss object of a configuration."""
+def make_loss(cfg: DistillConfig, perceptual: Callable[[Tensor], Tensor] | None = None,
+              reward: Callable[[Tensor, DistillBatch], Tensor] | None = None) -> Callable[..., Tensor]:
+    """The loss object of a configuration; ``perceptual`` / ``reward`` are stage 1's optional Φ and scorer,
+    used with ``cfg.perceptual_weight`` / ``cfg.reward_weight`` (a weight > 0 without its callable is an error)."""
+    if cfg.perceptual_weight > 0 and perceptual is None:
+        raise ValueError("DistillConfig.perceptual_weight > 0 needs a perceptual feature map (make_loss)")
+    if cfg.reward_weight > 0 and reward is None:
+        raise ValueError("DistillConfig.reward_weight > 0 needs a reward function (make_loss)")
     if cfg.method in ("lcm", "mlcm"):
         return MLCDLoss(num_segments=cfg.num_segments if cfg.method == "mlcm" else 1, skip=cfg.skip,
                         substeps=cfg.substeps, guidance=cfg.guidance, huber_c=cfg.huber_c,
-                        state_source=cfg.state_source, state_step=cfg.state_step)
+                        state_source=cfg.state_source, state_step=cfg.state_step,
+                        perceptual=perceptual, perceptual_weight=cfg.perceptual_weight,
+                        reward=reward, reward_weight=cfg.reward_weight, reward_margin=cfg.reward_margin)
     if cfg.method == "mlcm_stage2":
         return ProgressiveLCDLoss(num_segments=cfg.num_segments, student_steps=cfg.student_steps,
                                   teacher_substeps=cfg.teacher_substeps, guidance=cfg.guidance, huber_c=cfg.huber_c)
@@ -179,14 +209,16 @@ def distill(teacher: VPNet, student: Student, pool: PromptPool, cfg: DistillConf
             checkpointer: Checkpointer | None = None, preview_fn: Callable[[int], Any] | None = None,
             preview_every: int = 0, device: str = "cpu",
             autocast: torch.dtype | None = None, max_seconds: float | None = None,
-            meta: dict[str, Any] | None = None) -> TrainState:
+            meta: dict[str, Any] | None = None,
+            terms: tuple[Callable[..., Tensor] | None, Callable[..., Tensor] | None] = (None, None)) -> TrainState:
     """Run ``cfg.steps`` optimizer steps of ``cfg.method`` (resuming from ``checkpointer``'s latest).
 
     Every random draw of step n comes from ``step_generator(cfg.seed, n)``, so the run is deterministic
     and a resumed run repeats the uninterrupted one. ``autocast`` (e.g. torch.bfloat16 on a GPU) runs the
-    networks in mixed precision; the loss and the weights stay float32.
+    networks in mixed precision; the loss and the weights stay float32. ``terms`` = (Φ, reward) for the
+    optional stage-1 terms (see :func:`make_loss`).
     """
-    loss_fn = make_loss(cfg)
+    loss_fn = make_loss(cfg, *terms)
     teacher.net.eval().requires_grad_(False)
 
     def step_fn(step: int, gen: torch.Generator) -> Tensor:
