@@ -39,14 +39,20 @@ def _distill(tmp_path: Path, teacher, **over):
     return out.values[0], out.ui["loss"]
 
 
+@pytest.fixture(scope="module")
+def plain_run(teacher, tmp_path_factory):
+    """The reference step with both terms off (the defaults)."""
+    return _distill(tmp_path_factory.mktemp("off"), teacher)
+
+
 def _params(student) -> torch.Tensor:
     from nodes.mlcm.adapter import unet_of
 
     return torch.cat([p.detach().float().flatten() for p in unet_of(student).parameters()])
 
 
-def test_preference_weight_adds_the_scorer_hinge_and_changes_the_update(tmp_path, teacher):
-    off_model, off = _distill(tmp_path / "off", teacher)
+def test_preference_weight_adds_the_scorer_hinge_and_changes_the_update(tmp_path, teacher, plain_run):
+    off_model, off = plain_run
     on_model, on = _distill(tmp_path / "on", teacher, reward_weight=1.0, reward_margin=1.0)
     # same seed ⇒ same batch and states; the hinge relu(1 - cosine) of an imperfect image is > 0
     assert len(on) == len(off) == 1
@@ -54,6 +60,14 @@ def test_preference_weight_adds_the_scorer_hinge_and_changes_the_update(tmp_path
     assert not torch.equal(_params(on_model), _params(off_model))
     zero_model, zero = _distill(tmp_path / "zero", teacher, reward_weight=0.0, reward_margin=0.2)
     assert zero == off and torch.equal(_params(zero_model), _params(off_model))
+
+
+def test_perceptual_weight_adds_the_effnet_feature_distance(tmp_path, teacher, plain_run):
+    off_model, off = plain_run
+    on_model, on = _distill(tmp_path / "on", teacher, perceptual_weight=1.0)
+    # pred and target differ (x_tm vs the teacher's x_tn), so their EffNet features differ too
+    assert on[0] > off[0], (on, off)
+    assert not torch.equal(_params(on_model), _params(off_model))
 
 
 def test_terms_without_a_vae_are_a_clear_error(tmp_path, teacher):
