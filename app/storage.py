@@ -220,8 +220,11 @@ class JobStore:
 
     # -- /api/jobs --------------------------------------------------------------------------------
     def jobs(self, statuses: Iterable[str] | None = None, sort_by: str = "created_at", sort_order: str = "desc",
-             limit: int | None = None, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """``/api/jobs``: jobs filtered by API status, sorted, paginated; returns (jobs, total).
+             limit: int | None = None, offset: int = 0,
+             workflow_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """``/api/jobs``: jobs filtered by API status (and the editor's workflow id), sorted, paginated;
+        returns (jobs, total). The workflow filter runs in SQL, before LIMIT/OFFSET, so pages and the
+        total count only matching jobs.
 
         Raises ValueError naming a bad status, sort key or order (the server answers 400).
         """
@@ -232,11 +235,15 @@ class JobStore:
         if sort_by not in SORT_COLUMNS or sort_order not in ("asc", "desc"):
             raise ValueError(f"sort_by must be one of {list(SORT_COLUMNS)} and sort_order asc or desc")
         internal = [k for k, v in API_STATUS.items() if v in wanted]
-        marks = ",".join("?" * len(internal))
-        total = self._query(f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})", internal)[0][0]
-        rows = self._query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY {SORT_COLUMNS[sort_by]} "
+        where = f"status IN ({','.join('?' * len(internal))})"
+        params: list[Any] = list(internal)
+        if workflow_id:
+            where += " AND json_extract(extra_data, '$.extra_pnginfo.workflow.id') = ?"
+            params.append(workflow_id)
+        total = self._query(f"SELECT COUNT(*) FROM jobs WHERE {where}", params)[0][0]
+        rows = self._query(f"SELECT * FROM jobs WHERE {where} ORDER BY {SORT_COLUMNS[sort_by]} "
                            f"{sort_order.upper()}, seq {sort_order.upper()} LIMIT ? OFFSET ?",
-                           [*internal, -1 if limit is None else limit, max(0, offset)])
+                           [*params, -1 if limit is None else limit, max(0, offset)])
         return [_job_summary(r) for r in rows], total
 
     def job_detail(self, prompt_id: str) -> dict[str, Any] | None:

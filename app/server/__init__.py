@@ -43,7 +43,7 @@ from app.server.state import (
     ServerOptions,
 )
 from app.server.userdata import seed_user_dir
-from app.server.ws import ClientHub, ThreadBridge
+from app.server.ws import ClientHub, ThreadBridge, WsMessage
 
 log = logging.getLogger("fewstep.server")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,17 +91,30 @@ def create_app(config: Config, registry: Any, executor: Any, store: Any, worker:
 
 
 class _BufferHandler(logging.Handler):
-    def __init__(self, buffer: LogBuffer) -> None:
+    """Keeps log lines for ``/internal/logs`` and pushes each to the subscribed websocket clients.
+
+    ``emit`` may run on any thread (the queue worker logs too): the push is handed to the event loop.
+    """
+
+    def __init__(self, buffer: LogBuffer, hub: ClientHub, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
-        self.buffer = buffer
+        self.buffer, self.hub, self.loop = buffer, hub, loop
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.buffer.add(self.formatter.formatTime(record) if self.formatter else str(record.created),
-                        self.format(record))
+        entry = {"t": self.formatter.formatTime(record) if self.formatter else str(record.created),
+                 "m": self.format(record)}
+        self.buffer.add(entry["t"], entry["m"])
+        if self.buffer.subscribers and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._push, entry, tuple(self.buffer.subscribers))
+
+    def _push(self, entry: dict[str, str], subscribers: tuple[str, ...]) -> None:
+        message = WsMessage("logs", {"entries": [entry], "size": None})
+        for sid in subscribers:
+            self.hub.send(message, sid)
 
 
 async def _log_capture(app: web.Application) -> AsyncIterator[None]:
-    handler = _BufferHandler(app[LOGS])
+    handler = _BufferHandler(app[LOGS], app[HUB], asyncio.get_running_loop())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("fewstep").addHandler(handler)
     yield

@@ -190,10 +190,8 @@ def _job_query(request: web.Request) -> dict[str, Any]:
 async def get_jobs(request: web.Request) -> web.Response:
     """``/api/jobs?status=a,b&sort_by=&sort_order=&limit=&offset=&workflow_id=``."""
     query = _job_query(request)
-    jobs, total = await asyncio.to_thread(_store(request).jobs, **query)
-    workflow_id = request.query.get("workflow_id")
-    if workflow_id:
-        jobs = [job for job in jobs if job.get("workflow_id") == workflow_id]
+    jobs, total = await asyncio.to_thread(_store(request).jobs, **query,
+                                          workflow_id=request.query.get("workflow_id") or None)
     limit = query["limit"] if query["limit"] is not None else max(total, 1)
     pagination = {"offset": query["offset"], "limit": limit, "total": total,
                   "has_more": query["offset"] + len(jobs) < total}

@@ -6,6 +6,7 @@ A path the server does not know answers a JSON 404 (API paths) or the editor's s
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import platform
 import sys
@@ -131,6 +132,16 @@ async def get_logs_raw(request: web.Request) -> web.Response:
 
 
 async def patch_logs_subscribe(request: web.Request) -> web.Response:
+    """``{"clientId": str, "enabled": bool}``: start or stop pushing new log lines to that websocket."""
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as e:
+        raise web.HTTPBadRequest(text=f"logs/subscribe: body is not JSON ({e})") from e
+    client_id, enabled = (body or {}).get("clientId"), (body or {}).get("enabled")
+    if not isinstance(client_id, str) or not client_id or not isinstance(enabled, bool):
+        raise web.HTTPBadRequest(text="logs/subscribe: expected {\"clientId\": str, \"enabled\": bool}")
+    subscribers = request.app[LOGS].subscribers
+    subscribers.add(client_id) if enabled else subscribers.discard(client_id)
     return web.json_response({})
 
 

@@ -43,10 +43,12 @@ class ServerOptions:
 
 @dataclass
 class LogBuffer:
-    """The last log lines for ``/internal/logs`` (bounded)."""
+    """The last log lines for ``/internal/logs`` (bounded) and the websocket clients that asked for them
+    live (``PATCH /internal/logs/subscribe``: each new line then reaches them as a ``logs`` message)."""
 
     limit: int = 2000
     entries: list[dict[str, Any]] = field(default_factory=list)
+    subscribers: set[str] = field(default_factory=set)
 
     def add(self, t: str, message: str) -> None:
         self.entries.append({"t": t, "m": message})

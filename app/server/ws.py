@@ -96,6 +96,7 @@ class ClientHub:
         self.queue_remaining = queue_remaining
         self.queue_size = queue_size
         self.clients: dict[str, Client] = {}
+        self.executing: dict[str, WsMessage] = {}   # client id -> its job's latest `executing` (node not None)
         self._status_task: asyncio.Task | None = None
 
     # -- sending ---------------------------------------------------------------------------------
@@ -159,6 +160,8 @@ class ClientHub:
         remaining = await self.queue_remaining()
         self._put(client, WsMessage("status", {"status": {"exec_info": {"queue_remaining": remaining}},
                                                "sid": sid}).encode())
+        if sid in self.executing:          # reconnecting while its job runs: say where the job is (as ComfyUI)
+            self._put(client, self.executing[sid].encode())
         try:
             await self._read(client)
         finally:
@@ -235,5 +238,10 @@ class ThreadBridge:
     def _deliver(self, message: WsMessage, client_id: str | None) -> None:
         self.hub.send(message, client_id)
         ends = message.type == "executing" and message.data.get("node") is None
+        if client_id is not None:
+            if message.type == "executing" and not ends:
+                self.hub.executing[client_id] = message
+            elif ends or message.type in ("execution_success", "execution_error", "execution_interrupted"):
+                self.hub.executing.pop(client_id, None)
         if ends or message.type in QUEUE_EVENTS:
             self.hub.schedule_status()

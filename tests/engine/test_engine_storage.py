@@ -88,6 +88,18 @@ def test_jobs_listing_contract(tmp_path):
     assert store.job_detail("a")["workflow"]["prompt"] == chain()
 
 
+def test_jobs_workflow_filter_pages_only_matching_jobs(tmp_path):
+    """The workflow filter runs before LIMIT/OFFSET: page 1 of wf-2 holds wf-2 jobs and total counts them."""
+    store = JobStore(tmp_path / "q.sqlite3")
+    for i in range(6):
+        store.enqueue(f"j{i}", chain(), {"extra_pnginfo": {"workflow": {"id": f"wf-{i % 2 + 1}"}}}, None, None)
+    page, total = store.jobs(None, "created_at", "asc", 2, 0, workflow_id="wf-2")
+    assert total == 3 and [j["id"] for j in page] == ["j1", "j3"]
+    page, total = store.jobs(None, "created_at", "asc", 2, 2, workflow_id="wf-2")
+    assert total == 3 and [j["id"] for j in page] == ["j5"]
+    assert store.jobs(None, workflow_id="nope") == ([], 0)
+
+
 def test_worker_runs_jobs_and_emits_to_the_client(registry, tmp_path):
     store = JobStore(tmp_path / "q.sqlite3")
     events: list = []

@@ -215,6 +215,51 @@ async def test_reconnect_with_same_client_id_replaces_session(client: Any) -> No
     assert any(m["type"] == "execution_success" for m in texts)
 
 
+async def test_client_reconnecting_mid_job_is_told_the_running_node(client: Any) -> None:
+    """As ComfyUI: a socket that reconnects while its job runs gets `executing` for the current node."""
+    first = await connect(client, "back")
+    prompt_id = await queue(client, slow_graph(steps=2000, delay=0.01), client_id="back")
+    while (await first.receive_json(timeout=10))["type"] != "progress":
+        pass
+    await first.close()
+    again = await client.ws_connect("/ws?clientId=back")
+    assert (await again.receive_json(timeout=5))["type"] == "status"
+    executing = await again.receive_json(timeout=5)
+    assert executing["type"] == "executing"
+    assert executing["data"]["node"] == "1" and executing["data"]["prompt_id"] == prompt_id
+    assert (await client.post("/api/interrupt", json={"prompt_id": prompt_id})).status == 200
+    await collect(again, prompt_id)
+    assert "back" not in client.app[HUB].executing    # the job ended: nothing to re-send any more
+
+
+async def test_logs_subscription_pushes_new_lines_to_that_client_only(client: Any) -> None:
+    import logging
+
+    listener, other = await connect(client, "logs-on"), await connect(client, "logs-off")
+    subscribe = {"clientId": "logs-on", "enabled": True}
+    assert (await client.patch("/internal/logs/subscribe", json=subscribe)).status == 200
+    assert (await client.patch("/internal/logs/subscribe", json={"clientId": 3})).status == 400
+    logging.getLogger("fewstep.test").warning("hello subscriber")
+    message = await listener.receive_json(timeout=5)
+    while message["type"] != "logs":
+        message = await listener.receive_json(timeout=5)
+    assert "hello subscriber" in message["data"]["entries"][0]["m"]
+    with_other = [m async for m in _drain(other)]
+    assert all(m["type"] != "logs" for m in with_other)
+    await client.patch("/internal/logs/subscribe", json={**subscribe, "enabled": False})
+    logging.getLogger("fewstep.test").warning("after unsubscribe")
+    assert all(m["type"] != "logs" for m in [m async for m in _drain(listener)])
+
+
+async def _drain(ws: Any, wait: float = 0.3) -> Any:
+    """Every JSON message that arrives within ``wait`` seconds."""
+    while True:
+        try:
+            yield await ws.receive_json(timeout=wait)
+        except asyncio.TimeoutError:
+            return
+
+
 async def test_client_that_never_reads_is_dropped_without_stalling_others(aiohttp_client: Any,
                                                                            make_app: Any) -> None:
     client = await aiohttp_client(make_app(ws_queue_size=32))
