@@ -299,6 +299,7 @@ class Run:
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     profile: bool = False
+    variants: bool = False       # also time the UNet preparation variants (UNET_VARIANTS)
 
     def time_left(self) -> float:
         return self.deadline - time.perf_counter()
@@ -361,6 +362,8 @@ def bench_arch(run: Run, arch: Arch, batches: list[int], steps_list: list[int], 
             continue
         arch_res["unet"][f"b{b}"] = unet_figures(run, m, b, peak)
         say(f"[{arch.name}] unet b{b}: {arch_res['unet'][f'b{b}']}", flush=True)
+        if run.variants:
+            arch_res.setdefault("unet_variants", {})[f"b{b}"] = unet_variants(run, m, b, peak)
     if with_diffusers:
         pipe = diffusers_pipe(m)
         for b, s in todo:
@@ -375,6 +378,20 @@ def bench_arch(run: Run, arch: Arch, batches: list[int], steps_list: list[int], 
     ours_e2e(run, m, todo, diff_ms, peak)
     m.conds.clear()
     m.unet = m.vae = None            # the models and their graphs go with the last references
+
+
+def variants_only(run: Run, arch: Arch, batches: list[int], peak: float) -> None:
+    """Only the UNet preparation variants and the decoder variants of one architecture (no jobs)."""
+    dtype = torch.float16 if run.dev == "cuda" else torch.float32
+    m = build(arch, run.dev, dtype)
+    res = run.results.setdefault(arch.name, {})
+    for b in batches:
+        if run.time_left() > 25:
+            res.setdefault("unet_variants", {})[f"b{b}"] = unet_variants(run, m, b, peak)
+    if run.time_left() > 20:
+        res["vae_decode"] = vae_figures(run, m, batches[:1])
+    m.unet = m.vae = None
+    run.save()
 
 
 def ours_e2e(run: Run, m: Models, todo: list[tuple[int, int]], diff_ms: dict[tuple[int, int], float],
@@ -421,15 +438,13 @@ def ours_e2e(run: Run, m: Models, todo: list[tuple[int, int]], diff_ms: dict[tup
 
 
 def vae_figures(run: Run, m: Models, batches: list[int]) -> dict[str, Any]:
-    """Decode-only medians (ms, IMAGE on the device) of the VAE variants: the eager fp16 module, and the
-    fast decoder with PyTorch's GroupNorm and with :class:`vae_fast.SplitGroupNorm`."""
+    """Decode-only medians (ms, IMAGE on the device) of the VAE variants: the eager fp16 module, the
+    fast decoder as configured by default, and :func:`vae_variants` (norm kind x layout)."""
     from nodes.core.vae_fast import FastVAEDecoder
 
     f = 2 ** (len(m.arch.vae["block_out_channels"]) - 1)
     out: dict[str, Any] = {}
-    variants = {"fast": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=run.dev == "cuda"),
-                "fast_split_gn": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=run.dev == "cuda",
-                                                split_groupnorm=True)}
+    variants = {"fast": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=run.dev == "cuda"), **vae_variants(m, run.dev)}
     for b in batches:
         z = torch.randn(b, 4, m.arch.size // f, m.arch.size // f, device=m.dev)
         n = 2 if (m.arch.pooled_dim and b >= 8) else 5
@@ -440,6 +455,58 @@ def vae_figures(run: Run, m: Models, batches: list[int]) -> dict[str, Any]:
         out[f"b{b}"] = row
         say(f"[{m.arch.name}] vae decode b{b}: {row}")
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# variants: which layout / norm each network shape wants (graph replay, decode-only)
+# ---------------------------------------------------------------------------------------------------
+
+UNET_VARIANTS = {"nchw": (False, False), "nchw_fusedgn": (False, True), "cl": (True, False),
+                 "cl_fusedgn": (True, True)}
+
+
+def unet_variants(run: Run, m: Models, batch: int, peak: float) -> dict[str, Any]:
+    """Graph-replay ms of the UNet call under each (channels_last, fused GroupNorm) preparation, each on
+    its own copy of the network (the preparation changes modules in place); TFLOP/s and % of matmul."""
+    import copy
+
+    from nodes.core.fastpath import prepare_module
+
+    n = 3 if (m.arch.pooled_dim and batch >= 8) else 10
+    with torch.inference_mode():
+        fl = flops_of(unet_call(m, batch))
+    out: dict[str, Any] = {"gflop_per_call": round(fl / 1e9, 1)}
+    original = m.unet
+    try:
+        for name, (cl, fused) in UNET_VARIANTS.items():
+            if run.time_left() < 25:
+                run.skipped.append(f"{m.arch.name} unet variant {name} b{batch}")
+                continue
+            m.unet = copy.deepcopy(original)
+            prepare_module(m.unet, channels_last=cl, fused_groupnorm=fused)
+            ms = raw_graph_ms(unet_call(m, batch), run.dev, n)
+            if ms is not None:
+                out[name] = {"graph_ms": round(ms, 2), "tflops": round(fl / ms / 1e9, 1),
+                             "pct_of_matmul": round(100 * fl / ms / 1e9 / peak, 1)}
+            m.unet = None
+            if run.dev == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        m.unet = original
+    say(f"[{m.arch.name}] unet variants b{batch}: {out}")
+    return out
+
+
+def vae_variants(m: Models, dev: str) -> dict[str, Any]:
+    """The fast decoder's options to time: GroupNorm kind x layout (all bf16, graphs on CUDA)."""
+    from nodes.core.vae_fast import FastVAEDecoder
+
+    graphs = dev == "cuda"
+    return {"plain_gn": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=graphs, fused_groupnorm=False),
+            "split_gn": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=graphs, split_groupnorm=True),
+            "fused_gn": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=graphs, fused_groupnorm=True),
+            "fused_gn_cl": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=graphs, fused_groupnorm=True,
+                                          channels_last=True)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -581,6 +648,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", default="1,2,4,8")
     p.add_argument("--profile", action="store_true", help="torch.profiler over one job per arch")
     p.add_argument("--no-diffusers", action="store_true", help="only our path")
+    p.add_argument("--variants", action="store_true", help="also time the UNet layout / GroupNorm variants")
+    p.add_argument("--variants-only", default="", help="archs for which to time only the variants (no jobs)")
     p.add_argument("--executor-jobs", type=int, default=12,
                    help="jobs of the default graph through the executor (0: skip)")
     return p.parse_args(argv)
@@ -593,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     if dev == "cpu":
         torch.set_num_threads(1)     # tiny tensors: a spinning thread pool on a shared CPU is far slower
-    run = Run(dev, time.perf_counter() + args.budget_s, args.quick, args.out, profile=args.profile)
+    run = Run(dev, time.perf_counter() + args.budget_s, args.quick, args.out, profile=args.profile,
+              variants=args.variants)
     torch.backends.cuda.matmul.allow_tf32 = True
     run.results["meta"] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -618,6 +688,9 @@ def main(argv: list[str] | None = None) -> int:
                        [int(s) for s in args.steps.split(",")], peak, not args.no_diffusers)
             if dev == "cuda":
                 torch.cuda.empty_cache()
+        for name in filter(None, args.variants_only.split(",")):
+            if run.time_left() > 30:
+                variants_only(run, table_of[name], [int(b) for b in args.batches.split(",")], peak)
         if args.executor_jobs and run.time_left() > 15:
             try:
                 run.results["executor"] = executor_overhead(args.executor_jobs)

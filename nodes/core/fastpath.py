@@ -218,10 +218,11 @@ def weights_stamp(module: torch.nn.Module | None) -> Any:
     return (str(params[0].device), params[0].data_ptr(), params[-1].data_ptr())
 
 
-def prepare_module(module: torch.nn.Module, *, channels_last: bool = True) -> None:
+def prepare_module(module: torch.nn.Module, *, channels_last: bool = True, fused_groupnorm: bool = True) -> None:
     """One-time setup of a network for the fast path: eval mode, PyTorch SDPA attention for diffusers
-    models, NHWC conv weights. Runs before any capture of the module (a graph reads the weights'
-    addresses, so their layout must not change afterwards); later calls do nothing."""
+    models, NHWC conv weights, GroupNorm(+SiLU) on the fused Triton kernel (``vae_fast.fuse_groupnorms``;
+    outputs unchanged off CUDA and under autograd). Runs before any capture of the module (a graph reads
+    the weights' addresses, so their layout must not change afterwards); later calls do nothing."""
     if module.__dict__.get("_fewstep_prepared"):
         return
     module.eval()
@@ -233,6 +234,10 @@ def prepare_module(module: torch.nn.Module, *, channels_last: bool = True) -> No
             module.set_attn_processor(AttnProcessor2_0())
     if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
         module.to(memory_format=torch.channels_last)
+    if fused_groupnorm:
+        from nodes.core.vae_fast import fuse_groupnorms
+
+        fuse_groupnorms(module)
     module.__dict__["_fewstep_prepared"] = True
 
 
@@ -429,6 +434,7 @@ class FastPathOptions:
 
     Args:
         channels_last: NHWC conv weights (set once per module, before its first capture).
+        fused_groupnorm: GroupNorm(+SiLU) on the fused Triton kernel (set once per module, like the layout).
         autocast: run an fp32 network under autocast to this dtype (cache disabled, so the weight casts
             are part of the graph); None keeps the network's own dtype (loaders load fp16/bf16 on CUDA).
         warmup: eager calls before capture (cuDNN picks its algorithms then).
@@ -437,6 +443,7 @@ class FastPathOptions:
     """
 
     channels_last: bool = True
+    fused_groupnorm: bool = True
     autocast: torch.dtype | None = None
     warmup: int = 2
     cuda_graphs: bool = True
@@ -464,7 +471,8 @@ def accelerate(guider: Any, x: torch.Tensor, *, cond: Any = None, sigmas: torch.
     cache = cache_for(denoiser)
     module = find_module(denoiser)
     if module is not None and x.device.type == "cuda":
-        prepare_module(module, channels_last=options.channels_last)   # before the stamp: it moves weights
+        prepare_module(module, channels_last=options.channels_last,      # before the stamp: it moves weights
+                       fused_groupnorm=options.fused_groupnorm)
     cache.check_weights(weights_stamp(module))
     if sigmas is not None:
         cache.device_sigmas([float(s) for s in sigmas.detach().cpu().reshape(-1)], x.device)

@@ -46,7 +46,15 @@ class VAEWrapper:
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """IMAGE [B, H, W, 3] float32 on the CPU. On CUDA the fast decoder (``nodes.core.vae_fast``: a bf16
+        copy with fused GroupNorm+SiLU, one CUDA graph per latent shape, tiled above 2048^2 pixels), kept on
+        the VAE module so the model cache holds it; elsewhere the plain module call, as before."""
         from nodes.core.threads import tiny_cpu_work
+
+        if self.device.type == "cuda":
+            from nodes.core.vae_fast import fast_decoder_for
+
+            return fast_decoder_for(self.vae, self.scaling_factor, self.shift_factor).decode(latent)
 
         z = latent.to(self.device, self.dtype) / self.scaling_factor + self.shift_factor
         with tiny_cpu_work(self.device, z[0].numel()):

@@ -315,3 +315,91 @@ def test_conditioning_made_under_inference_mode_is_copied_every_job():
         c["context"].add_(1.0)                                        # in place, untracked
         fastpath.accelerate(BasicGuider(d, c), x, options=NO_GRAPH)
     assert torch.equal(g.captured.conds[0], c["context"])
+
+
+# ------------------------------------------------------------------------------- fused GroupNorm, routing
+
+def _tiny_vae(**kw):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(block_out_channels=(16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                         **kw).eval()
+
+
+def test_fused_groupnorms_leave_cpu_outputs_and_parameter_names_unchanged():
+    """Swapping the norms (SiLU folded in, the shared nonlinearity kept for the time embedding) must not
+    change a UNet's or a decoder's output off CUDA, nor the names LoRA and state dicts address."""
+    from kernels.groupnorm import FusedGroupNorm
+    from nodes.core.vae_fast import fuse_groupnorms
+
+    d = tiny_denoiser()
+    unet = fastpath.find_module(d)
+    x, t, c = torch.randn(2, 4, 8, 8), torch.tensor([10.0, 700.0]), torch.randn(2, 77, 32)
+    vae = _tiny_vae()
+    z = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        before, dec_before = unet(x, t, c).sample, vae.decode(z).sample
+        keys = list(unet.state_dict())
+        assert fuse_groupnorms(unet) > 0 and fuse_groupnorms(vae.decoder) > 0
+        after, dec_after = unet(x, t, c).sample, vae.decode(z).sample
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in unet.modules())
+    assert sum(isinstance(m, FusedGroupNorm) and m.silu for m in unet.modules()) >= 4
+    assert list(unet.state_dict()) == keys
+    assert torch.equal(before, after) and torch.equal(dec_before, dec_after)
+
+
+def test_fused_groupnorm_keeps_gradients_on_the_reference_path():
+    from kernels.groupnorm import FusedGroupNorm
+
+    norm = torch.nn.GroupNorm(2, 6)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(3, 6, 4, 5, requires_grad=True)
+    y = FusedGroupNorm(norm, silu=True)(x)
+    ref = F.silu(norm(x))
+    assert torch.equal(y, ref)
+    (g,) = torch.autograd.grad(y.square().sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    assert torch.equal(g, g_ref)
+
+
+def test_vae_decode_node_on_cpu_stays_on_the_plain_module():
+    from nodes.core.vae import VAEWrapper
+    from nodes.core.vae_fast import FAST_DECODER_ATTR
+
+    vae = _tiny_vae()
+    z = torch.randn(1, 4, 8, 8)
+    img = VAEWrapper(vae, 0.5).decode(z)
+    with torch.no_grad():
+        ref = ((vae.decode(z / 0.5).sample + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
+    assert torch.equal(img, ref) and FAST_DECODER_ATTR not in vae.__dict__
+
+
+@GPU
+def test_gpu_vae_decode_node_routes_through_the_fast_decoder():
+    from nodes.core.vae import VAEWrapper
+    from nodes.core.vae_fast import FAST_DECODER_ATTR
+
+    vae = _tiny_vae().cuda()
+    z = torch.randn(2, 4, 16, 16)
+    img = VAEWrapper(vae, 0.5).decode(z)
+    again = VAEWrapper(vae, 0.5).decode(z * 0.5)
+    (decoder,) = vae.__dict__[FAST_DECODER_ATTR].values()
+    assert decoder.fused_groupnorm and len(decoder.graphs) == 1          # one capture, replayed
+    with torch.no_grad():
+        ref = ((vae.decode(z.cuda() * 0.5 / 0.5).sample + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+    assert img.device.type == "cpu" and img.shape == (2, 32, 32, 3)
+    assert float((again - ref).norm() / ref.norm()) < 2e-2               # bf16 decoder against fp32
+    assert not torch.equal(img, again)
+
+
+@GPU
+def test_gpu_fast_path_uses_the_fused_groupnorm_kernel():
+    from kernels.groupnorm import FusedGroupNorm
+
+    d16 = tiny_denoiser("cuda", torch.float16)
+    fast = run(sample_lcm, BasicGuider(d16, cond(1, "cuda")), device="cuda")
+    assert any(isinstance(m, FusedGroupNorm) for m in fastpath.find_module(d16).modules())
+    ref = run(sample_lcm, BasicGuider(tiny_denoiser("cuda"), cond(1, "cuda")), device="cuda", fast=False)
+    assert float((fast - ref).norm() / ref.norm()) < 1e-2                # fp16 graph vs fp32 eager

@@ -1,0 +1,84 @@
+"""The Triton GroupNorm(+SiLU) kernels (kernels/groupnorm_triton.py) against the float64 reference.
+
+Marked ``gpu``: they run on CUDA, or on the CPU under ``TRITON_INTERPRET=1`` (test_groupnorm_interpreter.py
+runs this file that way, with small shapes). Fresh random inputs per case with a non-zero mean (the
+statistics must not cancel), odd pixel counts and channel counts that are not powers of two.
+
+Tolerance: the kernel computes in float32 and rounds once to the output dtype, as the reference
+(float32 F.group_norm) does, so outputs may differ by one rounding of the output dtype plus float32
+statistics noise: 2 units in the last place of the output dtype relative to max|y| (2 x 2**-7 for
+bf16, 2 x 2**-10 for fp16; 2**-16 for float32 inputs, whose float32 statistics differ from the float64
+ones by far less than that at these sizes). Every element is compared, so an unwritten one fails.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from kernels import groupnorm as gn
+
+pytestmark = pytest.mark.gpu
+ULP2 = {torch.float16: 2**-9, torch.bfloat16: 2**-6, torch.float32: 2**-16}
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return torch.device("cpu")
+    pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+
+
+def _dtypes(device: torch.device) -> list[torch.dtype]:
+    return [torch.float16, torch.bfloat16, torch.float32] if device.type == "cuda" else [torch.float32]
+
+
+def _shapes(device: torch.device) -> list[tuple[int, int, int, int, int]]:
+    """(N, C, H, W, groups): the VAE / UNet cases on CUDA; small odd ones under the interpreter."""
+    small = [(2, 12, 5, 7, 4), (1, 20, 9, 3, 5), (3, 8, 1, 33, 8)]
+    if device.type != "cuda":
+        return small
+    return small + [(1, 128, 512, 512, 32), (2, 320, 64, 64, 32), (1, 2560, 16, 16, 32), (8, 640, 32, 32, 32)]
+
+
+def _cases(device: torch.device) -> list[tuple[torch.dtype, tuple[int, int, int, int, int]]]:
+    """Every dtype on the small shapes; the half-precision dtypes on the model-sized ones."""
+    small = [(dt, shape) for dt in _dtypes(device) for shape in _shapes(device)[:3]]
+    return small + [(dt, shape) for dt in _dtypes(device)[:2] for shape in _shapes(device)[3:]]
+
+
+def _check(y: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
+    assert torch.isfinite(y).all()
+    err = float((y.double() - ref.double()).abs().max())
+    scale = float(ref.double().abs().max())
+    assert err <= ULP2[dtype] * scale, f"max error {err} > {ULP2[dtype]} * {scale}"
+
+
+@pytest.mark.parametrize("silu", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_group_norm_kernel_matches_float64_reference(silu, channels_last):
+    device = _device()
+    for dtype, (n, c, h, w, groups) in _cases(device):
+        g = torch.Generator().manual_seed(n * 1000 + c + h)
+        x = (torch.randn(n, c, h, w, generator=g) * 2.0 + 3.0).to(device, dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(c, generator=g).to(device, dtype)
+        bias = torch.randn(c, generator=g).to(device, dtype)
+        y = gn.group_norm(x, groups, weight, bias, 1e-5, silu=silu, backend="triton")
+        ref = torch.nn.functional.group_norm(x.double(), groups, weight.double(), bias.double(), 1e-5)
+        ref = torch.nn.functional.silu(ref) if silu else ref
+        assert y.dtype == dtype and y.stride() == x.stride()
+        _check(y, ref, dtype)
+
+
+def test_group_norm_kernel_without_affine_and_3d_input():
+    device = _device()
+    x = torch.randn(2, 6, 37, generator=torch.Generator().manual_seed(5)).to(device) - 4.0
+    y = gn.group_norm(x, 3, None, None, 1e-6, backend="triton")
+    ref = torch.nn.functional.group_norm(x.double(), 3, None, None, 1e-6)
+    _check(y, ref, torch.float32)
+
