@@ -22,7 +22,7 @@ def card(name: str, stats: dict, cells: list[dict]) -> str:
     file, row = FILES[name]
     cfg = stats["config"]
     lines = [f"# {file}", "", f"{WHAT[name]}; student of `fewstep-tiny-teacher.safetensors` (7.6 M-parameter UNet).",
-             "", "## Format", "LoRA (peft, rank 32, TLCM's target modules) in fp16 plus `override.*` tensors (SLAM: the "
+             "", "## Format", f"LoRA (peft, rank {cfg['lora_rank']}, TLCM's target modules) in fp16 plus `override.*` tensors (SLAM: the "
              "time-embedding bias with γ = 1 folded in). `nodes.mlcm.students.load_student` merges it into a plain "
              "UNet of the teacher's architecture; `FewstepStudentLoader` does this in a graph.", "",
              f"Sampling: `{'MLCMScheduler' if stats['timesteps'] == 'milestones' else 'LCMSkipScheduler'}` + "

@@ -2,7 +2,7 @@
 
     python -m nodes.mlcm.students --out DIR [--minilm .carry/minilm] [--seconds 30]    # on a GPU
 
-Each student is a LoRA (peft, rank 32) on the teacher UNet, shipped as ``<name>.safetensors`` holding the
+Each student is a LoRA (peft, rank 16) on the teacher UNet, shipped as ``<name>.safetensors`` holding the
 adapter tensors (fp16) plus "override" tensors (SLAM: the time-embedding bias with γ = 1 folded in), and a
 ``<name>.json`` recipe. :func:`load_student` rebuilds a plain UNet of the teacher's architecture from it.
 """
@@ -31,7 +31,7 @@ log = logging.getLogger("fewstep.mlcm.students")
 # TLCM's LoRA targets (methods.md §1), as they are named in diffusers' UNet2DConditionModel.
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                 "conv1", "conv2", "conv_shortcut", "time_emb_proj")
-LORA_RANK = 32
+LORA_RANK = 16
 OVERRIDE_PREFIX = "override."
 
 
