@@ -1,11 +1,11 @@
 """``fewstep bench mixdq`` (or ``python -m nodes.mixdq.bench``): MixDQ's cost and quality tables.
 
     fewstep bench mixdq cost    [--archs sd15,sdxl] [--batches 1,8] [--iters 20] [--out FILE.json]   (CUDA)
-    fewstep bench mixdq quality [--n 64] [--steps 4] [--out FILE.json]                             (CPU or CUDA)
+    fewstep bench mixdq quality [--n 64] [--steps 4] [--calib 32] [--out FILE.json]                 (CPU or CUDA)
 
 ``cost``: weight memory, peak memory and UNet latency (eager and CUDA graph) of fp16, W8A8 and W4A8 on
 random-weight SD1.5 / SDXL-size UNets. ``quality``: FD-EffNet and attribute accuracy of the zoo's
-few-step model at full precision, MixDQ W8A8 / W4A8, naive uniform W8A8 / W4A8, and the BOS ablation.
+few-step student (MLCM, 4 steps) at full precision, MixDQ W8A8 / W4A8, naive uniform W8A8 / W4A8, and the BOS ablation.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=20, help="cost: timed repetitions (median reported)")
     p.add_argument("--n", type=int, default=64, help="quality: images per configuration")
     p.add_argument("--steps", type=int, default=4, help="quality: sampler steps")
-    p.add_argument("--calib", type=int, default=8, help="quality: calibration prompts")
+    p.add_argument("--calib", type=int, default=32, help="quality: calibration prompts")
+    p.add_argument("--max-calls", type=int, default=2, help="quality: sampler calls per SQNR probe (0 = all)")
+    p.add_argument("--minilm", default=None, help="quality: pruned MiniLM folder (default: the installed package)")
+    p.add_argument("--effnet", default=None, help="quality: EfficientNet-Lite0 safetensors (default: the package's)")
     p.add_argument("--device", default=None, help="quality: cpu or cuda (default: cuda if available)")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     return p
@@ -78,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from nodes.mixdq.bench_quality import quality_table, run_quality
 
-        rows = run_quality(n=args.n, steps=args.steps, n_calib=args.calib, device=args.device, log=say)
-        result["rows"] = rows
-        table = quality_table(rows)
+        result |= run_quality(n=args.n, steps=args.steps, n_calib=args.calib, device=args.device, log=say,
+                              minilm=args.minilm, effnet=args.effnet, max_calls=args.max_calls or None)
+        table = quality_table(result["rows"])
     say(table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -103,3 +103,16 @@ def test_uniform_config_and_metrics_round_trip():
     assert back.w_sqnr == s.w_sqnr and back.a_ssim == s.a_ssim and back.group == s.group
     with pytest.raises(ValueError, match="MixDQCalibrate"):
         Sensitivity.from_metrics({"x": 1})
+
+
+def test_fewer_bits_never_win_by_a_noisy_lower_score():
+    # layer l0 measured 1 - SSIM = 1e-4 at 4 bits but 2e-4 at 8 bits (probe noise): with room for 8 bits
+    # everywhere the allocation must not drop it to 4 bits.
+    s = _sens()
+    s.w_ssim["l0"] = {2: 0.9, 4: 0.9999, 8: 0.9998}
+    bits = allocate_weights(s, 8.0)
+    assert bits["l0"] == 8
+    from nodes.mixdq.allocate import monotone_costs
+
+    c = monotone_costs(np.array([[0.5, 1e-4, 2e-4]]), [2, 4, 8])
+    assert c.tolist() == [[0.5, 2e-4, 2e-4]]                     # non-increasing in bits
