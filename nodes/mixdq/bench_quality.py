@@ -32,7 +32,14 @@ class _Setup:
     def __init__(self, n: int, steps: int, n_calib: int, device: torch.device, minilm: str | None,
                  effnet: str | None) -> None:
         from nodes.mlcm.students import load_student, weights_dir
-        from nodes.mlcm.table import STUDENT_FILES, Judge, _encoder, core_schedule, eval_prompts, reference_stats
+        from nodes.mlcm.table import (
+            STUDENT_FILES,
+            Judge,
+            _encoder,
+            core_schedule,
+            eval_prompts,
+            reference_stats,
+        )
         from nodes.zoo import data
         from nodes.zoo.builtin import load_vae
 
