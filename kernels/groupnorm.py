@@ -3,7 +3,8 @@
 * :func:`reference_group_norm` — ``F.group_norm`` (then ``F.silu``), computed in float32 and returned
   in x's dtype: the numerics the kernel must match.
 * :func:`group_norm` — the op; Triton (``kernels.groupnorm_triton``) on CUDA for NCHW-contiguous or
-  channels-last 3-D/4-D inputs, the reference elsewhere (CPU, autograd, other layouts).
+  channels-last 3-D/4-D inputs inside :func:`for_graphs` (CUDA-graph warm-up and capture) or from
+  ``EAGER_MIN_NUMEL`` elements; PyTorch's GroupNorm elsewhere (CPU, autograd, small eager calls).
 * :class:`FusedGroupNorm` — an ``nn.GroupNorm`` stand-in sharing its parameters, with ``silu`` folded
   in; what ``nodes.core.vae_fast.fuse_groupnorms`` swaps into decoders and UNets.
 
@@ -16,12 +17,34 @@ its statistics kernel uses one block per (sample, group), far below memory bandw
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+# Whether "auto" may launch the kernels on small tensors: True only inside :func:`for_graphs`. Each call
+# costs three Python-side Triton launches (tens of microseconds each); replayed from a CUDA graph they
+# cost nothing. Eagerly, a batch-1 SD1.5 UNet prepared with channels-last + these kernels ran 57.5 ms
+# against 28.8 ms unprepared (H200, 2026-11-30; the launches' share was not separated), so small eager
+# calls keep PyTorch's kernel. A ContextVar: a capture in one thread does not switch another thread's calls.
+_IN_GRAPHS: contextvars.ContextVar[bool] = contextvars.ContextVar("fewstep_groupnorm_in_graphs", default=False)
+EAGER_MIN_NUMEL = 1 << 22      # outside graphs: kernels only from 4M elements (e.g. a 512^2 VAE activation)
+
+
+@contextlib.contextmanager
+def for_graphs() -> Iterator[None]:
+    """Inside: "auto" uses the Triton kernels at every size. Wrap the warm-up and the capture of a CUDA
+    graph in it (the warm-up compiles the kernels, so nothing compiles while capturing)."""
+    token = _IN_GRAPHS.set(True)
+    try:
+        yield
+    finally:
+        _IN_GRAPHS.reset(token)
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,7 +115,7 @@ def group_norm_triton(x: torch.Tensor, num_groups: int, weight: torch.Tensor | N
     block_g = triton_next_pow2(cg)
     affine = weight is not None
     mod._finalize_kernel[(n, num_groups)](part, weight if affine else scale, bias if affine else scale,
-                                          scale, shift, p, c, chunk, s, float(eps), CG=cg,
+                                          scale, shift, p, c, chunk, s, cg, float(eps),
                                           BLOCK_S=max(1, min(64, 4096 // block_g)), BLOCK_G=block_g,
                                           AFFINE=affine, num_warps=4)
     y = torch.empty_like(x)                                      # keeps x's memory format
@@ -113,6 +136,15 @@ def triton_available(device: torch.device) -> bool:
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def _auto_uses_triton(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
+    """CUDA, no autograd, a layout the kernel reads, and either inside :func:`for_graphs` or a large x."""
+    if not x.is_cuda or x.ndim not in (3, 4) or _strides(x) is None:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)):
+        return False
+    return (_IN_GRAPHS.get() or x.numel() >= EAGER_MIN_NUMEL) and triton_available(x.device)
+
+
 def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
                eps: float, silu: bool = False, backend: str = "auto") -> torch.Tensor:
     """GroupNorm(+SiLU) of x [N, C, *spatial]; see the module docstring for ``backend``."""
@@ -120,9 +152,7 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bi
         raise ValueError(f"group_norm: backend must be 'auto', 'triton' or 'reference', got {backend!r}")
     if backend == "triton":
         return group_norm_triton(x, num_groups, weight, bias, eps, silu)
-    grad = torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad))
-    if backend == "auto" and x.is_cuda and not grad and x.ndim in (3, 4) and _strides(x) is not None \
-            and triton_available(x.device):
+    if backend == "auto" and _auto_uses_triton(x, weight):
         return group_norm_triton(x, num_groups, weight, bias, eps, silu)
     y = F.group_norm(x, num_groups, weight, bias, eps)                 # PyTorch's own kernel: CPU path unchanged
     return F.silu(y) if silu else y

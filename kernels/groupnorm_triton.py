@@ -58,9 +58,9 @@ def _stats_kernel(x_ptr, part_ptr, P, C, CHUNK, sn, sp, sc,
     tl.store(out + C, m2, mask=c_ok)
 
 
-@triton.jit(do_not_specialize=["P", "CHUNK", "S"])
-def _finalize_kernel(part_ptr, w_ptr, b_ptr, scale_ptr, shift_ptr, P, C, CHUNK, S, eps,
-                     CG: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, AFFINE: tl.constexpr):
+@triton.jit(do_not_specialize=["P", "CHUNK", "S", "CG"])
+def _finalize_kernel(part_ptr, w_ptr, b_ptr, scale_ptr, shift_ptr, P, C, CHUNK, S, CG, eps,
+                     BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, AFFINE: tl.constexpr):
     """scale[n, c], shift[n, c] of group g from the chunk partials (float32)."""
     n, g = tl.program_id(0), tl.program_id(1)
     rg = tl.arange(0, BLOCK_G)

@@ -254,8 +254,10 @@ def raw_graph_ms(call: Callable[[], Any], dev: str, n: int) -> float | None:
     """A plain CUDA graph of the UNet call in its current memory format (the anchor's method)."""
     if dev != "cuda":
         return None
+    from kernels.groupnorm import for_graphs
+
     with torch.inference_mode(False), torch.no_grad(), torch.backends.cudnn.flags(
-            enabled=True, benchmark=True, deterministic=False, allow_tf32=True):
+            enabled=True, benchmark=True, deterministic=False, allow_tf32=True), for_graphs():
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -300,6 +302,7 @@ class Run:
     skipped: list[str] = field(default_factory=list)
     profile: bool = False
     variants: bool = False       # also time the UNet preparation variants (UNET_VARIANTS)
+    timed: int = 5               # timed repetitions per job (fewer for SDXL batch 8)
 
     def time_left(self) -> float:
         return self.deadline - time.perf_counter()
@@ -311,10 +314,10 @@ class Run:
         (self.out / "bench_sampling.json").write_text(json.dumps(self.results, indent=1, default=str))
 
 
-def reps(m: Models, batch: int) -> tuple[int, int]:
-    """(warm-up, timed) repetitions: fewer for the heavy SDXL batch-8 jobs."""
+def reps(m: Models, batch: int, most: int = 5) -> tuple[int, int]:
+    """(warm-up, timed) repetitions: fewer for the heavy SDXL batch-8 jobs; at most ``most`` timed."""
     heavy = m.arch.pooled_dim and batch >= 8 and m.dev == "cuda"
-    return (1, 2) if heavy else (1, 5)
+    return (1, min(2, most)) if heavy else (1, most)
 
 
 def unet_figures(run: Run, m: Models, batch: int, peak: float) -> dict[str, Any]:
@@ -370,7 +373,8 @@ def bench_arch(run: Run, arch: Arch, batches: list[int], steps_list: list[int], 
             if run.time_left() < 30:
                 run.skipped.append(f"{arch.name} diffusers b{b} s{s}")
                 continue
-            warm, n = reps(m, b)
+            warm, n = reps(m, b, run.timed)
+            warm = 0 if any(bb == b for bb, _ in diff_ms) else warm     # same shapes as the last job: warm
             with torch.inference_mode():
                 diff_ms[(b, s)] = wall_ms(lambda b=b, s=s: diffusers_job(pipe, m, b, s), run.dev, warm, n)
             say(f"[{arch.name}] diffusers b{b} s{s}: {diff_ms[(b, s)]:.1f} ms", flush=True)
@@ -390,6 +394,14 @@ def variants_only(run: Run, arch: Arch, batches: list[int], peak: float) -> None
             res.setdefault("unet_variants", {})[f"b{b}"] = unet_variants(run, m, b, peak)
     if run.time_left() > 20:
         res["vae_decode"] = vae_figures(run, m, batches[:1])
+    best = res.get("unet_variants", {}).get(f"b{batches[-1]}", {})
+    timed = {k: v["graph_ms"] for k, v in best.items() if isinstance(v, dict)}
+    if run.profile and timed and run.time_left() > 20:       # profile the fastest preparation
+        from nodes.core.fastpath import prepare_module
+
+        cl, fused = UNET_VARIANTS[min(timed, key=timed.get)]
+        prepare_module(m.unet, channels_last=cl, fused_groupnorm=fused)
+        profile_unet(run, m, batches[-1])
     m.unet = m.vae = None
     run.save()
 
@@ -405,12 +417,14 @@ def ours_e2e(run: Run, m: Models, todo: list[tuple[int, int]], diff_ms: dict[tup
         if run.time_left() < 15:
             run.skipped.append(f"{m.arch.name} ours b{b} s{s}")
             continue
+        warm, n = reps(m, b, run.timed)
         if b not in first:                       # the first job at this shape pays the captures
             t0 = time.perf_counter()
             path.job(b, s)
             sync(run.dev)
             first[b] = (time.perf_counter() - t0) * 1e3
-        warm, n = reps(m, b)
+        else:
+            warm = 0                             # same graphs as the last job: already warm
         ms = wall_ms(lambda b=b, s=s: path.job(b, s), run.dev, warm, n)
         fig = arch_res["unet"].get(f"b{b}", {})
         gflop = fig.get("gflop_per_call", 0.0)
@@ -444,7 +458,8 @@ def vae_figures(run: Run, m: Models, batches: list[int]) -> dict[str, Any]:
 
     f = 2 ** (len(m.arch.vae["block_out_channels"]) - 1)
     out: dict[str, Any] = {}
-    variants = {"fast": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=run.dev == "cuda"), **vae_variants(m, run.dev)}
+    variants = {"fast": FastVAEDecoder(m.vae, 0.18215, cuda_graphs=run.dev == "cuda"),
+                **(vae_variants(m, run.dev) if run.variants else {})}
     for b in batches:
         z = torch.randn(b, 4, m.arch.size // f, m.arch.size // f, device=m.dev)
         n = 2 if (m.arch.pooled_dim and b >= 8) else 5
@@ -554,7 +569,7 @@ def profile_unet(run: Run, m: Models, batch: int) -> None:
     cats = _by_category(prof)
     run.results[key] = {"gpu_kernel_ms_by_category": cats, "gpu_kernel_ms_total": round(sum(cats.values()), 2)}
     sort = "self_cuda_time_total" if run.dev == "cuda" else "self_cpu_time_total"
-    (run.out / f"{key}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=25))
+    (run.out / f"{key}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
     say(f"[{m.arch.name}] {key}: {run.results[key]}")
 
 
@@ -576,7 +591,7 @@ def profile(run: Run, m: Models, path: OurPath, batch: int, steps: int) -> None:
     run.results[key] = {"wall_ms_under_profiler": round(wall, 1), "gpu_kernel_ms_by_category": cats,
                         "gpu_kernel_ms_total": round(sum(cats.values()), 2)}
     sort = "self_cuda_time_total" if run.dev == "cuda" else "self_cpu_time_total"
-    (run.out / f"{key}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=25))
+    (run.out / f"{key}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
     say(f"[{m.arch.name}] {key}: {run.results[key]}", flush=True)
 
 
@@ -595,9 +610,7 @@ def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
     from app.executor import Executor
     from app.registry import load_registry
 
-    root = Path(__file__).resolve().parents[2]
-    prompt = json.loads((root / "graphs" / "default.json").read_text())
-    sampler_ids = [k for k, v in prompt.items() if v["class_type"] == "KSampler"]
+    prompt, sampler_ids = _default_prompt(steps)
     tmp = Path(tempfile.mkdtemp(prefix="fewstep-bench-"))
     paths = Paths(model_roots=(tmp / "models",), output_dir=tmp / "output", temp_dir=tmp / "temp",
                   input_dir=tmp / "input")
@@ -605,7 +618,7 @@ def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
     walls, overheads, node_sums = [], [], []
     for job in range(jobs + 1):
         for k in sampler_ids:
-            prompt[k]["inputs"].update(seed=job, steps=steps)
+            prompt[k]["inputs"]["seed"] = 1000 + job
         t0 = time.perf_counter()
         result = executor.execute(prompt, prompt_id=f"bench-{job}", emit=lambda kind, data: None)
         wall = time.perf_counter() - t0
@@ -621,6 +634,92 @@ def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
             "nodes_ms_median": round(statistics.median(node_sums), 2),
             "executor_overhead_ms_median": round(statistics.median(overheads), 3),
             "executor_overhead_ms_max": round(max(overheads), 3)}
+
+
+def _default_prompt(steps: int) -> tuple[dict[str, Any], list[str]]:
+    root = Path(__file__).resolve().parents[2]
+    prompt = json.loads((root / "graphs" / "default.json").read_text())
+    ids = [k for k, v in prompt.items() if v["class_type"] == "KSampler"]
+    for k in ids:
+        prompt[k]["inputs"]["steps"] = steps
+    return prompt, ids
+
+
+async def _server_walls(jobs: int, steps: int) -> tuple[list[float], list[tuple[float, float, float]]]:
+    """(wall ms, (node ms, execute() ms, POST ms)) per job through the real app (``build_app``: registry, caches, executor, SQLite
+    queue) on a loopback port: POST /prompt -> the websocket's ``executing {node: None}`` for that prompt
+    (sent after the image is saved and history written); node ms = the sum of the executor's per-node
+    times of that job. A new seed per job, one warm-up job dropped."""
+    import socket
+    import tempfile
+
+    import aiohttp
+    from aiohttp import web
+
+    from app.config import Config
+    from app.server import build_app
+    from app.server.state import EXECUTOR
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = build_app(Config(home=Path(tempfile.mkdtemp(prefix="fewstep-bench-")), port=port, auth_token=None))
+    executor, node_ms = app[EXECUTOR], {}
+    execute = executor.execute
+
+    def timed_execute(prompt: Any, *args: Any, prompt_id: str = "", **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        result = execute(prompt, *args, prompt_id=prompt_id, **kw)
+        node_ms[prompt_id] = (sum(result.node_times.values()) * 1e3, (time.perf_counter() - t0) * 1e3)
+        return result
+
+    executor.execute = timed_execute            # the worker calls it through this same object
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    prompt, ids = _default_prompt(steps)
+    walls: list[float] = []
+    nodes: list[tuple[float, float, float]] = []
+    try:
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"http://127.0.0.1:{port}/ws?clientId=bench") as ws:
+            for job in range(jobs + 1):
+                for k in ids:
+                    prompt[k]["inputs"]["seed"] = 1000 + job
+                t0 = time.perf_counter()
+                async with session.post(f"http://127.0.0.1:{port}/prompt",
+                                        json={"prompt": prompt, "client_id": "bench"}) as resp:
+                    pid = (await resp.json())["prompt_id"]
+                post_ms = (time.perf_counter() - t0) * 1e3
+                async for msg in ws:
+                    data = json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else {}
+                    if data.get("type") == "executing" and data["data"].get("node") is None \
+                            and data["data"].get("prompt_id") == pid:
+                        break
+                if job:
+                    walls.append((time.perf_counter() - t0) * 1e3)
+                    nodes.append((*node_ms[pid], post_ms))
+    finally:
+        await runner.cleanup()
+    return walls, nodes
+
+
+def server_overhead(jobs: int = 8, steps: int = 4) -> dict[str, Any]:
+    """Graph submitted -> image saved through the server: per job, the wall time minus the time spent in
+    the nodes is what the server and executor add (HTTP, validation, queue, SQLite history, websocket,
+    scheduling); ``executor_direct`` is :func:`executor_overhead` (the executor alone) on the same graph."""
+    import asyncio
+
+    walls, parts = asyncio.run(_server_walls(jobs, steps))
+    med = lambda xs: round(statistics.median(xs), 3)  # noqa: E731
+    beyond = [w - n for w, (n, _, _) in zip(walls, parts, strict=True)]
+    return {"jobs": jobs, "steps": steps, "server_wall_ms_median": med(walls),
+            "server_nodes_ms_median": med([n for n, _, _ in parts]),
+            "server_beyond_nodes_ms_median": med(beyond), "server_beyond_nodes_ms_max": round(max(beyond), 3),
+            "of_which_executor_ms_median": med([e - n for n, e, _ in parts]),
+            "of_which_post_ms_median": med([p for _, _, p in parts]),
+            "of_which_queue_history_ws_ms_median": med([w - e - p for w, (_, e, p) in zip(walls, parts, strict=True)]),
+            "executor_direct": executor_overhead(jobs, steps)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -649,6 +748,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="torch.profiler over one job per arch")
     p.add_argument("--no-diffusers", action="store_true", help="only our path")
     p.add_argument("--variants", action="store_true", help="also time the UNet layout / GroupNorm variants")
+    p.add_argument("--timed", type=int, default=5, help="timed repetitions per job (median; >= 1)")
     p.add_argument("--variants-only", default="", help="archs for which to time only the variants (no jobs)")
     p.add_argument("--executor-jobs", type=int, default=12,
                    help="jobs of the default graph through the executor (0: skip)")
@@ -663,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     if dev == "cpu":
         torch.set_num_threads(1)     # tiny tensors: a spinning thread pool on a shared CPU is far slower
     run = Run(dev, time.perf_counter() + args.budget_s, args.quick, args.out, profile=args.profile,
-              variants=args.variants)
+              variants=args.variants, timed=max(1, args.timed))
     torch.backends.cuda.matmul.allow_tf32 = True
     run.results["meta"] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -693,10 +793,10 @@ def main(argv: list[str] | None = None) -> int:
                 variants_only(run, table_of[name], [int(b) for b in args.batches.split(",")], peak)
         if args.executor_jobs and run.time_left() > 15:
             try:
-                run.results["executor"] = executor_overhead(args.executor_jobs)
+                run.results["executor"] = server_overhead(args.executor_jobs)
             except Exception as exc:  # noqa: BLE001 - report, keep the table
                 run.results["executor"] = {"error": f"{type(exc).__name__}: {exc}"}
-            say("executor (default graph, built-in model):", run.results["executor"])
+            say("server and executor (default graph, built-in model):", run.results["executor"])
     finally:
         run.save()
         say(json.dumps({k: v for k, v in run.results.items() if k != "rows"}, indent=1, default=str))

@@ -308,9 +308,12 @@ def _static_copy(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def _capture(inner: Callable[..., torch.Tensor], x: torch.Tensor, sigma: torch.Tensor, cond_tree: Any,
              leaves: list[torch.Tensor], cache: GraphCache, model_fn: Any, autocast: torch.dtype | None,
              warmup: int = 2, cuda_graph: bool = True) -> _Captured:
-    """Warm ``inner`` up on a side stream (cuDNN autotuning, lazy init), then capture one call."""
+    """Warm ``inner`` up on a side stream (cuDNN autotuning, lazy init, Triton compiles), then capture one
+    call; GroupNorms run on the fused kernels throughout (``kernels.groupnorm.for_graphs``)."""
+    from kernels.groupnorm import for_graphs
+
     device = x.device
-    with _capture_mode():
+    with _capture_mode(), for_graphs():
         sx, ssig = _static_copy(x, device), _static_copy(sigma, device).reshape(())
         sconds = [_static_copy(t, device) for t in leaves]
         cond = _rebuild(cond_tree, iter(sconds))

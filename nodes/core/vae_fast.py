@@ -264,8 +264,10 @@ class FastVAEDecoder:
         t0 = time.perf_counter()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
+        from kernels.groupnorm import for_graphs
+
         with torch.inference_mode(False), torch.no_grad(), torch.backends.cudnn.flags(
-                enabled=True, benchmark=True, deterministic=False, allow_tf32=True):
+                enabled=True, benchmark=True, deterministic=False, allow_tf32=True), for_graphs():
             graph = _Graph(self._to_image, z, self._pool)
         self.capture_s += time.perf_counter() - t0
         self.graphs[key] = graph

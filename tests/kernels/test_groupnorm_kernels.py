@@ -82,3 +82,29 @@ def test_group_norm_kernel_without_affine_and_3d_input():
     ref = torch.nn.functional.group_norm(x.double(), 3, None, None, 1e-6)
     _check(y, ref, torch.float32)
 
+
+
+def test_auto_backend_uses_the_kernels_in_graphs_and_on_large_tensors(monkeypatch):
+    """Small eager calls keep PyTorch's GroupNorm (three Python launches cost more than they save);
+    inside ``for_graphs`` (warm-up and capture of a CUDA graph) and from EAGER_MIN_NUMEL the kernels run."""
+    if not torch.cuda.is_available():
+        pytest.skip("the auto backend picks the kernels on CUDA only")
+    calls = []
+    real = gn.group_norm_triton
+    monkeypatch.setattr(gn, "group_norm_triton", lambda *a, **k: calls.append(a[0].numel()) or real(*a, **k))
+    small = torch.randn(1, 32, 16, 16, device="cuda", dtype=torch.float16)
+    w, b = torch.ones(32, device="cuda", dtype=torch.float16), torch.zeros(32, device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        eager = gn.group_norm(small, 8, w, b, 1e-5, silu=True)
+        assert calls == [] and torch.equal(eager, torch.nn.functional.silu(
+            torch.nn.functional.group_norm(small, 8, w, b, 1e-5)))
+        with gn.for_graphs():
+            gn.group_norm(small, 8, w, b, 1e-5, silu=True)
+        assert calls == [small.numel()]
+        big = torch.randn(1, 32, 512, 256, device="cuda", dtype=torch.float16)
+        gn.group_norm(big, 8, w, b, 1e-5)
+        assert calls[-1] == big.numel() >= gn.EAGER_MIN_NUMEL
+        small.requires_grad_(True)
+    with gn.for_graphs():
+        gn.group_norm(small, 8, w, b, 1e-5)                       # autograd: the reference path
+    assert len(calls) == 2
