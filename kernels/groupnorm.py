@@ -75,6 +75,8 @@ def _strides(x: torch.Tensor) -> tuple[int, int, int] | None:
         return c * p, 1, p                                                    # NCHW
     if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
         return p * c, c, 1                                                    # NHWC
+    if x.ndim == 3 and x.transpose(1, 2).is_contiguous():
+        return p * c, c, 1                                   # [N, P, C] tokens seen as [N, C, P] (attention)
     return None
 
 

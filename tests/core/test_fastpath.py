@@ -403,3 +403,26 @@ def test_gpu_fast_path_uses_the_fused_groupnorm_kernel():
     assert any(isinstance(m, FusedGroupNorm) for m in fastpath.find_module(d16).modules())
     ref = run(sample_lcm, BasicGuider(tiny_denoiser("cuda"), cond(1, "cuda")), device="cuda", fast=False)
     assert float((fast - ref).norm() / ref.norm()) < 1e-2                # fp16 graph vs fp32 eager
+
+
+def test_lean_attention_processor_equals_diffusers_and_keeps_custom_ones():
+    """The fast path's processor drops only no-op passes: outputs are bit-identical (x / 1.0 == x)."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    class Custom(AttnProcessor2_0):            # a user's processor (e.g. an adapter's): must survive
+        pass
+
+    d = tiny_denoiser()
+    unet = fastpath.find_module(d)
+    custom = Custom()
+    custom_name = sorted(unet.attn_processors)[0]
+    unet.set_attn_processor({name: custom if name == custom_name else AttnProcessor2_0()
+                             for name in unet.attn_processors})
+    x, t, c = torch.randn(2, 4, 8, 8), torch.tensor([10.0, 700.0]), torch.randn(2, 77, 32)
+    with torch.no_grad():
+        before = unet(x, t, c).sample
+        fastpath.prepare_module(unet, channels_last=False, fused_groupnorm=False)
+        after = unet(x, t, c).sample
+    kinds = {name: type(p).__name__ for name, p in unet.attn_processors.items()}
+    assert kinds[custom_name] == "Custom" and set(kinds.values()) == {"LeanSDPAProcessor", "Custom"}
+    assert torch.equal(before, after)

@@ -81,6 +81,10 @@ def test_group_norm_kernel_without_affine_and_3d_input():
     y = gn.group_norm(x, 3, None, None, 1e-6, backend="triton")
     ref = torch.nn.functional.group_norm(x.double(), 3, None, None, 1e-6)
     _check(y, ref, torch.float32)
+    tokens = x.transpose(1, 2).contiguous().transpose(1, 2)     # [N, C, P] view of [N, P, C] (VAE attention)
+    y = gn.group_norm(tokens, 3, None, None, 1e-6, backend="triton")
+    assert y.stride() == tokens.stride()
+    _check(y, ref, torch.float32)
 
 
 
