@@ -1,10 +1,23 @@
-"""Launchers of the low-bit ops and their dispatch: Triton on CUDA, the PyTorch reference elsewhere.
+"""Launchers of the low-bit ops, their execution plans and dispatch: Triton on CUDA, the reference elsewhere.
 
 Public ops (all take the stored form of a quantized layer, see ``kernels.reference``):
 
 * :func:`quantize_act_triton` — x -> int8 codes (contiguous [B, M, C] view of any strided input).
 * :func:`lowbit_linear` — x [..., K] -> [..., N]; W8 or packed W4, A8 or A16, fused dequant + bias.
-* :func:`lowbit_conv2d` — x [B, C, H, W] -> [B, N, OH, OW] (channels-last strides), implicit GEMM.
+* :func:`lowbit_conv2d` — x [B, C, H, W] -> [B, N, OH, OW] (channels-last strides), implicit GEMM;
+  a 1x1 stride-1 conv runs as a linear layer over the NHWC pixels.
+
+A :class:`Plan` says how one call runs (GPU only): ``impl`` is
+
+* ``"split"``  — the quantize kernel writes int8 codes, then the int8 GEMM (two launches);
+* ``"fused"``  — one launch: the GEMM quantizes its fp16 A tiles in registers (``A_MODE`` 2);
+* ``"int_mm"`` — quantize kernel, ``torch._int_mm`` (cuBLASLt int8 -> int32), dequant kernel (W8A8 linear
+  only; cuBLASLt needs M > 16 and K, N multiples of 8);
+* ``"a16"``    — weight-only (16-bit activations),
+
+with the Triton tile sizes. :func:`candidates` lists the plans worth trying for a shape and
+:func:`tune` times them (CUDA events, the way ``cudnn.benchmark`` picks a convolution algorithm) —
+the quantized layers call it once per input shape, outside CUDA-graph capture.
 
 ``backend="auto"`` uses Triton when the input is on CUDA and Triton imports, else the reference;
 ``"triton"`` forces the kernels (on CPU only under ``TRITON_INTERPRET=1``), ``"reference"`` the reference.
@@ -14,11 +27,35 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from kernels import reference as ref
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one quantized layer call runs on the GPU (see the module docstring)."""
+
+    impl: str = "split"
+    block_m: int = 128
+    block_n: int = 128
+    block_k: int = 128
+    num_warps: int = 8
+    num_stages: int = 3
+
+    def label(self) -> str:
+        if self.impl == "int_mm":
+            return "int_mm"
+        return f"{self.impl}:{self.block_m}x{self.block_n}x{self.block_k}w{self.num_warps}s{self.num_stages}"
+
+
+IMPLS = ("split", "fused", "int_mm", "a16")
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,38 +99,96 @@ def quantize_act_triton(x3: torch.Tensor, scale: torch.Tensor, bits: int) -> tor
     return q
 
 
-def _config(m: int, a_int8: bool) -> dict[str, int]:
-    """Tile shapes by problem size (fixed, no autotuning: one compile per shape class keeps start-up short)."""
-    block_k = 128 if a_int8 else 64                 # 128 bytes of K per row either way
+def default_plan(m: int, a8: bool) -> Plan:
+    """The plan used without tuning (and under graph capture when no tuned plan exists): tile shapes by
+    the number of rows, the two-launch A8 path (the one measured on H100 last session)."""
+    impl = "split" if a8 else "a16"
+    block_k = 128 if a8 else 64                     # 128 bytes of K per row either way
     if m >= 256:
-        return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": block_k, "num_warps": 8, "num_stages": 3}
+        return Plan(impl, 128, 128, block_k, 8, 3)
     if m >= 64:
-        return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": block_k, "num_warps": 4, "num_stages": 3}
-    return {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": block_k, "num_warps": 4, "num_stages": 3}
+        return Plan(impl, 64, 128, block_k, 4, 3)
+    return Plan(impl, 16, 64, block_k, 4, 3)
+
+
+def _tiles(m: int) -> list[tuple[int, int, int, int]]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) worth trying for ``m`` rows (Hopper: wgmma wants
+    BLOCK_M >= 64 with 4 warps per 64 rows; small M is latency-bound and wants more programs). Two per
+    row class, shared between classes where possible: each distinct tile is one more compile."""
+    if m >= 2048:
+        return [(128, 128, 8, 3), (128, 256, 8, 3)]
+    if m >= 256:
+        return [(64, 128, 4, 3), (128, 128, 8, 3)]
+    if m >= 64:
+        return [(64, 64, 4, 3), (64, 128, 4, 3)]
+    return [(16, 64, 4, 3), (32, 64, 4, 3)]
+
+
+def candidates(m: int, n: int, k: int, *, a8: bool, w4: bool, linear: bool) -> list[Plan]:
+    """Every plan worth timing for a layer call of ``m`` rows, ``n`` outputs and ``k`` inputs."""
+    if not a8:
+        return [Plan("a16", bm, bn, 64, nw, ns) for bm, bn, nw, ns in _tiles(m)]
+    plans = [Plan(impl, bm, bn, bk, nw, ns) for bm, bn, nw, ns in _tiles(m)
+             for impl, bk in (("split", 128), ("fused", 64))]
+    if linear and not w4 and m > 16 and k % 8 == 0 and n % 8 == 0:
+        plans.append(Plan("int_mm"))
+    return plans
 
 
 def _launch(a: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor, a_scale: torch.Tensor | None,
             bias: torch.Tensor | None, out: torch.Tensor, m: int, n: int, c: int,
             geometry: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int],
-            padding: tuple[int, int], spatial: bool) -> None:
+            padding: tuple[int, int], spatial: bool, plan: Plan, a_bits: int) -> None:
     mod = _triton_module()
     w4 = qweight.dtype == torch.uint8
     taps = kernel[0] * kernel[1]
     cw = qweight.shape[1] // taps
-    cfg = _config(m, a_scale is not None)
-    grid = (-(-m // cfg["BLOCK_M"]) * -(-n // cfg["BLOCK_N"]),)
+    a_mode = 0 if a_scale is None else (2 if plan.impl == "fused" else 1)
+    grid = (-(-m // plan.block_m) * -(-n // plan.block_n),)
     h, w, oh, ow = geometry
     mod._lowbit_gemm_kernel[grid](
         a, qweight, w_scale, a_scale if a_scale is not None else w_scale, bias if bias is not None else w_scale,
         out, m, n, c, h, w, oh, ow, cw, qweight.stride(0),
         KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
-        SPATIAL=spatial, W4=w4, A_INT8=a_scale is not None, HAS_BIAS=bias is not None, GROUP_M=8, **cfg,
+        SPATIAL=spatial, W4=w4, A_MODE=a_mode, QMAX=ref.qmax_of(min(a_bits, 8)), HAS_BIAS=bias is not None,
+        GROUP_M=8, BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k,
+        num_warps=plan.num_warps, num_stages=plan.num_stages,
     )
+
+
+def _int_mm_linear(a: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
+                   a_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """W8A8 linear through cuBLASLt: codes a [M, K] @ codes^T [K, N] -> int32, then the dequant kernel."""
+    m, n = a.shape[0], qweight.shape[0]
+    acc = torch._int_mm(a, qweight.t())                                   # [M, N] int32
+    out = torch.empty((m, n), dtype=dtype, device=a.device)
+    grid = (-(-m // 64), -(-n // 64))
+    _triton_module()._dequant_kernel[grid](acc, w_scale, a_scale, bias if bias is not None else w_scale, out,
+                                           m, n, HAS_BIAS=bias is not None, BLOCK_M=64, BLOCK_N=64)
+    return out
+
+
+def _gemm_rows(x3: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
+               a_scale: torch.Tensor | None, a_bits: int, plan: Plan) -> torch.Tensor:
+    """Rows x3 [B, R, K] (any strides) -> [B*R, N] by ``plan`` (the linear-layer GEMM)."""
+    b, r, k = x3.shape
+    m, n = b * r, w_scale.shape[0]
+    quantized_first = a_scale is not None and plan.impl in ("split", "int_mm")
+    if quantized_first:
+        a = quantize_act_triton(x3, a_scale, a_bits).view(m, k)          # int8, contiguous
+        if plan.impl == "int_mm":
+            return _int_mm_linear(a, qweight, w_scale, bias, a_scale, x3.dtype)
+    else:
+        a = x3.reshape(m, k) if x3.is_contiguous() else x3.contiguous().view(m, k)
+    out = torch.empty((m, n), dtype=x3.dtype, device=x3.device)
+    _launch(a, qweight, w_scale, a_scale, bias, out, m, n, k, (1, 1, 1, 1), (1, 1), (1, 1), (0, 0),
+            spatial=False, plan=plan, a_bits=a_bits)
+    return out
 
 
 def lowbit_linear(x: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
                   a_scale: torch.Tensor | None, a_bits: int, in_features: int, *,
-                  backend: str = "auto", exact: bool = False) -> torch.Tensor:
+                  backend: str = "auto", exact: bool = False, plan: Plan | None = None) -> torch.Tensor:
     """Quantized linear layer. x [..., K] (fp16/bf16/fp32) -> [..., N] in x's dtype.
 
     Args:
@@ -101,6 +196,7 @@ def lowbit_linear(x: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor,
         w_scale: float32 [N]; bias: [N] or None; a_scale: float32 scalar tensor, or None for A16.
         a_bits: activation bits (<= 8) when a_scale is given.
         exact: reference path only — accumulate in float64 instead of float32.
+        plan: GPU execution plan (default: :func:`default_plan`).
     """
     if x.shape[-1] != in_features:
         raise ValueError(f"lowbit_linear: input has {x.shape[-1]} features, layer expects {in_features}")
@@ -108,21 +204,23 @@ def lowbit_linear(x: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor,
         return ref.reference_lowbit_linear(x, qweight, w_scale, bias, a_scale, a_bits, in_features, exact=exact)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, in_features)                                       # [M, K]
-    m, n = x2.shape[0], w_scale.shape[0]
-    if a_scale is not None:
-        a = quantize_act_triton(x2.unsqueeze(0), a_scale, a_bits).view(m, in_features)
-    else:
-        a = x2.contiguous()
-    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    _launch(a, qweight, w_scale, a_scale, bias, out, m, n, in_features, (1, 1, 1, 1), (1, 1), (1, 1),
-            (0, 0), spatial=False)
-    return out.view(*lead, n)
+    plan = plan or default_plan(x2.shape[0], a_scale is not None)
+    out = _gemm_rows(x2.unsqueeze(0), qweight, w_scale, bias, a_scale, a_bits, plan)
+    return out.view(*lead, out.shape[-1])
+
+
+def _nhwc_rows(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, H*W, C] (a view of channels-last memory, else a strided view of NCHW)."""
+    b, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    return x.reshape(b, c, h * w).transpose(1, 2)
 
 
 def lowbit_conv2d(x: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
                   a_scale: torch.Tensor | None, a_bits: int, weight_shape: tuple[int, int, int, int],
                   stride: tuple[int, int], padding: tuple[int, int], *, backend: str = "auto",
-                  exact: bool = False) -> torch.Tensor:
+                  exact: bool = False, plan: Plan | None = None) -> torch.Tensor:
     """Quantized conv2d (groups 1, dilation 1). x [B, C, H, W] -> [B, N, OH, OW] in x's dtype.
 
     qweight holds codes in [N, KH*KW*C] order (int8), or per tap packed int4 [N, KH*KW*ceil(C/2)].
@@ -137,16 +235,58 @@ def lowbit_conv2d(x: torch.Tensor, qweight: torch.Tensor, w_scale: torch.Tensor,
     b, _, h, w = x.shape
     oh = (h + 2 * padding[0] - kh) // stride[0] + 1
     ow = (w + 2 * padding[1] - kw) // stride[1] + 1
-    if x.is_contiguous(memory_format=torch.channels_last):
-        x3 = x.permute(0, 2, 3, 1).reshape(b, h * w, c_in)             # [B, HW, C], a view
-    else:
-        x3 = x.reshape(b, c_in, h * w).transpose(1, 2)                  # [B, HW, C], strided view
-    if a_scale is not None:
+    m = b * oh * ow
+    plan = plan or default_plan(m, a_scale is not None)
+    x3 = _nhwc_rows(x)                                                    # [B, HW, C]
+    if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):                 # pointwise: a GEMM over pixels
+        out = _gemm_rows(x3, qweight, w_scale, bias, a_scale, a_bits, plan)
+        return out.view(b, oh, ow, n_out).permute(0, 3, 1, 2)
+    if a_scale is not None and plan.impl != "fused":
         a = quantize_act_triton(x3, a_scale, a_bits)                      # int8 NHWC [B, HW, C]
     else:
-        a = x3.contiguous()
-    m = b * oh * ow
+        a = x3.contiguous()                                               # fp16 NHWC (a copy if NCHW)
     out = torch.empty((m, n_out), dtype=x.dtype, device=x.device)        # NHWC rows
     _launch(a, qweight, w_scale, a_scale, bias, out, m, n_out, c_in, (h, w, oh, ow), (kh, kw), stride,
-            padding, spatial=True)
+            padding, spatial=True, plan=plan, a_bits=a_bits)
     return out.view(b, oh, ow, n_out).permute(0, 3, 1, 2)               # [B, N, OH, OW], channels-last
+
+
+def time_ms(fn: Callable[[], Any], reps: int = 5, warmup: int = 2) -> float:
+    """Median time of ``fn()`` in ms after ``warmup`` calls: CUDA events with a GPU, else wall time (the
+    CPU interpreter runs of the tests)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    if not torch.cuda.is_available():
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def tune(run: Callable[[Plan], torch.Tensor], plans: list[Plan], reps: int = 5) -> tuple[Plan, dict[str, float]]:
+    """The fastest of ``plans`` for ``run(plan)`` and every plan's median ms (failures, e.g. a tile that
+    does not fit in shared memory, are skipped and recorded as inf)."""
+    timings: dict[str, float] = {}
+    best, best_ms = None, float("inf")
+    for plan in plans:
+        try:
+            ms = time_ms(lambda p=plan: run(p), reps=reps)
+        except Exception:  # noqa: BLE001 - a plan that cannot compile or launch here is not a candidate
+            timings[plan.label()] = float("inf")
+            continue
+        timings[plan.label()] = ms
+        if ms < best_ms:
+            best, best_ms = plan, ms
+    if best is None:
+        raise RuntimeError(f"no low-bit plan ran: {list(timings)}")
+    return best, timings

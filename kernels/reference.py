@@ -48,9 +48,18 @@ def quantize_weight(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torc
     return q.to(torch.int8), scale
 
 
+def act_inverse_scale(scale: torch.Tensor | float, device: torch.device) -> torch.Tensor:
+    """float32 ``1 / s`` (one IEEE division, as the kernels compute it once per program)."""
+    return 1.0 / torch.as_tensor(scale, dtype=torch.float32, device=device)
+
+
 def quantize_act(x: torch.Tensor, scale: torch.Tensor | float, bits: int) -> torch.Tensor:
-    """Per-tensor symmetric activation codes (int8) of ``x`` with a calibrated ``scale``."""
-    q = round_half_away(x.float() / torch.as_tensor(scale, dtype=torch.float32, device=x.device))
+    """Per-tensor symmetric activation codes (int8) of ``x`` with a calibrated ``scale``:
+    ``clamp(round_half_away(x * (1/s)))`` in float32. A multiply by the reciprocal, not a division per
+    element: it is what a GEMM can afford in its A-load (one FMUL; an IEEE division is ~10 instructions
+    and the fused quantize then costs more ALU time than the int8 MMA of a 3x3 conv), and both sides
+    compute the same float32 product, so the codes stay bit-identical to the kernels'."""
+    q = round_half_away(x.float() * act_inverse_scale(scale, x.device))
     return q.clamp(-qmax_of(bits), qmax_of(bits)).to(torch.int8)
 
 

@@ -3,8 +3,9 @@
     fewstep bench mixdq cost    [--archs sd15,sdxl] [--batches 1,8] [--iters 20] [--out FILE.json]   (CUDA)
     fewstep bench mixdq quality [--n 64] [--steps 4] [--calib 32] [--out FILE.json]                 (CPU or CUDA)
 
-``cost``: weight memory, peak memory and UNet latency (eager and CUDA graph) of fp16, W8A8 and W4A8 on
-random-weight SD1.5 / SDXL-size UNets. ``quality``: FD-EffNet and attribute accuracy of the zoo's
+``cost``: weight memory, peak memory and UNet latency (eager and CUDA graph) of fp16 (plain and fast-path
+prepared), W8A8 (default and tuned plans) and W4A8 on random-weight SD1.5 / SDXL-size UNets, the profiler's
+kernel time by category, and per layer shape the low-bit kernel against the fp16 layer. ``quality``: FD-EffNet and attribute accuracy of the zoo's
 few-step student (MLCM, 4 steps) at full precision, MixDQ W8A8 / W4A8, naive uniform W8A8 / W4A8, and the BOS ablation.
 """
 
@@ -31,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", default="sd15,sdxl", help="cost: comma list of sd15, sdxl, tiny")
     p.add_argument("--batches", default="1,8", help="cost: comma list of batch sizes")
     p.add_argument("--iters", type=int, default=20, help="cost: timed repetitions (median reported)")
+    p.add_argument("--variants", default=None,
+                   help="cost: comma list of fp16, fp16 fast, W8A8 default, W8A8, W4A8 (default: all)")
+    p.add_argument("--workers", type=int, default=12, help="cost: processes that precompile the kernels (0 = none)")
     p.add_argument("--n", type=int, default=64, help="quality: images per configuration")
     p.add_argument("--steps", type=int, default=4, help="quality: sampler steps")
     p.add_argument("--calib", type=int, default=32, help="quality: calibration prompts")
@@ -52,14 +56,32 @@ def _header(mode: str) -> dict:
 
 
 def _cost_table(rows: list[dict]) -> str:
-    lines = ["| arch | variant | batch | weights MB | x less | peak MB | eager ms | graph ms | graph speed-up |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """Markdown: every row against fp16 (weights) and against the faster fp16 graph (speed)."""
+    lines = ["| arch | variant | batch | weights MB | x less | peak MB | eager ms | graph ms | "
+             "graph speed-up vs best fp16 |", "|---|---|---|---|---|---|---|---|---|"]
     base = {(r["arch"], r["batch"]): r for r in rows if r["variant"] == "fp16"}
+    best: dict[tuple, float] = {}
     for r in rows:
-        b = base[(r["arch"], r["batch"])]
+        if r["variant"].startswith("fp16"):
+            key = (r["arch"], r["batch"])
+            best[key] = min(best.get(key, float("inf")), r["graph_ms"])
+    for r in rows:
+        b = base.get((r["arch"], r["batch"]), r)
         lines.append(f"| {r['arch']} | {r['variant']} | {r['batch']} | {r['weight_mb']:.1f} | "
                      f"{b['weight_mb'] / r['weight_mb']:.2f} | {r['peak_mb']:.1f} | {r['eager_ms']:.2f} | "
-                     f"{r['graph_ms']:.2f} | {b['graph_ms'] / r['graph_ms']:.2f} |")
+                     f"{r['graph_ms']:.2f} | {best.get((r['arch'], r['batch']), r['graph_ms']) / r['graph_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def shapes_markdown(shapes: dict[str, list[dict]], top: int = 12) -> str:
+    """Per variant, the layer shapes with the most fp16 time: chosen plan and its speed-up over fp16."""
+    lines = []
+    for variant, rows in shapes.items():
+        lines += [f"\n{variant}: per-shape kernel vs fp16 layer (cuBLAS / cuDNN), top {top} by fp16 time x count",
+                  "| kind | rows M | N | K | layers | fp16 ms | low-bit ms | speed-up | plan |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows[:top]:
+            lines.append(f"| {r['kind']} | {r['rows']} | {r['n']} | {r['k']} | {r['layers']} | {r['fp16_ms'] or 0:.4f} | "
+                         f"{r['ms'] or 0:.4f} | {r['speedup_vs_fp16'] or 0:.2f} | {r['plan']} |")
     return "\n".join(lines)
 
 
@@ -75,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from nodes.mixdq.bench_cost import run_cost
 
-        rows = run_cost(args.archs.split(","), [int(b) for b in args.batches.split(",")], args.iters, log=say)
-        result["rows"] = rows
-        table = _cost_table(rows)
+        variants = args.variants.split(",") if args.variants else None
+        result |= run_cost(args.archs.split(","), [int(b) for b in args.batches.split(",")], args.iters, log=say,
+                           variants=variants, workers=args.workers)
+        table = _cost_table(result["rows"]) + "\n" + shapes_markdown(result["shapes"])
     else:
         from nodes.mixdq.bench_quality import quality_table, run_quality
 

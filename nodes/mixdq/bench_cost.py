@@ -1,18 +1,39 @@
 """Cost of MixDQ W8A8 / W4A8 against fp16 on SD1.5- and SDXL-size UNets (random weights; speed and memory
 do not depend on weight values): weight memory, peak memory of one UNet call, UNet latency (eager and
-CUDA-graph replay), at several batch sizes, all in one process on one GPU.
+CUDA-graph replay), at several batch sizes, all in one process on one GPU; plus where the time goes
+(profiler kernel time by category) and, per distinct layer shape, the low-bit kernel against the fp16
+cuBLAS / cuDNN layer.
+
+Variants: ``fp16`` (diffusers as built: NCHW), ``fp16 fast`` (``nodes.core.fastpath.prepare_module``:
+SDPA attention, channels-last convolutions, cuDNN autotuning — the sampling fast path's setup), ``W8A8
+default`` (every quantized layer on the default two-launch plan: quantize kernel + int8 GEMM, last
+session's kernels), ``W8A8`` (per-layer plans picked by timing, see ``kernels.lowbit.tune``) and ``W4A8``
+(default plans: its speed is not a goal, and tuning it would double the kernels to compile).
+Every variant's latency is taken eagerly and as a CUDA-graph replay of one UNet call; the fair speed
+comparison is graph against graph (the fast path replays graphs), against the faster fp16 variant.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from nodes.mixdq.calibrate import calibrate
-from nodes.mixdq.layers import FP_BITS, is_bos_layer, quantizable_layers, weight_bytes
+from nodes.mixdq.layers import (
+    FP_BITS,
+    is_bos_layer,
+    plan_report,
+    quantizable_layers,
+    set_tuning,
+    weight_bytes,
+)
 from nodes.mixdq.quantize import quantize_network
 
 # diffusers UNet2DConditionModel configs of the two architectures (public model configs, written out).
@@ -49,11 +70,13 @@ def build(arch: str, device: torch.device) -> nn.Module:
     return net.to(torch.float16).eval().requires_grad_(False)
 
 
-def inputs(arch: str, batch: int, device: torch.device) -> tuple[tuple, dict]:
+def inputs(arch: str, batch: int, device: torch.device, channels_last: bool = False) -> tuple[tuple, dict]:
     """(args, kwargs) of one UNet call; text token 0 is one shared row, as CLIP's BOS is."""
     _, res, dim = ARCHS[arch]
     g = torch.Generator(device="cpu").manual_seed(1)
     x = torch.randn(batch, 4, res, res, generator=g).to(device, torch.float16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     ehs = torch.randn(batch, 77, dim, generator=g).to(device, torch.float16)
     ehs[:, 0] = ehs[0, 0] * 10                                    # the BOS outlier row, same for all
     kwargs: dict[str, Any] = {"encoder_hidden_states": ehs}
@@ -79,7 +102,7 @@ def cost_config(net: nn.Module, arch: str, w_bits: int, a_bits: int, device: tor
             "keep_fp": [n for n in names if a_bits >= FP_BITS]}
 
 
-def _time_ms(fn, iters: int) -> float:
+def _time_ms(fn: Callable[[], Any], iters: int) -> float:
     """Median milliseconds of ``fn()`` over ``iters`` CUDA-event-timed runs (after 3 warm-ups)."""
     for _ in range(3):
         fn()
@@ -111,12 +134,60 @@ def _graph_ms(net: nn.Module, args: tuple, kwargs: dict, iters: int) -> float:
     return ms
 
 
+CATEGORIES = (  # (category, substrings of a CUDA kernel name), first match wins
+    ("lowbit GEMM (Triton)", ("_lowbit_gemm_kernel",)),
+    ("act quantize (Triton)", ("_quantize_kernel",)),
+    ("int_mm dequant (Triton)", ("_dequant_kernel",)),
+    ("attention", ("flash", "fmha", "attention", "softmax")),
+    ("norm", ("norm",)),
+    ("conv (cuDNN)", ("conv", "implicit", "xmma_fprop", "sm90_xmma", "nhwc", "fprop")),
+    ("GEMM (cuBLAS)", ("gemm", "cutlass", "sm90", "cublas", "ampere", "s16816", "igemm")),
+    ("copy / layout", ("copy", "cat", "transpose", "contiguous")),
+)
+
+
+def _category(name: str) -> str:
+    low = name.lower()
+    for label, keys in CATEGORIES:
+        if any(k in low for k in keys):
+            return label
+    return "elementwise / other"
+
+
 @torch.no_grad()
-def measure(net: nn.Module, arch: str, batch: int, device: torch.device, iters: int) -> dict[str, float]:
-    """Weight MB, peak MB of one call (weights + activations), eager and graph latency."""
-    args, kwargs = inputs(arch, batch, device)
-    net(*args, **kwargs)                                          # compile / warm up
+def profile_call(net: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """CUDA kernel time of one eager UNet call by category (ms), kernel count, and the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    net(*args, **kwargs)
     torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        net(*args, **kwargs)
+        torch.cuda.synchronize()
+    by_cat: dict[str, float] = defaultdict(float)
+    by_name: dict[str, float] = defaultdict(float)
+    count = 0
+    for evt in prof.events():
+        if evt.device_type == torch.autograd.DeviceType.CUDA:
+            us = evt.time_range.elapsed_us()                     # a kernel event's own span on the GPU
+            by_cat[_category(evt.name)] += us / 1000
+            by_name[evt.name[:80]] += us / 1000
+            count += 1
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:12]
+    return {"kernels": count, "total_ms": sum(by_cat.values()),
+            "by_category_ms": dict(sorted(by_cat.items(), key=lambda kv: -kv[1])), "top_kernels_ms": dict(top)}
+
+
+@torch.no_grad()
+def measure(net: nn.Module, arch: str, batch: int, device: torch.device, iters: int,
+            channels_last: bool) -> dict[str, float]:
+    """Weight MB, peak MB of one call (weights + activations), eager and graph latency. The first call
+    picks the quantized layers' plans (tuning) and is timed separately."""
+    args, kwargs = inputs(arch, batch, device, channels_last)
+    t0 = time.perf_counter()
+    net(*args, **kwargs)                                          # compile / tune / warm up
+    torch.cuda.synchronize()
+    first_s = time.perf_counter() - t0
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     net(*args, **kwargs)
@@ -126,7 +197,7 @@ def measure(net: nn.Module, arch: str, batch: int, device: torch.device, iters: 
     eager = _time_ms(lambda: net(*args, **kwargs), iters)
     graph = _graph_ms(net, args, kwargs, iters)
     return {"weight_mb": wbytes / 2**20, "peak_mb": (wbytes + act_peak) / 2**20, "eager_ms": eager,
-            "graph_ms": graph}
+            "graph_ms": graph, "first_call_s": first_s}
 
 
 def check_outputs(fp: nn.Module, quant: nn.Module, arch: str, device: torch.device) -> float:
@@ -138,23 +209,101 @@ def check_outputs(fp: nn.Module, quant: nn.Module, arch: str, device: torch.devi
         return sqnr_db(fp(*args, **kwargs).sample.float(), quant(*args, **kwargs).sample.float())
 
 
-def run_cost(archs: list[str], batches: list[int], iters: int, log=lambda s: None) -> list[dict]:
-    """Every (arch, variant, batch) row; fp16 first, each quantized variant built from it in the same run."""
-    device = torch.device("cuda")
-    rows = []
-    for arch in archs:
-        fp = build(arch, device)
-        variants: list[tuple[str, nn.Module]] = [("fp16", fp)]
-        for name, (w, a) in {"W8A8": (8, 8), "W4A8": (4, 8)}.items():
+def shape_table(net: nn.Module) -> list[dict]:
+    """Distinct tuned layer shapes of ``net``: chosen plan vs the fp16 layer (ms, speed-up), with counts."""
+    merged: dict[tuple, dict] = {}
+    for row in plan_report(net):
+        key = (row["kind"], row["rows"], row["n"], row["k"], row["w_bits"], row["a_bits"])
+        if key in merged:
+            merged[key]["layers"] += 1
+            continue
+        speed = (row["fp16_ms"] / row["ms"]) if row["ms"] and row["fp16_ms"] else None
+        merged[key] = {**{k: v for k, v in row.items() if k != "layer"}, "layers": 1, "speedup_vs_fp16": speed}
+    return sorted(merged.values(), key=lambda r: -(r["fp16_ms"] or 0) * r["layers"])
+
+
+TUNED = ("W8A8",)          # variants whose layers pick plans by timing; the others run the default plans
+
+
+def _variants(fp: nn.Module, arch: str, device: torch.device, names: list[str]) -> list[tuple[str, nn.Module, bool]]:
+    """(name, network, channels-last input) of every requested variant, built from the fp16 network
+    (no quantized call yet: the kernels are precompiled first)."""
+    from nodes.core.fastpath import prepare_module
+
+    out: list[tuple[str, nn.Module, bool]] = []
+    if "fp16" in names:
+        out.append(("fp16", fp, False))
+    if "fp16 fast" in names:
+        fast = copy.deepcopy(fp)
+        prepare_module(fast)
+        out.append(("fp16 fast", fast, True))
+    for name, (w, a) in {"W8A8 default": (8, 8), "W8A8": (8, 8), "W4A8": (4, 8)}.items():
+        if name in names:
             q = quantize_network(fp, cost_config(fp, arch, w, a, device))
-            variants.append((name, q))
-            log(f"[{arch}] {name}: output SQNR vs fp16 = {check_outputs(fp, q, arch, device):.1f} dB")
-        for batch in batches:
-            for name, net in variants:
-                row = {"arch": arch, "variant": name, "batch": batch, **measure(net, arch, batch, device, iters)}
-                rows.append(row)
-                log(f"{arch:5s} {name:5s} b={batch}: weights {row['weight_mb']:8.1f} MB  peak {row['peak_mb']:8.1f} MB"
-                    f"  eager {row['eager_ms']:7.2f} ms  graph {row['graph_ms']:7.2f} ms")
-        del variants, fp
-        torch.cuda.empty_cache()
-    return rows
+            prepare_module(q)
+            out.append((name, q, True))
+    return out
+
+
+def _precompile(variants: list[tuple[str, nn.Module, bool]], workers: int, log) -> dict | None:
+    """Fill Triton's cache for every variant's kernels (default plans; all candidates of tuned ones)."""
+    from kernels.precompile import distinct, jobs_for, network_specs, warm
+
+    rows = [4096, 512, 128, 32]                                   # one per row class of kernels.lowbit._tiles
+    jobs = []
+    for name, net, _ in variants:
+        if not name.startswith("fp16"):
+            jobs += jobs_for(distinct(network_specs(net)), rows, tuned=name in TUNED)
+    if not jobs or workers <= 0:
+        return None
+    stats = warm(jobs, workers)
+    log(f"precompiled {stats}")
+    return stats
+
+
+def _measure_all(arch: str, built: list, batches: list[int], iters: int, device: torch.device,
+                 profile_batches: tuple[int, ...], log) -> tuple[list[dict], list[dict]]:
+    rows, profiles = [], []
+    for batch in batches:
+        for name, net, cl in built:
+            row = {"arch": arch, "variant": name, "batch": batch, **measure(net, arch, batch, device, iters, cl)}
+            rows.append(row)
+            log(f"{arch:5s} {name:12s} b={batch}: weights {row['weight_mb']:8.1f} MB  peak {row['peak_mb']:8.1f} MB"
+                f"  eager {row['eager_ms']:7.2f} ms  graph {row['graph_ms']:7.2f} ms  first {row['first_call_s']:.1f} s")
+            if batch in profile_batches and name in ("fp16", "fp16 fast", "W8A8"):
+                args, kwargs = inputs(arch, batch, device, cl)
+                profiles.append({"arch": arch, "variant": name, "batch": batch, **profile_call(net, args, kwargs)})
+                log(f"  profile {name} b={batch}: {profiles[-1]['kernels']} kernels, "
+                    f"{ {k: round(v, 2) for k, v in profiles[-1]['by_category_ms'].items()} }")
+    return rows, profiles
+
+
+def run_cost(archs: list[str], batches: list[int], iters: int, log=lambda s: None,
+             variants: list[str] | None = None, workers: int = 12, profile_batches: tuple[int, ...] = (1, 8)
+             ) -> dict[str, Any]:
+    """Every (arch, variant, batch) row, the profiles and the per-shape kernel table, in one process."""
+    device = torch.device("cuda")
+    names = variants or ["fp16", "fp16 fast", "W8A8 default", "W8A8", "W4A8"]
+    out: dict[str, Any] = {"rows": [], "profiles": [], "shapes": {}, "precompile": {}, "sqnr_db": {}}
+    with torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=True):
+        for arch in archs:
+            t0 = time.perf_counter()
+            fp = build(arch, device)
+            built = _variants(fp, arch, device, names)
+            log(f"[{arch}] built {len(built)} variants in {time.perf_counter() - t0:.0f} s")
+            out["precompile"][arch] = _precompile(built, workers, log)
+            for name, net, _ in built:
+                if not name.startswith("fp16"):
+                    out["sqnr_db"][f"{arch} {name}"] = db = check_outputs(fp, net, arch, device)
+                    log(f"[{arch}] {name}: output SQNR vs fp16 = {db:.1f} dB")
+                if name in TUNED:
+                    set_tuning(net, True)
+            rows, profiles = _measure_all(arch, built, batches, iters, device, profile_batches, log)
+            out["rows"] += rows
+            out["profiles"] += profiles
+            for name, net, _ in built:
+                if name in TUNED:
+                    out["shapes"][f"{arch} {name}"] = shape_table(net)
+            del built, fp
+            torch.cuda.empty_cache()
+    return out

@@ -51,9 +51,13 @@ def _a_scale(absmax: float | None, a_bits: int, device: torch.device) -> torch.T
 
 
 class _QuantBase(nn.Module):
-    """Shared storage of QuantLinear / QuantConv2d (buffers, so state_dict holds them)."""
+    """Shared storage of QuantLinear / QuantConv2d (buffers, so state_dict holds them) and the GPU
+    execution plans: one :class:`kernels.lowbit.Plan` per input (rows, dtype), picked by timing the
+    candidates on the first call when ``tune`` is on (never during CUDA-graph capture), else the default."""
 
     backend: str = "auto"
+    tune: bool = False
+    tune_cache: dict  # set by set_tuning: one dict shared by the layers of a network (shape -> plan, timings)
 
     def _init_storage(self, qweight: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
                       a_scale: torch.Tensor | None, w_bits: int, a_bits: int) -> None:
@@ -62,9 +66,40 @@ class _QuantBase(nn.Module):
         self.register_buffer("w_scale", w_scale)
         self.register_buffer("bias", bias)
         self.register_buffer("a_scale", a_scale)
+        self.plans: dict[tuple, lowbit.Plan] = {}
+        self.timings: dict[tuple, dict[str, float]] = {}     # per tuned shape: plan label -> ms, "fp16" -> ms
 
     def extra_repr(self) -> str:
         return f"w_bits={self.w_bits}, a_bits={self.a_bits}"
+
+    def _plan(self, x: torch.Tensor, rows: int, linear: bool) -> lowbit.Plan | None:
+        """The plan of a call with ``rows`` GEMM rows (None = the launcher's default)."""
+        on_kernels = x.is_cuda or (self.backend == "triton" and lowbit.triton_available(x.device))
+        if not on_kernels or self.backend == "reference":
+            return None
+        key = (rows, x.dtype)
+        capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+        if key not in self.plans and self.tune and not capturing:
+            shape = (type(self).__name__, tuple(x.shape), x.stride(), tuple(self.qweight.shape),
+                     self.qweight.dtype, self.bias is None, self.a_scale is None, getattr(self, "weight_shape", None),
+                     getattr(self, "stride", None), getattr(self, "padding", None))
+            if shape not in self.tune_cache:                   # identical layers (SDXL: 10 blocks a level) share
+                a8 = self.a_scale is not None
+                plans = lowbit.candidates(rows, self.w_scale.shape[0], self.qweight.shape[1], a8=a8,
+                                          w4=self.qweight.dtype == torch.uint8, linear=linear)
+                plan, timings = lowbit.tune(lambda p: self._run(x, p), plans)
+                timings["fp16"] = lowbit.time_ms(self._fp16_call(x))
+                self.tune_cache[shape] = (plan, timings)
+            self.plans[key], self.timings[key] = self.tune_cache[shape]
+        return self.plans.get(key)
+
+    def _fp16_call(self, x: torch.Tensor):
+        """A closure running the float layer this one replaces (dequantized weights in x's dtype): the
+        cuBLAS / cuDNN baseline of the per-shape timings."""
+        raise NotImplementedError
+
+    def _run(self, x: torch.Tensor, plan: lowbit.Plan | None) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class QuantLinear(_QuantBase):
@@ -96,8 +131,16 @@ class QuantLinear(_QuantBase):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, self._plan(x, x.numel() // max(self.in_features, 1), linear=True))
+
+    def _run(self, x: torch.Tensor, plan: lowbit.Plan | None) -> torch.Tensor:
         return lowbit.lowbit_linear(x, self.qweight, self.w_scale, self.bias, self.a_scale, self.a_bits,
-                                    self.in_features, backend=self.backend)
+                                    self.in_features, backend=self.backend, plan=plan)
+
+    def _fp16_call(self, x: torch.Tensor):
+        codes = ref.weight_codes(self.qweight, self.w_bits, self.in_features)
+        w = (codes.float() * self.w_scale[:, None]).to(x.dtype)
+        return lambda: torch.nn.functional.linear(x, w, self.bias)
 
     def forward_fp_act(self, x: torch.Tensor) -> torch.Tensor:
         """The same layer with 16-bit activations (weight-only quantized)."""
@@ -139,8 +182,25 @@ class QuantConv2d(_QuantBase):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, kh, kw = self.weight_shape
+        rows = x.shape[0] * ((x.shape[2] + 2 * self.padding[0] - kh) // self.stride[0] + 1) * \
+            ((x.shape[3] + 2 * self.padding[1] - kw) // self.stride[1] + 1)
+        pointwise = (kh, kw, *self.stride, *self.padding) == (1, 1, 1, 1, 0, 0)
+        return self._run(x, self._plan(x, rows, linear=pointwise))
+
+    def _run(self, x: torch.Tensor, plan: lowbit.Plan | None) -> torch.Tensor:
         return lowbit.lowbit_conv2d(x, self.qweight, self.w_scale, self.bias, self.a_scale, self.a_bits,
-                                    self.weight_shape, self.stride, self.padding, backend=self.backend)
+                                    self.weight_shape, self.stride, self.padding, backend=self.backend, plan=plan)
+
+    def _fp16_call(self, x: torch.Tensor):
+        n, c, kh, kw = self.weight_shape
+        codes = ref.conv_weight_codes(self.qweight, n, kh * kw, c)
+        w = (codes.float() * self.w_scale[:, None]).view(n, kh, kw, c).permute(0, 3, 1, 2).to(x.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            w = w.contiguous(memory_format=torch.channels_last)
+        else:
+            w = w.contiguous()
+        return lambda: torch.nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
 
 
 class BOSAwareKV(nn.Module):
@@ -181,6 +241,30 @@ def set_backend(module: nn.Module, backend: str) -> None:
     for layer in module.modules():
         if isinstance(layer, _QuantBase):
             layer.backend = backend
+
+
+def set_tuning(module: nn.Module, on: bool = True) -> None:
+    """Time the candidate GPU plans of every quantized layer on its first call per input shape."""
+    shared: dict = {}
+    for layer in module.modules():
+        if isinstance(layer, _QuantBase):
+            layer.tune, layer.tune_cache = bool(on), shared
+
+
+def plan_report(module: nn.Module) -> list[dict]:
+    """Per quantized layer and tuned shape: the chosen plan, its ms, the fp16 layer's ms, every candidate."""
+    rows = []
+    for name, layer in module.named_modules():
+        if not isinstance(layer, _QuantBase):
+            continue
+        for (m, dtype), plan in layer.plans.items():
+            t = layer.timings.get((m, dtype), {})
+            kind = "linear" if isinstance(layer, QuantLinear) else "conv{}x{}".format(*layer.weight_shape[2:])
+            rows.append({"layer": name, "kind": kind, "rows": m, "n": int(layer.w_scale.shape[0]),
+                         "k": int(layer.qweight.shape[1]) * (2 if layer.qweight.dtype == torch.uint8 else 1),
+                         "w_bits": layer.w_bits, "a_bits": layer.a_bits, "plan": plan.label(),
+                         "ms": t.get(plan.label()), "fp16_ms": t.get("fp16"), "candidates": t})
+    return rows
 
 
 def weight_bytes(module: nn.Module) -> int:

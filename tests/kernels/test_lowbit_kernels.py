@@ -3,8 +3,9 @@
 Marked ``gpu``: they run on CUDA, or on the CPU under ``TRITON_INTERPRET=1`` (see
 test_lowbit_interpreter.py, which runs this file that way). Fresh random inputs per case, odd shapes.
 
-Tolerance: with 8-bit activations both sides produce the *same integer codes* (same IEEE division,
-same rounding rule; checked exactly below) and the integer dot product is exact on both sides (int32
+Tolerance: with 8-bit activations both sides produce the *same integer codes* (same float32 product
+x * (1/s) with one IEEE division for 1/s, same rounding rule; checked exactly below, and the fused plans
+quantize inside the GEMM with the same ops) and the integer dot product is exact on both sides (int32
 vs float64), so the only difference is the epilogue: float32 ``acc * s_a * s_w + bias`` vs float64, then
 the cast to the output dtype. That is at most one rounding of the output dtype plus float32 noise: we
 allow 2 units in the last place of the output dtype, relative to max|y| (2**-10 for fp16 and 2**-7 for
@@ -23,6 +24,7 @@ import torch
 
 from kernels import lowbit
 from kernels import reference as ref
+from kernels.lowbit import Plan
 
 pytestmark = pytest.mark.gpu
 ULP2 = {torch.float16: 2**-10, torch.bfloat16: 2**-7, torch.float32: 2**-14}
@@ -61,15 +63,17 @@ def test_quantize_kernel_codes_equal_reference():
 @pytest.mark.parametrize("m,k,n", [(1, 32, 16), (5, 37, 19), (70, 64, 33), (300, 200, 130)])
 @pytest.mark.parametrize("w_bits,a_bits", [(8, 8), (4, 8), (8, 16), (4, 16)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_lowbit_linear_matches_reference(m, k, n, w_bits, a_bits, bias):
+@pytest.mark.parametrize("impl", ["split", "fused"])
+def test_lowbit_linear_matches_reference(m, k, n, w_bits, a_bits, bias, impl):
     dev = _device()
+    plan = Plan(impl if a_bits == 8 else "a16", 16, 32, 64 if impl == "fused" else 128, 4, 2)
     for dtype in _dtypes(dev):
         x = torch.randn(2, m, k, device=dev).to(dtype)
         q, s = ref.quantize_weight(torch.randn(n, k, device=dev), w_bits)
         stored = ref.pack_int4(q) if w_bits == 4 else q
         b = torch.randn(n, device=dev).to(dtype) if bias else None
         a_scale = torch.tensor(float(x.float().abs().max()) / 127, device=dev) if a_bits == 8 else None
-        y = lowbit.lowbit_linear(x, stored, s, b, a_scale, a_bits, k, backend="triton")
+        y = lowbit.lowbit_linear(x, stored, s, b, a_scale, a_bits, k, backend="triton", plan=plan)
         y_ref = ref.reference_lowbit_linear(x, stored, s, b, a_scale, a_bits, k, exact=True)
         assert y.shape == (2, m, n) and y.dtype == dtype
         _close(y, y_ref, dtype)
@@ -79,8 +83,10 @@ def test_lowbit_linear_matches_reference(m, k, n, w_bits, a_bits, bias):
                                                     (2, 6, 5, 5, 4, 1, 1, 0), (1, 40, 12, 12, 24, 3, 1, 1)])
 @pytest.mark.parametrize("w_bits,a_bits", [(8, 8), (4, 8), (8, 16)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_lowbit_conv_matches_reference(b, c, h, w, n, k, stride, pad, w_bits, a_bits, channels_last):
+@pytest.mark.parametrize("impl", ["split", "fused"])
+def test_lowbit_conv_matches_reference(b, c, h, w, n, k, stride, pad, w_bits, a_bits, channels_last, impl):
     dev = _device()
+    plan = Plan(impl if a_bits == 8 else "a16", 16, 32, 64 if impl == "fused" else 128, 4, 2)
     for dtype in _dtypes(dev):
         x = torch.randn(b, c, h, w, device=dev).to(dtype)
         if channels_last:
@@ -90,7 +96,38 @@ def test_lowbit_conv_matches_reference(b, c, h, w, n, k, stride, pad, w_bits, a_
         bias = torch.randn(n, device=dev).to(dtype)
         a_scale = torch.tensor(float(x.float().abs().max()) / 127, device=dev) if a_bits == 8 else None
         args = (stored, s, bias, a_scale, a_bits, (n, c, k, k), (stride, stride), (pad, pad))
-        y = lowbit.lowbit_conv2d(x, *args, backend="triton")
+        y = lowbit.lowbit_conv2d(x, *args, backend="triton", plan=plan)
         y_ref = ref.reference_lowbit_conv2d(x, *args, exact=True)
         assert y.shape == y_ref.shape and y.dtype == dtype
         _close(y, y_ref, dtype)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_int_mm_plan_matches_reference(bias):
+    if not torch.cuda.is_available():
+        pytest.skip("torch._int_mm (cuBLASLt) needs CUDA")
+    dev = torch.device("cuda")
+    m, k, n = 40, 64, 48                                            # cuBLASLt: M > 16, K and N multiples of 8
+    for dtype in _dtypes(dev):
+        x = torch.randn(m, k, device=dev).to(dtype)
+        q, s = ref.quantize_weight(torch.randn(n, k, device=dev), 8)
+        b = torch.randn(n, device=dev).to(dtype) if bias else None
+        a_scale = torch.tensor(float(x.float().abs().max()) / 127, device=dev)
+        y = lowbit.lowbit_linear(x, q, s, b, a_scale, 8, k, backend="triton", plan=Plan("int_mm"))
+        _close(y, ref.reference_lowbit_linear(x, q, s, b, a_scale, 8, k, exact=True), dtype)
+
+
+def test_tune_returns_the_fastest_plan_that_runs():
+    dev = _device()
+    if dev.type != "cuda":
+        pytest.skip("tune times with CUDA events")
+    x = torch.randn(300, 64, device=dev, dtype=torch.float16)
+    q, s = ref.quantize_weight(torch.randn(96, 64, device=dev), 8)
+    a_scale = torch.tensor(float(x.float().abs().max()) / 127, device=dev)
+    plans = lowbit.candidates(300, 96, 64, a8=True, w4=False, linear=True)
+    assert {p.impl for p in plans} == {"split", "fused", "int_mm"}
+    broken = Plan("split", 16, 64, 96, 4, 3)                       # BLOCK_K not a power of 2: cannot compile
+    best, timings = lowbit.tune(lambda p: lowbit.lowbit_linear(x, q, s, None, a_scale, 8, 64, plan=p),
+                                plans + [broken])
+    assert timings[broken.label()] == float("inf")
+    assert timings[best.label()] == min(timings.values()) < float("inf")
