@@ -49,16 +49,22 @@ class Recipe:
         return preset(self.preset, **(dict(self.changes) | more))
 
 
-# Scaled to the 7.6 M-parameter teacher and a ~30 s budget each on one H100: batch 128, state_step 250
-# (≤ 4 teacher steps to reach a training state), LoRA lr 3e-4 (TLCM: 1e-4 on SDXL with r = 64).
-_COMMON = (("batch_size", 128), ("state_step", 250), ("lora_rank", LORA_RANK), ("lr", 3e-4), ("steps", 3000))
+# Scaled to the 7.6 M-parameter teacher and one H200 shared by the stage-1 runs (concurrent processes, see
+# gpu_run): batch 512 (launch-bound tiny UNet: 0.89 GFLOP per sample and forward, measured with torch's
+# FlopCounterMode), state_step 250 (<= 4 guided teacher steps to reach a training state instead of TLCM's
+# M - s <= 8: half the teacher cost), LoRA lr 3e-4 (TLCM: 1e-4 on SDXL with r = 64), stage 2 at lr/10 as in
+# TLCM (1e-4 -> 1e-5). Steps are capped by wall time (--seconds), not by ``steps``.
+_COMMON = (("batch_size", 512), ("state_step", 250), ("lora_rank", LORA_RANK), ("lr", 3e-4), ("steps", 3000))
 RECIPES: dict[str, Recipe] = {
     "lcm":         Recipe("lcm", _COMMON, None, "lcm"),
     "mlcm_stage1": Recipe("mlcm", _COMMON, None, "milestones"),
-    "mlcm":        Recipe("mlcm_stage2", (("batch_size", 128), ("lora_rank", 0), ("lr", 3e-5), ("steps", 600)),
-                          "mlcm_stage1", "milestones", time_share=0.4),
+    "mlcm":        Recipe("mlcm_stage2", (("batch_size", 512), ("lora_rank", 0), ("lr", 3e-5), ("steps", 600)),
+                          "mlcm_stage1", "milestones", time_share=0.3),
     "slam":        Recipe("slam", _COMMON + (("state_source", "teacher"),), None, "lcm"),
+    # ours: a quarter of the batch at exactly γ = 1, the inference condition (see SLAMLoss.gamma_one)
+    "slam_g1":     Recipe("slam", _COMMON + (("state_source", "teacher"), ("gamma_one", 0.25)), None, "lcm"),
 }
+STAGE1 = ("lcm", "mlcm_stage1", "slam")      # the students the default command trains ("slam_g1": an ablation)
 
 
 def teacher_unet(device: str, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -143,7 +149,7 @@ def load_student(path: str | Path, device: str = "cpu", dtype: torch.dtype = tor
 
 def train_one(name: str, teacher: VPNet, pool: PromptPool, nets: dict[str, nn.Module], device: str,
               seconds: float | None, **changes: Any) -> tuple[nn.Module, dict]:
-    """Train student ``name`` (starting from ``nets[recipe.init]`` when given); returns (net, stats)."""
+    """Train student ``name`` (from ``nets[recipe.init]`` when given) for at most ``seconds``; (net, stats)."""
     recipe = RECIPES[name]
     cfg = recipe.config(**changes)
     if recipe.init is None:
@@ -153,7 +159,7 @@ def train_one(name: str, teacher: VPNet, pool: PromptPool, nets: dict[str, nn.Mo
     student = build_student(teacher, cfg, net=net, lora_targets=LORA_TARGETS, extra_trainable=extra)
     t0 = time.perf_counter()
     state = distill(teacher, student, pool, cfg, device=device, autocast=torch.bfloat16 if device != "cpu" else None,
-                    max_seconds=None if seconds is None else seconds * recipe.time_share)
+                    max_seconds=seconds)
     stats = {"steps": state.step, "seconds": time.perf_counter() - t0, "loss_first": state.losses[0],
              "loss_last_100": sum(state.losses[-100:]) / len(state.losses[-100:]),
              "losses_every_10": state.losses[::10], "config": asdict(cfg), "init": recipe.init,
@@ -166,9 +172,11 @@ def train_one(name: str, teacher: VPNet, pool: PromptPool, nets: dict[str, nn.Mo
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nodes.mlcm.students", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--only", nargs="*", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--only", nargs="*", default=[*STAGE1, "mlcm"], choices=list(RECIPES))
     p.add_argument("--minilm", default=None, help="pruned MiniLM folder (default: the PyPI package)")
     p.add_argument("--seconds", type=float, default=None, help="wall-time cap per student (steps stop early)")
+    p.add_argument("--stage2-seconds", type=float, default=None,
+                   help="wall-time cap of students started from another (default: --seconds x its time share)")
     p.add_argument("--prompts", type=int, default=4096)
     p.add_argument("--steps", type=int, default=None, help="override every recipe's step count (smoke runs)")
     p.add_argument("--batch", type=int, default=None, help="override every recipe's batch size (smoke runs)")
@@ -186,13 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     report = {}
     for name in args.only:
         changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch)) if v is not None}
-        nets[name], report[name] = train_one(name, teacher, pool, nets, args.device, args.seconds, **changes)
+        seconds = None if args.seconds is None else args.seconds * RECIPES[name].time_share
+        if RECIPES[name].init and args.stage2_seconds:
+            seconds = args.stage2_seconds
+        nets[name], report[name] = train_one(name, teacher, pool, nets, args.device, seconds, **changes)
         lora, overrides = export(nets[name], RECIPES[name].config())
         meta = {"name": name, "lora_rank": LORA_RANK, "lora_targets": list(LORA_TARGETS),
                 "base": "fewstep-tiny-teacher.safetensors", "timesteps": RECIPES[name].timesteps,
                 "method": RECIPES[name].preset}
         save_student(args.out / f"fewstep-{name.replace('_', '-')}-student.safetensors", lora, overrides, meta)
-    (args.out / "students-report.json").write_text(json.dumps(report, indent=1))
+        suffix = "" if set(args.only) == {*STAGE1, "mlcm"} else "-" + "-".join(args.only)
+        (args.out / f"students-report{suffix}.json").write_text(json.dumps(report, indent=1))  # after each one
     return 0
 
 

@@ -29,10 +29,12 @@ log = logging.getLogger("fewstep.mlcm.table")
 CFG = 5.0
 STEPS = (1, 2, 4, 8)
 STUDENT_FILES = {"LCM": "fewstep-lcm-student.safetensors", "MLCM stage 1": "fewstep-mlcm-stage1-student.safetensors",
-                 "MLCM stage 2": "fewstep-mlcm-student.safetensors", "SLAM": "fewstep-slam-student.safetensors"}
+                 "MLCM stage 2": "fewstep-mlcm-student.safetensors", "SLAM": "fewstep-slam-student.safetensors",
+                 # ours, an ablation (not shipped): SLAM with a quarter of each batch at γ = 1 (SLAMLoss.gamma_one)
+                 "SLAM γ=1 share": "fewstep-slam-g1-student.safetensors"}
 STUDENT_TIMESTEPS: dict[str, Callable[[int], list[int]]] = {
     "LCM": lcm_timesteps, "MLCM stage 1": milestone_timesteps, "MLCM stage 2": milestone_timesteps,
-    "SLAM": lcm_timesteps}
+    "SLAM": lcm_timesteps, "SLAM γ=1 share": lcm_timesteps}
 
 
 def core_schedule():

@@ -40,6 +40,7 @@ class DistillConfig:
         student_steps / teacher_substeps: stage 2's q and p.
         lora_rank: 0 = full fine-tune, else LoRA rank r via peft.
         gamma_dim: SLAM's γ-embedding size (the UNet's ``time_cond_proj_dim``).
+        gamma_one: SLAM only: share of samples trained at exactly γ = 1 (ours; 0 = the paper, see SLAMLoss).
         perceptual_weight: weight of TLCM's perceptual term (EffNet features of decoded images; lcm/mlcm
             only; 0 = off).  reward_weight / reward_margin: weight and margin of the preference hinge
             weight · relu(margin - reward) with the zoo scorer's cosine (lcm/mlcm only; 0 = off; margin 1
@@ -66,6 +67,7 @@ class DistillConfig:
     teacher_substeps: int = 3
     lora_rank: int = 0
     gamma_dim: int = 256
+    gamma_one: float = 0.0
     perceptual_weight: float = 0.0
     reward_weight: float = 0.0
     reward_margin: float = 1.0
@@ -80,6 +82,9 @@ class DistillConfig:
         if self.perceptual_weight < 0 or self.reward_weight < 0:
             raise ValueError("DistillConfig: perceptual_weight and reward_weight must be >= 0 "
                              f"(got {self.perceptual_weight}, {self.reward_weight})")
+        if not 0.0 <= self.gamma_one <= 1.0 or (self.gamma_one > 0 and self.method != "slam"):
+            raise ValueError(f"DistillConfig.gamma_one must be in [0, 1] and is SLAM's only (got {self.gamma_one} "
+                             f"for method {self.method!r})")
         if self.uses_terms and self.method not in ("lcm", "mlcm"):
             raise ValueError(f"DistillConfig: the perceptual / preference terms belong to the stage-1 loss "
                              f"(lcm, mlcm), not to method {self.method!r}")
@@ -95,6 +100,8 @@ class DistillConfig:
         if not self.uses_terms:  # runs without the optional terms keep the fingerprint they had before them
             for key in ("perceptual_weight", "reward_weight", "reward_margin"):
                 fields.pop(key)
+        if self.gamma_one == 0:   # likewise for runs without the γ = 1 share
+            fields.pop("gamma_one")
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -130,7 +137,7 @@ def make_loss(cfg: DistillConfig, perceptual: Callable[[Tensor], Tensor] | None 
     from nodes.slam.loss import SLAMLoss
 
     return SLAMLoss(skip=cfg.skip, guidance=cfg.guidance, huber_c=cfg.huber_c, embedding_dim=cfg.gamma_dim,
-                    state_source=cfg.state_source, state_step=cfg.state_step)
+                    state_source=cfg.state_source, state_step=cfg.state_step, gamma_one=cfg.gamma_one)
 
 
 @dataclass

@@ -66,6 +66,10 @@ class SLAMLoss:
         state_source: "real" (noised dataset latents, the paper) or "teacher" (data-free trajectories).
         state_step: stride of the data-free trajectories.
         fixed_gamma: None = γ ~ U(0,1) (SLAM); a number pins γ (1.0 = LCM).
+        gamma_one: share of samples drawn with γ = 1 exactly (ours, not the paper's; 0 = the paper). Under
+            γ ~ U(0,1) the inference condition γ = 1 has probability 0, and its embedding (w = 0: sines 0,
+            cosines 1) is far from every sampled one in the high-frequency dims (w·1000·f rad with f up to
+            1), so the student is never trained at the condition it is sampled with.
     """
 
     skip: int = 20
@@ -75,6 +79,7 @@ class SLAMLoss:
     state_source: str = "real"
     state_step: int = 125
     fixed_gamma: float | None = None
+    gamma_one: float = 0.0
     boundary: bool = True
 
     def __call__(self, student: VPNet, batch: DistillBatch, *, teacher: VPNet, target: VPNet | None = None
@@ -88,12 +93,20 @@ class SLAMLoss:
         one = gamma_embedding(torch.ones(b, device=dev), self.embedding_dim)
         with torch.no_grad():
             tgt = consistency_x0(target or student, x_n, t_n, batch.cond, one, self.boundary)
-        gamma = (torch.rand(b, generator=gen, device=dev) if self.fixed_gamma is None
-                 else torch.full((b,), self.fixed_gamma, device=dev))
+        gamma = self.sample_gamma(b, gen, dev)
         x_g, s_g = interpolate(x_nk, x_n, sched.alpha(t_nk), sched.alpha(t_n), sched.sigma(t_n), gamma)
         pred = slam_prediction(student, x_g, s_g, t_nk, batch.cond,
                                gamma_embedding(gamma, self.embedding_dim), self.boundary)
         return pseudo_huber(pred, tgt, self.huber_c)
+
+    def sample_gamma(self, b: int, gen: torch.Generator, dev: torch.device) -> Tensor:
+        """γ [B]: U(0,1) (a ``gamma_one`` share set to exactly 1), or ``fixed_gamma``."""
+        if self.fixed_gamma is not None:
+            return torch.full((b,), self.fixed_gamma, device=dev)
+        gamma = torch.rand(b, generator=gen, device=dev)
+        if self.gamma_one > 0:
+            gamma = torch.where(torch.rand(b, generator=gen, device=dev) < self.gamma_one, 1.0, gamma)
+        return gamma
 
     def states(self, teacher: VPNet, t: Tensor, batch: DistillBatch) -> Tensor:
         """x_{n+k}: noised real latents (the paper) or data-free teacher trajectory states."""

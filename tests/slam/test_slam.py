@@ -73,3 +73,22 @@ def test_fold_gamma_keeps_the_gamma_one_output_on_a_tiny_unet():
         torch.testing.assert_close(plain(x, t, c).sample, student(x, t, c, timestep_cond=one).sample,
                                    atol=1e-5, rtol=1e-4)
         assert not torch.allclose(plain(x, t, c).sample, unet(x, t, c).sample, atol=1e-3)
+
+
+def test_gamma_one_share_sets_that_share_to_exactly_one():
+    from nodes.slam.loss import SLAMLoss
+
+    gen = torch.Generator().manual_seed(0)
+    paper = SLAMLoss().sample_gamma(4000, gen, torch.device("cpu"))
+    assert (paper == 1.0).sum() == 0                       # U(0,1): the inference condition is never drawn
+    gen = torch.Generator().manual_seed(0)
+    ours = SLAMLoss(gamma_one=0.25).sample_gamma(4000, gen, torch.device("cpu"))
+    share = float((ours == 1.0).float().mean())
+    assert 0.22 < share < 0.28, share                      # binomial sd 0.007 at n = 4000
+    assert float(ours[ours < 1.0].mean()) == pytest.approx(0.5, abs=0.03)
+
+
+def test_gamma_one_is_slam_only():
+    with pytest.raises(ValueError, match="gamma_one"):
+        preset("lcm", gamma_one=0.25)
+    assert preset("slam", gamma_one=0.25).fingerprint() != preset("slam").fingerprint()
