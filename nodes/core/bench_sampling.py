@@ -749,10 +749,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-diffusers", action="store_true", help="only our path")
     p.add_argument("--variants", action="store_true", help="also time the UNet layout / GroupNorm variants")
     p.add_argument("--timed", type=int, default=5, help="timed repetitions per job (median; >= 1)")
+    p.add_argument("--arch-steps", default="", help='per-arch steps overriding --steps, e.g. "sd15=1,4;sdxl=1,2,4,8"')
     p.add_argument("--variants-only", default="", help="archs for which to time only the variants (no jobs)")
     p.add_argument("--executor-jobs", type=int, default=12,
                    help="jobs of the default graph through the executor (0: skip)")
     return p.parse_args(argv)
+
+
+def steps_for(args: argparse.Namespace, arch: str) -> list[int]:
+    """The step counts of one architecture: its ``--arch-steps`` entry, else ``--steps``."""
+    table = dict(item.split("=", 1) for item in filter(None, args.arch_steps.split(";")))
+    unknown = set(table) - {"sd15", "sdxl"}
+    if unknown:
+        raise SystemExit(f"--arch-steps: unknown arch {sorted(unknown)} (use sd15, sdxl)")
+    return [int(s) for s in table.get(arch, args.steps).split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -785,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
                 run.skipped.append(f"{name} (time budget)")
                 continue
             bench_arch(run, table_of[name], [int(b) for b in args.batches.split(",")],
-                       [int(s) for s in args.steps.split(",")], peak, not args.no_diffusers)
+                       steps_for(args, name), peak, not args.no_diffusers)
             if dev == "cuda":
                 torch.cuda.empty_cache()
         for name in filter(None, args.variants_only.split(",")):

@@ -34,6 +34,7 @@ import copy
 import hashlib
 import logging
 import time
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -257,9 +258,38 @@ class LeanSDPAProcessor:
         return out
 
 
+def _tokens_to_nhwc(self: Any, hidden_states: torch.Tensor, residual: torch.Tensor, batch_size: int, height: int,
+                    width: int, inner_dim: int) -> torch.Tensor:
+    """diffusers' ``Transformer2DModel._get_output_for_continuous_inputs`` without its ``.contiguous()``:
+    tokens [B, H*W, C] viewed as [B, C, H, W] already have channels-last strides, so the output stays
+    NHWC like the residual instead of being copied to NCHW (and back by the next convolution; the add
+    of an NCHW and an NHWC tensor is a strided pass too). Same values, one layout."""
+    if not self.use_linear_projection:                    # 1x1 conv projection
+        tokens = hidden_states.reshape(batch_size, height, width, inner_dim).permute(0, 3, 1, 2)
+        return self.proj_out(tokens) + residual
+    out = self.proj_out(hidden_states)                     # [B, H*W, C]
+    return out.reshape(batch_size, height, width, inner_dim).permute(0, 3, 1, 2) + residual
+
+
+def keep_channels_last(module: torch.nn.Module) -> int:
+    """Bind :func:`_tokens_to_nhwc` on every continuous-input ``Transformer2DModel`` inside ``module``
+    (a deepcopy rebinds it to the copy); returns how many. Only for a channels-last module."""
+    try:
+        from diffusers.models.transformers.transformer_2d import Transformer2DModel
+    except ImportError:
+        return 0
+    count = 0
+    for m in module.modules():
+        if isinstance(m, Transformer2DModel) and m.is_input_continuous:
+            m._get_output_for_continuous_inputs = types.MethodType(_tokens_to_nhwc, m)
+            count += 1
+    return count
+
+
 def prepare_module(module: torch.nn.Module, *, channels_last: bool = True, fused_groupnorm: bool = True) -> None:
     """One-time setup of a network for the fast path: eval mode, :class:`LeanSDPAProcessor` attention
-    for diffusers models (in place of their default processors), NHWC conv weights, GroupNorm(+SiLU) on the fused Triton kernel (``vae_fast.fuse_groupnorms``;
+    for diffusers models (in place of their default processors), NHWC conv weights and activations
+    (:func:`keep_channels_last`), GroupNorm(+SiLU) on the fused Triton kernel (``vae_fast.fuse_groupnorms``;
     outputs unchanged off CUDA and under autograd). Runs before any capture of the module (a graph reads
     the weights' addresses, so their layout must not change afterwards); later calls do nothing."""
     if module.__dict__.get("_fewstep_prepared"):
@@ -274,6 +304,7 @@ def prepare_module(module: torch.nn.Module, *, channels_last: bool = True, fused
                                    for name, p in processors.items()})
     if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
         module.to(memory_format=torch.channels_last)
+        keep_channels_last(module)
     if fused_groupnorm:
         from nodes.core.vae_fast import fuse_groupnorms
 

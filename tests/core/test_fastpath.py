@@ -426,3 +426,25 @@ def test_lean_attention_processor_equals_diffusers_and_keeps_custom_ones():
     kinds = {name: type(p).__name__ for name, p in unet.attn_processors.items()}
     assert kinds[custom_name] == "Custom" and set(kinds.values()) == {"LeanSDPAProcessor", "Custom"}
     assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("linear_projection", [False, True])          # SD1.5-style 1x1 conv / SDXL-style linear
+def test_channels_last_transformer_outputs_stay_nhwc_with_the_same_values(linear_projection):
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**TINY_UNET, use_linear_projection=linear_projection).eval()
+    x, t, c = torch.randn(2, 4, 8, 8), torch.tensor([10.0, 700.0]), torch.randn(2, 77, 32)
+    layouts = []
+    for m in unet.modules():
+        if isinstance(m, Transformer2DModel):
+            m.register_forward_hook(lambda mod, args, out: layouts.append(
+                out[0].is_contiguous(memory_format=torch.channels_last)))
+    with torch.no_grad():
+        before = unet(x, t, c).sample
+        layouts.clear()
+        fastpath.prepare_module(unet, channels_last=True, fused_groupnorm=False)
+        after = unet(x, t, c).sample
+    assert layouts and all(layouts)                      # no NCHW copy out of the attention blocks
+    assert torch.allclose(after, before, atol=1e-5, rtol=1e-5)   # same math; CPU conv algorithms may differ
