@@ -225,22 +225,38 @@ def shape_table(net: nn.Module) -> list[dict]:
 TUNED = ("W8A8",)          # variants whose layers pick plans by timing; the others run the default plans
 
 
-def _variants(fp: nn.Module, arch: str, device: torch.device, names: list[str]) -> list[tuple[str, nn.Module, bool]]:
+def _prepare(net: nn.Module, log) -> None:
+    """The sampling fast path's one-time setup (``nodes.core.fastpath.prepare_module``: lean SDPA
+    attention, channels-last weights and activations, fused GroupNorm+SiLU where that version has them),
+    the same for fp16 and quantized networks; a quantized network has no nn.Conv2d left, so the NHWC
+    hand-off of the transformer blocks is applied explicitly. A failure of that (concurrently developed)
+    module falls back to channels-last weights alone, and says so."""
+    from nodes.core import fastpath
+
+    try:
+        fastpath.prepare_module(net)
+        keep = getattr(fastpath, "keep_channels_last", None)
+        if keep is not None:
+            keep(net)
+    except Exception as exc:  # noqa: BLE001 - the bench must still run; the log records what was measured
+        log(f"prepare_module failed ({type(exc).__name__}: {exc}); channels-last weights only")
+        net.to(memory_format=torch.channels_last)
+
+
+def _variants(fp: nn.Module, arch: str, device: torch.device, names: list[str], log) -> list[tuple[str, nn.Module, bool]]:
     """(name, network, channels-last input) of every requested variant, built from the fp16 network
     (no quantized call yet: the kernels are precompiled first)."""
-    from nodes.core.fastpath import prepare_module
-
     out: list[tuple[str, nn.Module, bool]] = []
     if "fp16" in names:
         out.append(("fp16", fp, False))
     if "fp16 fast" in names:
         fast = copy.deepcopy(fp)
-        prepare_module(fast)
+        _prepare(fast, log)
         out.append(("fp16 fast", fast, True))
     for name, (w, a) in {"W8A8 default": (8, 8), "W8A8": (8, 8), "W4A8": (4, 8)}.items():
         if name in names:
             q = quantize_network(fp, cost_config(fp, arch, w, a, device))
-            prepare_module(q)
+            _prepare(q, log)
             out.append((name, q, True))
     return out
 
@@ -289,7 +305,7 @@ def run_cost(archs: list[str], batches: list[int], iters: int, log=lambda s: Non
         for arch in archs:
             t0 = time.perf_counter()
             fp = build(arch, device)
-            built = _variants(fp, arch, device, names)
+            built = _variants(fp, arch, device, names, log)
             log(f"[{arch}] built {len(built)} variants in {time.perf_counter() - t0:.0f} s")
             out["precompile"][arch] = _precompile(built, workers, log)
             for name, net, _ in built:
