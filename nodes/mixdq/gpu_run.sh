@@ -21,7 +21,7 @@ echo "tests done at +$(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpu_tests.log"
 timeout 60 python3 -m nodes.mixdq.bench cost --archs sd15 --batches 1,8 --iters 10 --workers 14 \
   --out "$OUT/cost_sd15.json" > "$OUT/cost_sd15.log" 2>&1
 echo "sd15 done at +$(( $(date +%s) - t0 )) s" | tee -a "$OUT/cost_sd15.log"
-left=$(( 195 - ($(date +%s) - t0) ))
+left=$(( 188 - ($(date +%s) - t0) ))
 timeout $left python3 -m nodes.mixdq.bench cost --archs sdxl --batches 1,8 --iters 10 --workers 14 \
   --variants "fp16,fp16 fast,W8A8,W4A8" --out "$OUT/cost_sdxl.json" > "$OUT/cost_sdxl.log" 2>&1
 echo "sdxl done at +$(( $(date +%s) - t0 )) s" | tee -a "$OUT/cost_sdxl.log"
