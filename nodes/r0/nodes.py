@@ -43,7 +43,7 @@ class R0Train(Node):
                       tooltip="procedural: captions of the built-in scene generator; list: the prompts below"),
                 String("prompts", DEFAULT_PROMPTS, multiline=True), Int("prompt_count", 512, min=1, max=1_000_000),
                 Int("steps", 400, min=1, max=10_000_000), Int("batch_size", 32, min=1, max=4096),
-                Float("learning_rate", 2e-4, min=0.0, max=1.0, step=1e-6, round=1e-7),
+                Float("learning_rate", 3e-4, min=0.0, max=1.0, step=1e-6, round=1e-7),
                 Int("sampler_steps", 4, min=1, max=50, tooltip="K, the generator's steps (trailing grid)"),
                 Float("cfg", 5.0, min=1.0, max=30.0, step=0.1, tooltip="CFG inside the generator (1 = none)"),
                 Float("weight_reg", 2000.0, min=0.0, max=1e7, step=1.0, round=1e-3,

@@ -53,7 +53,7 @@ class R0Config:
 
     steps: int = 400
     batch_size: int = 32
-    lr: float = 2e-4
+    lr: float = 3e-4
     grad_clip: float = 1.0
     seed: int = 0
     sampler_steps: int = 4
