@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default=None,
                    help="cost: comma list of fp16, fp16 fast, W8A8 default, W8A8, W4A8 (default: all)")
     p.add_argument("--workers", type=int, default=12, help="cost: processes that precompile the kernels (0 = none)")
+    p.add_argument("--budget-s", type=float, default=float("inf"),
+                   help="cost: skip rows that would start after this many seconds (the JSON lists them)")
     p.add_argument("--n", type=int, default=64, help="quality: images per configuration")
     p.add_argument("--steps", type=int, default=4, help="quality: sampler steps")
     p.add_argument("--calib", type=int, default=32, help="quality: calibration prompts")
@@ -98,8 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         from nodes.mixdq.bench_cost import run_cost
 
         variants = args.variants.split(",") if args.variants else None
+
+        def save(partial: dict) -> None:
+            if args.out:
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps({**result, **partial, "partial": True}, indent=1))
+
         result |= run_cost(args.archs.split(","), [int(b) for b in args.batches.split(",")], args.iters, log=say,
-                           variants=variants, workers=args.workers)
+                           variants=variants, workers=args.workers, save=save, budget_s=args.budget_s)
         table = _cost_table(result["rows"]) + "\n" + shapes_markdown(result["shapes"])
     else:
         from nodes.mixdq.bench_quality import quality_table, run_quality

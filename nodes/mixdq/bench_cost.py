@@ -278,12 +278,20 @@ def _precompile(variants: list[tuple[str, nn.Module, bool]], workers: int, log) 
 
 
 def _measure_all(arch: str, built: list, batches: list[int], iters: int, device: torch.device,
-                 profile_batches: tuple[int, ...], log) -> tuple[list[dict], list[dict]]:
-    rows, profiles = [], []
+                 profile_batches: tuple[int, ...], log, out: dict, save: Callable[[dict], None],
+                 deadline: float) -> None:
+    rows, profiles = out["rows"], out["profiles"]
     for batch in batches:
         for name, net, cl in built:
+            if time.perf_counter() > deadline:
+                out["skipped"].append(f"{arch} {name} b={batch}")
+                log(f"{arch} {name} b={batch}: skipped (time budget)")
+                continue
             row = {"arch": arch, "variant": name, "batch": batch, **measure(net, arch, batch, device, iters, cl)}
             rows.append(row)
+            if name in TUNED:
+                out["shapes"][f"{arch} {name}"] = shape_table(net)
+            save(out)
             log(f"{arch:5s} {name:12s} b={batch}: weights {row['weight_mb']:8.1f} MB  peak {row['peak_mb']:8.1f} MB"
                 f"  eager {row['eager_ms']:7.2f} ms  graph {row['graph_ms']:7.2f} ms  first {row['first_call_s']:.1f} s")
             if batch in profile_batches and name in ("fp16", "fp16 fast", "W8A8"):
@@ -291,19 +299,28 @@ def _measure_all(arch: str, built: list, batches: list[int], iters: int, device:
                 profiles.append({"arch": arch, "variant": name, "batch": batch, **profile_call(net, args, kwargs)})
                 log(f"  profile {name} b={batch}: {profiles[-1]['kernels']} kernels, "
                     f"{ {k: round(v, 2) for k, v in profiles[-1]['by_category_ms'].items()} }")
-    return rows, profiles
+                save(out)
 
 
 def run_cost(archs: list[str], batches: list[int], iters: int, log=lambda s: None,
-             variants: list[str] | None = None, workers: int = 12, profile_batches: tuple[int, ...] = (1, 8)
-             ) -> dict[str, Any]:
-    """Every (arch, variant, batch) row, the profiles and the per-shape kernel table, in one process."""
+             variants: list[str] | None = None, workers: int = 12, profile_batches: tuple[int, ...] = (1, 8),
+             save: Callable[[dict], None] = lambda out: None, budget_s: float = float("inf")) -> dict[str, Any]:
+    """Every (arch, variant, batch) row, the profiles and the per-shape kernel table, in one process.
+
+    ``save(out)`` is called after every row and profile (the caller writes the partial JSON: a call cut
+    short by a time limit keeps what it measured); rows that would start after ``budget_s`` seconds
+    are skipped and listed in ``out["skipped"]``."""
     device = torch.device("cuda")
+    deadline = time.perf_counter() + budget_s
     names = variants or ["fp16", "fp16 fast", "W8A8 default", "W8A8", "W4A8"]
-    out: dict[str, Any] = {"rows": [], "profiles": [], "shapes": {}, "precompile": {}, "sqnr_db": {}}
+    out: dict[str, Any] = {"rows": [], "profiles": [], "shapes": {}, "precompile": {}, "sqnr_db": {}, "skipped": []}
     with torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=True):
         for arch in archs:
             t0 = time.perf_counter()
+            if t0 > deadline:
+                out["skipped"].append(arch)
+                log(f"[{arch}] skipped (time budget)")
+                continue
             fp = build(arch, device)
             built = _variants(fp, arch, device, names, log)
             log(f"[{arch}] built {len(built)} variants in {time.perf_counter() - t0:.0f} s")
@@ -314,12 +331,11 @@ def run_cost(archs: list[str], batches: list[int], iters: int, log=lambda s: Non
                     log(f"[{arch}] {name}: output SQNR vs fp16 = {db:.1f} dB")
                 if name in TUNED:
                     set_tuning(net, True)
-            rows, profiles = _measure_all(arch, built, batches, iters, device, profile_batches, log)
-            out["rows"] += rows
-            out["profiles"] += profiles
+            _measure_all(arch, built, batches, iters, device, profile_batches, log, out, save, deadline)
             for name, net, _ in built:
                 if name in TUNED:
                     out["shapes"][f"{arch} {name}"] = shape_table(net)
+            save(out)
             del built, fp
             torch.cuda.empty_cache()
     return out

@@ -93,6 +93,12 @@ class _QuantBase(nn.Module):
             self.plans[key], self.timings[key] = self.tune_cache[shape]
         return self.plans.get(key)
 
+    def _scales(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """float32 weight and activation scales (``module.half()`` casts the buffers to fp16; the kernels
+        read float32, and ``.float()`` of a float32 tensor is the tensor itself, no launch)."""
+        a = None if self.a_scale is None else self.a_scale.float()
+        return self.w_scale.float(), a
+
     def _fp16_call(self, x: torch.Tensor):
         """A closure running the float layer this one replaces (dequantized weights in x's dtype): the
         cuBLAS / cuDNN baseline of the per-shape timings."""
@@ -134,7 +140,8 @@ class QuantLinear(_QuantBase):
         return self._run(x, self._plan(x, x.numel() // max(self.in_features, 1), linear=True))
 
     def _run(self, x: torch.Tensor, plan: lowbit.Plan | None) -> torch.Tensor:
-        return lowbit.lowbit_linear(x, self.qweight, self.w_scale, self.bias, self.a_scale, self.a_bits,
+        w_scale, a_scale = self._scales()
+        return lowbit.lowbit_linear(x, self.qweight, w_scale, self.bias, a_scale, self.a_bits,
                                     self.in_features, backend=self.backend, plan=plan)
 
     def _fp16_call(self, x: torch.Tensor):
@@ -144,7 +151,7 @@ class QuantLinear(_QuantBase):
 
     def forward_fp_act(self, x: torch.Tensor) -> torch.Tensor:
         """The same layer with 16-bit activations (weight-only quantized)."""
-        return lowbit.lowbit_linear(x, self.qweight, self.w_scale, self.bias, None, FP_BITS,
+        return lowbit.lowbit_linear(x, self.qweight, self._scales()[0], self.bias, None, FP_BITS,
                                     self.in_features, backend=self.backend)
 
 
@@ -189,7 +196,8 @@ class QuantConv2d(_QuantBase):
         return self._run(x, self._plan(x, rows, linear=pointwise))
 
     def _run(self, x: torch.Tensor, plan: lowbit.Plan | None) -> torch.Tensor:
-        return lowbit.lowbit_conv2d(x, self.qweight, self.w_scale, self.bias, self.a_scale, self.a_bits,
+        w_scale, a_scale = self._scales()
+        return lowbit.lowbit_conv2d(x, self.qweight, w_scale, self.bias, a_scale, self.a_bits,
                                     self.weight_shape, self.stride, self.padding, backend=self.backend, plan=plan)
 
     def _fp16_call(self, x: torch.Tensor):

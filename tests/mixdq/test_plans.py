@@ -116,6 +116,8 @@ def test_tuned_unet_on_the_gpu_matches_the_reference_and_replays_in_a_graph():
     from nodes.mixdq.layers import set_backend
 
     net = tiny_unet()
+    # .half() after quantizing turns the float32 scales into fp16 too: the layers must still run
+    # (the kernels read float32 scales; this call failed every plan in the first H200 run).
     q = quantize_network(net, _uniform(net, 8)).cuda().half()
     set_tuning(q, True)
     x = torch.randn(2, 4, 8, 8, device="cuda", dtype=torch.half).contiguous(memory_format=torch.channels_last)
