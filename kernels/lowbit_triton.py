@@ -50,6 +50,17 @@ def _quantize_kernel(x_ptr, q_ptr, s_ptr, M, C, sxb, sxm, sxc,
     tl.store(q_ptr + (b * M + rm[:, None]) * C + rc[None, :], _quant_codes(x, inv, QMAX), mask=mask)
 
 
+@triton.jit(do_not_specialize=["numel"])
+def _quantize_flat_kernel(x_ptr, q_ptr, s_ptr, numel, QMAX: tl.constexpr, BLOCK: tl.constexpr):
+    """Codes of a contiguous tensor as one flat array: BLOCK elements a program, 16-byte vector loads
+    (the 2-D kernel above pays per-element index math and 64-byte stores per row for strided views)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    inv = tl.math.div_rn(1.0, tl.load(s_ptr))
+    tl.store(q_ptr + offs, _quant_codes(x, inv, QMAX), mask=mask)
+
+
 @triton.jit(do_not_specialize=["M"])
 def _dequant_kernel(acc_ptr, ws_ptr, as_ptr, bias_ptr, out_ptr, M, N, HAS_BIAS: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
