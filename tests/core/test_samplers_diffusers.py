@@ -1,7 +1,8 @@
 """The samplers added in issue #11 against diffusers' schedulers, step by step, on one tiny random UNet.
 
 Pairs (ours -> diffusers): uni_pc / uni_pc_bh2 -> UniPCMultistepScheduler(solver_order=3, predict_x0, bh1 / bh2);
-lms -> LMSDiscreteScheduler; dpm_2 -> KDPM2DiscreteScheduler; dpmpp_2m_sde (midpoint / heun) ->
+lms -> LMSDiscreteScheduler; dpm_2 -> KDPM2DiscreteScheduler; dpm_2_ancestral -> KDPM2AncestralDiscreteScheduler
+(same seeded CPU generator: both draw one N(0, I) per step); dpmpp_2m_sde (midpoint / heun) ->
 DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++") with the same Gaussian noise injected on
 both sides (diffusers' ``variance_noise``, our ``noise_sampler``).
 
@@ -133,3 +134,24 @@ def test_dpmpp_2m_sde_matches_diffusers_step_by_step(tiny, name: str, solver_typ
     ours = _ours(name, denoiser, latent, sigmas, _ddpm_scale, noise_sampler=lambda s, s_next: next(drawn))
     for step, (a, b) in enumerate(zip(ours, ref, strict=True)):
         _close(a, b, msg=f"{name} step {step}")
+
+
+def test_dpm_2_ancestral_matches_diffusers_step_by_step(tiny) -> None:
+    # Both draw one N(0, I) per step from a seeded CPU generator (diffusers' randn_tensor, our _noise), in
+    # the same order and shape, so the same seed gives the same noise.
+    eps, denoiser, latent = tiny
+    sched = diffusers.KDPM2AncestralDiscreteScheduler(**BETAS)
+    sched.set_timesteps(5)
+    g = torch.Generator().manual_seed(11)
+    x = latent * sched.init_noise_sigma
+    ref = [x]
+    for t in sched.timesteps:
+        x = sched.step(eps(sched.scale_model_input(x, t), t), t, x, generator=g).prev_sample
+        if sched.state_in_first_order:
+            ref.append(x)
+    sigmas = torch.unique_consecutive(sched.sigmas)
+    ours = _ours("dpm_2_ancestral", denoiser, ref[0], sigmas, lambda s: 1.0,
+                 generator=torch.Generator().manual_seed(11))
+    for step, (a, b) in enumerate(zip(ours[:-1], ref, strict=True)):
+        _close(a, b, msg=f"dpm_2_ancestral step {step}")
+    _close(ours[-1], x, msg="dpm_2_ancestral output")
