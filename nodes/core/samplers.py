@@ -284,7 +284,8 @@ def sample_dpmpp_2m_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *,
                         noise_sampler: NoiseSampler | None = None) -> torch.Tensor:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022b, App. B, Alg. "SDE-DPM-Solver++(2M)"; k-diffusion
     ``sample_dpmpp_2m_sde``), eta = 1 is the reverse SDE, eta = 0 the ODE solver DPM-Solver++(2M):
-        x' = (s'/s) e^{-eta h} x + a' (1 - e^{-h_eta}) x0 + a' c (x0 - x0_prev) / r + s' sqrt(1 - e^{-2 eta h}) z,
+        x' = (s'/s) e^{-eta h} x + a' (1 - e^{-h_eta}) x0 + a' c (x0 - x0_prev) / r
+             + s' sqrt(1 - e^{-2 eta h}) z,
     r = h_prev / h, c = (1 - e^{-h_eta}) / 2 ("midpoint") or 1 - (1 - e^{-h_eta}) / h_eta ("heun"); both
     are h_eta / 2 + O(h^2). First-order on the first step; x0 on the last;
     z is Brownian-tree noise (``nodes.core.brownian``) unless ``noise_sampler`` is given."""
@@ -474,7 +475,9 @@ def _lms_coefficient(ts: list[float], i: int, j: int, order: int) -> float:
     import numpy as np
 
     others = [ts[i - k] for k in range(order) if k != j]
-    poly = np.poly1d(others, r=True) / float(np.prod([ts[i - j] - o for o in others])) if others else np.poly1d([1.0])
+    if not others:                                                # order 1: the basis is the constant 1
+        return ts[i + 1] - ts[i]
+    poly = np.poly1d(others, r=True) / float(np.prod([ts[i - j] - o for o in others]))
     antiderivative = poly.integ()
     return float(antiderivative(ts[i + 1]) - antiderivative(ts[i]))
 

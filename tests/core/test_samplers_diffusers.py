@@ -1,4 +1,5 @@
-"""The samplers added after issue #4 (ComfyUI sampler gaps) against diffusers' schedulers, step by step, on one tiny random UNet.
+"""The samplers added after issue #4 (ComfyUI sampler gaps) against diffusers' schedulers, step by step,
+on one tiny random UNet.
 
 Pairs (ours -> diffusers): uni_pc / uni_pc_bh2 -> UniPCMultistepScheduler(solver_order=3, predict_x0, bh1 / bh2);
 lms -> LMSDiscreteScheduler; dpm_2 -> KDPM2DiscreteScheduler; dpm_2_ancestral -> KDPM2AncestralDiscreteScheduler

@@ -1,4 +1,5 @@
-"""The samplers added after issue #4 (ComfyUI sampler gaps) on the exact Gaussian mixture (core_mixture.py), VP and flow.
+"""The samplers added after issue #4 (ComfyUI sampler gaps) on the exact Gaussian mixture
+(core_mixture.py), VP and flow.
 
 W1 is the 1-D Wasserstein-1 distance to the exact mixture (spread ~1.7, modes at -2 and 1.5).
 - Deterministic samplers start from the exact quantiles of p_sigma_max (no Monte-Carlo noise; N = 2000

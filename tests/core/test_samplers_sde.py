@@ -1,4 +1,5 @@
-"""Brownian-tree noise (nodes/core/brownian.py) and what it buys the SDE samplers (ComfyUI sampler gaps after issue #4).
+"""Brownian-tree noise (nodes/core/brownian.py) and what it buys the SDE samplers (ComfyUI sampler gaps
+after issue #4).
 
 The noise of step sigma -> sigma' is the normalised increment of ONE Brownian path per seed, so the SDE
 samplers integrate the same path at any step count (ComfyUI / k-diffusion behaviour).
