@@ -40,7 +40,7 @@ class KernelSpec:
     dtype: str = "float16"
 
 
-def _spec_class(spec: KernelSpec) -> tuple:
+def spec_class(spec: KernelSpec) -> tuple:
     """What Triton's specialization sees of the sizes: multiple of 16, equal to 1 (values fold otherwise)."""
     def cls(v: int) -> tuple[bool, bool]:
         return v % 16 == 0, v == 1
@@ -54,7 +54,7 @@ def distinct(specs: list[KernelSpec]) -> list[KernelSpec]:
     """One representative spec per specialization class."""
     seen: dict[tuple, KernelSpec] = {}
     for spec in specs:
-        seen.setdefault(_spec_class(spec), spec)
+        seen.setdefault(spec_class(spec), spec)
     return list(seen.values())
 
 

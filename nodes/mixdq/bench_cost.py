@@ -261,15 +261,18 @@ def _variants(fp: nn.Module, arch: str, device: torch.device, names: list[str], 
     return out
 
 
-def _precompile(variants: list[tuple[str, nn.Module, bool]], workers: int, log) -> dict | None:
-    """Fill Triton's cache for every variant's kernels (default plans; all candidates of tuned ones)."""
-    from kernels.precompile import distinct, jobs_for, network_specs, warm
+def _precompile(variants: list[tuple[str, nn.Module, bool]], workers: int, log, done: set) -> dict | None:
+    """Fill Triton's cache for every variant's kernels (default plans; all candidates of tuned ones);
+    ``done`` holds the (spec, plan) pairs warmed earlier in this process (SDXL after SD1.5)."""
+    from kernels.precompile import spec_class, distinct, jobs_for, network_specs, warm
 
     rows = [4096, 512, 128, 32]                                   # one per row class of kernels.lowbit._tiles
     jobs = []
     for name, net, _ in variants:
         if not name.startswith("fp16"):
             jobs += jobs_for(distinct(network_specs(net)), rows, tuned=name in TUNED)
+    jobs = [(s, p) for s, p in jobs if (spec_class(s), p) not in done]
+    done.update((spec_class(s), p) for s, p in jobs)
     if not jobs or workers <= 0:
         return None
     stats = warm(jobs, workers)
@@ -314,6 +317,7 @@ def run_cost(archs: list[str], batches: list[int], iters: int, log=lambda s: Non
     deadline = time.perf_counter() + budget_s
     names = variants or ["fp16", "fp16 fast", "W8A8 default", "W8A8", "W4A8"]
     out: dict[str, Any] = {"rows": [], "profiles": [], "shapes": {}, "precompile": {}, "sqnr_db": {}, "skipped": []}
+    warmed: set = set()
     with torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=True):
         for arch in archs:
             t0 = time.perf_counter()
@@ -324,7 +328,7 @@ def run_cost(archs: list[str], batches: list[int], iters: int, log=lambda s: Non
             fp = build(arch, device)
             built = _variants(fp, arch, device, names, log)
             log(f"[{arch}] built {len(built)} variants in {time.perf_counter() - t0:.0f} s")
-            out["precompile"][arch] = _precompile(built, workers, log)
+            out["precompile"][arch] = _precompile(built, workers, log, warmed)
             for name, net, _ in built:
                 if not name.startswith("fp16"):
                     out["sqnr_db"][f"{arch} {name}"] = db = check_outputs(fp, net, arch, device)

@@ -86,7 +86,7 @@ def test_precompile_specs_are_one_per_specialization_class():
     kinds = {(s.kind, s.kernel, s.stride) for s in specs}
     assert ("linear", (1, 1), (1, 1)) in kinds and ("conv", (3, 3), (1, 1)) in kinds
     assert ("conv", (3, 3), (2, 2)) in kinds                       # the downsampler
-    assert len(specs) == len({precompile._spec_class(s) for s in specs})
+    assert len(specs) == len({precompile.spec_class(s) for s in specs})
     assert len(specs) < len(quantizable_layers(tiny_unet()))      # identical layer kinds collapse
     jobs = precompile.jobs_for(specs, [4096, 32])
     assert jobs and all(p.impl != "int_mm" for _, p in jobs)      # cuBLAS needs no compile
