@@ -264,7 +264,7 @@ def _variants(fp: nn.Module, arch: str, device: torch.device, names: list[str], 
 def _precompile(variants: list[tuple[str, nn.Module, bool]], workers: int, log, done: set) -> dict | None:
     """Fill Triton's cache for every variant's kernels (default plans; all candidates of tuned ones);
     ``done`` holds the (spec, plan) pairs warmed earlier in this process (SDXL after SD1.5)."""
-    from kernels.precompile import spec_class, distinct, jobs_for, network_specs, warm
+    from kernels.precompile import distinct, jobs_for, network_specs, spec_class, warm
 
     rows = [4096, 512, 128, 32]                                   # one per row class of kernels.lowbit._tiles
     jobs = []
