@@ -40,7 +40,7 @@ def spawn_arms(args: argparse.Namespace, until: float) -> dict[str, subprocess.P
         cmd = [sys.executable, "-m", "nodes.r0.students", "--arm", name, "--out", str(folder), "--until",
                f"{until:.1f}", "--device", args.device, "--threads", str(args.threads), "--prompts", str(args.prompts)]
         cmd += [x for k, v in (("--minilm", args.minilm), ("--effnet", args.effnet), ("--batch", args.batch),
-                               ("--steps", args.steps)) if v is not None for x in (k, str(v))]
+                               ("--steps", args.steps), ("--reward-chunk", args.reward_chunk)) if v is not None for x in (k, str(v))]
         handle = (folder / f"{name}.log").open("w")
         procs[name] = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
         log.info("started %s: %s", name, " ".join(cmd))
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="step cap per arm (smoke runs)")
     p.add_argument("--prompts", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reward-chunk", type=int, default=None, help="passed to the arms (reward memory)")
+    p.add_argument("--no-teacher", action="store_true", help="skip the teacher rows (a re-run of some arms)")
     p.add_argument("--after", type=float, default=AFTER_S, help="seconds kept after training for the cells")
     args = p.parse_args(argv)
     t0 = time.monotonic()
@@ -89,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
 
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     enc = _encoder(args.minilm, args.device)
-    latents, cells = table.generate_rows(args.device, table.teacher_rows(teacher_unet(args.device, dtype)), enc, args.n)
+    latents, cells = {}, []
+    if not args.no_teacher:
+        latents, cells = table.generate_rows(args.device, table.teacher_rows(teacher_unet(args.device, dtype)), enc,
+                                             args.n)
     codes = wait_arms(procs, t0 + args.seconds - args.after + 25.0)
     rows = table.student_rows(args.out / "students", args.device, dtype)
     if rows:

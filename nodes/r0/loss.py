@@ -48,6 +48,8 @@ class R0Loss:
         drift: the weight regulariser (None = off); ``weight_reg`` is its λ.
         intermediate_weight: R0+'s w_mid (0 = plain R0).
         grad_steps: back-propagate through only the last this many sampler steps (None = all).
+        reward_chunk: evaluate the rewards (and their backward) on this many images at a time (0 = all at
+            once); the gradient is the same, the reward networks' activation memory is a chunk's.
     """
 
     objective: Callable[[Tensor, list[str]], tuple[Tensor, dict[str, float]]]
@@ -60,6 +62,7 @@ class R0Loss:
     weight_reg: float = 0.0
     intermediate_weight: float = 0.0
     grad_steps: int | None = None
+    reward_chunk: int = 0
     last: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,10 +83,10 @@ class R0Loss:
             eta = torch.full((batch.shape[0],), self.eta, device=dev)
         out = rollout(student, noise, self.timesteps, batch.cond, batch.uncond, self.guidance, eta, gen,
                       self.grad_steps)
-        reward, means = self.objective(self.decode(out.x0), batch.prompts)
+        reward, means = self._objective(self.decode(out.x0), batch.prompts)
         loss = -reward
         if self.intermediate_weight > 0 and out.intermediate:
-            mid = [self.objective(self.decode(x0), batch.prompts)[0] for x0 in out.intermediate]
+            mid = [self._objective(self.decode(x0), batch.prompts)[0] for x0 in out.intermediate]
             loss = loss - self.intermediate_weight * torch.stack(mid).mean()
         drift = self.drift() if self.drift is not None else None
         if drift is not None and self.weight_reg > 0:
@@ -92,3 +95,25 @@ class R0Loss:
         if drift is not None:
             self.last["drift"] = float(drift.detach())
         return loss
+
+    def _objective(self, images: Tensor, prompts: list[str]) -> tuple[Tensor, dict[str, float]]:
+        """``objective`` evaluated ``reward_chunk`` images at a time on a detached copy, then re-attached.
+
+        J is a mean over images, so J = Σ_i (n_i / B) J_i and ∂J/∂images is the sum of the chunks' gradients;
+        the returned scalar has value J and gradient ∂J/∂images (a first-order surrogate, exact for the
+        backward through the decoder and the generator)."""
+        batch = images.shape[0]
+        if self.reward_chunk <= 0 or self.reward_chunk >= batch:
+            return self.objective(images, prompts)
+        leaf = images.detach().requires_grad_(True)
+        value, means = 0.0, {}
+        for i in range(0, batch, self.reward_chunk):
+            share = min(self.reward_chunk, batch - i) / batch
+            with torch.enable_grad():
+                part, part_means = self.objective(leaf[i:i + self.reward_chunk], prompts[i:i + self.reward_chunk])
+                (part * share).backward()                                   # accumulates ∂J/∂images in leaf.grad
+            value += float(part.detach()) * share
+            for k, v in part_means.items():
+                means[k] = means.get(k, 0.0) + v * share
+        surrogate = (images.float() * leaf.grad.float()).sum()
+        return surrogate - surrogate.detach() + value, means

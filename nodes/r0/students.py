@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=4096)
     p.add_argument("--steps", type=int, default=100_000, help="step cap (the run normally stops on --seconds)")
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--reward-chunk", type=int, default=None, help="rewards on this many images at a time (memory)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no spin-waiting on busy hosts)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     changes: dict[str, Any] = {"steps": args.steps}
     if args.batch is not None:
         changes["batch_size"] = args.batch
+    if args.reward_chunk is not None:
+        changes["reward_chunk"] = args.reward_chunk
     train_arm(args.arm, args.out, args.device, args.seconds, args.minilm, args.prompts, args.effnet, args.until,
               **changes)
     return 0

@@ -48,6 +48,7 @@ class R0Config:
             normalisation.  intermediate_weight: R0+'s weight of the rewards on earlier x̂0 (0 = off).
         grad_steps: back-propagate through the last this many sampler steps (0 = all).
         lora_rank: 0 = full fine-tune, else LoRA rank (peft).
+        reward_chunk: rewards evaluated this many images at a time (0 = whole batch; same gradient, less memory).
         rewards: (name, weight) of the rewards (names: scorer | probe | saturation).
     """
 
@@ -65,6 +66,7 @@ class R0Config:
     intermediate_weight: float = 0.0
     grad_steps: int = 0
     lora_rank: int = 16
+    reward_chunk: int = 0
     rewards: tuple[tuple[str, float], ...] = (("scorer", 1.0), ("probe", 1.0))
 
     def __post_init__(self) -> None:
@@ -149,7 +151,8 @@ def train_r0(student: VPNet, pool: PromptPool, rewards: Any, decode: Callable[[T
     drift = WeightDrift(student.net)
     loss_fn = R0Loss(objective=rewards.objective, decode=decode, timesteps=cfg.timesteps, guidance=cfg.guidance,
                      random_eta=cfg.random_eta, eta=cfg.eta, drift=drift, weight_reg=cfg.weight_reg,
-                     intermediate_weight=cfg.intermediate_weight, grad_steps=cfg.grad_steps or None)
+                     intermediate_weight=cfg.intermediate_weight, grad_steps=cfg.grad_steps or None,
+                     reward_chunk=cfg.reward_chunk)
     params = list(trainable_parameters(student.net).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     history: list[dict[str, float]] = []

@@ -185,3 +185,24 @@ def test_bad_configuration_is_named():
     with pytest.raises(ValueError, match="unknown R0 arm"):
         arm("nope")
     assert copy.copy(arm("full")).normalize_grads and not arm("none").normalize_grads
+
+
+def test_reward_chunks_give_the_same_loss_and_gradient():
+    def objective(x: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+        value = (x[:, 0].sin() * x[:, 1]).mean()                        # nonlinear, per sample
+        return value, {"v": float(value.detach())}
+
+    pool = toy_pool()
+    results = []
+    for chunk in (0, 3):
+        view = _student()
+        batch = R0Batch(prompts=["g0"] * 8, cond=pool.cond[:1].expand(8, -1), uncond=pool.uncond, shape=(8, 2),
+                        generator=torch.Generator().manual_seed(0))
+        fn = R0Loss(objective=objective, decode=lambda x: x, guidance=1.0, random_eta=True, reward_chunk=chunk)
+        loss = fn(view, batch)
+        loss.backward()
+        results.append((float(loss.detach()), fn.last["r_v"], [p.grad.clone() for p in view.net.parameters()
+                                                                if p.grad is not None]))
+    (l0, v0, g0), (l3, v3, g3) = results
+    assert l0 == pytest.approx(l3, abs=1e-6) and v0 == pytest.approx(v3, abs=1e-6)
+    assert len(g0) == len(g3) > 0 and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g3, strict=True))
