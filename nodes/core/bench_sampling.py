@@ -617,8 +617,7 @@ def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
     executor = Executor(load_registry(), CacheSet(), paths)
     walls, overheads, node_sums = [], [], []
     for job in range(jobs + 1):
-        for k in sampler_ids:
-            prompt[k]["inputs"]["seed"] = 1000 + job
+        _reseed(prompt, sampler_ids, 1000 + job)
         t0 = time.perf_counter()
         result = executor.execute(prompt, prompt_id=f"bench-{job}", emit=lambda kind, data: None)
         wall = time.perf_counter() - t0
@@ -627,6 +626,8 @@ def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
         if job == 0:
             continue
         nodes_s = sum(result.node_times.values())
+        if nodes_s == 0.0:
+            return {"error": "every node was cached: the graph has no seed input to vary"}
         walls.append(wall * 1e3)
         node_sums.append(nodes_s * 1e3)
         overheads.append((wall - nodes_s) * 1e3)
@@ -639,10 +640,18 @@ def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
 def _default_prompt(steps: int) -> tuple[dict[str, Any], list[str]]:
     root = Path(__file__).resolve().parents[2]
     prompt = json.loads((root / "graphs" / "default.json").read_text())
-    ids = [k for k, v in prompt.items() if v["class_type"] == "KSampler"]
-    for k in ids:
-        prompt[k]["inputs"]["steps"] = steps
+    ids = [k for k, v in prompt.items() if "seed" in v["inputs"] or "noise_seed" in v["inputs"]]
+    for node in prompt.values():                       # KSampler, or a scheduler node of a custom sampler
+        if isinstance(node["inputs"].get("steps"), int):
+            node["inputs"]["steps"] = steps
     return prompt, ids
+
+
+def _reseed(prompt: dict[str, Any], ids: list[str], seed: int) -> None:
+    """A new seed on every seed-holding node (KSampler ``seed``, RandomNoise ``noise_seed``)."""
+    for k in ids:
+        key = "seed" if "seed" in prompt[k]["inputs"] else "noise_seed"
+        prompt[k]["inputs"][key] = seed
 
 
 async def _server_walls(jobs: int, steps: int) -> tuple[list[float], list[tuple[float, float, float]]]:
@@ -684,8 +693,7 @@ async def _server_walls(jobs: int, steps: int) -> tuple[list[float], list[tuple[
         async with aiohttp.ClientSession() as session, session.ws_connect(
                 f"http://127.0.0.1:{port}/ws?clientId=bench") as ws:
             for job in range(jobs + 1):
-                for k in ids:
-                    prompt[k]["inputs"]["seed"] = 1000 + job
+                _reseed(prompt, ids, 1000 + job)
                 t0 = time.perf_counter()
                 async with session.post(f"http://127.0.0.1:{port}/prompt",
                                         json={"prompt": prompt, "client_id": "bench"}) as resp:
