@@ -159,24 +159,18 @@ def sample_dpmpp_2m(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, con
     return x
 
 
-def _sde_step(denoiser: Any, x: torch.Tensor, d: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
-              z: torch.Tensor) -> torch.Tensor:
-    """First-order SDE-DPM-Solver++ step (Lu et al. 2022b, eq. 18 / App. B with eta = 1):
-    x' = (s'/s) e^{-h} x + a' (1 - e^{-2h}) D + s' sqrt(1 - e^{-2h}) z."""
-    r = _snr_ratio(denoiser, sigma, sigma_next)                   # exp(-2h)
-    x = (sigma_next / sigma) * r.sqrt() * x + _alpha(denoiser, sigma_next) * (1 - r) * d
-    return x + sigma_next * (1 - r).clamp_min(0).sqrt() * z
-
-
 def sample_dpmpp_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
                      callback: Callback = None, generator: torch.Generator | None = None,
+                     eta: float = 1.0, s_noise: float = 1.0,
                      noise_sampler: NoiseSampler | None = None) -> torch.Tensor:
-    """DPM-Solver++(2S) with SDE noise (Lu et al. 2022b, Alg. 1 + eq. 18; k-diffusion ``sample_dpmpp_sde``
-    with r = 1/2): an SDE half-step to the geometric-mean sigma gives x0_mid, then the full SDE step uses
-    D = (1 - 1/(2r)) x0 + 1/(2r) x0_mid, r the lambda fraction actually reached. The noises are Brownian
-    increments over [sigma_mid, sigma] and [sigma_next, sigma] of one path (``nodes.core.brownian``), so
-    they are correlated as in k-diffusion and the result is stable across step counts."""
-    noise = default_noise(noise_sampler, x, sigmas, generator)
+    """DPM-Solver++(2S) with SDE noise, as k-diffusion's ``sample_dpmpp_sde`` (r = 1/2; Lu et al. 2022b,
+    Alg. 1 made stochastic by ancestral steps). Each of the two stages is an ancestral step
+    (:func:`_ancestral_stage`): stage 1 goes sigma -> sigma_mid (the lambda midpoint, sqrt(sigma sigma')
+    for a = 1) with x0 and gives x0_mid; stage 2 goes sigma -> sigma' with
+    D = (1 - 1/(2r)) x0 + 1/(2r) x0_mid (= x0_mid at r = 1/2). The noises are the Brownian increments over
+    [sigma_mid, sigma] and [sigma', sigma] of one path (``nodes.core.brownian``), so, with the same seed,
+    the draws equal ComfyUI's and the result is stable across step counts."""
+    noise = default_noise(noise_sampler, x, sigmas, generator) if eta > 0 and s_noise > 0 else None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma, cond)
@@ -184,14 +178,14 @@ def sample_dpmpp_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, co
         if float(sigma_next) == 0.0:
             x = x0
             continue
-        sigma_mid = (sigma * sigma_next).sqrt()
-        x_mid = _sde_step(denoiser, x, x0, sigma, sigma_mid, noise(sigma, sigma_mid))
+        sigma_mid = (sigma.log() + 0.5 * (sigma_next.log() - sigma.log())).exp()  # lambda midpoint (a = 1)
+        x_mid = _ancestral_stage(denoiser, x, x0, sigma, sigma_mid, eta, s_noise, noise)
         x0_mid = denoiser(x_mid, sigma_mid, cond)
         lam, lam_mid, lam_next = (_lam(denoiser, s) for s in (sigma, sigma_mid, sigma_next))
         r = (lam_mid - lam) / (lam_next - lam)
         r = r if bool(torch.isfinite(r)) else torch.tensor(0.5)  # lambda = -inf at pure noise (flow, a = 0)
         d = (1 - 1 / (2 * r)) * x0 + (1 / (2 * r)) * x0_mid
-        x = _sde_step(denoiser, x, d, sigma, sigma_next, noise(sigma, sigma_next))
+        x = _ancestral_stage(denoiser, x, d, sigma, sigma_next, eta, s_noise, noise)
     return x
 
 
@@ -258,12 +252,24 @@ def _ancestral_split(denoiser: Any, sigma: torch.Tensor, sigma_next: torch.Tenso
 
 
 def _renoise_from(denoiser: Any, x_down: torch.Tensor, sigma_down: torch.Tensor, sigma_next: torch.Tensor,
-                  s_up: torch.Tensor, generator: torch.Generator | None, s_noise: float) -> torch.Tensor:
-    """Forward process from sigma_down to sigma_next: x' = (a'/a_down) x_down + s_up z (see _ancestral_split)."""
+                  s_up: torch.Tensor, draw: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Forward process from sigma_down to sigma_next: x' = (a'/a_down) x_down + s_up z (see _ancestral_split);
+    ``draw()`` gives z, and is not called on the last step to sigma = 0."""
     if float(sigma_next) == 0.0:
         return x_down
     scale = _alpha(denoiser, sigma_next) / _alpha(denoiser, sigma_down)
-    return scale * x_down + s_noise * s_up * _noise(x_down, generator)
+    return scale * x_down + s_up * draw()
+
+
+def _ancestral_stage(denoiser: Any, x: torch.Tensor, d: torch.Tensor, sigma: torch.Tensor, sigma_to: torch.Tensor,
+                     eta: float, s_noise: float, noise: NoiseSampler | None) -> torch.Tensor:
+    """One ancestral step with data estimate D: first-order DPM-Solver++ (= DDIM, :func:`_renoise` with
+    eta 0) to sigma_down, then s_up s_noise z(sigma, sigma_to) back up to sigma_to."""
+    sigma_down, s_up = _ancestral_split(denoiser, sigma, sigma_to, eta)
+    x_down = _renoise(denoiser, x, d, sigma, sigma_down, 0.0, None)
+    if noise is None:
+        return _renoise_from(denoiser, x_down, sigma_down, sigma_to, s_up, lambda: torch.zeros_like(x))
+    return _renoise_from(denoiser, x_down, sigma_down, sigma_to, s_up, lambda: s_noise * noise(sigma, sigma_to))
 
 
 def _sde_multistep_terms(denoiser: Any, sigma: torch.Tensor, sigma_next: torch.Tensor,
@@ -533,7 +539,7 @@ def sample_dpm_2_ancestral(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor,
         _report(callback, i, x, sigmas, x0)
         sigma_down, s_up = _ancestral_split(denoiser, sigma, sigma_next, eta)
         x = _dpm2_step(denoiser, x, x0, sigma, sigma_down, cond)
-        x = _renoise_from(denoiser, x, sigma_down, sigma_next, s_up, generator, s_noise)
+        x = _renoise_from(denoiser, x, sigma_down, sigma_next, s_up, lambda ref=x: s_noise * _noise(ref, generator))
     return x
 
 
@@ -569,7 +575,7 @@ def sample_dpmpp_2s_ancestral(denoiser: Any, x: torch.Tensor, sigmas: torch.Tens
         _report(callback, i, x, sigmas, x0)
         sigma_down, s_up = _ancestral_split(denoiser, sigma, sigma_next, eta)
         x = _dpmpp_2s_step(denoiser, x, x0, sigma, sigma_down, cond)
-        x = _renoise_from(denoiser, x, sigma_down, sigma_next, s_up, generator, s_noise)
+        x = _renoise_from(denoiser, x, sigma_down, sigma_next, s_up, lambda ref=x: s_noise * _noise(ref, generator))
     return x
 
 
