@@ -125,6 +125,21 @@ def judge_cells(latents: dict[str, torch.Tensor], cells: list[dict[str, Any]], d
     return cells
 
 
+@torch.no_grad()
+def sample_grid(latents: dict[str, torch.Tensor], cells: list[dict[str, Any]], path: Path, k: int = 8) -> None:
+    """A PNG with one row per cell: its first ``k`` held-out samples (64x64 each), decoded on CPU."""
+    import numpy as np
+    from PIL import Image
+
+    from nodes.mlcm.table import decode
+    from nodes.zoo.builtin import load_vae
+
+    vae, scale = load_vae("cpu", torch.float32)
+    rows = [decode(vae, scale, latents[f"{c['method']}|{c['steps']}"][:k].float()) for c in cells]   # [k,64,64,3]
+    grid = torch.cat([torch.cat(list(r), dim=1) for r in rows], dim=0)                               # [64n, 64k, 3]
+    Image.fromarray((grid.numpy() * 255).round().astype(np.uint8)).save(path)
+
+
 def markdown(table: dict[str, Any], reports: dict[str, Any] | None = None) -> str:
     """The README table: one line per cell (+ training steps of each student when the reports are given)."""
     reports = reports or {}
@@ -141,24 +156,31 @@ def markdown(table: dict[str, Any], reports: dict[str, Any] | None = None) -> st
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nodes.r0.table", description=__doc__.split("\n")[0])
-    p.add_argument("--latents", required=True, type=Path, help="gpu_run's cells.safetensors (cells.json beside it)")
+    p.add_argument("--latents", required=True, type=Path, nargs="+",
+                   help="gpu_run's cells.safetensors (cells.json beside it); several runs' files are merged")
     p.add_argument("--out", type=Path, default=None, help="write the judged JSON here")
-    p.add_argument("--reports", type=Path, default=None, help="folder of the arms' <arm>-report.json")
+    p.add_argument("--reports", type=Path, nargs="*", default=(), help="folders of the arms' <arm>-report.json")
     p.add_argument("--device", default="cpu")
     p.add_argument("--effnet", default=None)
     p.add_argument("--minilm", default=None)
+    p.add_argument("--grid", type=Path, default=None, help="also save a PNG of each row's first 8 samples")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from safetensors.torch import load_file
 
-    gpu = json.loads(args.latents.with_suffix(".json").read_text())
-    cells = judge_cells(load_file(str(args.latents)), gpu["cells"], args.device, gpu["n"], args.effnet, args.minilm)
-    table = {"device": gpu["device"], "n": gpu["n"], "cells": cells}
+    runs = [json.loads(path.with_suffix(".json").read_text()) for path in args.latents]
+    latents = {k: v for path in args.latents for k, v in load_file(str(path)).items()}
+    if len({run["n"] for run in runs}) != 1:
+        raise ValueError(f"--latents: the runs used different prompt counts {[run['n'] for run in runs]}")
+    if args.grid:
+        sample_grid(latents, [c for run in runs for c in run["cells"]], args.grid)
+    cells = judge_cells(latents, [c for run in runs for c in run["cells"]], args.device, runs[0]["n"], args.effnet,
+                        args.minilm)
+    table = {"device": runs[0]["device"], "n": runs[0]["n"], "cells": cells}
     if args.out:
         args.out.write_text(json.dumps(table, indent=1))
-    reports = {}
-    if args.reports:
-        reports = {p.name[: -len("-report.json")]: json.loads(p.read_text()) for p in args.reports.glob("*-report.json")}
+    reports = {p.name[: -len("-report.json")]: json.loads(p.read_text())
+               for folder in args.reports for p in folder.glob("*-report.json")}
     print(markdown(table, reports))  # noqa: T201 — the command's output is the table
     return 0
 
