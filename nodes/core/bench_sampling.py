@@ -7,10 +7,13 @@ job = ``StableDiffusion(XL)Pipeline`` + ``LCMScheduler`` with ``output_type="pil
 embeddings (text encoding is timed separately: our nodes cache it). Per UNet shape: FLOPs counted once
 with ``torch.utils.flop_counter``, eager and graph-replay milliseconds, achieved TFLOP/s against the
 card's bf16 matmul rate measured in the same run. A time guard skips what is left and still prints the
-partial table. ``--quick`` runs tiny networks (CPU-friendly code-path check).
+partial table. ``--quick`` runs tiny networks (CPU-friendly code-path check). ``--variants`` also times
+the UNet preparations (layout x fused GroupNorm) and the decoder variants; ``--executor-jobs N`` runs the
+default graph N times through the server and the executor (:func:`server_overhead`).
 
 Usage: ``fewstep bench sampling [--quick] [--out DIR] [--budget-s 240] [--archs sd15,sdxl]
-[--batches 1,8] [--steps 1,2,4,8] [--profile] [--no-diffusers]``
+[--batches 1,8] [--steps 1,2,4,8] [--arch-steps "sd15=1,4;sdxl=1,2,4,8"] [--timed 5] [--profile]
+[--variants] [--variants-only sdxl] [--no-diffusers] [--executor-jobs 12]``
 """
 
 from __future__ import annotations
