@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nodes.core.trainer import add_lora, merged_state_dict
+from nodes.core.trainer import merged_state_dict
 from nodes.mlcm.train import DistillConfig, PromptPool, build_student, distill, preset
 from nodes.mlcm.vp import UNetAdapter, VPNet, VPSchedule
 
@@ -126,25 +126,49 @@ def save_student(path: Path, lora: dict, overrides: dict, meta: dict) -> None:
     save_file(tensors, str(path), metadata={"fewstep": json.dumps(meta)})
 
 
-def load_student(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
-    """A plain UNet (teacher architecture) = teacher + merged LoRA + overrides, from a shipped student file."""
-    from safetensors import safe_open
+def merge_lora(base: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A plain state dict: ``base`` + ΔW = B·A for each adapter pair (scale α/r = 1, as ``add_lora`` and
+    ``nodes.mlcm.rank`` make them) + the ``override.*`` tensors. Pure tensor math (no peft), float32.
 
-    path = Path(path)
-    with safe_open(str(path), framework="pt") as handle:
-        meta = json.loads(handle.metadata()["fewstep"])
-    tensors = load_file(str(path))
-    unet = add_lora(teacher_unet("cpu"), meta["lora_rank"], meta["lora_targets"])
-    lora = {k: v.float() for k, v in tensors.items() if not k.startswith(OVERRIDE_PREFIX)}
-    missing, unexpected = unet.load_state_dict(lora, strict=False)
-    if unexpected or any("lora_" in k for k in missing):
-        raise ValueError(f"{path.name}: adapter tensors do not fit the teacher ({unexpected[:2]} / "
-                         f"{[k for k in missing if 'lora_' in k][:2]})")
-    state = merged_state_dict(unet)
-    state |= {k[len(OVERRIDE_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(OVERRIDE_PREFIX)}
-    plain = teacher_unet("cpu")
-    plain.load_state_dict(state, strict=True)
-    return plain.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    A: [r, in, *k] (conv: k = kh, kw; linear: none), B: [out, r, 1, 1] or [out, r]; base key = the adapter key
+    with ``.lora_A.default`` removed.
+    """
+    state = {k: v.float() for k, v in base.items()}
+    for key_a in (k for k in tensors if ".lora_A." in k):
+        key_b, key_w = key_a.replace(".lora_A.", ".lora_B."), key_a.replace(".lora_A.default", "")
+        if key_b not in tensors or key_w not in state:
+            raise ValueError(f"student LoRA key {key_a!r} does not fit the teacher (no {key_b!r} or {key_w!r})")
+        a, b = tensors[key_a].float(), tensors[key_b].float()
+        delta = b.reshape(b.shape[0], -1) @ a.reshape(a.shape[0], -1)
+        state[key_w] = state[key_w] + delta.reshape(state[key_w].shape)
+    for key, value in tensors.items():
+        if key.startswith(OVERRIDE_PREFIX):
+            if key[len(OVERRIDE_PREFIX):] not in state:
+                raise ValueError(f"student override {key!r} names no teacher tensor")
+            state[key[len(OVERRIDE_PREFIX):]] = value.float()
+    return state
+
+
+def load_student(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 lean: bool = False) -> nn.Module:
+    """A plain UNet (teacher architecture) = teacher + merged LoRA + overrides, from a shipped student file.
+
+    ``lean``: the pure-torch ``nodes.zoo.lean.LeanUNet`` (no diffusers import: the CPU runtime of the
+    built-in models) instead of diffusers' UNet2DConditionModel; same weights either way.
+    """
+    from nodes.zoo.builtin import BUILTIN_CHECKPOINT, _load
+
+    base, cfg = _load(BUILTIN_CHECKPOINT, None)
+    state = merge_lora(base, load_file(str(path)))
+    if lean:
+        from nodes.zoo.lean import LeanUNet, materialise
+
+        return materialise(lambda: LeanUNet(cfg["unet"]), state, device, dtype)
+    from nodes.zoo.models import build_unet
+
+    unet = build_unet(cfg["unet"])
+    unet.load_state_dict(state, strict=True)
+    return nn.Module.to(unet, device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def train_one(name: str, teacher: VPNet, pool: PromptPool, nets: dict[str, nn.Module], device: str,
@@ -233,5 +257,6 @@ def load_student_model(name: str) -> tuple[Any, Any, Any]:
     teacher, clip, vae = load_checkpoint(list_builtin()[0])
     p = next(unet_of(teacher).parameters())
     path = weights_dir() / name
-    unet = cached_model(path, p.dtype, p.device, lambda: load_student(path, str(p.device), p.dtype))
+    lean = type(unet_of(teacher)).__name__ == "LeanUNet"          # follow the teacher's runtime
+    unet = cached_model(path, p.dtype, p.device, lambda: load_student(path, str(p.device), p.dtype, lean=lean))
     return student_model(teacher, unet, name), clip, vae

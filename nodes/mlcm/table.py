@@ -120,9 +120,26 @@ class Judge:
         return torch.cat([features(self.effnet, images[i:i + 250]).float() for i in range(0, len(images), 250)])
 
     @torch.no_grad()
+    def text_embeds(self, prompts: list[str]) -> torch.Tensor:
+        """The scorer's prompt embeddings [N, 256], computed once per prompt list (every cell shares it)."""
+        key = tuple(prompts)
+        if getattr(self, "_text_key", None) != key:
+            self._text = torch.cat([self.scorer.text_embeds(prompts[i:i + 250]) for i in range(0, len(prompts), 250)])
+            self._text_key = key
+        return self._text
+
+    @torch.no_grad()
     def judge(self, images: torch.Tensor, scenes: list, prompts: list[str], ref: tuple) -> dict[str, float]:
-        reward = torch.cat([self.scorer.score(images[i:i + 250], prompts[i:i + 250]) for i in range(0, len(images), 250)])
-        return {"fd_effnet": frechet(*ref, self.features(images)),
+        """FD-EffNet, attribute accuracy, reward; one EffNet pass serves FD (pooled) and the scorer (heads)."""
+        from nodes.zoo.effnet import feature_map
+
+        if images.shape[0] != len(prompts):
+            raise ValueError(f"Judge.judge: {images.shape[0]} images but {len(prompts)} prompts")
+        maps = [feature_map(self.effnet, images[i:i + 250]).float() for i in range(0, len(images), 250)]
+        feats = torch.cat([m.mean(dim=(2, 3)) for m in maps])
+        image_emb = torch.cat([self.scorer.heads.image(m) for m in maps])
+        reward = (image_emb * self.text_embeds(prompts)).sum(-1)
+        return {"fd_effnet": frechet(*ref, feats),
                 "attribute_accuracy": self.probe.attribute_accuracy(images, scenes),
                 "reward": float(reward.mean())}
 

@@ -1,5 +1,6 @@
 """A new user's first minutes, in a real browser: the editor opens on `graphs/default.json` (its UI twin),
-the built-in nodes are searchable, Run makes an image with the built-in model, and it shows in the page.
+the built-in nodes are searchable (KSampler among them), Run makes an image with the shipped MLCM student of
+the built-in model (4 steps), and it shows in the page.
 
 Same server and browser setup as ``test_editor.py``, but with the built-in node packs and the real
 ``graphs/`` folder (what ``fewstep serve`` serves).
@@ -55,10 +56,11 @@ def test_new_user_runs_the_default_graph_and_sees_the_image(real_server: str, tm
 
 def _first_visit(page: Any, server: str, log: PageLog) -> None:
     page.goto(server + "/")
-    # The editor opens the default graph by itself: the built-in checkpoint loader and the sampler.
-    page.wait_for_function("""() => window.app?.graph?._nodes?.some(n => n.type === 'CheckpointLoaderSimple'
-        && n.widgets?.some(w => w.value === 'fewstep-tiny-teacher.safetensors'))
-        && window.app.graph._nodes.some(n => n.type === 'KSampler')""")
+    # The editor opens the default graph by itself: the MLCM student of the built-in teacher at 4 steps.
+    page.wait_for_function("""() => window.app?.graph?._nodes?.some(n => n.type === 'FewstepStudentLoader'
+        && n.widgets?.some(w => w.value === 'fewstep-mlcm-student.safetensors'))
+        && window.app.graph._nodes.some(n => n.type === 'MLCMScheduler' && n.widgets?.some(w => w.value === 4))
+        && window.app.graph._nodes.some(n => n.type === 'SamplerCustomAdvanced')""")
     page.wait_for_timeout(1500)                      # let start-up requests settle
     assert log.page_errors == [], log.page_errors
     assert log.failed == [], log.failed

@@ -51,7 +51,9 @@ def _executor(tmp_path: Path):
 def test_default_graph_runs_through_the_engine_and_embeds_itself(tmp_path: Path) -> None:
     pytest.importorskip("diffusers")
     prompt = json.loads((ROOT / "graphs" / "default.json").read_text())
-    prompt["3"]["inputs"]["steps"] = 4                              # the graph's own 20 steps in the benchmark
+    # the default graph is the shipped MLCM student at 4 steps (issue #5): loader, milestone scheduler, lcm
+    assert prompt["4"]["inputs"]["student_name"] == "fewstep-mlcm-student.safetensors"
+    assert prompt["20"]["inputs"]["steps"] == 4 and prompt["21"]["inputs"]["sampler_name"] == "lcm"
     workflow = json.loads((ROOT / "graphs" / "default.ui.json").read_text())
     executor, paths = _executor(tmp_path)
     events: list = []
@@ -62,10 +64,10 @@ def test_default_graph_runs_through_the_engine_and_embeds_itself(tmp_path: Path)
     assert saved == [{"filename": "fewstep_00001_.png", "subfolder": "", "type": "output"}]
     png = paths.output_dir / "fewstep_00001_.png"
     graphs = graph_from_png(png)
-    assert graphs["prompt"]["3"]["inputs"]["steps"] == 4 and graphs["workflow"] == workflow
+    assert graphs["prompt"]["20"]["inputs"]["steps"] == 4 and graphs["workflow"] == workflow
     steps = [d["value"] for kind, d in events if kind == "progress"]
     assert steps == [1, 2, 3, 4]
-    # the image is not blank: the built-in teacher draws objects on its dark background
+    # the image is not blank: the student draws objects on the teacher's dark background
     import numpy as np
     from PIL import Image
 

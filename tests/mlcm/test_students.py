@@ -33,3 +33,21 @@ def test_student_file_round_trips_to_the_merged_unet(tmp_path):
         torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-4)
     teacher = teacher_unet("cpu").state_dict()
     assert not torch.allclose(got["down_blocks.0.resnets.0.conv1.weight"], teacher["down_blocks.0.resnets.0.conv1.weight"])
+
+
+def test_shipped_student_loads_lean_and_diffusers_alike():
+    """The lean (pure-torch, CPU default) and diffusers builds of a shipped student give the same output."""
+    from nodes.mlcm.students import load_student, shipped_students, weights_dir
+
+    path = weights_dir() / "fewstep-mlcm-student.safetensors"
+    assert path.name in shipped_students()
+    lean = load_student(path, lean=True)
+    full = load_student(path)
+    assert type(lean).__name__ == "LeanUNet"
+    torch.manual_seed(0)
+    x, ctx = torch.randn(2, 4, 16, 16), torch.randn(2, 77, 384)
+    t = torch.tensor([999, 250])
+    with torch.no_grad():
+        want = full(x, t, encoder_hidden_states=ctx).sample
+        got = lean(x, t, encoder_hidden_states=ctx).sample
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
