@@ -25,7 +25,8 @@ def _executor(tmp_path: Path):
     return Executor(load_registry(), CacheSet(), paths), paths
 
 
-@pytest.mark.parametrize("name", ["pso_online", "pso_offline"])
+# the offline graph's trainer is covered fast on a tiny model (test_tiny_graph.py); this is the shipped example
+@pytest.mark.parametrize("name", ["pso_online", pytest.param("pso_offline", marks=pytest.mark.slow)])
 def test_pso_graph_trains_checkpoints_and_samples(tmp_path, name):
     from nodes.mlcm.students import shipped_students
 
