@@ -59,7 +59,8 @@ def test_bad_queries_get_clear_errors() -> None:
         noise(1.0, 2.0)
 
 
-@pytest.mark.parametrize("name", ["dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde"])
+# dpmpp_3m_sde draws its noise exactly as dpmpp_2m_sde (measured gaps 0.05 / 0.08 as well)
+@pytest.mark.parametrize("name", ["dpmpp_2m_sde", "dpmpp_sde"])
 def test_sde_samplers_follow_one_path_across_step_counts(name: str) -> None:
     # Same seed, same start, 25 / 50 / 100 Karras steps (same sigma range, so the same path). Mean
     # per-sample gap to 100 steps, measured on the VP mixture with N = 2000: 0.05-0.09 at 50 steps and
