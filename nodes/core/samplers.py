@@ -168,8 +168,9 @@ def sample_dpmpp_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, co
     (:func:`_ancestral_stage`): stage 1 goes sigma -> sigma_mid (the lambda midpoint, sqrt(sigma sigma')
     for a = 1) with x0 and gives x0_mid; stage 2 goes sigma -> sigma' with
     D = (1 - 1/(2r)) x0 + 1/(2r) x0_mid (= x0_mid at r = 1/2). The noises are the Brownian increments over
-    [sigma_mid, sigma] and [sigma', sigma] of one path (``nodes.core.brownian``), so, with the same seed,
-    the draws equal ComfyUI's and the result is stable across step counts."""
+    [sigma_mid, sigma] and [sigma', sigma] of one path (``nodes.core.brownian``): stable across step counts,
+    and ComfyUI's draws for the same seed up to the float rounding of the queried sigmas (a Brownian path
+    moves by ~sqrt(ulp) there; tests/core/test_samplers_kdiffusion.py)."""
     noise = default_noise(noise_sampler, x, sigmas, generator) if eta > 0 and s_noise > 0 else None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
