@@ -580,6 +580,47 @@ def sample_dpmpp_2s_ancestral(denoiser: Any, x: torch.Tensor, sigmas: torch.Tens
     return x
 
 
+# -- fixed-coefficient multistep samplers on the probability-flow ODE ----------------------------------
+
+# Adams-Bashforth weights of d_i, d_{i-1}, ... for orders 1-4 (equal steps; Zhang & Chen 2023, DEIS,
+# Sec. 5 "iPNDM": the improved pseudo-numerical method uses them with lower orders while warming up).
+_AB_WEIGHTS = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
+
+
+def sample_ipndm(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
+                 callback: Callback = None, generator: torch.Generator | None = None,
+                 max_order: int = 4) -> torch.Tensor:
+    """iPNDM (Zhang & Chen 2023, DEIS, Sec. 5; ComfyUI ``ipndm``): explicit Adams-Bashforth of order
+    min(i + 1, 4) on dx/dsigma = (x - x0)/sigma with the equal-step weights, whatever the spacing."""
+    if not 1 <= max_order <= 4:
+        raise ValueError(f"ipndm: max_order must be in 1..4, got {max_order}")
+    ds: list[torch.Tensor] = []                                   # newest first
+    for i in range(len(sigmas) - 1):
+        x0 = denoiser(x, sigmas[i], cond)
+        _report(callback, i, x, sigmas, x0)
+        ds = ([(x - x0) / sigmas[i]] + ds)[:max_order]
+        slope = sum(w * d for w, d in zip(_AB_WEIGHTS[len(ds) - 1], ds, strict=True))
+        x = x + (sigmas[i + 1] - sigmas[i]) * slope
+    return x
+
+
+def sample_gradient_estimation(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
+                               callback: Callback = None, generator: torch.Generator | None = None,
+                               ge_gamma: float = 2.0) -> torch.Tensor:
+    """Gradient estimation (Permenter & Yuan 2024, "Interpreting and improving diffusion models from an
+    optimization perspective", Alg. 2; ComfyUI ``gradient_estimation``): Euler with the direction
+    d_bar = gamma d_i + (1 - gamma) d_{i-1}, d = (x - x0)/sigma; gamma = 2 by default, plain Euler first."""
+    d_prev = None
+    for i in range(len(sigmas) - 1):
+        x0 = denoiser(x, sigmas[i], cond)
+        _report(callback, i, x, sigmas, x0)
+        d = (x - x0) / sigmas[i]
+        d_bar = d if d_prev is None else ge_gamma * d + (1 - ge_gamma) * d_prev
+        x = x + (sigmas[i + 1] - sigmas[i]) * d_bar
+        d_prev = d
+    return x
+
+
 SamplerFn = Callable[..., torch.Tensor]
 
 # ComfyUI's sampler names that we implement, in ComfyUI's order (comfy/sampler_names.py: KSAMPLER_NAMES,
@@ -604,6 +645,8 @@ SAMPLERS: dict[str, SamplerFn] = {
     "dpmpp_3m_sde_gpu": sample_dpmpp_3m_sde,
     "ddpm": sample_ddpm,
     "lcm": sample_lcm,
+    "ipndm": sample_ipndm,
+    "gradient_estimation": sample_gradient_estimation,
     "ddim": sample_ddim,
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
