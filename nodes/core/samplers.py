@@ -591,7 +591,8 @@ def sample_ipndm(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: 
                  callback: Callback = None, generator: torch.Generator | None = None,
                  max_order: int = 4) -> torch.Tensor:
     """iPNDM (Zhang & Chen 2023, DEIS, Sec. 5; ComfyUI ``ipndm``): explicit Adams-Bashforth of order
-    min(i + 1, 4) on dx/dsigma = (x - x0)/sigma with the equal-step weights, whatever the spacing."""
+    min(i + 1, 4) on dx/dsigma = (x - x0)/sigma with the equal-step weights, whatever the spacing; x0 on the
+    last step to sigma = 0."""
     if not 1 <= max_order <= 4:
         raise ValueError(f"ipndm: max_order must be in 1..4, got {max_order}")
     ds: list[torch.Tensor] = []                                   # newest first
@@ -599,6 +600,9 @@ def sample_ipndm(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: 
         x0 = denoiser(x, sigmas[i], cond)
         _report(callback, i, x, sigmas, x0)
         ds = ([(x - x0) / sigmas[i]] + ds)[:max_order]
+        if float(sigmas[i + 1]) == 0.0:                           # the final step returns x0 (as ComfyUI)
+            x = x0
+            continue
         slope = sum(w * d for w, d in zip(_AB_WEIGHTS[len(ds) - 1], ds, strict=True))
         x = x + (sigmas[i + 1] - sigmas[i]) * slope
     return x

@@ -6,7 +6,7 @@ W1 is the 1-D Wasserstein-1 distance to the exact mixture (spread ~1.7, modes at
   gives the same W1 as N = 20000 to 3 digits, measured). A solver of order >= 2 gains > 8x from 12 to 50
   steps (first order gains ~4x: Euler's W1 halves per doubling, test_sampling.py) and is below 0.006 at 50
   steps (Euler: 0.0133). Measured gains 12 -> 50: uni_pc 42-61x, uni_pc_bh2 57-130x, lms 80-600x,
-  dpm_2 23x, dpmpp_2s_ancestral(eta=0) 12-13x, ipndm 14-128x; W1(50) <= 0.0047.
+  dpm_2 23x, dpmpp_2s_ancestral(eta=0) 12-13x, ipndm 11-17x; W1(50) <= 0.0047.
 - Stochastic samplers carry Monte-Carlo noise: with N = 20000 an exact sample is 0.006-0.021 from the
   exact quantiles (test_sampling.py); at 50 steps we measured 0.011-0.035 (the SDE samplers share one
   Brownian path per seed, so their errors are correlated), so we require < 0.045 at 50 steps and a 5x drop
