@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--prompts", type=int, default=4096)
+    p.add_argument("--only", nargs="*", default=None, help="train only these recipes (default: all)")
     p.add_argument("--teacher-steps", default="1,2,4,50", help="teacher rows (a CPU smoke run skips 50)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("fewstep").setLevel(logging.INFO)
     t0 = time.perf_counter()
     extra = [x for k, v in (("--steps", args.steps), ("--batch", args.batch)) if v is not None for x in (k, str(v))]
+    extra += ["--only", *args.only] if args.only else []
     students.main(["--out", str(args.out), "--seconds", str(args.seconds), "--device", args.device,
                    "--prompts", str(args.prompts), *extra, *(["--minilm", args.minilm] if args.minilm else [])])
     t_train = time.perf_counter() - t0
