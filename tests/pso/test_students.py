@@ -43,3 +43,26 @@ def test_saved_adapter_merges_back_into_the_trained_network(tmp_path):
     with torch.no_grad():
         # fp16 storage of the adapters: ~1e-3 relative error on the LoRA delta
         torch.testing.assert_close(merged(x, t, encoder_hidden_states=cond).sample, trained, atol=2e-3, rtol=1e-3)
+
+
+def test_shipped_adapter_merges_its_lora_delta_into_the_mlcm_student():
+    """The shipped file = B·A deltas (peft scale α/r = 1) on the shipped MLCM student, merged layer by layer."""
+    from safetensors.torch import load_file
+
+    from nodes.mlcm.students import load_student
+    from nodes.mlcm.students import weights_dir as mlcm_weights
+    from nodes.pso.students import load_pso_unet, read_meta, shipped_adapters, weights_dir
+
+    if "fewstep-pso-online.safetensors" not in shipped_adapters():
+        pytest.skip("the PSO adapter is not shipped in this checkout")
+    path = weights_dir() / "fewstep-pso-online.safetensors"
+    meta = read_meta(path)
+    assert meta["base"] == "fewstep-mlcm-student.safetensors" and meta["lora_rank"] == 16
+    base = load_student(mlcm_weights() / meta["base"]).state_dict()
+    merged = load_pso_unet(path).state_dict()
+    lora = load_file(str(path))
+    key = next(k for k in lora if "attn1.to_q.lora_A" in k)             # peft: <layer>.lora_A.<adapter>.weight
+    prefix = key.split(".lora_A")[0]
+    delta = lora[key.replace("lora_A", "lora_B")].float() @ lora[key].float()
+    assert delta.abs().max() > 0                                           # the adapter was trained
+    torch.testing.assert_close(merged[prefix + ".weight"] - base[prefix + ".weight"], delta, atol=1e-5, rtol=1e-4)
