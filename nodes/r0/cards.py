@@ -36,11 +36,11 @@ def card(name: str, report: dict, cells: list[dict], device: str) -> str:
              f"**{report['steps']} optimizer steps in {report['train_seconds']:.0f} s** on {device} (time-capped, "
              "sharing the GPU with the other arms and packs). Rewards of the training batches, first step → mean "
              f"of the last 20: {_fmt(report['first'])} → {_fmt(report['last_20'])}.", "",
-             "Command: `python -m nodes.r0.gpu_run --out DIR --minilm .carry/minilm --effnet "
-             f".carry/effnet_lite0_fp16.safetensors --seconds 310 --n 300 --batch 128 --threads 1` (or `python -m "
-             f"nodes.r0.students --arm {name} --out DIR --seconds S`).", "",
+             "Command: the GPU job of `nodes/r0/README.md` (\"The table\"; this arm ran with `--reward-chunk "
+             f"{cfg['reward_chunk']}`), or alone: `python -m nodes.r0.students --arm {name} --out DIR --seconds S "
+             "--batch 128 --minilm .carry/minilm --effnet .carry/effnet_lite0_fp16.safetensors`.", "",
              "## Evaluation (300 held-out prompts, seed 1234 noise, η = 0)",
-             "| row | steps | FD-EffNet | attribute acc. | scorer | probe | saturation | ms/img (batch 1) |",
+             "| row | steps | FD-EffNet | attribute acc. | scorer | probe | saturation | ms/img (batch 1, GPU shared with ~10 training jobs) |",
              "|---|---|---|---|---|---|---|---|"]
     for c in cells:
         if c["method"] in (name, "teacher ddim"):
@@ -53,7 +53,7 @@ def card(name: str, report: dict, cells: list[dict], device: str) -> str:
 
 
 def _fmt(numbers: dict) -> str:
-    return ", ".join(f"{k} {v:.3f}" for k, v in numbers.items())
+    return ", ".join(f"{k} {v:.3g}" for k, v in numbers.items())
 
 
 def main(argv: list[str]) -> int:
