@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", type=int, default=32, help="quality: calibration prompts")
     p.add_argument("--max-calls", type=int, default=2, help="quality: sampler calls per SQNR probe (0 = all)")
     p.add_argument("--minilm", default=None, help="quality: pruned MiniLM folder (default: the installed package)")
+    p.add_argument("--student", default=None, help="quality: student safetensors (default: the shipped MLCM one)")
     p.add_argument("--reuse", default=None, help="quality: take the probe scores from this earlier --out JSON")
     p.add_argument("--effnet", default=None, help="quality: EfficientNet-Lite0 safetensors (default: the package's)")
     p.add_argument("--device", default=None, help="quality: cpu or cuda (default: cuda if available)")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result |= run_quality(n=args.n, steps=args.steps, n_calib=args.calib, device=args.device, log=say,
                               minilm=args.minilm, effnet=args.effnet, max_calls=args.max_calls or None,
-                              reuse=args.reuse)
+                              reuse=args.reuse, student=args.student)
         table = quality_table(result["rows"])
     say(table)
     if args.out:

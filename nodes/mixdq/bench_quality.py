@@ -10,6 +10,7 @@ reports FD-EffNet to renders of the evaluation scenes and to the full-precision 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,7 @@ class _Setup:
     """The student, prompts, metric networks and runners shared by every configuration."""
 
     def __init__(self, n: int, steps: int, n_calib: int, device: torch.device, minilm: str | None,
-                 effnet: str | None) -> None:
+                 effnet: str | None, student: str | None = None) -> None:
         from nodes.mlcm.students import load_student, weights_dir
         from nodes.mlcm.table import (
             STUDENT_FILES,
@@ -44,7 +45,9 @@ class _Setup:
         from nodes.zoo.builtin import load_vae
 
         self.device, self.steps = device, steps
-        self.unet = load_student(weights_dir() / STUDENT_FILES[STUDENT], str(device), torch.float32)
+        path = student or weights_dir() / STUDENT_FILES[STUDENT]
+        self.student_sha256 = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        self.unet = load_student(path, str(device), torch.float32)
         self.schedule = core_schedule()
         self.vae, self.vae_scale = load_vae(device, torch.float32)
         enc = _encoder(minilm, str(device))
@@ -130,13 +133,16 @@ def allocation_summary(cfg: dict, sens: Sensitivity) -> dict[str, Any]:
 
 def run_quality(n: int = 64, steps: int = 4, n_calib: int = 32, device: str | None = None,
                 log: Callable[[str], None] = lambda s: None, minilm: str | None = None,
-                effnet: str | None = None, max_calls: int | None = 2, reuse: str | None = None) -> dict[str, Any]:
+                effnet: str | None = None, max_calls: int | None = 2, reuse: str | None = None,
+                student: str | None = None) -> dict[str, Any]:
     """The rows of the quality table and each configuration's allocation (see the module docstring).
-    ``reuse``: a JSON this bench wrote earlier with the same calibration; its probe scores are used
-    instead of probing again (the probes are ~45 of the ~55 CPU minutes)."""
+    ``reuse``: a JSON this bench wrote earlier with the same calibration *and student*; its probe scores are
+    used instead of probing again (the probes are ~45 of the ~55 CPU minutes). ``student``: another student
+    file than the shipped one (its sha256 is recorded: the shipped weights can be retrained in place)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     t0 = time.time()
-    setup = _Setup(n, steps, n_calib, dev, minilm, effnet)
+    setup = _Setup(n, steps, n_calib, dev, minilm, effnet, student)
+    log(f"student {student or STUDENT} sha256 {setup.student_sha256[:16]}")
     net = setup.unet
     calib = calibrate(net, setup.calib_runner)
     log(f"setup + calibration on {n_calib} prompts: {time.time() - t0:.0f} s")
@@ -170,7 +176,8 @@ def run_quality(n: int = 64, steps: int = 4, n_calib: int = 32, device: str | No
         allocations[name] = allocation_summary(cfg, sens)
         log(f"{name}: {rows[-1]} {allocations[name]}  ({time.time() - t0:.0f} s)")
     return {"model": f"{STUDENT} student, {steps} steps", "n_eval": n, "n_calib": n_calib, "rows": rows,
-            "allocations": allocations, "sensitivity": _sensitivity_digest(sens), "reused_sensitivity": reuse}
+            "allocations": allocations, "sensitivity": _sensitivity_digest(sens), "reused_sensitivity": reuse,
+            "student_sha256": setup.student_sha256}
 
 
 def sensitivity_from_json(path: str, calib: Any) -> Sensitivity:
