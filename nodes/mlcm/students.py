@@ -133,6 +133,15 @@ def merge_lora(base: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) 
     A: [r, in, *k] (conv: k = kh, kw; linear: none), B: [out, r, 1, 1] or [out, r]; base key = the adapter key
     with ``.lora_A.default`` removed.
     """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)        # ~250 tiny ops: measured 0.06 s on 1 thread vs 2.8 s on 2 (first call, busy VM)
+    try:
+        return _merge(base, tensors)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _merge(base: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     state = {k: v.float() for k, v in base.items()}
     for key_a in (k for k in tensors if ".lora_A." in k):
         key_b, key_w = key_a.replace(".lora_A.", ".lora_B."), key_a.replace(".lora_A.default", "")
