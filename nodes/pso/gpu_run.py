@@ -50,6 +50,7 @@ class Env:
         self.autocast = torch.bfloat16 if args.device.startswith("cuda") else None
         self.enc = mlcm_table._encoder(args.minilm, args.device)
         self.base = load_student(weights_dir() / students.BASE_STUDENT, args.device, torch.float32)
+        self.base_sha256 = students.file_sha256(weights_dir() / students.BASE_STUDENT)
         self.schedule = teacher_schedule()
         self.vae, self.scale = load_vae(args.device, torch.float32, lean=False)
         self.judge = mlcm_table.Judge(args.device, args.effnet, self.enc)
@@ -143,7 +144,8 @@ def train_all(env: Env, args: argparse.Namespace) -> tuple[dict[str, torch.nn.Mo
         cap = report[mode.removeprefix("naive_")]["steps"] if mode.startswith("naive_") else None
         cap = args.steps or cap
         nets[mode], report[mode] = run_one(env, mode, SHARES[mode] * args.seconds, args.batch, cap)
-        meta = {"name": f"pso-{mode}", "base": students.BASE_STUDENT, "lora_rank": report[mode]["config"]["lora_rank"],
+        meta = {"name": f"pso-{mode}", "base": students.BASE_STUDENT, "base_sha256": env.base_sha256,
+                "lora_rank": report[mode]["config"]["lora_rank"],
                 "lora_targets": list(students.LORA_TARGETS), "mode": mode, "timesteps": "milestones",
                 "concept": env.caption if "offline" in mode else None}
         students.save_lora(args.out / f"fewstep-pso-{mode.replace('_', '-')}.safetensors", nets[mode], meta)

@@ -7,7 +7,9 @@ naming its base, the shipped MLCM student ``nodes/mlcm/weights/fewstep-mlcm-stud
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,12 @@ from nodes.pso.policy import reference_of
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                 "conv1", "conv2", "conv_shortcut", "time_emb_proj")
 BASE_STUDENT = "fewstep-mlcm-student.safetensors"
+log = logging.getLogger("fewstep.pso.students")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a weights file (an adapter records its base's, since shipped students get retrained in place)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def lora_policy(unet: nn.Module, schedule: VPSchedule, rank: int, prediction_type: str = "eps"
@@ -78,7 +86,12 @@ def load_pso_unet(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
 
     path = Path(path)
     meta = read_meta(path)
-    base = load_student(weights_dir() / meta["base"], "cpu", torch.float32)
+    base_path = weights_dir() / meta["base"]
+    if meta.get("base_sha256") and file_sha256(base_path) != meta["base_sha256"]:
+        log.warning("%s was trained on another version of %s (sha256 %s...); its card's numbers do not apply to the "
+                    "current base: retrain it with python -m nodes.pso.gpu_run", path.name, meta["base"],
+                    meta["base_sha256"][:12])
+    base = load_student(base_path, "cpu", torch.float32)
     return merge_lora(base, load_file(str(path)), int(meta["lora_rank"]), path.name).to(device=device, dtype=dtype)
 
 

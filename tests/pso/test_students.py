@@ -51,13 +51,16 @@ def test_shipped_adapter_merges_its_lora_delta_into_the_mlcm_student():
 
     from nodes.mlcm.students import load_student
     from nodes.mlcm.students import weights_dir as mlcm_weights
-    from nodes.pso.students import load_pso_unet, read_meta, shipped_adapters, weights_dir
+    from nodes.pso.students import file_sha256, load_pso_unet, read_meta, shipped_adapters, weights_dir
 
     if "fewstep-pso-online.safetensors" not in shipped_adapters():
         pytest.skip("the PSO adapter is not shipped in this checkout")
     path = weights_dir() / "fewstep-pso-online.safetensors"
     meta = read_meta(path)
     assert meta["base"] == "fewstep-mlcm-student.safetensors" and meta["lora_rank"] == 16
+    # the adapter was trained on exactly this version of the student (fails when the student is retrained in place:
+    # then rerun nodes.pso.gpu_run)
+    assert meta["base_sha256"] == file_sha256(mlcm_weights() / meta["base"])
     base = load_student(mlcm_weights() / meta["base"]).state_dict()
     merged = load_pso_unet(path).state_dict()
     lora = load_file(str(path))
