@@ -120,19 +120,25 @@ class MixDQAllocate(Node):
                     Float("weight_bits", 8.0, min=2.0, max=8.0, step=0.1),
                     Int("act_bits", 8, min=4, max=8), Float("keep_fp_percent", 1.0, min=0.0, max=100.0),
                     Boolean("bos_aware", True), Boolean("decoupled", True),
-                    String("save_name", "", tooltip="if set, also written to quant_configs/<name>.json")],
+                    String("save_name", "", tooltip="if set, also written to quant_configs/<name>.json"),
+                    Boolean("content_2bit", True, optional=True,
+                            tooltip="2-bit weights allowed for cross-attention / FFN layers (MixDQ's {2,4,8}); "
+                                    "off = {4,8}: on the zoo student W4A8 kept attribute accuracy that way "
+                                    "(0.867 vs 0.811, nodes/mixdq/README.md)")],
             outputs=[Output("config", "QUANT_CONFIG")],
         )
 
     @classmethod
     def execute(cls, sensitivity: dict, method: str, weight_bits: float, act_bits: int,
-                keep_fp_percent: float, bos_aware: bool, decoupled: bool, save_name: str) -> NodeOutput:
+                keep_fp_percent: float, bos_aware: bool, decoupled: bool, save_name: str,
+                content_2bit: bool = True) -> NodeOutput:
         sens = Sensitivity.from_metrics(sensitivity)
         if method == "uniform":
             config = uniform_config(sens, round(weight_bits), act_bits)
         else:
             config = mixdq_config(sens, weight_bits, act_bits, keep_fp_frac=keep_fp_percent / 100.0,
-                                  bos_aware=bos_aware, decoupled=decoupled)
+                                  bos_aware=bos_aware, decoupled=decoupled,
+                                  content_bits=(2, 4, 8) if content_2bit else (4, 8))
         if save_name:
             if "/" in save_name or "\\" in save_name or save_name.startswith("."):
                 raise ValueError(f"save_name must be a plain file name, got {save_name!r}")

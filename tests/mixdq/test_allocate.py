@@ -116,3 +116,17 @@ def test_fewer_bits_never_win_by_a_noisy_lower_score():
 
     c = monotone_costs(np.array([[0.5, 1e-4, 2e-4]]), [2, 4, 8])
     assert c.tolist() == [[0.5, 2e-4, 2e-4]]                     # non-increasing in bits
+
+
+def test_content_layers_without_2_bit_choices():
+    from nodes.mixdq.allocate import mixdq_config
+
+    s = _sens()
+    def fewest_content_bits(bits):                                  # a split-scan pick that favours 2-bit content
+        return bits["l0"] + bits["l1"]
+
+    with_2 = mixdq_config(s, 4.0, 8.0, keep_fp_frac=0.0, evaluate=fewest_content_bits)
+    without = mixdq_config(s, 4.0, 8.0, keep_fp_frac=0.0, content_bits=(4, 8), evaluate=fewest_content_bits)
+    assert 2 in {with_2["weight_bits"][n] for n in ("l0", "l1")}    # the cheap 2-bit choice is taken...
+    assert all(without["weight_bits"][n] in (4, 8) for n in ("l0", "l1"))   # ...and refused when off
+    assert without["mean_weight_bits"] <= 4.0 + 1e-9
