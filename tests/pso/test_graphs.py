@@ -50,3 +50,19 @@ def test_pso_graph_trains_checkpoints_and_samples(tmp_path, name):
     trainer = [d for kind, d in events if kind == "progress" and d["node"] == "10"]
     assert [d["value"] for d in trainer] == [1, 2] and all(d["loss"] >= 0 for d in trainer)
     assert len(result.outputs["10"]["loss"]) == 2
+
+
+def test_pso_default_graph_samples_the_shipped_adapter(tmp_path):
+    from nodes.pso.students import shipped_adapters
+
+    if "fewstep-pso-online.safetensors" not in shipped_adapters():
+        pytest.skip("the PSO adapter is not shipped in this checkout")
+    prompt = json.loads((ROOT / "graphs" / "pso_default.json").read_text())
+    executor, paths = _executor(tmp_path)
+    result = executor.execute(prompt, prompt_id="d")
+    assert result.status == "success", result.error
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(paths.output_dir / "pso_default_00001_.png"), dtype=np.float32)
+    assert pixels.shape == (64, 64, 3) and pixels.std() > 10
