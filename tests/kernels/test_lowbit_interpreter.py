@@ -17,6 +17,6 @@ def test_kernels_under_triton_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                            str(here / "test_lowbit_kernels.py")], env=env, capture_output=True, text=True,
-                          cwd=here.parent.parent, timeout=900)
+                          cwd=here.parent.parent, timeout=1800)   # ~230 cases, interpreted
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout
