@@ -36,13 +36,13 @@ class _Setup:
         from nodes.mlcm.table import (
             STUDENT_FILES,
             Judge,
-            _encoder,
             core_schedule,
             eval_prompts,
             reference_stats,
         )
         from nodes.zoo import data
         from nodes.zoo.builtin import load_vae
+        from nodes.zoo.text_encoder import MiniLMTextEncoder
 
         self.device, self.steps = device, steps
         path = student or weights_dir() / STUDENT_FILES[STUDENT]
@@ -50,7 +50,7 @@ class _Setup:
         self.unet = load_student(path, str(device), torch.float32)
         self.schedule = core_schedule()
         self.vae, self.vae_scale = load_vae(device, torch.float32)
-        enc = _encoder(minilm, str(device))
+        enc = MiniLMTextEncoder.load(minilm, str(device))
         self.judge = Judge(str(device), effnet, enc)
         self.scenes, prompts = eval_prompts(n)
         calib_prompts = [data.caption(s) for s in data.make_split("train", n_calib, seed=1)]

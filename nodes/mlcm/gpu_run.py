@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from nodes.mlcm import table
+from nodes.zoo.text_encoder import MiniLMTextEncoder
 
 log = logging.getLogger("fewstep.mlcm.gpu_run")
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     t_train = time.perf_counter() - t0
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     nets = table.load_nets(args.device, dtype, args.out)
-    latents, cells = table.generate(args.device, nets, table._encoder(args.minilm, args.device), args.n)
+    latents, cells = table.generate(args.device, nets, MiniLMTextEncoder.load(args.minilm, args.device), args.n)
     save_file(latents, str(args.out / "cells.safetensors"))
     info = {"device": table._device_name(args.device), "n": args.n, "cells": cells, "torch": torch.__version__,
             "seconds_training": t_train, "seconds_total": time.perf_counter() - t0}

@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from nodes.zoo.text_encoder import MiniLMTextEncoder
 
-    enc = MiniLMTextEncoder.from_pruned(args.minilm, args.device) if args.minilm else MiniLMTextEncoder.from_package(args.device)
+    enc = MiniLMTextEncoder.load(args.minilm, args.device)
     unet = teacher_unet(args.device, torch.bfloat16 if args.device != "cpu" else torch.float32)
     teacher = VPNet(UNetAdapter(unet), teacher_schedule(), "eps")
     pool = procedural_pool(enc, args.prompts, seed=0, device=args.device)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from nodes.mlcm.sampling import lcm_timesteps, milestone_timesteps
+from nodes.zoo.text_encoder import MiniLMTextEncoder
 
 log = logging.getLogger("fewstep.mlcm.table")
 
@@ -218,12 +219,17 @@ def generate(device: str, nets: dict[str, torch.nn.Module], enc: Any, n: int, wi
 
 @torch.no_grad()
 def judge_latents(latents: dict[str, torch.Tensor], cells: list[dict[str, Any]], device: str, n: int,
-                  effnet: str | None = None, minilm: str | None = None) -> list[dict[str, Any]]:
-    """FD-EffNet, attribute accuracy and reward of every cell's latents (runs on CPU too)."""
+                  effnet: str | None = None, minilm: str | None = None,
+                  extra: Callable[[torch.Tensor, list[str], Judge], dict[str, float]] | None = None,
+                  ) -> list[dict[str, Any]]:
+    """FD-EffNet, attribute accuracy and reward of every cell's latents (runs on CPU too).
+
+    ``extra(images [n, H, W, 3], prompts, judge)``: a pack's own columns for each cell (e.g. R0's rewards).
+    """
     from nodes.zoo import data
     from nodes.zoo.builtin import load_vae
 
-    enc = _encoder(minilm, device)
+    enc = MiniLMTextEncoder.load(minilm, device)
     vae, scale = load_vae(device, torch.float32)
     judge = Judge(device, effnet, enc)
     scenes, prompts = eval_prompts(n)
@@ -232,15 +238,13 @@ def judge_latents(latents: dict[str, torch.Tensor], cells: list[dict[str, Any]],
     ref = reference_stats(judge.features(real))
     for i, cell in enumerate(cells):
         lat = latents[f"{cell['method']}|{cell['steps']}"][:n].float().to(device)
-        cell |= judge.judge(decode(vae, scale, lat), scenes, prompts, ref)
+        images = decode(vae, scale, lat)
+        cell |= judge.judge(images, scenes, prompts, ref)
+        if extra is not None:
+            cell |= extra(images, prompts, judge)
         log.info("judged %d/%d: %s", i + 1, len(cells), cell)   # ~1 min per cell of 300 on a busy 2-core CPU
     return cells
 
-
-def _encoder(minilm: str | None, device: str) -> Any:
-    from nodes.zoo.text_encoder import MiniLMTextEncoder
-
-    return MiniLMTextEncoder.from_pruned(minilm, device) if minilm else MiniLMTextEncoder.from_package(device)
 
 
 def run_table(device: str, students_dir: Path, n: int, effnet: str | None, minilm: str | None,
@@ -248,7 +252,7 @@ def run_table(device: str, students_dir: Path, n: int, effnet: str | None, minil
     """Every cell of the table on one machine (quality on ``n`` held-out prompts unless ``timing_only``)."""
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     nets = load_nets(device, dtype, students_dir)
-    latents, cells = generate(device, nets, _encoder(minilm, device), n, with_latents=not timing_only)
+    latents, cells = generate(device, nets, MiniLMTextEncoder.load(minilm, device), n, with_latents=not timing_only)
     if not timing_only:
         cells = judge_latents(latents, cells, device, n, effnet, minilm)
     return {"device": _device_name(device), "n": n, "cfg": CFG, "cells": cells}

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from nodes.mlcm import table as mlcm_table
 from nodes.pso import students
 from nodes.pso.train import OfflineData, PSOConfig, StepLog, make_step, preset, sample_negatives, train
+from nodes.zoo.text_encoder import MiniLMTextEncoder
 
 log = logging.getLogger("fewstep.pso.gpu_run")
 STEPS = (1, 2, 4)
@@ -48,7 +49,7 @@ class Env:
 
         self.device = args.device
         self.autocast = torch.bfloat16 if args.device.startswith("cuda") else None
-        self.enc = mlcm_table._encoder(args.minilm, args.device)
+        self.enc = MiniLMTextEncoder.load(args.minilm, args.device)
         self.base = load_student(weights_dir() / students.BASE_STUDENT, args.device, torch.float32)
         self.base_sha256 = students.file_sha256(weights_dir() / students.BASE_STUDENT)
         self.schedule = teacher_schedule()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from nodes.mlcm import table as mlcm_table
+from nodes.zoo.text_encoder import MiniLMTextEncoder
 
 log = logging.getLogger("fewstep.pso.table")
 
@@ -35,7 +36,7 @@ def judge_concept(latents: dict[str, torch.Tensor], cells: list[dict[str, Any]],
     if scene is None:
         raise ValueError(f"concept caption {caption!r} is outside the procedural grammar")
     vae, scale = load_vae(device, torch.float32)
-    judge = mlcm_table.Judge(device, effnet, mlcm_table._encoder(minilm, device))
+    judge = mlcm_table.Judge(device, effnet, MiniLMTextEncoder.load(minilm, device))
     for cell in cells:
         images = mlcm_table.decode(vae, scale, latents[f"concept|{cell['method']}|{cell['steps']}"].float().to(device))
         cell["concept_attribute_accuracy"] = judge.probe.attribute_accuracy(images, [scene] * len(images))

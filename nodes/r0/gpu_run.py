@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     until = time.time() + max(5.0, args.seconds - args.after)
     procs = spawn_arms(args, until)
     from nodes.mlcm.students import teacher_unet
-    from nodes.mlcm.table import _device_name, _encoder
+    from nodes.mlcm.table import _device_name
+    from nodes.zoo.text_encoder import MiniLMTextEncoder
 
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    enc = _encoder(args.minilm, args.device)
+    enc = MiniLMTextEncoder.load(args.minilm, args.device)
     latents, cells = {}, []
     if not args.no_teacher:
         latents, cells = table.generate_rows(args.device, table.teacher_rows(teacher_unet(args.device, dtype)), enc,

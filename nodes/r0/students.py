@@ -109,7 +109,7 @@ def train_arm(name: str, out: Path, device: str, seconds: float | None, minilm: 
 
     t0 = time.perf_counter()
     cfg = arm(name, **changes)
-    enc = MiniLMTextEncoder.from_pruned(minilm, device) if minilm else MiniLMTextEncoder.from_package(device)
+    enc = MiniLMTextEncoder.load(minilm, device)
     net = prepare_student(UNetAdapter(copy.deepcopy(teacher_unet(device)).float()), cfg)
     student = VPNet(net, teacher_schedule(), "eps")
     pool = procedural_pool(enc, prompts, seed=0, device=device)

@@ -97,32 +97,21 @@ def student_rows(students_dir: Path, device: str, dtype: torch.dtype) -> list[tu
     return rows
 
 
-@torch.no_grad()
 def judge_cells(latents: dict[str, torch.Tensor], cells: list[dict[str, Any]], device: str, n: int,
                 effnet: str | None = None, minilm: str | None = None) -> list[dict[str, Any]]:
     """nodes.mlcm.table's judges (FD-EffNet, attribute accuracy, scorer reward) + probe reward + saturation."""
-    import numpy as np
-
-    from nodes.mlcm.table import Judge, _encoder, decode, eval_prompts, reference_stats
+    from nodes.mlcm.table import judge_latents
     from nodes.rewards.library import ProbeReward, SaturationReward
-    from nodes.zoo import data
-    from nodes.zoo.builtin import load_vae
 
-    enc = _encoder(minilm, device)
-    vae, scale = load_vae(device, torch.float32)
-    judge = Judge(device, effnet, enc)
-    probe, saturation = ProbeReward(judge.probe), SaturationReward()
-    scenes, prompts = eval_prompts(n)
-    real = torch.stack([torch.from_numpy(np.asarray(data.render(s), dtype=np.float32) / 255.0) for s in scenes])
-    ref = reference_stats(judge.features(real.to(device)))
-    for i, cell in enumerate(cells):
-        images = decode(vae, scale, latents[f"{cell['method']}|{cell['steps']}"][:n].float().to(device))
-        cell |= judge.judge(images, scenes, prompts, ref)
-        cell["probe_reward"] = float(torch.cat([probe(images[j:j + 250], prompts[j:j + 250])
-                                                for j in range(0, n, 250)]).mean())
-        cell["saturation"] = float(saturation(images, prompts).mean())
-        log.info("judged %d/%d: %s", i + 1, len(cells), cell)
-    return cells
+    saturation = SaturationReward()
+
+    def r0_columns(images: torch.Tensor, prompts: list[str], judge: Any) -> dict[str, float]:
+        probe = ProbeReward(judge.probe)
+        return {"probe_reward": float(torch.cat([probe(images[j:j + 250], prompts[j:j + 250])
+                                                 for j in range(0, len(prompts), 250)]).mean()),
+                "saturation": float(saturation(images, prompts).mean())}
+
+    return judge_latents(latents, cells, device, n, effnet, minilm, extra=r0_columns)
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from nodes.mlcm import table as mt
 from nodes.tdm import students, table
+from nodes.zoo.text_encoder import MiniLMTextEncoder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     nets = table.load_nets(args.device, dtype, args.out)
     teacher_steps = tuple(int(s) for s in args.teacher_steps.split(","))
-    latents, cells = table.generate(args.device, nets, mt._encoder(args.minilm, args.device), args.n,
+    latents, cells = table.generate(args.device, nets, MiniLMTextEncoder.load(args.minilm, args.device), args.n,
                                     teacher_steps=teacher_steps)
     save_file(latents, str(args.out / "cells.safetensors"))
     info = {"device": mt._device_name(args.device), "n": args.n, "cells": cells, "torch": torch.__version__,

@@ -24,6 +24,7 @@ import torch
 from nodes.mlcm import table as mt
 from nodes.tdm.loss import student_timesteps
 from nodes.tdm.students import FILES, RECIPES, load_student, plain_student
+from nodes.zoo.text_encoder import MiniLMTextEncoder
 
 log = logging.getLogger("fewstep.tdm.table")
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
         nets = load_nets(args.device, dtype, args.students)
-        latents, cells = generate(args.device, nets, mt._encoder(args.minilm, args.device), args.n)
+        latents, cells = generate(args.device, nets, MiniLMTextEncoder.load(args.minilm, args.device), args.n)
         n, device_name = args.n, mt._device_name(args.device)
     cells = mt.judge_latents(latents, cells, args.device, n, args.effnet, args.minilm)
     table = {"device": device_name, "n": n, "cfg": mt.CFG, "cells": cells}

@@ -57,6 +57,12 @@ class MiniLMTextEncoder:
         return cls(model.to(device), tok)
 
     @classmethod
+    def load(cls, pruned: str | Path | None = None, device: str | torch.device = "cpu",
+             dtype: torch.dtype = torch.float32):
+        """The pruned copy at ``pruned`` (what travels to GPU machines), or the installed package when None."""
+        return cls.from_pruned(pruned, device, dtype) if pruned else cls.from_package(device, dtype)
+
+    @classmethod
     def from_pruned(cls, path: str | Path, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32):
         """Load a pruned copy written by ``prune``."""

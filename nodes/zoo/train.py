@@ -390,8 +390,7 @@ def _load_towers(args, device):
     from .effnet import load_efficientnet_lite0
     from .text_encoder import MiniLMTextEncoder
 
-    enc = (MiniLMTextEncoder.from_pruned(args.minilm, device) if args.minilm
-           else MiniLMTextEncoder.from_package(device))
+    enc = MiniLMTextEncoder.load(args.minilm, device)
     effnet = load_efficientnet_lite0(args.effnet, device=device)
     return enc, effnet
 

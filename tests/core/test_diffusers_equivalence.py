@@ -11,30 +11,15 @@ import pytest
 import torch
 
 from nodes.core import schedules as S
-from nodes.core.denoiser import Denoiser, DiscreteVPSchedule
 from nodes.core.samplers import sample_ddim, sample_euler, sample_lcm
 
 diffusers = pytest.importorskip("diffusers")
-BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+from tiny_unet import BETAS, tiny_eps_unet  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=32,
-    ).eval()
-    ctx = torch.randn(1, 7, 32)
-
-    def eps(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        with torch.no_grad():
-            return unet(x, t, encoder_hidden_states=ctx).sample
-
-    denoiser = Denoiser(lambda x, t, cond: eps(x, t), "eps", DiscreteVPSchedule.from_config(**BETAS))
-    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
-    return eps, denoiser, latent
+    return tiny_eps_unet()
 
 
 def _collect(states: list, scale_of_sigma):
