@@ -58,13 +58,23 @@ def _triton_module() -> Any | None:
 
 
 def reference_group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None,
-                         bias: torch.Tensor | None, eps: float, silu: bool = False) -> torch.Tensor:
+                         bias: torch.Tensor | None, eps: float, silu: bool = False,
+                         pre: torch.Tensor | None = None) -> torch.Tensor:
     """GroupNorm (Wu & He 2018, Eq. 1-2: per (sample, group) mean/variance over channels x pixels,
-    biased variance) then optionally SiLU, in float32; returned in x's dtype."""
+    biased variance) of x + pre (pre [N, C], broadcast over pixels; None: nothing added) then optionally
+    SiLU, in float32; returned in x's dtype."""
     w = None if weight is None else weight.float()
     b = None if bias is None else bias.float()
-    y = F.group_norm(x.float(), num_groups, w, b, eps)
+    xf = x.float() if pre is None else x.float() + _per_channel(pre, x).float()
+    y = F.group_norm(xf, num_groups, w, b, eps)
     return (F.silu(y) if silu else y).to(x.dtype)
+
+
+def _per_channel(pre: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """pre [N, C] (or [N, C, 1, ...]) viewed to broadcast over x [N, C, *spatial]."""
+    if pre.numel() != x.shape[0] * x.shape[1]:
+        raise ValueError(f"group_norm: pre must hold N x C = {x.shape[0]} x {x.shape[1]} values, got {tuple(pre.shape)}")
+    return pre.reshape(x.shape[0], x.shape[1], *([1] * (x.ndim - 2)))
 
 
 def _strides(x: torch.Tensor) -> tuple[int, int, int] | None:
@@ -90,9 +100,9 @@ def _split(n: int, p: int, c_blocks: int, block_p: int, target: int = 1024) -> t
 
 
 def group_norm_triton(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                      eps: float, silu: bool = False) -> torch.Tensor:
+                      eps: float, silu: bool = False, pre: torch.Tensor | None = None) -> torch.Tensor:
     """The three-kernel GroupNorm(+SiLU) of ``kernels.groupnorm_triton``: x [N, C, *spatial] (NCHW
-    contiguous or channels-last) -> y, same shape, strides and dtype."""
+    contiguous or channels-last) -> y, same shape, strides and dtype; ``pre`` [N, C] is added first."""
     mod = _triton_module()
     if mod is None:
         raise RuntimeError("group_norm_triton: Triton is not importable here")
@@ -108,9 +118,11 @@ def group_norm_triton(x: torch.Tensor, num_groups: int, weight: torch.Tensor | N
     block_p = 32 if nhwc else 128
     c_blocks = -(-c // block_c)
     s, chunk = _split(n, p, c_blocks, block_p)
+    has_pre = pre is not None
+    pre_nc = _per_channel(pre, x).reshape(n, c).contiguous() if has_pre else x   # x: an unused pointer
     part = torch.empty((n, s, 2, c), device=x.device, dtype=torch.float32)
-    mod._stats_kernel[(n, s, c_blocks)](x, part, p, c, chunk, *strides, BLOCK_P=block_p, BLOCK_C=block_c,
-                                        num_warps=4)
+    mod._stats_kernel[(n, s, c_blocks)](x, pre_nc, part, p, c, chunk, *strides, BLOCK_P=block_p,
+                                        BLOCK_C=block_c, PRE=has_pre, num_warps=4)
     scale = torch.empty((n, c), device=x.device, dtype=torch.float32)
     shift = torch.empty_like(scale)
     cg = c // num_groups
@@ -122,8 +134,8 @@ def group_norm_triton(x: torch.Tensor, num_groups: int, weight: torch.Tensor | N
                                           AFFINE=affine, num_warps=4)
     y = torch.empty_like(x)                                      # keeps x's memory format
     grid = (n * -(-p // block_p), c_blocks)
-    mod._apply_kernel[grid](x, y, scale, shift, p, c, *strides, SILU=silu, BLOCK_P=block_p, BLOCK_C=block_c,
-                            num_warps=4)
+    mod._apply_kernel[grid](x, pre_nc, y, scale, shift, p, c, *strides, SILU=silu, BLOCK_P=block_p,
+                            BLOCK_C=block_c, PRE=has_pre, num_warps=4)
     return y
 
 
@@ -148,14 +160,17 @@ def _auto_uses_triton(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
 
 
 def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
-               eps: float, silu: bool = False, backend: str = "auto") -> torch.Tensor:
-    """GroupNorm(+SiLU) of x [N, C, *spatial]; see the module docstring for ``backend``."""
+               eps: float, silu: bool = False, backend: str = "auto", pre: torch.Tensor | None = None) -> torch.Tensor:
+    """GroupNorm(+SiLU) of x + pre (x [N, C, *spatial], pre [N, C] or None); ``backend``: see the module
+    docstring."""
     if backend not in ("auto", "triton", "reference"):
         raise ValueError(f"group_norm: backend must be 'auto', 'triton' or 'reference', got {backend!r}")
     if backend == "triton":
-        return group_norm_triton(x, num_groups, weight, bias, eps, silu)
+        return group_norm_triton(x, num_groups, weight, bias, eps, silu, pre)
     if backend == "auto" and _auto_uses_triton(x, weight):
-        return group_norm_triton(x, num_groups, weight, bias, eps, silu)
+        return group_norm_triton(x, num_groups, weight, bias, eps, silu, pre)
+    if pre is not None:                                    # the eager ops diffusers runs: h + temb, then norm
+        x = x + _per_channel(pre, x)
     y = F.group_norm(x, num_groups, weight, bias, eps)                 # PyTorch's own kernel: CPU path unchanged
     return F.silu(y) if silu else y
 
@@ -174,8 +189,9 @@ class FusedGroupNorm(torch.nn.Module):
         self.affine, self.silu = norm.affine, silu
         self.weight, self.bias = norm.weight, norm.bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.silu)
+    def forward(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
+        """Norm (+SiLU) of x + pre (pre [N, C]: e.g. a ResnetBlock2D's time embedding; None adds nothing)."""
+        return group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.silu, pre=pre)
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, silu={self.silu}"

@@ -291,12 +291,15 @@ def keep_channels_last(module: torch.nn.Module) -> int:
     return count
 
 
-def prepare_module(module: torch.nn.Module, *, channels_last: bool = True, fused_groupnorm: bool = True) -> None:
+def prepare_module(module: torch.nn.Module, *, channels_last: bool = True, fused_groupnorm: bool = True,
+                   lean_blocks: bool = True) -> None:
     """One-time setup of a network for the fast path: eval mode, :class:`LeanSDPAProcessor` attention
     for diffusers models (in place of their default processors), NHWC conv weights and activations
-    (:func:`keep_channels_last`), GroupNorm(+SiLU) on the fused Triton kernel (``vae_fast.fuse_groupnorms``;
-    outputs unchanged off CUDA and under autograd). Runs before any capture of the module (a graph reads
-    the weights' addresses, so their layout must not change afterwards); later calls do nothing."""
+    (:func:`keep_channels_last`), GroupNorm(+SiLU) on the fused Triton kernel (``vae_fast.fuse_groupnorms``)
+    and, with it, the blocks' lean forwards (``unet_lean.lean_forwards``: time embedding folded into the
+    norm, fused GEGLU, residual adds fused with the next LayerNorm); outputs unchanged off CUDA and under
+    autograd. Runs before any capture of the module (a graph reads the weights' addresses, so their layout
+    must not change afterwards); later calls do nothing."""
     if module.__dict__.get("_fewstep_prepared"):
         return
     module.eval()
@@ -314,6 +317,10 @@ def prepare_module(module: torch.nn.Module, *, channels_last: bool = True, fused
         from nodes.core.vae_fast import fuse_groupnorms
 
         fuse_groupnorms(module)
+        if lean_blocks:
+            from nodes.core.unet_lean import lean_forwards
+
+            lean_forwards(module)
     module.__dict__["_fewstep_prepared"] = True
 
 

@@ -75,6 +75,34 @@ def test_group_norm_kernel_matches_float64_reference(silu, channels_last):
         _check(y, ref, dtype)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_group_norm_kernel_adds_the_per_channel_pre_vector_first(channels_last):
+    """``pre`` [N, C] (a ResnetBlock2D's time embedding) is added before the statistics and the affine:
+    the kernel equals GroupNorm(x + pre) + SiLU in float64, and differs from GroupNorm(x) (so a kernel
+    that ignored ``pre`` would fail: with per-channel shifts the group statistics change)."""
+    device = _device()
+    for dtype, (n, c, h, w, groups) in _cases(device):
+        g = torch.Generator().manual_seed(7 * n + c + w)
+        x = (torch.randn(n, c, h, w, generator=g) + 1.0).to(device, dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        pre = (torch.randn(n, c, generator=g) * 3.0).to(device, dtype)
+        weight = torch.randn(c, generator=g).to(device, dtype)
+        bias = torch.randn(c, generator=g).to(device, dtype)
+        y = gn.group_norm(x, groups, weight, bias, 1e-5, silu=True, backend="triton", pre=pre)
+        shifted = x.double() + pre.double()[:, :, None, None]
+        ref = torch.nn.functional.silu(torch.nn.functional.group_norm(shifted, groups, weight.double(),
+                                                                      bias.double(), 1e-5))
+        assert y.stride() == x.stride()
+        _check(y, ref, dtype)
+        if c // groups > 1:              # with one channel per group a per-channel shift cancels out
+            without = gn.group_norm(x, groups, weight, bias, 1e-5, silu=True, backend="triton")
+            assert float((without.double() - ref).abs().max()) > 0.05
+    x = torch.randn(2, 6, 4, 4, device=device)
+    with pytest.raises(ValueError, match="N x C"):
+        gn.group_norm(x, 3, None, None, 1e-5, backend="triton", pre=torch.zeros(2, 5, device=device))
+
+
 def test_group_norm_kernel_without_affine_and_3d_input():
     device = _device()
     x = torch.randn(2, 6, 37, generator=torch.Generator().manual_seed(5)).to(device) - 4.0
