@@ -28,7 +28,9 @@ import triton
 import triton.language as tl
 
 
-@triton.jit(do_not_specialize=["P", "CHUNK"])
+# P and CHUNK stay specialised (Triton only distinguishes "multiple of 16" and "== 1", so a few compiles):
+# on NCHW the pixel axis is the vector axis and its masks vectorise only when P % 16 == 0 is known.
+@triton.jit
 def _stats_kernel(x_ptr, pre_ptr, part_ptr, P, C, CHUNK, sn, sp, sc,
                   BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, PRE: tl.constexpr):
     """part[n, s, 0/1, c] = (mean, M2) of (x + pre[n, c])[n, s*CHUNK : (s+1)*CHUNK, c] (float32).
@@ -109,7 +111,7 @@ def _finalize_kernel(part_ptr, w_ptr, b_ptr, scale_ptr, shift_ptr, P, C, CHUNK, 
     tl.store(shift_ptr + n * C + rc, b - gmean * scale, mask=g_ok)
 
 
-@triton.jit(do_not_specialize=["P"])
+@triton.jit
 def _apply_kernel(x_ptr, pre_ptr, y_ptr, scale_ptr, shift_ptr, P, C, sn, sp, sc,
                   SILU: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, PRE: tl.constexpr):
     """y = (x + pre[n, c]) * scale[n, c] + shift[n, c] (then SiLU), y with x's strides and dtype."""

@@ -50,10 +50,13 @@ def _quantize_kernel(x_ptr, q_ptr, s_ptr, M, C, sxb, sxm, sxc,
     tl.store(q_ptr + (b * M + rm[:, None]) * C + rc[None, :], _quant_codes(x, inv, QMAX), mask=mask)
 
 
-@triton.jit(do_not_specialize=["numel"])
+@triton.jit
 def _quantize_flat_kernel(x_ptr, q_ptr, s_ptr, numel, QMAX: tl.constexpr, BLOCK: tl.constexpr):
     """Codes of a contiguous tensor as one flat array: BLOCK elements a program, 16-byte vector loads
-    (the 2-D kernel above pays per-element index math and 64-byte stores per row for strided views)."""
+    (the 2-D kernel above pays per-element index math and 64-byte stores per row for strided views).
+    ``numel`` stays specialised: only when Triton knows it is a multiple of 16 is the tail mask constant
+    over a vector, so loads and stores vectorise (with ``do_not_specialize`` this kernel took 38.9 ms of a
+    133 ms SDXL W8A8 call at batch 8 on an H200 — a fraction of memory bandwidth)."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)

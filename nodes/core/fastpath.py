@@ -8,9 +8,11 @@ H100). The fast path therefore captures the *whole* guider call ``G(x, sigma) ->
 The sampler itself is untouched: it only sees a guider-like object with ``__call__`` and ``schedule``.
 
 Before its first capture a network is prepared once (:func:`prepare_module`): channels-last weights and
-activations, GroupNorm(+SiLU) on the fused Triton kernel, a lean SDPA attention processor. One SD1.5
-UNet call at 512^2 on an H200: graph replay 9.44 ms NCHW, 5.80 ms prepared (batch 8: 27.1 -> 21.2 ms);
-SDXL at 1024^2, batch 8: 143.5 -> 133.0 ms, 51.6% of the card's bf16 matmul rate (docs/benchmarks.md).
+activations, GroupNorm(+SiLU) on the fused Triton kernel, a lean SDPA attention processor and the lean
+block forwards of ``nodes.core.unet_lean`` (biases and the time embedding folded into the norms and the
+residual adds, fused GEGLU and add + LayerNorm). One SD1.5 UNet call at 512^2 on an H200: graph replay
+9.53 ms NCHW, 5.22 ms prepared (batch 8: 27.2 -> 17.9 ms, 45% of the card's bf16 matmul rate); SDXL at
+1024^2, batch 8: 143.1 -> 113.4 ms, 60% (docs/benchmarks.md, 2026-11-30).
 
 Per step, outside the graph: one device-to-device copy of x, one of the sigma scalar, the replay and a
 clone of the output (samplers such as DPM++ 2M keep x0 across steps; the graph's output buffer is
