@@ -136,7 +136,7 @@ def _graph_ms(net: nn.Module, args: tuple, kwargs: dict, iters: int) -> float:
 
 CATEGORIES = (  # (category, substrings of a CUDA kernel name), first match wins
     ("lowbit GEMM (Triton)", ("_lowbit_gemm_kernel",)),
-    ("act quantize (Triton)", ("_quantize_kernel",)),
+    ("act quantize (Triton)", ("_quantize_kernel", "_quantize_flat_kernel")),
     ("int_mm dequant (Triton)", ("_dequant_kernel",)),
     ("attention", ("flash", "fmha", "attention", "softmax")),
     ("norm", ("norm",)),
