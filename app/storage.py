@@ -4,6 +4,14 @@ Every state change is one committed transaction, so killing the process at any p
 restart :meth:`JobStore.recover` marks the job that was running as interrupted (kept in history), pending
 jobs are still pending and finished ones are still in history.
 
+Durability: WAL journal with ``PRAGMA synchronous=NORMAL``. A commit appends to the WAL file without an
+fsync, so a transaction committed before the *process* is killed (SIGKILL, crash, OOM) is kept: the
+operating system already holds its pages and the next connection replays the WAL. Only an operating-system
+crash or power loss can lose the last commits before the next checkpoint (the database never corrupts:
+it rolls back to an earlier committed state). ``FULL`` would fsync on every commit; on the 2-core dev VM
+that cost 0.6 ms median (1.4 ms p90) per commit, three commits per job (enqueue, claim, finish), against
+0.03 ms with ``NORMAL`` (measured 2026-11-30, a 2 kB insert, 200 commits).
+
 Job states: ``pending`` -> ``running`` -> ``success`` | ``error`` | ``interrupted``; a pending job may also
 become ``cancelled``. ``/api/jobs`` reports them as ``pending``, ``in_progress``, ``completed``,
 ``failed`` and ``cancelled`` (an interrupted job is ``cancelled``).
@@ -41,6 +49,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, number);
 CREATE INDEX IF NOT EXISTS jobs_done ON jobs(done_seq);
+CREATE INDEX IF NOT EXISTS jobs_number ON jobs(number);
 """
 FINISHED = ("success", "error", "interrupted")
 API_STATUS = {"pending": "pending", "running": "in_progress", "success": "completed", "error": "failed",
@@ -89,7 +98,7 @@ class JobStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # process kills lose nothing; see the module docstring
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -108,10 +117,12 @@ class JobStore:
     def enqueue(self, prompt_id: str, prompt: dict[str, Any], extra_data: dict[str, Any] | None = None,
                 targets: list[str] | None = None, client_id: str | None = None, *, front: bool = False) -> int:
         """Add a pending job; returns its queue number (``front`` puts it before every pending job)."""
+        # One aggregate per query over the ``jobs_number`` index: a B-tree lookup. ``MIN(), MAX()`` in one
+        # query scanned every row instead (history included): 6-7 ms per enqueue at 50k finished jobs
+        # against 0.07 ms (dev VM, 2026-11-30).
+        sql = "SELECT MIN(number) FROM jobs" if front else "SELECT MAX(number) FROM jobs"
         with self._lock:
-            row = self._db.execute("SELECT MIN(number), MAX(number) FROM jobs").fetchone()
-            low, high = (row[0] or 0), (row[1] or 0)
-            number = low - 1 if front else high + 1
+            number = (self._db.execute(sql).fetchone()[0] or 0) + (-1 if front else 1)
             self._db.execute(
                 "INSERT INTO jobs (number, prompt_id, status, prompt, extra_data, targets, client_id, create_time)"
                 " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
@@ -140,13 +151,11 @@ class JobStore:
         """Record a finished job (``status_str``: success | error | interrupted) in history."""
         if status_str not in FINISHED:
             raise ValueError(f"status_str must be one of {FINISHED}, got {status_str!r}")
-        with self._lock:
-            done = (self._db.execute("SELECT MAX(done_seq) FROM jobs").fetchone()[0] or 0) + 1
+        row = (status_str, _ms(), _dumps(outputs), _dumps(messages), status_str, int(completed), prompt_id)
+        with self._lock:  # one statement: the completion number and the history row commit together
             self._db.execute(
-                "UPDATE jobs SET status=?, end_time=?, done_seq=?, outputs=?, messages=?, status_str=?, completed=?"
-                " WHERE prompt_id=?",
-                (status_str, _ms(), done, _dumps(outputs), _dumps(messages), status_str, int(completed),
-                 prompt_id))
+                "UPDATE jobs SET status=?, end_time=?, done_seq=(SELECT COALESCE(MAX(done_seq), 0) + 1 FROM jobs),"
+                " outputs=?, messages=?, status_str=?, completed=? WHERE prompt_id=?", row)
 
     def pending(self) -> list[Job]:
         return [_job(r) for r in self._query("SELECT * FROM jobs WHERE status='pending' ORDER BY number, seq")]

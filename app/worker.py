@@ -32,12 +32,16 @@ class QueueWorker:
         store: the persistent queue.
         executor: runs each job.
         emit: ``emit(event_type, data, client_id)`` for every event.
+        idle_poll_s: how often an idle worker looks at the store without being woken (:meth:`wake`);
+            only jobs enqueued by another process wait for it.
     """
 
-    def __init__(self, store: JobStore, executor: Executor, emit: WorkerEmit = _no_emit) -> None:
+    def __init__(self, store: JobStore, executor: Executor, emit: WorkerEmit = _no_emit, *,
+                 idle_poll_s: float = 0.5) -> None:
         self.store = store
         self.executor = executor
         self.emit = emit
+        self.idle_poll_s = idle_poll_s
         self.running_prompt_id: str | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -63,7 +67,7 @@ class QueueWorker:
             self._thread.join(timeout)
 
     def wake(self) -> None:
-        """Call after enqueueing."""
+        """Call after enqueueing (from any thread): the idle worker claims the job at once."""
         self._wake.set()
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
@@ -88,7 +92,7 @@ class QueueWorker:
             self._apply_free()
             job = self.store.claim_next()
             if job is None:
-                self._wake.wait(0.5)
+                self._wake.wait(self.idle_poll_s)
                 self._wake.clear()
                 continue
             self._run_job(job)

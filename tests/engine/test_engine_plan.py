@@ -3,6 +3,7 @@ policy ``none``."""
 
 from __future__ import annotations
 
+import json
 import weakref
 
 import pytest
@@ -12,7 +13,9 @@ import app.executor
 from app.api import Combo, Int, Link, Node, NodeOutput, Output, Schema, String
 from app.cache import CacheSet
 from app.executor import Executor
+from app.plan import signature
 from app.registry import Registry
+from app.validation import validate_prompt
 
 
 def two_chains(b: int = 2) -> dict:
@@ -142,6 +145,63 @@ def test_custom_validator_runs_on_every_submission(validations):
     assert refused.status == "error"
     assert refused.error["node_errors"]["1"]["errors"][0]["type"] == "custom_validation_failed"
 
+
+
+# -- plans remembered from the server's validation (Executor.remember) ------------------------------
+
+def _queued(prompt: dict) -> dict:
+    """The prompt as the worker gets it back from the SQLite queue (JSON text)."""
+    return json.loads(json.dumps(prompt))
+
+
+def test_remembered_plan_runs_the_queued_prompt_without_validating_again(make_executor, registry, validations):
+    executor = make_executor()
+    prompt = two_chains()
+    checked = validate_prompt(prompt, registry)          # what POST /prompt did
+    executor.remember(prompt, list(checked.outputs), checked, registry)
+    result, _ = run(executor, _queued(prompt), targets=list(checked.outputs))
+    assert result.status == "success" and sorted(result.executed) == ["1", "11", "12", "13", "2", "3"]
+    assert result.outputs["3"] == {"values": [3]} and validations == []
+
+
+def test_remember_ignores_failed_validations_and_other_registries(make_executor, registry, validations):
+    executor = make_executor()
+    prompt = two_chains()
+    checked = validate_prompt(prompt, registry)
+    executor.remember(prompt, list(checked.outputs), checked, Registry())   # validated against another registry
+    broken = {"1": n("NoSuchNode")}
+    refused = validate_prompt(broken, registry)
+    assert not refused.ok
+    executor.remember(broken, None, refused, registry)
+    assert run(executor, prompt, targets=list(checked.outputs))[0].status == "success"
+    assert run(executor, broken)[0].status == "error"
+    assert len(validations) == 2
+
+
+def test_remember_keeps_the_plan_earlier_runs_filled(make_executor, registry):
+    executor = make_executor()
+    prompt = two_chains()
+    targets = list(validate_prompt(prompt, registry).outputs)
+    run(executor, prompt, targets=targets)
+    plan = executor.plans.get(signature(prompt, targets), registry)
+    assert plan is not None and plan.keys                  # the run recorded the nodes' stable keys
+    executor.remember(prompt, targets, validate_prompt(prompt, registry), registry)
+    assert executor.plans.get(signature(prompt, targets), registry) is plan
+
+
+def test_remembered_plan_still_rechecks_file_lists_at_run_time(tmp_path, validations):
+    (tmp_path / "a.bin").write_text("x")
+    FileChoice.folder = tmp_path
+    local = Registry()
+    local.register_pack("files", [FileChoice, Show])
+    executor = Executor(local, CacheSet("lru:100"))
+    prompt = {"1": n("FileChoice", name="a.bin"), "2": n("Show", value=["1", 0])}
+    checked = validate_prompt(prompt, local)
+    executor.remember(prompt, list(checked.outputs), checked, local)
+    (tmp_path / "a.bin").unlink()                          # deleted while the job waited in the queue
+    result, _ = run(executor, _queued(prompt), targets=list(checked.outputs))
+    assert result.status == "error"
+    assert result.error["node_errors"]["1"]["errors"][0]["type"] == "value_not_in_list"
 
 # -- progress_state ---------------------------------------------------------------------------------
 

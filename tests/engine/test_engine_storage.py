@@ -207,3 +207,90 @@ def test_store_is_thread_safe(tmp_path):
     for t in threads:
         t.join()
     assert len(store.pending()) == 80
+
+
+# -- the per-job path: statements, indexes, durability, wake-up ------------------------------------
+
+def _statements(store: JobStore, action) -> list[str]:
+    """The SQL statements ``action()`` runs on the store's connection."""
+    seen: list[str] = []
+    store._db.set_trace_callback(seen.append)
+    try:
+        action()
+    finally:
+        store._db.set_trace_callback(None)
+    return seen
+
+
+def test_finish_writes_the_whole_history_row_in_one_statement(tmp_path):
+    store = JobStore(tmp_path / "q.sqlite3")
+    for name in ("a", "b"):
+        store.enqueue(name, chain(), {"client_id": "c"}, ["3"], "c")
+    store.claim_next()
+    statements = _statements(store, lambda: store.finish("a", "success", {"3": {"values": [2]}},
+                                                        [["execution_start", {}]], completed=True))
+    assert len(statements) == 1 and statements[0].startswith("UPDATE")   # one autocommit transaction
+    store.claim_next()
+    store.finish("b", "error", {}, [["execution_error", {"node_id": "2"}]], completed=False)
+    entry = store.history_entry("a")
+    assert entry["outputs"] == {"3": {"values": [2]}} and entry["prompt"][1] == "a"
+    assert entry["status"] == {"status_str": "success", "completed": True, "messages": [["execution_start", {}]]}
+    assert list(store.history()) == ["a", "b"]                           # completion order (done_seq)
+    assert store.jobs(["completed"])[0][0]["execution_end_time"] >= store.jobs(["completed"])[0][0]["create_time"]
+
+
+def test_enqueue_looks_up_queue_numbers_by_index_not_by_scanning_history(tmp_path):
+    store = JobStore(tmp_path / "q.sqlite3")
+    store.enqueue("old", chain(), {}, None, None)
+    for front in (False, True):
+        statements = _statements(store, lambda front=front: store.enqueue(f"new-{front}", chain(), {}, None,
+                                                                          None, front=front))
+        for sql in statements:
+            if sql.lstrip().upper().startswith("SELECT"):
+                plan = " ".join(row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + sql).fetchall())
+                assert "SCAN" not in plan, (sql, plan)
+    assert [j.prompt_id for j in store.pending()] == ["new-True", "old", "new-False"]
+
+
+def test_commits_survive_a_killed_process(tmp_path):
+    """WAL + synchronous=NORMAL: a transaction committed before SIGKILL is kept (no close, no checkpoint)."""
+    db = tmp_path / "q.sqlite3"
+    script = ("import sys, time\nfrom app.storage import JobStore\nstore = JobStore(sys.argv[1])\n"
+              "for name in ('a', 'b', 'c'):\n    store.enqueue(name, {'1': {}}, {}, None, None)\n"
+              "store.claim_next()\nstore.finish('a', 'success', {'1': {'v': [1]}}, [], completed=True)\n"
+              "store.claim_next()\nprint('committed', flush=True)\ntime.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "committed"
+    finally:
+        _kill(proc)
+    store = JobStore(db)
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.history_entry("a")["outputs"] == {"1": {"v": [1]}}
+    assert [j.prompt_id for j in store.running()] == ["b"] and [j.prompt_id for j in store.pending()] == ["c"]
+    assert store.recover() == 1
+
+
+def test_woken_worker_claims_at_once_without_polling(registry, tmp_path):
+    store = JobStore(tmp_path / "q.sqlite3")
+    worker = QueueWorker(store, Executor(registry, CacheSet("lru:10")), idle_poll_s=3600.0)
+    idle, claimed = threading.Event(), threading.Event()
+    claim = store.claim_next
+
+    def claim_and_tell():
+        job = claim()
+        (idle if job is None else claimed).set()
+        return job
+
+    store.claim_next = claim_and_tell
+    worker.start()
+    try:
+        assert idle.wait(10)                 # found nothing: from now on it polls once an hour
+        store.enqueue("now", chain(), {}, None, None)
+        worker.wake()
+        assert claimed.wait(10)              # so only the wake-up can have made it claim the job
+        assert wait_for(lambda: store.history_entry("now") is not None)
+    finally:
+        worker.stop()
+    assert store.history_entry("now")["outputs"] == {"3": {"values": [2]}}
