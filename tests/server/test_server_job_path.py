@@ -32,6 +32,15 @@ async def test_worker_runs_the_posted_prompt_without_validating_it_again(client:
     assert calls == []          # POST /prompt validated it; the worker reused that plan
 
 
+async def test_graph_bigger_than_one_network_read_is_accepted(client: Any) -> None:
+    ws = await connect(client, "big-body")
+    pad = "x" * 400_000        # e.g. a UI workflow embedded in extra_pnginfo
+    prompt_id = await queue(client, IMAGE_GRAPH, client_id="big-body", extra_data={"extra_pnginfo": {"pad": pad}})
+    await collect(ws, prompt_id)
+    entry = (await (await client.get(f"/api/history/{prompt_id}")).json())[prompt_id]
+    assert entry["status"]["status_str"] == "success" and entry["prompt"][3]["extra_pnginfo"]["pad"] == pad
+
+
 async def test_post_wakes_an_idle_worker_that_would_otherwise_sleep_an_hour(aiohttp_client: Any, config: Any,
                                                                             registry: Any) -> None:
     store = JobStore(config.db_path)
