@@ -146,7 +146,7 @@ async def read_json(request: web.Request, limit: int | None = None, *, required:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length,
                                             text=f"request body of {request.content_length} bytes is over "
                                                  f"the limit of {limit} bytes")
-    raw = await _read_body(request, limit + 1)
+    raw = await read_body(request, limit + 1)
     if len(raw) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw),
                                             text=f"request body is over the limit of {limit} bytes")
@@ -160,7 +160,7 @@ async def read_json(request: web.Request, limit: int | None = None, *, required:
         raise web.HTTPBadRequest(text=f"malformed JSON body: {exc}") from exc
 
 
-async def _read_body(request: web.Request, most: int) -> bytes:
+async def read_body(request: web.Request, most: int) -> bytes:
     """The body, up to ``most`` bytes. ``StreamReader.read(n)`` returns what has arrived so far, not n
     bytes: a single read cut bodies that came in several network reads (a 300 kB graph was refused as
     malformed JSON)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app.server.security import json_object, read_json, safe_path_or_400
+from app.server.security import json_object, read_body, read_json, safe_path_or_400
 from app.server.state import CONFIG, OPTIONS
 
 SETTINGS_FILE = "comfy.settings.json"
@@ -170,7 +170,7 @@ async def post_userdata_file(request: web.Request) -> web.Response:
     if path.exists() and not _overwrite(request):
         raise web.HTTPConflict(text=f"user file {request.match_info['file']!r} exists (overwrite=false)")
     limit = request.app[OPTIONS].max_graph_bytes
-    body = await request.content.read(limit + 1)
+    body = await read_body(request, limit + 1)
     if len(body) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body),
                                             text=f"user file is over the limit of {limit} bytes")

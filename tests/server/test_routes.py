@@ -80,6 +80,13 @@ async def test_userdata_list_get_post_overwrite_move_delete(client: Any) -> None
     assert (await client.get("/api/userdata?dir=nothing_here")).status == 404
 
 
+async def test_userdata_file_bigger_than_one_network_read_is_saved_whole(client: Any) -> None:
+    body = json.dumps({"nodes": [{"id": i, "widgets_values": ["x" * 100]} for i in range(4000)]})  # ~500 kB
+    response = await client.post("/api/userdata/workflows%2Fbig.json?overwrite=true", data=body)
+    assert response.status == 200, await response.text()
+    assert await (await client.get("/api/userdata/workflows%2Fbig.json")).text() == body
+
+
 async def test_startup_probe_files_are_seeded(client: Any) -> None:
     # The editor fetches these on every start; a new user must not see 404s for them.
     assert (await client.get("/api/userdata/comfy.templates.json")).status == 200
