@@ -228,9 +228,11 @@ class ThreadBridge:
 
     Preview images are encoded here, in the worker thread. Every event then joins one FIFO that the
     event loop drains; only an emit that finds the FIFO without a drain scheduled wakes the loop
-    (``loop.call_soon_threadsafe``), so a burst of events (``executing`` + ``progress_state`` at each node,
-    three at the end of a job) costs one wake-up and one loop iteration instead of one each. Order is
-    the emit order. The loop never waits on the worker and the worker never waits on the loop.
+    (``loop.call_soon_threadsafe``), so events emitted before the loop gets to run (``executing`` +
+    ``progress_state`` at each node, three at the end of a job) share one wake-up and one loop iteration:
+    the default graph's 28 events per job took 17 wake-ups instead of 28 (dev VM, 2026-11-30). Each
+    wake-up is a hand-over of the GIL between the worker and the loop. Order is the emit order. The loop
+    never waits on the worker and the worker never waits on the loop.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, hub: ClientHub, preview_size: int) -> None:
