@@ -9,21 +9,17 @@
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from kernels import triton_modules
 
-@functools.lru_cache(maxsize=1)
+
 def _triton_module() -> Any | None:
-    try:
-        from kernels import geglu_triton
-    except Exception:  # noqa: BLE001 - any import failure means "no Triton here"
-        return None
-    return geglu_triton
+    """``kernels.geglu_triton``, or None where Triton does not import."""
+    return triton_modules.load("geglu_triton")
 
 
 def reference_geglu(h: torch.Tensor) -> torch.Tensor:
@@ -78,4 +74,4 @@ def geglu(h: torch.Tensor, backend: str = "auto") -> torch.Tensor:
 
 
 def triton_available(device: torch.device) -> bool:
-    return _triton_module() is not None and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
+    return triton_modules.runs_on("geglu_triton", device)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from kernels import triton_modules
 
 # Whether "auto" may launch the kernels on small tensors: True only inside :func:`for_graphs`. Each call
 # costs three Python-side Triton launches (tens of microseconds each); replayed from a CUDA graph they
@@ -47,14 +47,9 @@ def for_graphs() -> Iterator[None]:
         _IN_GRAPHS.reset(token)
 
 
-@functools.lru_cache(maxsize=1)
 def _triton_module() -> Any | None:
-    """The Triton kernel module, or None when Triton is unavailable (imported lazily, once)."""
-    try:
-        from kernels import groupnorm_triton
-    except Exception:  # noqa: BLE001 - any import failure means "no Triton here"
-        return None
-    return groupnorm_triton
+    """``kernels.groupnorm_triton``, or None where Triton does not import."""
+    return triton_modules.load("groupnorm_triton")
 
 
 def reference_group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None,
@@ -145,9 +140,7 @@ def triton_next_pow2(v: int) -> int:
 
 def triton_available(device: torch.device) -> bool:
     """True when the kernels can run on ``device`` (CUDA + Triton, or the Triton CPU interpreter)."""
-    if _triton_module() is None:
-        return False
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    return triton_modules.runs_on("groupnorm_triton", device)
 
 
 def _auto_uses_triton(x: torch.Tensor, weight: torch.Tensor | None) -> bool:

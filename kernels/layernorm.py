@@ -10,22 +10,19 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from kernels import triton_modules
+
 MAX_C = 4096      # one row in registers per program
 
 
-@functools.lru_cache(maxsize=1)
 def _triton_module() -> Any | None:
-    try:
-        from kernels import layernorm_triton
-    except Exception:  # noqa: BLE001 - any import failure means "no Triton here"
-        return None
-    return layernorm_triton
+    """``kernels.layernorm_triton``, or None where Triton does not import."""
+    return triton_modules.load("layernorm_triton")
 
 
 def reference_add_layer_norm(a: torch.Tensor, r: torch.Tensor, weight: torch.Tensor | None,

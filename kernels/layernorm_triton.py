@@ -15,6 +15,21 @@ import triton
 import triton.language as tl
 
 
+@triton.jit
+def _normalize_rows(x, ok, rc, c_ok, w_ptr, b_ptr, C, eps, AFFINE: tl.constexpr):
+    """LayerNorm of the float32 rows of x [BLOCK_M, BLOCK_C] (masked lanes ignored): two-pass mean and
+    centred variance in registers, then the optional affine."""
+    mean = tl.sum(x, axis=1) / C
+    d = tl.where(ok, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1) / C + eps)
+    y = d * rstd[:, None]
+    if AFFINE:
+        w = tl.load(w_ptr + rc, mask=c_ok, other=1.0).to(tl.float32)
+        b = tl.load(b_ptr + rc, mask=c_ok, other=0.0).to(tl.float32)
+        y = y * w[None, :] + b[None, :]
+    return y
+
+
 @triton.jit(do_not_specialize=["M"])
 def _add_layer_norm_kernel(a_ptr, r_ptr, s_ptr, y_ptr, w_ptr, b_ptr, M, C, eps,
                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, AFFINE: tl.constexpr):
@@ -27,15 +42,7 @@ def _add_layer_norm_kernel(a_ptr, r_ptr, s_ptr, y_ptr, w_ptr, b_ptr, M, C, eps,
     r = tl.load(r_ptr + offs, mask=ok, other=0.0)
     s = (a.to(tl.float32) + r.to(tl.float32)).to(a.dtype)        # the sum in the stream's dtype, as a + r
     tl.store(s_ptr + offs, s, mask=ok)
-    sf = s.to(tl.float32)
-    mean = tl.sum(sf, axis=1) / C
-    d = tl.where(ok, sf - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1) / C + eps)
-    y = d * rstd[:, None]
-    if AFFINE:
-        w = tl.load(w_ptr + rc, mask=c_ok, other=1.0).to(tl.float32)
-        b = tl.load(b_ptr + rc, mask=c_ok, other=0.0).to(tl.float32)
-        y = y * w[None, :] + b[None, :]
+    y = _normalize_rows(s.to(tl.float32), ok, rc, c_ok, w_ptr, b_ptr, C, eps, AFFINE)
     tl.store(y_ptr + offs, y.to(a.dtype), mask=ok)
 
 
@@ -51,13 +58,5 @@ def _layer_norm_kernel(a_ptr, y_ptr, w_ptr, b_ptr, M, C, eps,
     ok = (rm < M)[:, None] & c_ok[None, :]
     offs = rm[:, None].to(tl.int64) * C + rc[None, :]
     a = tl.load(a_ptr + offs, mask=ok, other=0.0)
-    af = a.to(tl.float32)
-    mean = tl.sum(af, axis=1) / C
-    d = tl.where(ok, af - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1) / C + eps)
-    y = d * rstd[:, None]
-    if AFFINE:
-        w = tl.load(w_ptr + rc, mask=c_ok, other=1.0).to(tl.float32)
-        b = tl.load(b_ptr + rc, mask=c_ok, other=0.0).to(tl.float32)
-        y = y * w[None, :] + b[None, :]
+    y = _normalize_rows(a.to(tl.float32), ok, rc, c_ok, w_ptr, b_ptr, C, eps, AFFINE)
     tl.store(y_ptr + offs, y.to(a.dtype), mask=ok)

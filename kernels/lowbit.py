@@ -25,8 +25,6 @@ the quantized layers call it once per input shape, outside CUDA-graph capture.
 
 from __future__ import annotations
 
-import functools
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +34,7 @@ from typing import Any
 import torch
 
 from kernels import reference as ref
+from kernels import triton_modules
 
 
 @dataclass(frozen=True)
@@ -58,21 +57,14 @@ class Plan:
 IMPLS = ("split", "fused", "int_mm", "a16")
 
 
-@functools.lru_cache(maxsize=1)
 def _triton_module() -> Any | None:
-    """The Triton kernel module, or None when Triton is unavailable (imported lazily, once)."""
-    try:
-        from kernels import lowbit_triton
-    except Exception:  # noqa: BLE001 - any import failure means "no Triton here"
-        return None
-    return lowbit_triton
+    """``kernels.lowbit_triton``, or None where Triton does not import."""
+    return triton_modules.load("lowbit_triton")
 
 
 def triton_available(device: torch.device) -> bool:
     """True when the kernels can run on ``device`` (CUDA + Triton, or the Triton CPU interpreter)."""
-    if _triton_module() is None:
-        return False
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    return triton_modules.runs_on("lowbit_triton", device)
 
 
 def _use_triton(x: torch.Tensor, backend: str) -> bool:

@@ -7,19 +7,16 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 
+from kernels import triton_modules
 
-@functools.lru_cache(maxsize=1)
+
 def _triton_module() -> Any | None:
-    try:
-        from kernels import residual_triton
-    except Exception:  # noqa: BLE001 - any import failure means "no Triton here"
-        return None
-    return residual_triton
+    """``kernels.residual_triton``, or None where Triton does not import."""
+    return triton_modules.load("residual_triton")
 
 
 def reference_add_bias_residual(h: torch.Tensor, r: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

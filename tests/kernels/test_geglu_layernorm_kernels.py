@@ -11,10 +11,9 @@ max|y| (as tests/kernels/test_groupnorm_kernels.py). Every element is compared.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from kernel_devices import assert_close_in_ulps, kernel_device, kernel_dtypes
 
 from kernels import geglu as gg
 from kernels import layernorm as ln
@@ -24,29 +23,19 @@ pytestmark = pytest.mark.gpu
 ULP2 = {torch.float16: 2**-9, torch.bfloat16: 2**-6, torch.float32: 2**-16}
 
 
-def _device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return torch.device("cpu")
-    pytest.skip("needs CUDA or TRITON_INTERPRET=1")
 
 
-def _dtypes(device: torch.device) -> list[torch.dtype]:
-    return [torch.float16, torch.bfloat16, torch.float32] if device.type == "cuda" else [torch.float32]
 
 
 def _check(y: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
-    assert torch.isfinite(y).all()
-    err = float((y.double() - ref.double()).abs().max())
-    assert err <= ULP2[dtype] * float(ref.double().abs().max()), err
+    assert_close_in_ulps(y, ref, ULP2[dtype])
 
 
 def test_geglu_kernel_matches_float64_reference():
     """Shapes: odd token counts, F not a multiple of the 256 tile, and SD1.5's [B, 4096, 2 x 1280] on CUDA."""
-    device = _device()
+    device = kernel_device()
     shapes = [(3, 5, 2 * 300), (1, 7, 2 * 40)] + ([(8, 4096, 2 * 1280)] if device.type == "cuda" else [])
-    for dtype in _dtypes(device):
+    for dtype in kernel_dtypes(device):
         for shape in shapes:
             h = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape))).mul(2).to(device, dtype)
             y = gg.geglu(h, backend="triton")
@@ -57,7 +46,7 @@ def test_geglu_kernel_matches_float64_reference():
 
 
 def test_geglu_rejects_odd_widths_and_strided_rows():
-    device = _device()
+    device = kernel_device()
     with pytest.raises(ValueError, match="even"):
         gg.geglu(torch.randn(2, 5, device=device), backend="triton")
     with pytest.raises(ValueError, match="contiguous"):
@@ -67,9 +56,9 @@ def test_geglu_rejects_odd_widths_and_strided_rows():
 def test_add_layer_norm_kernel_matches_float64_reference():
     """(a + r, LN(a + r)) for SD1.5/SDXL widths (320, 1280) and a non-power-of-two small one; the sum is
     returned in the inputs' dtype exactly as ``a + r`` rounds it."""
-    device = _device()
+    device = kernel_device()
     widths = [(5, 7, 24), (2, 3, 320)] + ([(8, 4096, 320), (8, 1024, 1280)] if device.type == "cuda" else [])
-    for dtype in _dtypes(device):
+    for dtype in kernel_dtypes(device):
         for shape in widths:
             g = torch.Generator().manual_seed(shape[-1])
             a = torch.randn(shape, generator=g).to(device, dtype)
@@ -84,16 +73,16 @@ def test_add_layer_norm_kernel_matches_float64_reference():
 
 
 def test_add_layer_norm_rejects_mismatched_inputs():
-    device = _device()
+    device = kernel_device()
     a = torch.randn(2, 8, device=device)
     with pytest.raises(ValueError, match="one shape"):
         ln.add_layer_norm(a, torch.randn(2, 9, device=device), None, None, 1e-5, backend="triton")
 
 
 def test_layer_norm_kernel_matches_float64_reference():
-    device = _device()
+    device = kernel_device()
     shapes = [(4, 3, 40), (2, 320)] + ([(8, 4096, 320)] if device.type == "cuda" else [])
-    for dtype in _dtypes(device):
+    for dtype in kernel_dtypes(device):
         for shape in shapes:
             g = torch.Generator().manual_seed(shape[-1] + 1)
             a = (torch.randn(shape, generator=g) * 2 + 5).to(device, dtype)
@@ -106,9 +95,9 @@ def test_layer_norm_kernel_matches_float64_reference():
 def test_add_bias_residual_kernel_matches_reference_in_place(channels_last):
     """h <- h + r + bias[c] for NCHW and NHWC storage (the channel index differs: (o // HW) % C vs o % C),
     written into h itself; a kernel that indexed the bias with the wrong layout fails (bias varies by channel)."""
-    device = _device()
+    device = kernel_device()
     shapes = [(2, 6, 5, 3)] + ([(8, 320, 64, 64)] if device.type == "cuda" else [])
-    for dtype in _dtypes(device):
+    for dtype in kernel_dtypes(device):
         for shape in shapes:
             g = torch.Generator().manual_seed(shape[1])
             h, r = torch.randn(shape, generator=g).to(device, dtype), torch.randn(shape, generator=g).to(device, dtype)

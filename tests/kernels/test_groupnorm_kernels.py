@@ -13,10 +13,9 @@ ones by far less than that at these sizes). Every element is compared, so an unw
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from kernel_devices import assert_close_in_ulps, kernel_device, kernel_dtypes
 
 from kernels import groupnorm as gn
 
@@ -24,16 +23,8 @@ pytestmark = pytest.mark.gpu
 ULP2 = {torch.float16: 2**-9, torch.bfloat16: 2**-6, torch.float32: 2**-16}
 
 
-def _device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return torch.device("cpu")
-    pytest.skip("needs CUDA or TRITON_INTERPRET=1")
 
 
-def _dtypes(device: torch.device) -> list[torch.dtype]:
-    return [torch.float16, torch.bfloat16, torch.float32] if device.type == "cuda" else [torch.float32]
 
 
 def _shapes(device: torch.device) -> list[tuple[int, int, int, int, int]]:
@@ -46,21 +37,18 @@ def _shapes(device: torch.device) -> list[tuple[int, int, int, int, int]]:
 
 def _cases(device: torch.device) -> list[tuple[torch.dtype, tuple[int, int, int, int, int]]]:
     """Every dtype on the small shapes; the half-precision dtypes on the model-sized ones."""
-    small = [(dt, shape) for dt in _dtypes(device) for shape in _shapes(device)[:3]]
-    return small + [(dt, shape) for dt in _dtypes(device)[:2] for shape in _shapes(device)[3:]]
+    small = [(dt, shape) for dt in kernel_dtypes(device) for shape in _shapes(device)[:3]]
+    return small + [(dt, shape) for dt in kernel_dtypes(device)[:2] for shape in _shapes(device)[3:]]
 
 
 def _check(y: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
-    assert torch.isfinite(y).all()
-    err = float((y.double() - ref.double()).abs().max())
-    scale = float(ref.double().abs().max())
-    assert err <= ULP2[dtype] * scale, f"max error {err} > {ULP2[dtype]} * {scale}"
+    assert_close_in_ulps(y, ref, ULP2[dtype])
 
 
 @pytest.mark.parametrize("silu", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_group_norm_kernel_matches_float64_reference(silu, channels_last):
-    device = _device()
+    device = kernel_device()
     for dtype, (n, c, h, w, groups) in _cases(device):
         g = torch.Generator().manual_seed(n * 1000 + c + h)
         x = (torch.randn(n, c, h, w, generator=g) * 2.0 + 3.0).to(device, dtype)
@@ -80,7 +68,7 @@ def test_group_norm_kernel_adds_the_per_channel_pre_vector_first(channels_last):
     """``pre`` [N, C] (a ResnetBlock2D's time embedding) is added before the statistics and the affine:
     the kernel equals GroupNorm(x + pre) + SiLU in float64, and differs from GroupNorm(x) (so a kernel
     that ignored ``pre`` would fail: with per-channel shifts the group statistics change)."""
-    device = _device()
+    device = kernel_device()
     for dtype, (n, c, h, w, groups) in _cases(device):
         g = torch.Generator().manual_seed(7 * n + c + w)
         x = (torch.randn(n, c, h, w, generator=g) + 1.0).to(device, dtype)
@@ -104,7 +92,7 @@ def test_group_norm_kernel_adds_the_per_channel_pre_vector_first(channels_last):
 
 
 def test_group_norm_kernel_without_affine_and_3d_input():
-    device = _device()
+    device = kernel_device()
     x = torch.randn(2, 6, 37, generator=torch.Generator().manual_seed(5)).to(device) - 4.0
     y = gn.group_norm(x, 3, None, None, 1e-6, backend="triton")
     ref = torch.nn.functional.group_norm(x.double(), 3, None, None, 1e-6)

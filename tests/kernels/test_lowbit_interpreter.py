@@ -15,8 +15,9 @@ def test_kernels_under_triton_interpreter():
     pytest.importorskip("triton")
     here = Path(__file__).parent
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cuda_only = "not int_mm_plan and not tune_returns"          # cuBLASLt and CUDA-event timing
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                           str(here / "test_lowbit_kernels.py")], env=env, capture_output=True, text=True,
+                           "-k", cuda_only, str(here / "test_lowbit_kernels.py")], env=env, capture_output=True, text=True,
                           cwd=here.parent.parent, timeout=1800)   # ~230 cases, interpreted
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout

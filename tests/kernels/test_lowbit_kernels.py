@@ -17,10 +17,9 @@ K * 2**-24 ~ 2**-14 for K <= 600, instead of an output ulp.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from kernel_devices import kernel_device, kernel_dtypes
 
 from kernels import lowbit
 from kernels import reference as ref
@@ -30,16 +29,8 @@ pytestmark = pytest.mark.gpu
 ULP2 = {torch.float16: 2**-10, torch.bfloat16: 2**-7, torch.float32: 2**-14}
 
 
-def _device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return torch.device("cpu")
-    pytest.skip("needs CUDA or TRITON_INTERPRET=1")
 
 
-def _dtypes(device):
-    return [torch.float16, torch.bfloat16] if device.type == "cuda" else [torch.float32]
 
 
 def _close(y, y_ref, dtype):
@@ -50,8 +41,8 @@ def _close(y, y_ref, dtype):
 
 
 def test_quantize_kernel_codes_equal_reference():
-    dev = _device()
-    for dtype in _dtypes(dev):
+    dev = kernel_device()
+    for dtype in kernel_dtypes(dev, with_float32=False):
         x = (torch.randn(3, 37, 45, device=dev) * 5).to(dtype)
         scale = torch.tensor(float(x.float().abs().max()) / 127, device=dev)
         strided = x.transpose(1, 2)                                     # [3, 45, 37], non-contiguous
@@ -65,9 +56,9 @@ def test_quantize_kernel_codes_equal_reference():
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("impl", ["split", "fused"])
 def test_lowbit_linear_matches_reference(m, k, n, w_bits, a_bits, bias, impl):
-    dev = _device()
+    dev = kernel_device()
     plan = Plan(impl if a_bits == 8 else "a16", 16, 32, 64 if impl == "fused" else 128, 4, 2)
-    for dtype in _dtypes(dev):
+    for dtype in kernel_dtypes(dev, with_float32=False):
         x = torch.randn(2, m, k, device=dev).to(dtype)
         q, s = ref.quantize_weight(torch.randn(n, k, device=dev), w_bits)
         stored = ref.pack_int4(q) if w_bits == 4 else q
@@ -85,9 +76,9 @@ def test_lowbit_linear_matches_reference(m, k, n, w_bits, a_bits, bias, impl):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("impl", ["split", "fused"])
 def test_lowbit_conv_matches_reference(b, c, h, w, n, k, stride, pad, w_bits, a_bits, channels_last, impl):
-    dev = _device()
+    dev = kernel_device()
     plan = Plan(impl if a_bits == 8 else "a16", 16, 32, 64 if impl == "fused" else 128, 4, 2)
-    for dtype in _dtypes(dev):
+    for dtype in kernel_dtypes(dev, with_float32=False):
         x = torch.randn(b, c, h, w, device=dev).to(dtype)
         if channels_last:
             x = x.to(memory_format=torch.channels_last)
@@ -108,7 +99,7 @@ def test_int_mm_plan_matches_reference(bias):
         pytest.skip("torch._int_mm (cuBLASLt) needs CUDA")
     dev = torch.device("cuda")
     m, k, n = 40, 64, 48                                            # cuBLASLt: M > 16, K and N multiples of 8
-    for dtype in _dtypes(dev):
+    for dtype in kernel_dtypes(dev, with_float32=False):
         x = torch.randn(m, k, device=dev).to(dtype)
         q, s = ref.quantize_weight(torch.randn(n, k, device=dev), 8)
         b = torch.randn(n, device=dev).to(dtype) if bias else None
@@ -118,7 +109,7 @@ def test_int_mm_plan_matches_reference(bias):
 
 
 def test_tune_returns_the_fastest_plan_that_runs():
-    dev = _device()
+    dev = kernel_device()
     if dev.type != "cuda":
         pytest.skip("tune times with CUDA events")
     x = torch.randn(300, 64, device=dev, dtype=torch.float16)
