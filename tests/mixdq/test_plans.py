@@ -144,7 +144,13 @@ def test_tuned_unet_on_the_gpu_matches_the_reference_and_replays_in_a_graph():
     # fp16 activations between layers on both sides; summation order differs, and a code can flip
     # where an upstream difference crosses a rounding boundary: 1 % of the output norm.
     assert float((y.float() - y_ref.float()).norm() / y_ref.float().norm()) < 1e-2
-    assert float((y.float() - y_fp).norm() / y_fp.norm()) < 0.2      # W8A8 of the float UNet, not garbage
+    # Against the float UNet the kernels may lose no more than the quantization itself does (the reference
+    # path): this tiny random net with a BOS outlier and no BOS handling loses 0.21 on the CPU in float32 and
+    # 0.27 on an H200 (2026-11-30) — the earlier fixed bound of 0.2 was a guess that the quantizer misses.
+    err_kernel = float((y.float() - y_fp).norm() / y_fp.norm())
+    err_reference = float((y_ref.float() - y_fp).norm() / y_fp.norm())
+    assert err_kernel <= 1.05 * err_reference + 1e-2
+    assert err_reference < 0.5                                      # still an image of the float UNet's output
 
 
 @pytest.mark.gpu
