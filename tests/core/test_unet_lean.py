@@ -136,3 +136,26 @@ def test_gpu_lean_forwards_match_fp32_eager():
         want = plain(x, t, c).sample
         got = lean(x.half().contiguous(memory_format=torch.channels_last), t, c.half()).sample.float()
     assert float((got - want).norm() / want.norm()) < 1e-2
+
+
+def test_blocks_with_extra_arguments_or_other_norms_keep_diffusers_forward(monkeypatch):
+    """A call with cross-attention kwargs (adapters pass them) runs the class's own forward, and a
+    block with another norm type is not rebound at all."""
+    from diffusers.models.attention import BasicTransformerBlock
+
+    calls = []
+    real = unet_lean.add_layer_norm
+    monkeypatch.setattr(unet_lean, "add_layer_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _, lean, _ = _unets()
+    x, t, c = _inputs()
+    with torch.no_grad():
+        lean(x, t, c)
+        assert calls                                   # plain call: the lean path
+        calls.clear()
+        block = next(m for m in lean.modules() if type(m) is BasicTransformerBlock)
+        tokens = torch.randn(2, 4, block.norm1.normalized_shape[0])
+        block(tokens, encoder_hidden_states=c, cross_attention_kwargs={"gligen": None, "extra": 1})
+        assert not calls                               # extra kwargs: diffusers' forward
+    ada = BasicTransformerBlock(16, 2, 8, cross_attention_dim=32, norm_type="ada_norm_zero",
+                                num_embeds_ada_norm=10)
+    assert unet_lean.lean_forwards(ada)["transformer"] == 0 and "forward" not in ada.__dict__
