@@ -94,6 +94,17 @@ def procedural_pool(encoder: Any, n: int, seed: int, device: str, latent_shape=(
     return PromptPool(cond=states.to(device), uncond=uncond.to(device), prompts=prompts, latent_shape=latent_shape)
 
 
+def distillation_setup(minilm: str | None, device: str, prompts: int) -> tuple[VPNet, PromptPool]:
+    """What every student-training CLI starts from: the built-in teacher as an eps-VPNet (bf16 on GPUs)
+    and a pool of ``prompts`` procedural training captions encoded by the MiniLM text encoder."""
+    from nodes.zoo.text_encoder import MiniLMTextEncoder
+
+    enc = MiniLMTextEncoder.load(minilm, device)
+    unet = teacher_unet(device, torch.bfloat16 if device != "cpu" else torch.float32)
+    teacher = VPNet(UNetAdapter(unet), teacher_schedule(), "eps")
+    return teacher, procedural_pool(enc, prompts, seed=0, device=device)
+
+
 def student_net(teacher: nn.Module, cfg: DistillConfig) -> tuple[nn.Module, tuple[str, ...]]:
     """The network to train (SLAM: with a γ input) wrapped for the VPNet convention, + extra trainables."""
     if cfg.method == "slam":
@@ -216,12 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from nodes.zoo.text_encoder import MiniLMTextEncoder
-
-    enc = MiniLMTextEncoder.load(args.minilm, args.device)
-    unet = teacher_unet(args.device, torch.bfloat16 if args.device != "cpu" else torch.float32)
-    teacher = VPNet(UNetAdapter(unet), teacher_schedule(), "eps")
-    pool = procedural_pool(enc, args.prompts, seed=0, device=args.device)
+    teacher, pool = distillation_setup(args.minilm, args.device, args.prompts)
     args.out.mkdir(parents=True, exist_ok=True)
     nets: dict[str, nn.Module] = {}
     report = {}

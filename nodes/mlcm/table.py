@@ -275,18 +275,24 @@ def markdown(table: dict[str, Any], cpu: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nodes.mlcm.table", description=__doc__.split("\n")[0])
-    p.add_argument("--students", type=Path, default=Path(__file__).parent / "weights")
+def add_table_arguments(p: argparse.ArgumentParser, students: Path, n: int) -> None:
+    """The options every distillation table CLI shares: students folder, output, prompts per cell, device,
+    the judge's networks and judge-only mode on latents generated elsewhere."""
+    p.add_argument("--students", type=Path, default=students)
     p.add_argument("--out", type=Path, default=None, help="write the JSON here")
-    p.add_argument("--n", type=int, default=500, help="held-out prompts per cell")
+    p.add_argument("--n", type=int, default=n, help="held-out prompts per cell")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--effnet", default=None, help="EfficientNet-Lite0 fp16 safetensors (default: PyPI package)")
     p.add_argument("--minilm", default=None, help="pruned MiniLM folder (default: PyPI package)")
-    p.add_argument("--timing-only", action="store_true", help="latency column only (e.g. the CPU column)")
-    p.add_argument("--cpu-json", type=Path, default=None, help="a --timing-only CPU run to merge into the markdown")
     p.add_argument("--latents", type=Path, default=None,
                    help="judge latents generated elsewhere (gpu_run's cells.safetensors + cells.json beside it)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nodes.mlcm.table", description=__doc__.split("\n")[0])
+    add_table_arguments(p, Path(__file__).parent / "weights", n=500)
+    p.add_argument("--timing-only", action="store_true", help="latency column only (e.g. the CPU column)")
+    p.add_argument("--cpu-json", type=Path, default=None, help="a --timing-only CPU run to merge into the markdown")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.latents:

