@@ -153,13 +153,15 @@ class ClientHub:
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024)
         await ws.prepare(request)
         sid = request.query.get("clientId") or uuid.uuid4().hex
+        # Ask for the queue size before the client is registered: once it is, a running job's messages
+        # may be queued for it, and `status` must be the first frame it gets (as ComfyUI).
+        remaining = await self.queue_remaining()
         previous = self.clients.get(sid)
         if previous is not None:           # same id reconnecting: the new socket replaces the old
             self._drop(previous)
         client = Client(sid, ws, asyncio.Queue(self.queue_size))
         client.sender = asyncio.get_running_loop().create_task(self._pump(client))
         self.clients[sid] = client
-        remaining = await self.queue_remaining()
         self._put(client, WsMessage("status", {"status": {"exec_info": {"queue_remaining": remaining}},
                                                "sid": sid}).encode())
         if sid in self.executing:          # reconnecting while its job runs: say where the job is (as ComfyUI)

@@ -349,3 +349,25 @@ async def test_websocket_token_by_query(aiohttp_client: Any, make_app: Any) -> N
     ws = await client.ws_connect("/ws?clientId=q&token=tok")
     assert (await ws.receive_json(timeout=5))["type"] == "status"
     await ws.close()
+
+
+async def test_status_is_the_first_frame_even_when_a_job_sends_while_the_socket_registers(
+        aiohttp_client: Any) -> None:
+    """A job's message queued while the handler awaits the queue size must not overtake ``status``."""
+    from aiohttp import web
+
+    from app.server.ws import ClientHub, WsMessage
+
+    async def queue_remaining_while_a_job_sends() -> int:
+        hub.send(WsMessage("progress", {"value": 1, "max": 2}), "racer")
+        await asyncio.sleep(0)
+        hub.send(WsMessage("progress", {"value": 2, "max": 2}), "racer")
+        return 1
+
+    hub = ClientHub({}, queue_remaining_while_a_job_sends)
+    app = web.Application()
+    app.router.add_get("/ws", hub.serve)
+    ws = await (await aiohttp_client(app)).ws_connect("/ws?clientId=racer")
+    first = await ws.receive_json(timeout=5)
+    assert first["type"] == "status" and first["data"]["sid"] == "racer"
+    await ws.close()
