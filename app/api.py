@@ -31,6 +31,8 @@ import contextlib
 import contextvars
 import enum
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -348,6 +350,68 @@ MODEL_FOLDERS = (
 FOLDER_ALIASES = {"clip": "text_encoders", "unet": "diffusion_models"}
 
 
+class ListingCache:
+    """Model-folder listings kept until a directory they came from changes (as ComfyUI's filename cache).
+
+    Adding, removing or renaming a file changes the modification time of the directory that holds it, so
+    a listing is still current while every directory the scan walked (and every root that was missing)
+    has the same ``st_mtime_ns``: one ``stat`` per directory instead of a walk over every file. A large
+    models folder is then cheap to validate against on every ``POST /prompt``.
+    """
+
+    # Linux stamps mtimes from a coarse clock (one tick is 1-10 ms): a file added in the same tick as an
+    # earlier change leaves the mtime as it was. A listing is only kept when every directory it walked
+    # was last changed this long before the scan began.
+    SETTLED_S = 2.0
+
+    def __init__(self) -> None:
+        self._entries: dict[Any, tuple[list[str], dict[str, int | None]]] = {}
+        self._lock = threading.Lock()
+
+    def listing(self, key: Any, scan: Callable[[], tuple[list[str], dict[str, int | None]]]) -> list[str]:
+        """The cached names for ``key`` if no directory changed, else ``scan()``'s (names, directory mtimes)."""
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and all(_mtime_ns(d) == m for d, m in entry[1].items()):
+            return list(entry[0])
+        settled_ns = time.time_ns() - int(self.SETTLED_S * 1e9)
+        names, mtimes = scan()
+        with self._lock:
+            if all(m is None or m < settled_ns for m in mtimes.values()):
+                self._entries[key] = (names, mtimes)
+            else:
+                self._entries.pop(key, None)
+        return list(names)
+
+
+def _mtime_ns(directory: str) -> int | None:
+    try:
+        return os.stat(directory).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _scan_model_dirs(directories: list[Path], suffixes: tuple[str, ...]) -> tuple[list[str], dict[str, int | None]]:
+    """Relative file names under each directory (symlinked folders followed, as ComfyUI does), first
+    directory winning on clashes, each directory's names in path order; plus every walked directory's mtime."""
+    found: dict[str, None] = {}
+    mtimes: dict[str, int | None] = {}
+    for directory in directories:
+        mtimes[str(directory)] = _mtime_ns(str(directory))
+        names = []
+        for parent, subdirs, files in os.walk(directory, followlinks=True):
+            if parent != str(directory):
+                mtimes[parent] = _mtime_ns(parent)
+            subdirs.sort()
+            rel = os.path.relpath(parent, directory)
+            for name in files:
+                if not suffixes or name.lower().endswith(suffixes):
+                    names.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
+        for name in sorted(names, key=lambda n: n.split("/")):
+            found.setdefault(name, None)
+    return list(found), mtimes
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where a running app reads models and inputs and writes outputs.
@@ -363,6 +427,7 @@ class Paths:
     output_dir: Path = Path("output")
     temp_dir: Path = Path("temp")
     user_dir: Path = Path("user")
+    listings: ListingCache = field(default_factory=ListingCache, compare=False, repr=False)
 
     def model_dirs(self, folder: str) -> list[Path]:
         """Every directory that holds files of ``folder`` (aliases included), existing or not."""
@@ -371,15 +436,11 @@ class Paths:
         return [root / name for root in self.model_roots for name in sorted(names)]
 
     def list_models(self, folder: str, suffixes: tuple[str, ...] = ()) -> list[str]:
-        """Relative file names (with subfolders, '/'-separated) under ``folder``, sorted, no duplicates."""
-        found: dict[str, None] = {}
-        for directory in self.model_dirs(folder):
-            if not directory.is_dir():
-                continue
-            for path in sorted(directory.rglob("*")):
-                if path.is_file() and (not suffixes or path.name.lower().endswith(suffixes)):
-                    found.setdefault(path.relative_to(directory).as_posix(), None)
-        return list(found)
+        """Relative file names (with subfolders, '/'-separated) under ``folder``, sorted, no duplicates.
+
+        Cached until a directory under ``folder`` changes (:class:`ListingCache`)."""
+        directories = self.model_dirs(folder)
+        return self.listings.listing((folder, suffixes), lambda: _scan_model_dirs(directories, suffixes))
 
     def find_model(self, folder: str, name: str) -> Path:
         """The file ``name`` under ``folder``; raises FileNotFoundError naming where it looked."""

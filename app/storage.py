@@ -58,6 +58,13 @@ API_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 SORT_COLUMNS = {"created_at": "create_time", "execution_duration": "(COALESCE(end_time, 0) - COALESCE(start_time, 0))"}
 
 
+def _connect(path: Path | str) -> sqlite3.Connection:
+    """An autocommit connection usable from any thread (callers serialise it with their lock)."""
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    return db
+
+
 def _ms() -> int:
     return int(time.time() * 1000)
 
@@ -95,19 +102,25 @@ class JobStore:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        self._db = _connect(path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # process kills lose nothing; see the module docstring
         self._db.executescript(_SCHEMA)
+        # Reads (history, job lists, the queue) get their own connection and lock: in WAL mode a reader
+        # never blocks the writer, so enqueueing (on the server's event loop) never waits for a long
+        # history query running in a thread. An in-memory database exists once per connection: one only.
+        memory = str(path) == ":memory:"
+        self._read_lock = self._lock if memory else threading.Lock()
+        self._reader = self._db if memory else _connect(path)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, tuple(args)).fetchall()
 
     def _write(self, sql: str, args: Iterable[Any] = ()) -> int:
         with self._lock:

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from app.api import Paths
 from app.config import Config
 from app.server import editor
 from app.server.jobs import queue_remaining
@@ -35,6 +36,7 @@ from app.server.state import (
     LOGS,
     MB,
     OPTIONS,
+    PATHS,
     REGISTRY,
     RUNTIME,
     STORE,
@@ -80,6 +82,8 @@ def create_app(config: Config, registry: Any, executor: Any, store: Any, worker:
     )
     app[CONFIG], app[OPTIONS] = config, options
     app[REGISTRY], app[EXECUTOR], app[STORE] = registry, executor, store
+    executor_paths = getattr(executor, "paths", None)   # the executor's, when it has one: one listing cache
+    app[PATHS] = executor_paths if isinstance(executor_paths, Paths) else config.paths()
     app[RUNTIME] = Runtime(worker=worker)
     app[LOGS] = LogBuffer()
     app[HUB] = ClientHub(server_flags(options.max_upload_bytes), lambda: queue_remaining(store),

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from app.api import use_paths
-from app.server.state import CONFIG, OPTIONS
+from app.server.state import OPTIONS, PATHS
 
 log = logging.getLogger("fewstep.server")
 
@@ -123,7 +123,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def paths_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Make this app's model/input/output folders current for the request (file-list combos in
     ``/object_info`` and validation read them through ``app.api.current_paths()``)."""
-    with use_paths(request.app[CONFIG].paths()):
+    with use_paths(request.app[PATHS]):
         return await handler(request)
 
 

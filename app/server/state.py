@@ -71,3 +71,4 @@ STORE = web.AppKey("store", object)
 RUNTIME = web.AppKey("runtime", Runtime)
 HUB = web.AppKey("hub", object)          # app.server.ws.ClientHub
 LOGS = web.AppKey("logs", LogBuffer)
+PATHS = web.AppKey("paths", object)    # app.api.Paths: one object, so its listing cache is shared

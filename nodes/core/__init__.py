@@ -15,9 +15,11 @@ def entrypoint() -> list[type]:
 
 
 def cli_commands() -> dict[str, Callable[[list[str]], int]]:
-    """``fewstep eval ...`` (a grid of sampler x steps x guidance on held-out prompts) and
-    ``fewstep bench sampling ...`` (the fast path against diffusers' LCM pipelines)."""
+    """``fewstep eval ...`` (a grid of sampler x steps x guidance on held-out prompts),
+    ``fewstep bench sampling ...`` (the fast path against diffusers' LCM pipelines) and
+    ``fewstep bench server ...`` (what the server adds to a job beyond its nodes)."""
     from nodes.core.bench_sampling import main as bench_sampling_main
+    from nodes.core.bench_server import main as bench_server_main
     from nodes.core.eval import main as eval_main
 
-    return {"eval": eval_main, "bench sampling": bench_sampling_main}
+    return {"eval": eval_main, "bench sampling": bench_sampling_main, "bench server": bench_server_main}

@@ -9,7 +9,8 @@ with ``torch.utils.flop_counter``, eager and graph-replay milliseconds, achieved
 card's bf16 matmul rate measured in the same run. A time guard skips what is left and still prints the
 partial table. ``--quick`` runs tiny networks (CPU-friendly code-path check). ``--variants`` also times
 the UNet preparations (layout x fused GroupNorm) and the decoder variants; ``--executor-jobs N`` runs the
-default graph N times through the server and the executor (:func:`server_overhead`).
+default graph N times through the server (:func:`nodes.core.bench_server.server_overhead`) and the
+executor alone (:func:`executor_overhead`).
 
 Usage: ``fewstep bench sampling [--quick] [--out DIR] [--budget-s 240] [--archs sd15,sdxl]
 [--batches 1,8] [--steps 1,2,4,8] [--arch-steps "sd15=1,4;sdxl=1,2,4,8"] [--timed 5] [--profile]
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from nodes.core.bench_server import _default_prompt, _reseed, server_overhead
 
 SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
 SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280),
@@ -640,99 +643,6 @@ def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
             "executor_overhead_ms_max": round(max(overheads), 3)}
 
 
-def _default_prompt(steps: int) -> tuple[dict[str, Any], list[str]]:
-    root = Path(__file__).resolve().parents[2]
-    prompt = json.loads((root / "graphs" / "default.json").read_text())
-    ids = [k for k, v in prompt.items() if "seed" in v["inputs"] or "noise_seed" in v["inputs"]]
-    for node in prompt.values():                       # KSampler, or a scheduler node of a custom sampler
-        if isinstance(node["inputs"].get("steps"), int):
-            node["inputs"]["steps"] = steps
-    return prompt, ids
-
-
-def _reseed(prompt: dict[str, Any], ids: list[str], seed: int) -> None:
-    """A new seed on every seed-holding node (KSampler ``seed``, RandomNoise ``noise_seed``)."""
-    for k in ids:
-        key = "seed" if "seed" in prompt[k]["inputs"] else "noise_seed"
-        prompt[k]["inputs"][key] = seed
-
-
-async def _server_walls(jobs: int, steps: int) -> tuple[list[float], list[tuple[float, float, float]]]:
-    """(wall ms, (node ms, execute() ms, POST ms)) per job through the real app (``build_app``: registry, caches, executor, SQLite
-    queue) on a loopback port: POST /prompt -> the websocket's ``executing {node: None}`` for that prompt
-    (sent after the image is saved and history written); node ms = the sum of the executor's per-node
-    times of that job. A new seed per job, one warm-up job dropped."""
-    import socket
-    import tempfile
-
-    import aiohttp
-    from aiohttp import web
-
-    from app.config import Config
-    from app.server import build_app
-    from app.server.state import EXECUTOR
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = build_app(Config(home=Path(tempfile.mkdtemp(prefix="fewstep-bench-")), port=port, auth_token=None))
-    executor, node_ms = app[EXECUTOR], {}
-    execute = executor.execute
-
-    def timed_execute(prompt: Any, *args: Any, prompt_id: str = "", **kw: Any) -> Any:
-        t0 = time.perf_counter()
-        result = execute(prompt, *args, prompt_id=prompt_id, **kw)
-        node_ms[prompt_id] = (sum(result.node_times.values()) * 1e3, (time.perf_counter() - t0) * 1e3)
-        return result
-
-    executor.execute = timed_execute            # the worker calls it through this same object
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    prompt, ids = _default_prompt(steps)
-    walls: list[float] = []
-    nodes: list[tuple[float, float, float]] = []
-    try:
-        async with aiohttp.ClientSession() as session, session.ws_connect(
-                f"http://127.0.0.1:{port}/ws?clientId=bench") as ws:
-            for job in range(jobs + 1):
-                _reseed(prompt, ids, 1000 + job)
-                t0 = time.perf_counter()
-                async with session.post(f"http://127.0.0.1:{port}/prompt",
-                                        json={"prompt": prompt, "client_id": "bench"}) as resp:
-                    pid = (await resp.json())["prompt_id"]
-                post_ms = (time.perf_counter() - t0) * 1e3
-                async for msg in ws:
-                    data = json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else {}
-                    if data.get("type") == "executing" and data["data"].get("node") is None \
-                            and data["data"].get("prompt_id") == pid:
-                        break
-                if job:
-                    walls.append((time.perf_counter() - t0) * 1e3)
-                    nodes.append((*node_ms[pid], post_ms))
-    finally:
-        await runner.cleanup()
-    return walls, nodes
-
-
-def server_overhead(jobs: int = 8, steps: int = 4) -> dict[str, Any]:
-    """Graph submitted -> image saved through the server: per job, the wall time minus the time spent in
-    the nodes is what the server and executor add (HTTP, validation, queue, SQLite history, websocket,
-    scheduling); ``executor_direct`` is :func:`executor_overhead` (the executor alone) on the same graph."""
-    import asyncio
-
-    walls, parts = asyncio.run(_server_walls(jobs, steps))
-    med = lambda xs: round(statistics.median(xs), 3)  # noqa: E731
-    beyond = [w - n for w, (n, _, _) in zip(walls, parts, strict=True)]
-    return {"jobs": jobs, "steps": steps, "server_wall_ms_median": med(walls),
-            "server_nodes_ms_median": med([n for n, _, _ in parts]),
-            "server_beyond_nodes_ms_median": med(beyond), "server_beyond_nodes_ms_max": round(max(beyond), 3),
-            "of_which_executor_ms_median": med([e - n for n, e, _ in parts]),
-            "of_which_post_ms_median": med([p for _, _, p in parts]),
-            "of_which_queue_history_ws_ms_median": med([w - e - p for w, (_, e, p) in zip(walls, parts, strict=True)]),
-            "executor_direct": executor_overhead(jobs, steps)}
-
-
 # ---------------------------------------------------------------------------------------------------
 # table + CLI
 # ---------------------------------------------------------------------------------------------------
@@ -814,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
                 variants_only(run, table_of[name], [int(b) for b in args.batches.split(",")], peak)
         if args.executor_jobs and run.time_left() > 15:
             try:
-                run.results["executor"] = server_overhead(args.executor_jobs)
+                run.results["executor"] = {**server_overhead(args.executor_jobs),
+                                           "executor_direct": executor_overhead(args.executor_jobs)}
             except Exception as exc:  # noqa: BLE001 - report, keep the table
                 run.results["executor"] = {"error": f"{type(exc).__name__}: {exc}"}
             say("server and executor (default graph, built-in model):", run.results["executor"])

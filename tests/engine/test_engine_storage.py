@@ -209,6 +209,29 @@ def test_store_is_thread_safe(tmp_path):
     assert len(store.pending()) == 80
 
 
+def test_a_long_read_never_blocks_enqueue(tmp_path):
+    """The server enqueues on its event loop: a history query running in a thread must not hold it up."""
+    store = JobStore(tmp_path / "q.sqlite3")
+    store.enqueue("first", chain(), {}, None, None)
+    done = threading.Event()
+    with store._read_lock:                       # a reader mid-query (its connection busy in another thread)
+        writer = threading.Thread(target=lambda: (store.enqueue("second", chain(), {}, None, None), done.set()))
+        writer.start()
+        assert done.wait(5.0), "enqueue waited for the reader"
+    writer.join()
+    assert [j.prompt_id for j in store.pending()] == ["first", "second"]   # reads see the commit at once
+    store.claim_next()
+    store.finish("first", "success", {}, [], completed=True)
+    assert list(store.history()) == ["first"] and store.queue_remaining() == 1
+
+
+def test_in_memory_store_reads_its_own_writes(tmp_path):
+    store = JobStore(":memory:")
+    store.enqueue("a", chain(), {}, None, None)
+    assert [j.prompt_id for j in store.pending()] == ["a"]
+    store.close()
+
+
 # -- the per-job path: statements, indexes, durability, wake-up ------------------------------------
 
 def _statements(store: JobStore, action) -> list[str]:

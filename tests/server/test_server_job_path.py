@@ -32,6 +32,28 @@ async def test_worker_runs_the_posted_prompt_without_validating_it_again(client:
     assert calls == []          # POST /prompt validated it; the worker reused that plan
 
 
+async def test_large_graphs_are_admitted_in_a_thread_small_ones_on_the_loop(client: Any, monkeypatch: Any) -> None:
+    """Both admission paths validate, enqueue and run; only graphs above the bound leave the event loop."""
+    import app.server.jobs as jobs
+
+    loop_thread = threading.get_ident()
+    admitted_on: list[bool] = []
+    real_admit = jobs._admit
+    monkeypatch.setattr(jobs, "_admit", lambda *a: admitted_on.append(threading.get_ident() == loop_thread)
+                        or real_admit(*a))
+    ws = await connect(client, "admit")
+    for bound in (len(IMAGE_GRAPH), len(IMAGE_GRAPH) - 1):
+        monkeypatch.setattr(jobs, "INLINE_ADMIT_MAX_NODES", bound)
+        prompt_id = await queue(client, IMAGE_GRAPH, client_id="admit")
+        await collect(ws, prompt_id)
+        entry = (await (await client.get(f"/api/history/{prompt_id}")).json())[prompt_id]
+        assert entry["status"]["status_str"] == "success"
+    bad = {"1": {"class_type": "NoSuchNode", "inputs": {}}}
+    response = await client.post("/api/prompt", json={"prompt": bad})
+    assert response.status == 400 and (await response.json())["error"]["type"] == "missing_node_type"
+    assert admitted_on == [True, False, True]      # the one-node bad graph is small: on the loop
+
+
 async def test_graph_bigger_than_one_network_read_is_accepted(client: Any) -> None:
     ws = await connect(client, "big-body")
     pad = "x" * 400_000        # e.g. a UI workflow embedded in extra_pnginfo
