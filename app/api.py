@@ -405,7 +405,7 @@ def _scan_model_dirs(directories: list[Path], suffixes: tuple[str, ...]) -> tupl
             subdirs.sort()
             rel = os.path.relpath(parent, directory)
             for name in files:
-                if not suffixes or name.lower().endswith(suffixes):
+                if (not suffixes or name.lower().endswith(suffixes)) and os.path.isfile(os.path.join(parent, name)):
                     names.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
         for name in sorted(names, key=lambda n: n.split("/")):
             found.setdefault(name, None)

@@ -33,6 +33,9 @@ def test_lists_nested_files_in_path_order_with_suffix_filter_first_root_winning(
     assert paths.list_models("loras", (".safetensors",)) == [
         "a.safetensors", "b.safetensors", "sub/z.safetensors", "c.safetensors"]
     assert "notes.txt" in paths.list_models("loras")
+    (first / "dangling.safetensors").symlink_to(first / "gone.safetensors")
+    paths = Paths(model_roots=(first.parent, second.parent))
+    assert "dangling.safetensors" not in paths.list_models("loras")   # a broken link is no model
     assert paths.list_models("checkpoints") == []          # a folder no root has
 
 
