@@ -9,8 +9,7 @@ with ``torch.utils.flop_counter``, eager and graph-replay milliseconds, achieved
 card's bf16 matmul rate measured in the same run. A time guard skips what is left and still prints the
 partial table. ``--quick`` runs tiny networks (CPU-friendly code-path check). ``--variants`` also times
 the UNet preparations (layout x fused GroupNorm) and the decoder variants; ``--executor-jobs N`` runs the
-default graph N times through the server (:func:`nodes.core.bench_server.server_overhead`) and the
-executor alone (:func:`executor_overhead`).
+default graph N times through the server and the executor alone (:mod:`nodes.core.bench_server`).
 
 Usage: ``fewstep bench sampling [--quick] [--out DIR] [--budget-s 240] [--archs sd15,sdxl]
 [--batches 1,8] [--steps 1,2,4,8] [--arch-steps "sd15=1,4;sdxl=1,2,4,8"] [--timed 5] [--profile]
@@ -32,7 +31,7 @@ from typing import Any
 
 import torch
 
-from nodes.core.bench_server import _default_prompt, _reseed, server_overhead
+from nodes.core.bench_server import executor_overhead, server_overhead
 
 SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
 SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280),
@@ -599,48 +598,6 @@ def profile(run: Run, m: Models, path: OurPath, batch: int, steps: int) -> None:
     sort = "self_cuda_time_total" if run.dev == "cuda" else "self_cpu_time_total"
     (run.out / f"{key}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
     say(f"[{m.arch.name}] {key}: {run.results[key]}", flush=True)
-
-
-# ---------------------------------------------------------------------------------------------------
-# the executor's own cost per job (graph submitted -> image saved)
-# ---------------------------------------------------------------------------------------------------
-
-def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
-    """The default graph (built-in tiny model) through ``app.executor.Executor``, a new seed per job
-    (loader and text encoding cached, sampler + decode + save run): wall time of ``execute`` minus the
-    sum of the node times it reports, median over jobs after one warm-up job."""
-    import tempfile
-
-    from app.api import Paths
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.registry import load_registry
-
-    prompt, sampler_ids = _default_prompt(steps)
-    tmp = Path(tempfile.mkdtemp(prefix="fewstep-bench-"))
-    paths = Paths(model_roots=(tmp / "models",), output_dir=tmp / "output", temp_dir=tmp / "temp",
-                  input_dir=tmp / "input")
-    executor = Executor(load_registry(), CacheSet(), paths)
-    walls, overheads, node_sums = [], [], []
-    for job in range(jobs + 1):
-        _reseed(prompt, sampler_ids, 1000 + job)
-        t0 = time.perf_counter()
-        result = executor.execute(prompt, prompt_id=f"bench-{job}", emit=lambda kind, data: None)
-        wall = time.perf_counter() - t0
-        if result.status != "success":
-            return {"error": str(result.error)}
-        if job == 0:
-            continue
-        nodes_s = sum(result.node_times.values())
-        if nodes_s == 0.0:
-            return {"error": "every node was cached: the graph has no seed input to vary"}
-        walls.append(wall * 1e3)
-        node_sums.append(nodes_s * 1e3)
-        overheads.append((wall - nodes_s) * 1e3)
-    return {"jobs": jobs, "steps": steps, "wall_ms_median": round(statistics.median(walls), 2),
-            "nodes_ms_median": round(statistics.median(node_sums), 2),
-            "executor_overhead_ms_median": round(statistics.median(overheads), 3),
-            "executor_overhead_ms_max": round(max(overheads), 3)}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ Per job, on one clock (``time.monotonic`` is system-wide on Linux, so both proce
   calls ``Executor.execute``), ``executor`` (``execute`` wall minus nodes) and ``after_execute``
   (``execute`` returned -> the client has the end message).
 
+``executor_overhead`` runs the same jobs through ``Executor.execute`` alone, no server (validation, keys,
+scheduling, events to a no-op listener, caches): the executor's own cost.
+
 Usage: ``fewstep bench server [--jobs 12] [--steps 4] [--out DIR]`` (prints a table, writes
 ``bench_server.json``). ``python -m nodes.core.bench_server --client PORT ...`` is the client process.
 """
@@ -228,6 +231,44 @@ def server_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
             "post_round_trip_ms_median": med(ms("post"))}
 
 
+def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
+    """The default graph (built-in tiny model) through ``app.executor.Executor``, a new seed per job
+    (loader and text encoding cached, sampler + decode + save run): wall time of ``execute`` minus the
+    sum of the node times it reports, median over jobs after one warm-up job."""
+    import tempfile
+
+    from app.api import Paths
+    from app.cache import CacheSet
+    from app.executor import Executor
+    from app.registry import load_registry
+
+    prompt, sampler_ids = _default_prompt(steps)
+    tmp = Path(tempfile.mkdtemp(prefix="fewstep-bench-"))
+    paths = Paths(model_roots=(tmp / "models",), output_dir=tmp / "output", temp_dir=tmp / "temp",
+                  input_dir=tmp / "input")
+    executor = Executor(load_registry(), CacheSet(), paths)
+    walls, overheads, node_sums = [], [], []
+    for job in range(jobs + 1):
+        _reseed(prompt, sampler_ids, 1000 + job)
+        t0 = time.perf_counter()
+        result = executor.execute(prompt, prompt_id=f"bench-{job}", emit=lambda kind, data: None)
+        wall = time.perf_counter() - t0
+        if result.status != "success":
+            return {"error": str(result.error)}
+        if job == 0:
+            continue
+        nodes_s = sum(result.node_times.values())
+        if nodes_s == 0.0:
+            return {"error": "every node was cached: the graph has no seed input to vary"}
+        walls.append(wall * 1e3)
+        node_sums.append(nodes_s * 1e3)
+        overheads.append((wall - nodes_s) * 1e3)
+    return {"jobs": jobs, "steps": steps, "wall_ms_median": round(statistics.median(walls), 2),
+            "nodes_ms_median": round(statistics.median(node_sums), 2),
+            "executor_overhead_ms_median": round(statistics.median(overheads), 3),
+            "executor_overhead_ms_max": round(max(overheads), 3)}
+
+
 # ---------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------
@@ -255,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                        or platform.machine(), "cores": os.cpu_count(), "load_1min": os.getloadavg()[0],
                        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
               **server_overhead(args.jobs, args.steps)}
+    direct = executor_overhead(args.jobs, args.steps)
+    result["executor_direct"] = direct
+    result["executor_alone_overhead_ms_median"] = direct.get("executor_overhead_ms_median")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_server.json").write_text(json.dumps(result, indent=1))
     lines = ["| what (ms per job) | value |", "|---|---:|"]

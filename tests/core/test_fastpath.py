@@ -455,7 +455,7 @@ def test_channels_last_transformer_outputs_stay_nhwc_with_the_same_values(linear
 def test_bench_reseeds_whatever_seed_node_the_default_graph_has():
     """The executor/server overhead jobs must really run (a graph whose seed never changes is served
     from the output cache: 0 ms of nodes, a meaningless overhead)."""
-    from nodes.core.bench_sampling import _default_prompt, _reseed
+    from nodes.core.bench_server import _default_prompt, _reseed
 
     prompt, ids = _default_prompt(3)
     assert ids
