@@ -16,6 +16,17 @@ import triton.language as tl
 
 
 @triton.jit
+def _row_block(M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's BLOCK_M rows of a contiguous [M, C] tensor: channel index, channel mask, element
+    mask and element offsets (int64: M * C may pass 2^31)."""
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rc = tl.arange(0, BLOCK_C)
+    c_ok = rc < C
+    ok = (rm < M)[:, None] & c_ok[None, :]
+    return rc, c_ok, ok, rm[:, None].to(tl.int64) * C + rc[None, :]
+
+
+@triton.jit
 def _normalize_rows(x, ok, rc, c_ok, w_ptr, b_ptr, C, eps, AFFINE: tl.constexpr):
     """LayerNorm of the float32 rows of x [BLOCK_M, BLOCK_C] (masked lanes ignored): two-pass mean and
     centred variance in registers, then the optional affine."""
@@ -33,11 +44,7 @@ def _normalize_rows(x, ok, rc, c_ok, w_ptr, b_ptr, C, eps, AFFINE: tl.constexpr)
 @triton.jit(do_not_specialize=["M"])
 def _add_layer_norm_kernel(a_ptr, r_ptr, s_ptr, y_ptr, w_ptr, b_ptr, M, C, eps,
                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, AFFINE: tl.constexpr):
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rc = tl.arange(0, BLOCK_C)
-    c_ok = rc < C
-    ok = (rm < M)[:, None] & c_ok[None, :]
-    offs = rm[:, None].to(tl.int64) * C + rc[None, :]
+    rc, c_ok, ok, offs = _row_block(M, C, BLOCK_M, BLOCK_C)
     a = tl.load(a_ptr + offs, mask=ok, other=0.0)
     r = tl.load(r_ptr + offs, mask=ok, other=0.0)
     s = (a.to(tl.float32) + r.to(tl.float32)).to(a.dtype)        # the sum in the stream's dtype, as a + r
@@ -52,11 +59,7 @@ def _layer_norm_kernel(a_ptr, y_ptr, w_ptr, b_ptr, M, C, eps,
     """y = LN(a) for rows of C <= BLOCK_C channels (the first norm of a block, no residual before it;
     PyTorch's vectorised LayerNorm took 24.5 us per [32768, 320] fp16 call on an H200, about half of
     the bandwidth this one-read-one-write pass needs)."""
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rc = tl.arange(0, BLOCK_C)
-    c_ok = rc < C
-    ok = (rm < M)[:, None] & c_ok[None, :]
-    offs = rm[:, None].to(tl.int64) * C + rc[None, :]
+    rc, c_ok, ok, offs = _row_block(M, C, BLOCK_M, BLOCK_C)
     a = tl.load(a_ptr + offs, mask=ok, other=0.0)
     y = _normalize_rows(a.to(tl.float32), ok, rc, c_ok, w_ptr, b_ptr, C, eps, AFFINE)
     tl.store(y_ptr + offs, y.to(a.dtype), mask=ok)

@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 
-from app.api import Paths
 from app.config import Config
 from app.server import editor
 from app.server.jobs import queue_remaining
@@ -82,8 +81,8 @@ def create_app(config: Config, registry: Any, executor: Any, store: Any, worker:
     )
     app[CONFIG], app[OPTIONS] = config, options
     app[REGISTRY], app[EXECUTOR], app[STORE] = registry, executor, store
-    executor_paths = getattr(executor, "paths", None)   # the executor's, when it has one: one listing cache
-    app[PATHS] = executor_paths if isinstance(executor_paths, Paths) else config.paths()
+    paths, executor_paths = config.paths(), getattr(executor, "paths", None)
+    app[PATHS] = executor_paths if executor_paths == paths else paths   # the same folders: one listing cache
     app[RUNTIME] = Runtime(worker=worker)
     app[LOGS] = LogBuffer()
     app[HUB] = ClientHub(server_flags(options.max_upload_bytes), lambda: queue_remaining(store),

@@ -19,7 +19,7 @@ from aiohttp import BodyPartReader, web
 
 from app.api import MODEL_FOLDERS, Paths
 from app.server.security import UnsafePath, json_object, safe_path, safe_path_or_400
-from app.server.state import CONFIG, OPTIONS
+from app.server.state import OPTIONS, PATHS
 
 FILE_TYPES = ("input", "output", "temp")
 # Served as attachments so a crafted upload can never run script in the editor's origin.
@@ -28,7 +28,8 @@ MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 
 def paths_of(request: web.Request) -> Paths:
-    return request.app[CONFIG].paths()
+    """The app's one Paths object (its model-listing cache is shared with validation and the executor)."""
+    return request.app[PATHS]
 
 
 def type_root(request: web.Request, kind: str) -> Path:

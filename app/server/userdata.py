@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from app.server.security import json_object, read_body, read_json, safe_path_or_400
-from app.server.state import CONFIG, OPTIONS
+from app.server.state import OPTIONS, PATHS
 
 SETTINGS_FILE = "comfy.settings.json"
 # A new user's settings. TutorialCompleted: editor 1.58.1 then opens the default graph on start-up
@@ -30,7 +30,7 @@ SEED_DIRS = ("workflows", "subgraphs")
 
 
 def user_root(request: web.Request) -> Path:
-    root = request.app[CONFIG].paths().user_dir / "default"
+    root = request.app[PATHS].user_dir / "default"
     root.mkdir(parents=True, exist_ok=True)
     return root
 

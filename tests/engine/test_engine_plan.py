@@ -114,13 +114,18 @@ def test_registry_change_invalidates_memoised_validation(registry, validations):
     assert result.status == "error" and result.error["node_errors"]["1"]["errors"][0]["type"] == "missing_node_type"
 
 
-def test_file_list_combo_revalidated_on_memo_hit(tmp_path, validations):
+def _file_list_setup(tmp_path):
+    """A registry with the file-list node, an executor on it, and a prompt choosing a.bin (which exists)."""
     (tmp_path / "a.bin").write_text("x")
     FileChoice.folder = tmp_path
     local = Registry()
     local.register_pack("files", [FileChoice, Show])
-    executor = Executor(local, CacheSet("lru:100"))
     prompt = {"1": n("FileChoice", name="a.bin"), "2": n("Show", value=["1", 0])}
+    return local, Executor(local, CacheSet("lru:100")), prompt
+
+
+def test_file_list_combo_revalidated_on_memo_hit(tmp_path, validations):
+    local, executor, prompt = _file_list_setup(tmp_path)
     assert run(executor, prompt)[0].status == "success"
     (tmp_path / "a.bin").unlink()
     result, _ = run(executor, prompt)
@@ -190,12 +195,7 @@ def test_remember_keeps_the_plan_earlier_runs_filled(make_executor, registry):
 
 
 def test_remembered_plan_still_rechecks_file_lists_at_run_time(tmp_path, validations):
-    (tmp_path / "a.bin").write_text("x")
-    FileChoice.folder = tmp_path
-    local = Registry()
-    local.register_pack("files", [FileChoice, Show])
-    executor = Executor(local, CacheSet("lru:100"))
-    prompt = {"1": n("FileChoice", name="a.bin"), "2": n("Show", value=["1", 0])}
+    local, executor, prompt = _file_list_setup(tmp_path)
     checked = validate_prompt(prompt, local)
     executor.remember(prompt, list(checked.outputs), checked, local)
     (tmp_path / "a.bin").unlink()                          # deleted while the job waited in the queue
