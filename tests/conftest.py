@@ -24,7 +24,7 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def toy() -> Any:
-    """The exact Gaussian-mixture teacher and a student that starts as the teacher (nodes/mlcm/toy.py)."""
-    from nodes.mlcm.toy import toy_setup
+    """The exact Gaussian-mixture teacher and a student that starts as the teacher (fewstep/nodes/mlcm/toy.py)."""
+    from fewstep.nodes.mlcm.toy import toy_setup
 
     return toy_setup()

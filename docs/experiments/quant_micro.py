@@ -1,7 +1,7 @@
 """Micro-bench: activation quantize kernels on SDXL-size activations (GB/s), flat vs 2-D vs PyTorch."""
 import json, os, torch
-from kernels import lowbit
-from kernels import reference as ref
+from fewstep.kernels import lowbit
+from fewstep.kernels import reference as ref
 
 def ms(fn, n=20):
     for _ in range(3): fn()

@@ -1,8 +1,8 @@
 """Experiment: cuDNN benchmark_limit=0 and PyTorch TunableOp (cuBLASLt GEMM autotuning) on the prepared SD1.5 UNet."""
 import copy, json, os, time, traceback
 import torch
-from nodes.core import bench_sampling as B
-from nodes.core.fastpath import prepare_module
+from fewstep.nodes.core import bench_sampling as B
+from fewstep.nodes.core.fastpath import prepare_module
 
 OUT = os.environ.get("OUT", "/tmp/out")
 T0 = time.time()

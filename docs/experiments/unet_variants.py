@@ -5,9 +5,9 @@ backends: cudnn_only, efficient, flash) and torch.compile of the unprepared modu
 import copy, json, os, sys, time, traceback
 from contextlib import nullcontext
 import torch
-from nodes.core import bench_sampling as B
-from nodes.core.fastpath import prepare_module
-from nodes.core.unet_lean import lean_forwards
+from fewstep.nodes.core import bench_sampling as B
+from fewstep.nodes.core.fastpath import prepare_module
+from fewstep.nodes.core.unet_lean import lean_forwards
 
 OUT = os.environ.get("OUT", "/tmp/out")
 T0 = time.time()
@@ -55,7 +55,7 @@ for an in arch_names:
                 res[key] = {"ms": round(ms, 3), "tflops": round(fl / ms / 1e9, 1), "pct": round(100 * fl / ms / 1e9 / peak, 1)}
                 if name == "fast_lean" and batch == 8 and os.environ.get("PROFILE", "1") == "1":
                     from torch.profiler import profile, ProfilerActivity
-                    from kernels.groupnorm import for_graphs
+                    from fewstep.kernels.groupnorm import for_graphs
                     with torch.inference_mode(), for_graphs():
                         wrapped(); torch.cuda.synchronize()
                         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:

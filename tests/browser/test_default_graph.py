@@ -25,9 +25,9 @@ from test_editor import (
     serve_in_thread,
 )
 
-from app.config import Config
-from app.registry import load_registry
-from app.server import create_app
+from fewstep.app.config import Config
+from fewstep.app.registry import load_registry
+from fewstep.app.server import create_app
 
 pytestmark = pytest.mark.skipif(not HAVE_CHROMIUM, reason=f"chromium not found at {CHROMIUM}")
 
@@ -35,9 +35,9 @@ pytestmark = pytest.mark.skipif(not HAVE_CHROMIUM, reason=f"chromium not found a
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app as `fewstep serve` builds it: built-in packs, graphs/ as templates, default graph."""
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.storage import JobStore
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.storage import JobStore
 
     config = Config(home=tmp_path_factory.mktemp("home"), port=_free_port(), auth_token=None)
     config.ensure_dirs()

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from app.config import Config
-from app.registry import load_registry
-from app.server import create_app, default_options
+from fewstep.app.config import Config
+from fewstep.app.registry import load_registry
+from fewstep.app.server import create_app, default_options
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_GRAPHS = REPO / "tests" / "server" / "graphs"
@@ -53,9 +53,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real fewstep server (registry, executor, SQLite store, worker) in a thread on a free port."""
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.storage import JobStore
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.storage import JobStore
 
     config = Config(home=tmp_path_factory.mktemp("home"), port=_free_port(), auth_token=None)
     config.ensure_dirs()

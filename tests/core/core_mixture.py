@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from nodes.core.denoiser import Denoiser, DiscreteVPSchedule, FlowSchedule
+from fewstep.nodes.core.denoiser import Denoiser, DiscreteVPSchedule, FlowSchedule
 
 W = torch.tensor([0.3, 0.7], dtype=torch.float64)
 MU = torch.tensor([-2.0, 1.5], dtype=torch.float64)

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from nodes.core import bench_server
-from nodes.core.bench_server import _Stream, _ws_frame
+from fewstep.nodes.core import bench_server
+from fewstep.nodes.core.bench_server import _Stream, _ws_frame
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.core import schedules as S
-from nodes.core.samplers import sample_ddim, sample_euler, sample_lcm
+from fewstep.nodes.core import schedules as S
+from fewstep.nodes.core.samplers import sample_ddim, sample_euler, sample_lcm
 
 diffusers = pytest.importorskip("diffusers")
 from tiny_unet import BETAS, tiny_eps_unet  # noqa: E402

@@ -13,14 +13,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nodes.core import fastpath
-from nodes.core.bench_sampling import TINY_UNET
-from nodes.core.denoiser import Denoiser, DiscreteVPSchedule
-from nodes.core.guidance import BasicGuider, CFGGuider
-from nodes.core.loaders import UNetFn
-from nodes.core.samplers import sample_dpmpp_2m, sample_lcm
-from nodes.core.schedules import calculate_sigmas
-from nodes.core.vae_fast import FastVAEDecoder, SplitGroupNorm, _ramp, _starts, swap_groupnorms, tiled_decode
+from fewstep.nodes.core import fastpath
+from fewstep.nodes.core.bench_sampling import TINY_UNET
+from fewstep.nodes.core.denoiser import Denoiser, DiscreteVPSchedule
+from fewstep.nodes.core.guidance import BasicGuider, CFGGuider
+from fewstep.nodes.core.loaders import UNetFn
+from fewstep.nodes.core.samplers import sample_dpmpp_2m, sample_lcm
+from fewstep.nodes.core.schedules import calculate_sigmas
+from fewstep.nodes.core.vae_fast import (
+    FastVAEDecoder,
+    SplitGroupNorm,
+    _ramp,
+    _starts,
+    swap_groupnorms,
+    tiled_decode,
+)
 
 GPU = pytest.mark.gpu
 
@@ -331,8 +338,8 @@ def _tiny_vae(**kw):
 def test_fused_groupnorms_leave_cpu_outputs_and_parameter_names_unchanged():
     """Swapping the norms (SiLU folded in, the shared nonlinearity kept for the time embedding) must not
     change a UNet's or a decoder's output off CUDA, nor the names LoRA and state dicts address."""
-    from kernels.groupnorm import FusedGroupNorm
-    from nodes.core.vae_fast import fuse_groupnorms
+    from fewstep.kernels.groupnorm import FusedGroupNorm
+    from fewstep.nodes.core.vae_fast import fuse_groupnorms
 
     d = tiny_denoiser()
     unet = fastpath.find_module(d)
@@ -351,7 +358,7 @@ def test_fused_groupnorms_leave_cpu_outputs_and_parameter_names_unchanged():
 
 
 def test_fused_groupnorm_keeps_gradients_on_the_reference_path():
-    from kernels.groupnorm import FusedGroupNorm
+    from fewstep.kernels.groupnorm import FusedGroupNorm
 
     norm = torch.nn.GroupNorm(2, 6)
     torch.nn.init.normal_(norm.weight)
@@ -365,8 +372,8 @@ def test_fused_groupnorm_keeps_gradients_on_the_reference_path():
 
 
 def test_vae_decode_node_on_cpu_stays_on_the_plain_module():
-    from nodes.core.vae import VAEWrapper
-    from nodes.core.vae_fast import FAST_DECODER_ATTR
+    from fewstep.nodes.core.vae import VAEWrapper
+    from fewstep.nodes.core.vae_fast import FAST_DECODER_ATTR
 
     vae = _tiny_vae()
     z = torch.randn(1, 4, 8, 8)
@@ -378,8 +385,8 @@ def test_vae_decode_node_on_cpu_stays_on_the_plain_module():
 
 @GPU
 def test_gpu_vae_decode_node_routes_through_the_fast_decoder():
-    from nodes.core.vae import VAEWrapper
-    from nodes.core.vae_fast import FAST_DECODER_ATTR
+    from fewstep.nodes.core.vae import VAEWrapper
+    from fewstep.nodes.core.vae_fast import FAST_DECODER_ATTR
 
     vae = _tiny_vae().cuda()
     z = torch.randn(2, 4, 16, 16)
@@ -396,7 +403,7 @@ def test_gpu_vae_decode_node_routes_through_the_fast_decoder():
 
 @GPU
 def test_gpu_fast_path_uses_the_fused_groupnorm_kernel():
-    from kernels.groupnorm import FusedGroupNorm
+    from fewstep.kernels.groupnorm import FusedGroupNorm
 
     d16 = tiny_denoiser("cuda", torch.float16)
     fast = run(sample_lcm, BasicGuider(d16, cond(1, "cuda")), device="cuda")
@@ -455,7 +462,7 @@ def test_channels_last_transformer_outputs_stay_nhwc_with_the_same_values(linear
 def test_bench_reseeds_whatever_seed_node_the_default_graph_has():
     """The executor/server overhead jobs must really run (a graph whose seed never changes is served
     from the output cache: 0 ms of nodes, a meaningless overhead)."""
-    from nodes.core.bench_server import _default_prompt, _reseed
+    from fewstep.nodes.core.bench_server import _default_prompt, _reseed
 
     prompt, ids = _default_prompt(3)
     assert ids
@@ -469,7 +476,7 @@ def test_bench_reseeds_whatever_seed_node_the_default_graph_has():
 def test_bench_quick_run_writes_rows_and_per_arch_steps(tmp_path, one_torch_thread):
     import json
 
-    from nodes.core.bench_sampling import main
+    from fewstep.nodes.core.bench_sampling import main
 
     assert main(["--quick", "--archs", "sd15", "--batches", "1", "--arch-steps", "sd15=1,2", "--timed", "1",
                  "--no-diffusers", "--executor-jobs", "0", "--out", str(tmp_path)]) == 0

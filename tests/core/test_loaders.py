@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_file
 from sd_fixtures import tiny_sd15, to_ldm_checkpoint
 
-from app.api import Paths, use_paths
-from nodes.core.loaders import ldm_keys as K
-from nodes.core.loaders.files import ModelFileError, read_state_dict
+from fewstep.app.api import Paths, use_paths
+from fewstep.nodes.core.loaders import ldm_keys as K
+from fewstep.nodes.core.loaders.files import ModelFileError, read_state_dict
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -51,19 +51,19 @@ def _clip_tokenizer_from_gz(tmp: Path):
     """transformers' CLIPTokenizer over vocab/merges files written from open_clip's BPE file."""
     from transformers import CLIPTokenizer
 
-    from nodes.core.text import ClipTokenizer
+    from fewstep.nodes.core.text import ClipTokenizer
 
     ours = ClipTokenizer()
     (tmp / "vocab.json").write_text(json.dumps(ours.encoder))
     import gzip
 
-    lines = gzip.open(__import__("nodes.core.text", fromlist=["x"]).bpe_vocab_path()).read().decode().split("\n")
+    lines = gzip.open(__import__("fewstep.nodes.core.text", fromlist=["x"]).bpe_vocab_path()).read().decode().split("\n")
     (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(lines[1:49152 - 256 - 2 + 1]) + "\n")
     return CLIPTokenizer(str(tmp / "vocab.json"), str(tmp / "merges.txt"), pad_token="<|endoftext|>", model_max_length=77)
 
 
 def test_tokenizer_matches_transformers_clip_tokenizer(tmp_path: Path) -> None:
-    from nodes.core.text import ClipTokenizer
+    from fewstep.nodes.core.text import ClipTokenizer
 
     reference = _clip_tokenizer_from_gz(tmp_path)
     ours = ClipTokenizer()
@@ -74,7 +74,7 @@ def test_tokenizer_matches_transformers_clip_tokenizer(tmp_path: Path) -> None:
 
 
 def _run_nodes(paths: Paths, prompt: str, seed: int, steps: int, cfg: float):
-    from nodes.core import nodes as N
+    from fewstep.nodes.core import nodes as N
 
     with use_paths(paths):
         model, clip, vae = N.CheckpointLoaderSimple.execute("tiny-sd15.safetensors").values
@@ -155,7 +155,7 @@ def test_opted_in_pickle_still_rejects_code(tmp_path: Path) -> None:
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
-    from nodes.core.loaders import sd
+    from fewstep.nodes.core.loaders import sd
 
     with pytest.raises(ModelFileError, match="not a Stable Diffusion single-file checkpoint"):
         sd.detect({"foo.weight": torch.zeros(1)})

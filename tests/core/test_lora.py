@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import save_file
 from sd_fixtures import tiny_sd15, to_ldm_checkpoint
 
-from app.api import Paths, use_paths
-from nodes.core import nodes as N
-from nodes.core.loaders.lora import applied, lora_patches
+from fewstep.app.api import Paths, use_paths
+from fewstep.nodes.core import nodes as N
+from fewstep.nodes.core.loaders.lora import applied, lora_patches
 
 pytest.importorskip("diffusers")
 UNET_MOD = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q"   # a Linear [64, 64]

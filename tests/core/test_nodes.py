@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.api import ExecutionContext, InterruptedError_, Paths, reset_context, set_context, use_paths
-from nodes.core import nodes as N
-from nodes.core.image_io import graph_from_png, next_output_path
-from nodes.core.names import SAMPLER_NAMES, SCHEDULER_NAMES
+from fewstep.app.api import ExecutionContext, InterruptedError_, Paths, reset_context, set_context, use_paths
+from fewstep.nodes.core import nodes as N
+from fewstep.nodes.core.image_io import graph_from_png, next_output_path
+from fewstep.nodes.core.names import SAMPLER_NAMES, SCHEDULER_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_combo_names_are_the_library_dicts() -> None:
-    from nodes.core.samplers import SAMPLERS
-    from nodes.core.schedules import SCHEDULERS
+    from fewstep.nodes.core.samplers import SAMPLERS
+    from fewstep.nodes.core.schedules import SCHEDULERS
 
     assert set(SAMPLER_NAMES) == set(SAMPLERS) and set(SCHEDULER_NAMES) == set(SCHEDULERS)
 
@@ -39,9 +39,9 @@ def test_builtin_checkpoint_is_listed(tmp_path: Path) -> None:
 
 
 def _executor(tmp_path: Path):
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.registry import load_registry
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import load_registry
 
     paths = Paths(model_roots=(tmp_path / "models",), output_dir=tmp_path / "output", temp_dir=tmp_path / "temp",
                   input_dir=tmp_path / "input")
@@ -132,8 +132,8 @@ def test_image_scale_and_primitives() -> None:
 
 
 def test_ui_twin_converts_to_the_api_graph() -> None:
-    from app.registry import load_registry
-    from app.workflow import ui_to_api
+    from fewstep.app.registry import load_registry
+    from fewstep.app.workflow import ui_to_api
 
     api = ui_to_api(json.loads((ROOT / "graphs" / "default.ui.json").read_text()), load_registry())
     ref = json.loads((ROOT / "graphs" / "default.json").read_text())

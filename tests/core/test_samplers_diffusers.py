@@ -20,8 +20,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.core import schedules as S
-from nodes.core.samplers import SAMPLERS
+from fewstep.nodes.core import schedules as S
+from fewstep.nodes.core.samplers import SAMPLERS
 
 diffusers = pytest.importorskip("diffusers")
 from tiny_unet import BETAS, tiny_eps_unet  # noqa: E402

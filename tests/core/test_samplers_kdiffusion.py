@@ -25,8 +25,8 @@ import pytest
 import torch
 from core_mixture import sample, vp_denoiser
 
-from nodes.core import schedules as S
-from nodes.core.samplers import SAMPLERS
+from fewstep.nodes.core import schedules as S
+from fewstep.nodes.core.samplers import SAMPLERS
 
 SRC = os.environ.get("FEWSTEP_KDIFFUSION_SRC", "")
 pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(SRC, "sampling.py")),

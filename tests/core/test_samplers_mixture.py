@@ -19,9 +19,9 @@ import pytest
 import torch
 from core_mixture import flow_denoiser, quantiles, sample, vp_denoiser, w1
 
-from nodes.core import schedules as S
-from nodes.core.denoiser import FlowSchedule
-from nodes.core.samplers import SAMPLERS, get_sampler
+from fewstep.nodes.core import schedules as S
+from fewstep.nodes.core.denoiser import FlowSchedule
+from fewstep.nodes.core.samplers import SAMPLERS, get_sampler
 
 HIGH_ORDER = [("uni_pc", {}), ("uni_pc_bh2", {}), ("lms", {}), ("dpm_2", {}), ("dpmpp_2s_ancestral", {"eta": 0.0}),
               ("ipndm", {})]

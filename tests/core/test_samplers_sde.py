@@ -1,4 +1,4 @@
-"""Brownian-tree noise (nodes/core/brownian.py) and what it buys the SDE samplers (ComfyUI sampler gaps
+"""Brownian-tree noise (fewstep/nodes/core/brownian.py) and what it buys the SDE samplers (ComfyUI sampler gaps
 after issue #4).
 
 The noise of step sigma -> sigma' is the normalised increment of ONE Brownian path per seed, so the SDE
@@ -13,9 +13,9 @@ import pytest
 import torch
 from core_mixture import sample, vp_denoiser
 
-from nodes.core import schedules as S
-from nodes.core.brownian import BrownianTreeNoise, independent_noise
-from nodes.core.samplers import SAMPLERS
+from fewstep.nodes.core import schedules as S
+from fewstep.nodes.core.brownian import BrownianTreeNoise, independent_noise
+from fewstep.nodes.core.samplers import SAMPLERS
 
 torchsde = pytest.importorskip("torchsde")
 

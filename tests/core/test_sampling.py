@@ -18,9 +18,16 @@ import pytest
 import torch
 from core_mixture import flow_denoiser, posterior_mean, quantiles, sample, vp_denoiser, w1
 
-from nodes.core import schedules as S
-from nodes.core.denoiser import DiscreteVPSchedule, FlowSchedule
-from nodes.core.samplers import SAMPLERS, get_sampler, sample_ddim, sample_dpmpp_2m, sample_lcm, sample_tcd
+from fewstep.nodes.core import schedules as S
+from fewstep.nodes.core.denoiser import DiscreteVPSchedule, FlowSchedule
+from fewstep.nodes.core.samplers import (
+    SAMPLERS,
+    get_sampler,
+    sample_ddim,
+    sample_dpmpp_2m,
+    sample_lcm,
+    sample_tcd,
+)
 
 N = 20000
 STOCHASTIC = ("euler_ancestral", "ddpm", "dpmpp_sde")

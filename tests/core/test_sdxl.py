@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import save_file
 from sd_fixtures import tiny_sd15, tiny_sdxl, to_ldm_unet, to_ldm_vae, to_open_clip
 
-from app.api import Paths, use_paths
-from nodes.core import nodes as N
-from nodes.core.loaders import ldm_keys as K
+from fewstep.app.api import Paths, use_paths
+from fewstep.nodes.core import nodes as N
+from fewstep.nodes.core.loaders import ldm_keys as K
 
 pytest.importorskip("diffusers")
 

@@ -1,4 +1,4 @@
-"""The lean block forwards of the fast path (nodes/core/unet_lean.py).
+"""The lean block forwards of the fast path (fewstep/nodes/core/unet_lean.py).
 
 On the CPU they must be bit-identical to diffusers (same ops); the CUDA path's bias folding is checked on
 the CPU by forcing it (with PyTorch ops standing in for the residual kernel) against diffusers within
@@ -12,9 +12,9 @@ import copy
 import pytest
 import torch
 
-from nodes.core import unet_lean
-from nodes.core.bench_sampling import TINY_UNET
-from nodes.core.vae_fast import fuse_groupnorms
+from fewstep.nodes.core import unet_lean
+from fewstep.nodes.core.bench_sampling import TINY_UNET
+from fewstep.nodes.core.vae_fast import fuse_groupnorms
 
 
 def _unets(linear_projection: bool = False) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, int]]:
@@ -126,7 +126,7 @@ def test_lean_forwards_keep_gradients_on_the_diffusers_path():
 def test_gpu_lean_forwards_match_fp32_eager():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from kernels.groupnorm import for_graphs
+    from fewstep.kernels.groupnorm import for_graphs
 
     plain, lean, _ = _unets()
     plain.cuda()

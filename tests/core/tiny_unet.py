@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from nodes.core.denoiser import Denoiser, DiscreteVPSchedule
+from fewstep.nodes.core.denoiser import Denoiser, DiscreteVPSchedule
 
 BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")   # SD1.5's schedule
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from app.api import Paths
-from app.cache import CacheSet
-from app.executor import Executor
-from app.registry import Registry, load_registry
+from fewstep.app.api import Paths
+from fewstep.app.cache import CacheSet
+from fewstep.app.executor import Executor
+from fewstep.app.registry import Registry, load_registry
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PACKS = Path(__file__).parent / "packs"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.executor import Executor
+from fewstep.app.executor import Executor
 
 
 class Recorder:

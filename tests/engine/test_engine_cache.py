@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.cache import GB, CacheSet, ModelCache, encode_value, parse_policy
+from fewstep.app.cache import GB, CacheSet, ModelCache, encode_value, parse_policy
 
 
 class FakeDevice(SimpleNamespace):

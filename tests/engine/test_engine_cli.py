@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine_helpers import n
 
-from app.cli import main
+from fewstep.app.cli import main
 
 PACKS = Path(__file__).parent / "packs"
 
@@ -86,7 +86,7 @@ def test_pack_commands_receive_their_options_untouched(monkeypatch):
             return {"eval": lambda rest: seen.setdefault("eval", rest) and 0,
                     "bench sampling": lambda rest: seen.setdefault("bench sampling", rest) and 0}
 
-    monkeypatch.setattr("app.registry.load_registry", lambda *a, **k: FakeRegistry())
+    monkeypatch.setattr("fewstep.app.registry.load_registry", lambda *a, **k: FakeRegistry())
     assert main(["eval", "--n", "32", "--steps", "1,2"]) == 0
     assert main(["bench", "sampling", "--quick"]) == 0
     assert seen == {"eval": ["--n", "32", "--steps", "1,2"], "bench sampling": ["--quick"]}

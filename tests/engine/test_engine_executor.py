@@ -268,10 +268,10 @@ def test_long_chain_is_not_recursive(make_executor):
 
 def test_file_list_combos_validate_against_the_executors_paths(tmp_path):
     """A combo listing model files is validated under the executor's Paths, not the process default."""
-    from app.api import Combo, Node, NodeOutput, Output, Paths, Schema, current_paths
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.registry import Registry
+    from fewstep.app.api import Combo, Node, NodeOutput, Output, Paths, Schema, current_paths
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import Registry
 
     class PickCheckpoint(Node):
         @classmethod

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from app.api import Paths
+from fewstep.app.api import Paths
 
 
 def _age(*directories: Path, seconds: float = 60.0) -> None:

@@ -1,4 +1,4 @@
-"""Memoised validation and keys (app/plan.py), progress_state snapshots, and outputs released under
+"""Memoised validation and keys (fewstep/app/plan.py), progress_state snapshots, and outputs released under
 policy ``none``."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import weakref
 import pytest
 from engine_helpers import n, run
 
-import app.executor
-from app.api import Combo, Int, Link, Node, NodeOutput, Output, Schema, String
-from app.cache import CacheSet
-from app.executor import Executor
-from app.plan import signature
-from app.registry import Registry
-from app.validation import validate_prompt
+import fewstep.app.executor
+from fewstep.app.api import Combo, Int, Link, Node, NodeOutput, Output, Schema, String
+from fewstep.app.cache import CacheSet
+from fewstep.app.executor import Executor
+from fewstep.app.plan import signature
+from fewstep.app.registry import Registry
+from fewstep.app.validation import validate_prompt
 
 
 def two_chains(b: int = 2) -> dict:
@@ -27,13 +27,13 @@ def two_chains(b: int = 2) -> dict:
 def validations(monkeypatch):
     """Counts full validations run by the executor."""
     calls = []
-    real = app.executor.validate_prompt
+    real = fewstep.app.executor.validate_prompt
 
     def counting(prompt, registry, targets=None):
         calls.append(1)
         return real(prompt, registry, targets)
 
-    monkeypatch.setattr(app.executor, "validate_prompt", counting)
+    monkeypatch.setattr(fewstep.app.executor, "validate_prompt", counting)
     return calls
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from engine_helpers import n, run
 
-from app.registry import load_registry
-from app.validation import validate_prompt
+from fewstep.app.registry import load_registry
+from fewstep.app.validation import validate_prompt
 
 PACKS = Path(__file__).parent / "packs"
 
@@ -33,7 +33,7 @@ def test_failing_and_duplicate_packs_are_reported_and_the_rest_works(tmp_path, m
     assert "'StubInt' is already defined by pack 'stub_pack'" in reasons["dupe"]
     assert registry.get("StubInt").pack == "stub_pack" and registry.get("FreshNode").pack == "dupe"
     assert len(registry.failures) == 2
-    from app.executor import Executor
+    from fewstep.app.executor import Executor
     result, _ = run(Executor(registry), {"1": n("StubInt", value=2), "2": n("StubSink", value=["1", 0])})
     assert result.outputs == {"2": {"values": [2]}}
 
@@ -43,7 +43,7 @@ def test_entry_point_packs_load(monkeypatch):
         name, value = "ep_pack", "ep_module:entrypoint"
 
         def load(self):
-            from app.bench import BenchConst
+            from fewstep.app.bench import BenchConst
             return lambda: [BenchConst]
 
     def fake_entry_points(group):

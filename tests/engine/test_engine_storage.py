@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from engine_helpers import n
 
-from app.cache import CacheSet
-from app.executor import Executor
-from app.storage import JobStore
-from app.worker import QueueWorker
+from fewstep.app.cache import CacheSet
+from fewstep.app.executor import Executor
+from fewstep.app.storage import JobStore
+from fewstep.app.worker import QueueWorker
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -282,7 +282,7 @@ def test_enqueue_looks_up_queue_numbers_by_index_not_by_scanning_history(tmp_pat
 def test_commits_survive_a_killed_process(tmp_path):
     """WAL + synchronous=NORMAL: a transaction committed before SIGKILL is kept (no close, no checkpoint)."""
     db = tmp_path / "q.sqlite3"
-    script = ("import sys, time\nfrom app.storage import JobStore\nstore = JobStore(sys.argv[1])\n"
+    script = ("import sys, time\nfrom fewstep.app.storage import JobStore\nstore = JobStore(sys.argv[1])\n"
               "for name in ('a', 'b', 'c'):\n    store.enqueue(name, {'1': {}}, {}, None, None)\n"
               "store.claim_next()\nstore.finish('a', 'success', {'1': {'v': [1]}}, [], completed=True)\n"
               "store.claim_next()\nprint('committed', flush=True)\ntime.sleep(60)\n")

@@ -1,6 +1,6 @@
 """UI workflow -> API prompt conversion (app.workflow), on hand-written workflows of both schema versions.
 
-Every expected prompt below is derived by hand from the rules in app/workflow.py's docstring (which
+Every expected prompt below is derived by hand from the rules in fewstep/app/workflow.py's docstring (which
 follow the editor's graphToPrompt); the comments say which rule produces each surprising entry.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from app.api import Boolean, Combo, Float, Input, Int, Link, Output, Schema, String
-from app.workflow import WorkflowConversionError, is_ui_workflow, ui_to_api
+from fewstep.app.api import Boolean, Combo, Float, Input, Int, Link, Output, Schema, String
+from fewstep.app.workflow import WorkflowConversionError, is_ui_workflow, ui_to_api
 
 FIXTURES = Path(__file__).parent / "fixtures" / "workflows"
 SAMPLERS = ["euler", "dpmpp_2m", "lcm"]

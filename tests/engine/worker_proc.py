@@ -4,11 +4,11 @@ import sys
 import time
 from pathlib import Path
 
-from app.cache import CacheSet
-from app.executor import Executor
-from app.registry import load_registry
-from app.storage import JobStore
-from app.worker import QueueWorker
+from fewstep.app.cache import CacheSet
+from fewstep.app.executor import Executor
+from fewstep.app.registry import load_registry
+from fewstep.app.storage import JobStore
+from fewstep.app.worker import QueueWorker
 
 if __name__ == "__main__":
     store = JobStore(Path(sys.argv[1]))

@@ -15,9 +15,9 @@ import pytest
 import torch
 from kernel_devices import assert_close_in_ulps, kernel_device, kernel_dtypes
 
-from kernels import geglu as gg
-from kernels import layernorm as ln
-from kernels import residual as rs
+from fewstep.kernels import geglu as gg
+from fewstep.kernels import layernorm as ln
+from fewstep.kernels import residual as rs
 
 pytestmark = pytest.mark.gpu
 ULP2 = {torch.float16: 2**-9, torch.bfloat16: 2**-6, torch.float32: 2**-16}

@@ -1,4 +1,4 @@
-"""The Triton GroupNorm(+SiLU) kernels (kernels/groupnorm_triton.py) against the float64 reference.
+"""The Triton GroupNorm(+SiLU) kernels (fewstep/kernels/groupnorm_triton.py) against the float64 reference.
 
 Marked ``gpu``: they run on CUDA, or on the CPU under ``TRITON_INTERPRET=1`` (test_groupnorm_interpreter.py
 runs this file that way, with small shapes). Fresh random inputs per case with a non-zero mean (the
@@ -17,7 +17,7 @@ import pytest
 import torch
 from kernel_devices import assert_close_in_ulps, kernel_device, kernel_dtypes
 
-from kernels import groupnorm as gn
+from fewstep.kernels import groupnorm as gn
 
 pytestmark = pytest.mark.gpu
 ULP2 = {torch.float16: 2**-9, torch.bfloat16: 2**-6, torch.float32: 2**-16}

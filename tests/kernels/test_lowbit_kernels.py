@@ -1,4 +1,4 @@
-"""Triton low-bit kernels against the PyTorch reference (kernels/lowbit.py vs kernels/reference.py).
+"""Triton low-bit kernels against the PyTorch reference (fewstep/kernels/lowbit.py vs fewstep/kernels/reference.py).
 
 Marked ``gpu``: they run on CUDA, or on the CPU under ``TRITON_INTERPRET=1`` (see
 test_lowbit_interpreter.py, which runs this file that way). Fresh random inputs per case, odd shapes.
@@ -21,9 +21,9 @@ import pytest
 import torch
 from kernel_devices import kernel_device, kernel_dtypes
 
-from kernels import lowbit
-from kernels import reference as ref
-from kernels.lowbit import Plan
+from fewstep.kernels import lowbit
+from fewstep.kernels import reference as ref
+from fewstep.kernels.lowbit import Plan
 
 pytestmark = pytest.mark.gpu
 ULP2 = {torch.float16: 2**-10, torch.bfloat16: 2**-7, torch.float32: 2**-14}

@@ -1,4 +1,4 @@
-"""CPU tests of the low-bit reference numerics and the int4 packing (kernels/reference.py)."""
+"""CPU tests of the low-bit reference numerics and the int4 packing (fewstep/kernels/reference.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import reference as ref
+from fewstep.kernels import reference as ref
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
@@ -81,7 +81,7 @@ def test_reference_conv_equals_dequantized_float_conv(w_bits, stride, padding, k
 
 
 def test_reference_linear_rejects_wrong_width():
-    from kernels.lowbit import lowbit_linear
+    from fewstep.kernels.lowbit import lowbit_linear
 
     q, s = ref.quantize_weight(torch.randn(3, 4), 8)
     with pytest.raises(ValueError, match="expects 4"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import geglu, triton_modules
+from fewstep.kernels import geglu, triton_modules
 
 
 def test_a_module_that_cannot_import_is_none_and_never_runs():

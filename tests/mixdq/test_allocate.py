@@ -1,4 +1,4 @@
-"""The integer program and the config builders (nodes/mixdq/allocate.py)."""
+"""The integer program and the config builders (fewstep/nodes/mixdq/allocate.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import itertools
 import numpy as np
 import pytest
 
-from nodes.mixdq.allocate import (
+from fewstep.nodes.mixdq.allocate import (
     allocate_acts,
     allocate_weights,
     average_bits,
     solve_allocation,
     uniform_config,
 )
-from nodes.mixdq.sensitivity import Sensitivity
+from fewstep.nodes.mixdq.sensitivity import Sensitivity
 
 
 def _brute_force(cost, bits, sizes, budget):
@@ -112,14 +112,14 @@ def test_fewer_bits_never_win_by_a_noisy_lower_score():
     s.w_ssim["l0"] = {2: 0.9, 4: 0.9999, 8: 0.9998}
     bits = allocate_weights(s, 8.0)
     assert bits["l0"] == 8
-    from nodes.mixdq.allocate import monotone_costs
+    from fewstep.nodes.mixdq.allocate import monotone_costs
 
     c = monotone_costs(np.array([[0.5, 1e-4, 2e-4]]), [2, 4, 8])
     assert c.tolist() == [[0.5, 2e-4, 2e-4]]                     # non-increasing in bits
 
 
 def test_content_layers_without_2_bit_choices():
-    from nodes.mixdq.allocate import mixdq_config
+    from fewstep.nodes.mixdq.allocate import mixdq_config
 
     s = _sens()
     def fewest_content_bits(bits):                                  # a split-scan pick that favours 2-bit content

@@ -12,15 +12,15 @@ import torch
 from helpers import text_states, tiny_unet
 from torch import nn
 
-from app.api import Link, Node, NodeOutput, Output, Paths, Schema, use_paths
-from app.cache import CacheSet
-from app.executor import Executor
-from app.registry import Registry
-from nodes.core.denoiser import Denoiser, FlowSchedule
-from nodes.core.guidance import BasicGuider
-from nodes.core.samplers import get_sampler
-from nodes.mixdq import entrypoint
-from nodes.mixdq.layers import QuantConv2d, QuantLinear
+from fewstep.app.api import Link, Node, NodeOutput, Output, Paths, Schema, use_paths
+from fewstep.app.cache import CacheSet
+from fewstep.app.executor import Executor
+from fewstep.app.registry import Registry
+from fewstep.nodes.core.denoiser import Denoiser, FlowSchedule
+from fewstep.nodes.core.guidance import BasicGuider
+from fewstep.nodes.core.samplers import get_sampler
+from fewstep.nodes.mixdq import entrypoint
+from fewstep.nodes.mixdq.layers import QuantConv2d, QuantLinear
 
 
 class UNetFn(nn.Module):

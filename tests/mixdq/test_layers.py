@@ -7,11 +7,11 @@ import torch
 from helpers import make_runner, text_states, tiny_unet
 from torch import nn
 
-from kernels import reference as ref
-from nodes.mixdq.calibrate import calibrate
-from nodes.mixdq.layers import BOSAwareKV, QuantConv2d, QuantLinear, weight_bytes
-from nodes.mixdq.quantize import load_quantized, quantize_network, save_quantized
-from nodes.mixdq.sensitivity import sqnr_db
+from fewstep.kernels import reference as ref
+from fewstep.nodes.mixdq.calibrate import calibrate
+from fewstep.nodes.mixdq.layers import BOSAwareKV, QuantConv2d, QuantLinear, weight_bytes
+from fewstep.nodes.mixdq.quantize import load_quantized, quantize_network, save_quantized
+from fewstep.nodes.mixdq.sensitivity import sqnr_db
 
 
 @pytest.mark.parametrize("w_bits", [4, 8])

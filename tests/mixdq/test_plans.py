@@ -9,11 +9,11 @@ import torch
 from helpers import make_runner, text_states, tiny_unet
 from torch import nn
 
-from kernels import lowbit, precompile
-from kernels.lowbit import Plan
-from nodes.mixdq.calibrate import calibrate
-from nodes.mixdq.layers import QuantConv2d, QuantLinear, plan_report, quantizable_layers, set_tuning
-from nodes.mixdq.quantize import quantize_network
+from fewstep.kernels import lowbit, precompile
+from fewstep.kernels.lowbit import Plan
+from fewstep.nodes.mixdq.calibrate import calibrate
+from fewstep.nodes.mixdq.layers import QuantConv2d, QuantLinear, plan_report, quantizable_layers, set_tuning
+from fewstep.nodes.mixdq.quantize import quantize_network
 
 
 def _uniform(net: nn.Module, w_bits: int) -> dict:
@@ -93,8 +93,8 @@ def test_precompile_specs_are_one_per_specialization_class():
 
 
 def test_cost_tables_compare_against_the_faster_fp16():
-    from nodes.mixdq.bench import _cost_table, shapes_markdown
-    from nodes.mixdq.bench_cost import _category
+    from fewstep.nodes.mixdq.bench import _cost_table, shapes_markdown
+    from fewstep.nodes.mixdq.bench_cost import _category
 
     rows = [{"arch": "sd15", "variant": v, "batch": 1, "weight_mb": w, "peak_mb": w, "eager_ms": 1.0, "graph_ms": g}
             for v, w, g in [("fp16", 100.0, 10.0), ("fp16 fast", 100.0, 8.0), ("W8A8", 50.0, 4.0)]]
@@ -113,7 +113,7 @@ def test_cost_tables_compare_against_the_faster_fp16():
 def test_tuned_unet_on_the_gpu_matches_the_reference_and_replays_in_a_graph():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from nodes.mixdq.layers import set_backend
+    from fewstep.nodes.mixdq.layers import set_backend
 
     net = tiny_unet()
     # .half() after quantizing turns the float32 scales into fp16 too: the layers must still run

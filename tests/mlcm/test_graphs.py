@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from app.api import Paths
+from fewstep.app.api import Paths
 
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("diffusers")
 
 
 def _executor(tmp_path: Path):
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.registry import load_registry
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import load_registry
 
     paths = Paths(model_roots=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "temp",
                   input_dir=tmp_path / "in", user_dir=tmp_path / "user")
@@ -49,7 +49,7 @@ def test_distill_then_sample_graph_runs_and_checkpoints(tmp_path, name):
 
 @pytest.mark.slow  # resume is covered fast by tests/trainer; this is the same through the engine
 def test_rerunning_the_graph_resumes_from_the_checkpoint(tmp_path):
-    from nodes.core.trainer import Checkpointer
+    from fewstep.nodes.core.trainer import Checkpointer
 
     executor, _ = _executor(tmp_path)
     first = _tiny(json.loads((ROOT / "graphs" / "mlcm_distill.json").read_text()), steps=2)
@@ -66,7 +66,7 @@ def test_rerunning_the_graph_resumes_from_the_checkpoint(tmp_path):
 
 
 def test_mlcm_default_graph_samples_the_shipped_student(tmp_path):
-    from nodes.mlcm.students import shipped_students
+    from fewstep.nodes.mlcm.students import shipped_students
 
     if "fewstep-mlcm-student.safetensors" not in shipped_students():
         pytest.skip("the MLCM student is not shipped in this checkout")

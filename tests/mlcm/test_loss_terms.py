@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.mlcm.losses import MLCDLoss
-from nodes.mlcm.toy import toy_pool
-from nodes.mlcm.train import DistillConfig, make_loss
+from fewstep.nodes.mlcm.losses import MLCDLoss
+from fewstep.nodes.mlcm.toy import toy_pool
+from fewstep.nodes.mlcm.train import DistillConfig, make_loss
 
 
 def _loss_and_grad(toy, loss: MLCDLoss, latents: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.mlcm.sampling import (
+from fewstep.nodes.mlcm.sampling import (
     SCHEDULERS,
     lcm_timesteps,
     milestone_timesteps,
@@ -41,8 +41,8 @@ def test_lcm_timesteps_follow_the_50_step_skip_grid():
 
 
 def test_mlcm_sigmas_drive_cores_lcm_sampler_through_the_milestones():
-    from nodes.core.denoiser import DiscreteVPSchedule
-    from nodes.core.samplers import sample_lcm
+    from fewstep.nodes.core.denoiser import DiscreteVPSchedule
+    from fewstep.nodes.core.samplers import sample_lcm
 
     schedule = DiscreteVPSchedule.from_config()
     sigmas = SCHEDULERS["mlcm_milestones"](schedule, 4)

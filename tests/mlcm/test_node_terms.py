@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.api import Paths, use_paths
+from fewstep.app.api import Paths, use_paths
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("diffusers")
@@ -19,14 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def teacher():
-    from nodes.core.nodes import CheckpointLoaderSimple
+    from fewstep.nodes.core.nodes import CheckpointLoaderSimple
 
     return CheckpointLoaderSimple.execute("fewstep-tiny-teacher.safetensors").values   # MODEL, CLIP, VAE
 
 
 def _distill(tmp_path: Path, teacher, **over):
     """One MLCMDistill step (batch 2) with the example graph's widget values; returns (student MODEL, losses)."""
-    from nodes.mlcm.nodes import MLCMDistill
+    from fewstep.nodes.mlcm.nodes import MLCMDistill
 
     model, clip, vae = teacher
     inputs = json.loads((ROOT / "graphs" / "mlcm_distill.json").read_text())["10"]["inputs"]
@@ -46,7 +46,7 @@ def plain_run(teacher, tmp_path_factory):
 
 
 def _params(student) -> torch.Tensor:
-    from nodes.mlcm.adapter import unet_of
+    from fewstep.nodes.mlcm.adapter import unet_of
 
     return torch.cat([p.detach().float().flatten() for p in unet_of(student).parameters()])
 
@@ -79,7 +79,7 @@ def _scene_dataset(n: int) -> tuple[list[dict], list[str]]:
     """``n`` procedural scenes rendered at 64 px (16x16 latents: the built-in VAE downsamples 4x) with their captions."""
     import numpy as np
 
-    from nodes.zoo import data
+    from fewstep.nodes.zoo import data
 
     scenes = data.make_split("train", n, seed=5)
     items = [{"image": torch.from_numpy(np.asarray(data.render(s, 64), dtype=np.float32) / 255.0),
@@ -88,7 +88,7 @@ def _scene_dataset(n: int) -> tuple[list[dict], list[str]]:
 
 
 def test_dataset_prompts_and_latents_come_from_the_dataset(teacher):
-    from nodes.mlcm.graph_train import dataset_latents, prompt_list
+    from fewstep.nodes.mlcm.graph_train import dataset_latents, prompt_list
 
     _, _, vae = teacher
     items, captions = _scene_dataset(3)
@@ -113,7 +113,7 @@ def test_node_trains_on_a_dataset_with_real_latent_states(tmp_path, teacher):
 
 
 def test_effnet_perceptual_map_is_differentiable_in_the_latents(teacher):
-    from nodes.mlcm.terms import zoo_terms
+    from fewstep.nodes.mlcm.terms import zoo_terms
 
     _, _, vae = teacher
     phi, reward = zoo_terms(0.5, 0.0, vae, "cpu")

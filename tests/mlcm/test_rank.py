@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.mlcm.rank import truncate_lora, truncate_pair
+from fewstep.nodes.mlcm.rank import truncate_lora, truncate_pair
 
 
 def test_truncation_is_exact_when_delta_has_lower_rank():

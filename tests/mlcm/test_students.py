@@ -9,10 +9,17 @@ pytest.importorskip("diffusers")
 
 
 def test_student_file_round_trips_to_the_merged_unet(tmp_path):
-    from nodes.core.trainer import add_lora, merged_state_dict
-    from nodes.mlcm.students import LORA_RANK, LORA_TARGETS, export, load_student, save_student, teacher_unet
-    from nodes.mlcm.train import preset
-    from nodes.mlcm.vp import UNetAdapter
+    from fewstep.nodes.core.trainer import add_lora, merged_state_dict
+    from fewstep.nodes.mlcm.students import (
+        LORA_RANK,
+        LORA_TARGETS,
+        export,
+        load_student,
+        save_student,
+        teacher_unet,
+    )
+    from fewstep.nodes.mlcm.train import preset
+    from fewstep.nodes.mlcm.vp import UNetAdapter
 
     torch.manual_seed(0)
     net = UNetAdapter(add_lora(teacher_unet("cpu"), LORA_RANK, LORA_TARGETS))
@@ -37,7 +44,7 @@ def test_student_file_round_trips_to_the_merged_unet(tmp_path):
 
 def test_shipped_student_loads_lean_and_diffusers_alike():
     """The lean (pure-torch, CPU default) and diffusers builds of a shipped student give the same output."""
-    from nodes.mlcm.students import load_student, shipped_students, weights_dir
+    from fewstep.nodes.mlcm.students import load_student, shipped_students, weights_dir
 
     path = weights_dir() / "fewstep-mlcm-student.safetensors"
     assert path.name in shipped_students()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from nodes.mlcm.sampling import milestone_timesteps
-from nodes.mlcm.toy import student_samples, teacher_ddim_samples, toy_pool, wasserstein2
-from nodes.mlcm.train import build_student, distill, preset
+from fewstep.nodes.mlcm.sampling import milestone_timesteps
+from fewstep.nodes.mlcm.toy import student_samples, teacher_ddim_samples, toy_pool, wasserstein2
+from fewstep.nodes.mlcm.train import build_student, distill, preset
 
 # Toy scale: a larger skip (100, solved in 4 teacher sub-steps) propagates consistency across the
 # trajectory in a few hundred steps; the papers' skip 20 needs thousands.

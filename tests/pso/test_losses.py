@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from nodes.pso.losses import DiffusionLoss, OfflinePSOLoss, OnlinePSOLoss, preference
+from fewstep.nodes.pso.losses import DiffusionLoss, OfflinePSOLoss, OnlinePSOLoss, preference
 
 
 def test_preference_is_a_pareto_comparison_with_ties():
@@ -60,7 +60,7 @@ def test_offline_hinge_and_dpo_values():
 
 
 def test_naive_diffusion_loss_is_zero_for_an_oracle_and_one_for_a_zero_predictor(toy):
-    from nodes.mlcm.vp import VPNet
+    from fewstep.nodes.mlcm.vp import VPNet
 
     _, student, _, _ = toy
     sched = student.schedule

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from nodes.pso.policy import Trajectory, gaussian_log_prob, rollout, transition_log_probs
+from fewstep.nodes.pso.policy import Trajectory, gaussian_log_prob, rollout, transition_log_probs
 
 
 def test_gaussian_log_prob_is_the_per_dimension_mean_of_the_normal_density():
@@ -46,8 +46,8 @@ def test_a_one_step_walk_has_no_policy_to_train(toy):
 
 def test_reference_is_the_network_with_its_lora_adapters_off():
     pytest.importorskip("peft")
-    from nodes.core.trainer import add_lora
-    from nodes.pso.policy import AdaptersOff, adapters_disabled
+    from fewstep.nodes.core.trainer import add_lora
+    from fewstep.nodes.pso.policy import AdaptersOff, adapters_disabled
 
     torch.manual_seed(0)
     base = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.SiLU(), torch.nn.Linear(8, 4))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.api import Paths
+from fewstep.app.api import Paths
 
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("diffusers")
@@ -16,9 +16,9 @@ pytest.importorskip("peft")
 
 
 def _executor(tmp_path: Path):
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.registry import load_registry
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import load_registry
 
     paths = Paths(model_roots=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "temp",
                   input_dir=tmp_path / "in", user_dir=tmp_path / "user")
@@ -28,7 +28,7 @@ def _executor(tmp_path: Path):
 # the offline graph's trainer is covered fast on a tiny model (test_tiny_graph.py); this is the shipped example
 @pytest.mark.parametrize("name", ["pso_online", pytest.param("pso_offline", marks=pytest.mark.slow)])
 def test_pso_graph_trains_checkpoints_and_samples(tmp_path, name):
-    from nodes.mlcm.students import shipped_students
+    from fewstep.nodes.mlcm.students import shipped_students
 
     if "fewstep-mlcm-student.safetensors" not in shipped_students():
         pytest.skip("the MLCM student is not shipped in this checkout")
@@ -53,7 +53,7 @@ def test_pso_graph_trains_checkpoints_and_samples(tmp_path, name):
 
 
 def test_pso_default_graph_samples_the_shipped_adapter(tmp_path):
-    from nodes.pso.students import shipped_adapters
+    from fewstep.nodes.pso.students import shipped_adapters
 
     if "fewstep-pso-online.safetensors" not in shipped_adapters():
         pytest.skip("the PSO adapter is not shipped in this checkout")

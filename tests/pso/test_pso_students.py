@@ -13,8 +13,8 @@ pytest.importorskip("peft")
 def test_saved_adapter_merges_back_into_the_trained_network(tmp_path):
     from safetensors.torch import load_file
 
-    from nodes.mlcm.vp import VPSchedule, linear_beta_alphas_cumprod
-    from nodes.pso.students import lora_policy, merge_lora, read_meta, save_lora
+    from fewstep.nodes.mlcm.vp import VPSchedule, linear_beta_alphas_cumprod
+    from fewstep.nodes.pso.students import lora_policy, merge_lora, read_meta, save_lora
 
     torch.manual_seed(0)
     base = diffusers.UNet2DConditionModel(
@@ -49,9 +49,15 @@ def test_shipped_adapter_merges_its_lora_delta_into_the_mlcm_student():
     """The shipped file = B·A deltas (peft scale α/r = 1) on the shipped MLCM student, merged layer by layer."""
     from safetensors.torch import load_file
 
-    from nodes.mlcm.students import load_student
-    from nodes.mlcm.students import weights_dir as mlcm_weights
-    from nodes.pso.students import file_sha256, load_pso_unet, read_meta, shipped_adapters, weights_dir
+    from fewstep.nodes.mlcm.students import load_student
+    from fewstep.nodes.mlcm.students import weights_dir as mlcm_weights
+    from fewstep.nodes.pso.students import (
+        file_sha256,
+        load_pso_unet,
+        read_meta,
+        shipped_adapters,
+        weights_dir,
+    )
 
     if "fewstep-pso-online.safetensors" not in shipped_adapters():
         pytest.skip("the PSO adapter is not shipped in this checkout")

@@ -7,9 +7,9 @@ import copy
 
 import torch
 
-from nodes.core.trainer import Checkpointer, trainable_parameters
-from nodes.mlcm.vp import VPNet
-from nodes.pso.train import make_step, preset, train
+from fewstep.nodes.core.trainer import Checkpointer, trainable_parameters
+from fewstep.nodes.mlcm.vp import VPNet
+from fewstep.nodes.pso.train import make_step, preset, train
 
 
 def _run(toy_pso, policy, folder, total_steps):

@@ -13,18 +13,18 @@ import hashlib
 import pytest
 import torch
 
-from app.api import Link, Node, NodeOutput, Output, Paths, Schema
-from app.cache import CacheSet
-from app.executor import Executor
-from app.registry import Registry
+from fewstep.app.api import Link, Node, NodeOutput, Output, Paths, Schema
+from fewstep.app.cache import CacheSet
+from fewstep.app.executor import Executor
+from fewstep.app.registry import Registry
 
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 
 def _tiny_student():
-    from nodes.core.denoiser import Denoiser, DiscreteVPSchedule
-    from nodes.core.loaders import UNetFn
+    from fewstep.nodes.core.denoiser import Denoiser, DiscreteVPSchedule
+    from fewstep.nodes.core.loaders import UNetFn
 
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(
@@ -100,7 +100,7 @@ def _prompt(method: str) -> dict:
 
 @pytest.mark.parametrize("method", ["pso", "naive"])
 def test_pso_trainers_run_through_the_engine_on_a_tiny_model(tmp_path, method):
-    from nodes.pso import entrypoint
+    from fewstep.nodes.pso import entrypoint
 
     registry = Registry()
     registry.register_pack("pso", entrypoint())
@@ -123,7 +123,7 @@ def test_pso_trainers_run_through_the_engine_on_a_tiny_model(tmp_path, method):
 
 
 def test_offline_pso_rejects_images_of_the_wrong_size(tmp_path):
-    from nodes.pso.nodes import PSOOffline
+    from fewstep.nodes.pso.nodes import PSOOffline
 
     with pytest.raises(ValueError, match="resize the images"):
         PSOOffline.execute(model=_tiny_student(), clip=HashCLIP(), vae=ToyVAE(), images=torch.rand(2, 16, 16, 3),

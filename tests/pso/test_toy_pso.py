@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from nodes.pso.losses import preference, x0_error
-from nodes.pso.policy import rollout, transition_log_probs
-from nodes.pso.train import OfflineData, make_step, preset, sample_negatives, train
+from fewstep.nodes.pso.losses import preference, x0_error
+from fewstep.nodes.pso.policy import rollout, transition_log_probs
+from fewstep.nodes.pso.train import OfflineData, make_step, preset, sample_negatives, train
 
 TS = (999, 499)   # a 2-step walk (one stochastic transition): the cheapest setting with a policy to train
 

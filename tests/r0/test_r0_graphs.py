@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from app.api import Paths
+from fewstep.app.api import Paths
 
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("peft")
 
 
 def _executor(tmp_path: Path):
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.registry import load_registry
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import load_registry
 
     paths = Paths(model_roots=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "temp",
                   input_dir=tmp_path / "in", user_dir=tmp_path / "user")
@@ -51,7 +51,7 @@ def test_r0_train_graph_trains_checkpoints_samples_and_scores(tmp_path):
 
 
 def test_r0_default_graph_samples_the_shipped_student(tmp_path):
-    from nodes.r0.students import shipped_students
+    from fewstep.nodes.r0.students import shipped_students
 
     if "fewstep-r0-r0-student.safetensors" not in shipped_students():
         pytest.skip("the R0 student is not shipped in this checkout")

@@ -10,11 +10,11 @@ pytest.importorskip("diffusers")
 
 
 def test_rollout_at_eta_zero_equals_core_ddim_on_r0_sigmas():
-    from nodes.mlcm.students import teacher_schedule, teacher_unet
-    from nodes.mlcm.table import core_schedule
-    from nodes.mlcm.vp import UNetAdapter, VPNet
-    from nodes.r0.generator import rollout, trailing_timesteps
-    from nodes.r0.table import r0_runner
+    from fewstep.nodes.mlcm.students import teacher_schedule, teacher_unet
+    from fewstep.nodes.mlcm.table import core_schedule
+    from fewstep.nodes.mlcm.vp import UNetAdapter, VPNet
+    from fewstep.nodes.r0.generator import rollout, trailing_timesteps
+    from fewstep.nodes.r0.table import r0_runner
 
     unet = teacher_unet("cpu")
     gen = torch.Generator().manual_seed(0)

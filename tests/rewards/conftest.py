@@ -20,7 +20,7 @@ def renders():
     import numpy as np
     import torch
 
-    from nodes.zoo import data
+    from fewstep.nodes.zoo import data
 
     scenes = data.make_split("heldout", 8, seed=0)
     images = torch.stack([torch.from_numpy(np.asarray(data.render(s), dtype=np.float32) / 255.0) for s in scenes])

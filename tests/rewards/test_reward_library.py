@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from nodes.rewards.library import (
+from fewstep.nodes.rewards.library import (
     ProbeReward,
     SaturationReward,
     SceneIndex,
@@ -18,7 +18,7 @@ from nodes.rewards.library import (
     placements,
     scene_log_prob,
 )
-from nodes.zoo import data
+from fewstep.nodes.zoo import data
 
 
 def test_placements_follow_the_caption_grammar():

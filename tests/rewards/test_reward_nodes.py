@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.api import Paths
-from nodes.zoo import data
+from fewstep.app.api import Paths
+from fewstep.nodes.zoo import data
 
 
 def _executor(tmp_path: Path):
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.registry import load_registry
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import load_registry
 
     paths = Paths(model_roots=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "temp",
                   input_dir=tmp_path / "in", user_dir=tmp_path / "user")
@@ -49,15 +49,15 @@ def test_graph_scores_a_render_with_combined_rewards(tmp_path):
 
 
 def test_reward_score_rejects_a_prompt_count_that_does_not_match(tmp_path):
-    from nodes.rewards.library import SaturationReward
-    from nodes.rewards.nodes import RewardScore
+    from fewstep.nodes.rewards.library import SaturationReward
+    from fewstep.nodes.rewards.nodes import RewardScore
 
     with pytest.raises(ValueError, match=r"RewardScore: 2 prompt lines for 3 images"):
         RewardScore.execute(images=torch.rand(3, 8, 8, 3), reward=SaturationReward(), prompts="a\nb")
 
 
 def test_scorer_reward_prefers_true_captions_and_has_image_gradients(renders):
-    from nodes.rewards.library import ScorerReward
+    from fewstep.nodes.rewards.library import ScorerReward
 
     images, scenes, captions = renders
     images, scenes, captions = images[:4], scenes[:4], captions[:4]

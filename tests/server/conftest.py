@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from app.config import Config
-from app.registry import load_registry
-from app.server import create_app, default_options
+from fewstep.app.config import Config
+from fewstep.app.registry import load_registry
+from fewstep.app.server import create_app, default_options
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PACKS = Path(__file__).parent / "packs"
@@ -34,9 +34,9 @@ def config(tmp_path: Path) -> Config:
 
 def make_engine(config: Config, registry: Any) -> tuple[Any, Any]:
     """The real executor (with its caches) and SQLite job store for ``config``."""
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.storage import JobStore
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.storage import JobStore
 
     return Executor(registry, CacheSet(config.cache), config.paths()), JobStore(config.db_path)
 

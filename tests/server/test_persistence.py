@@ -7,7 +7,7 @@ from typing import Any
 
 from test_ws_and_queue import collect, connect, queue, slow_graph
 
-from app.storage import JobStore
+from fewstep.app.storage import JobStore
 
 
 async def test_restart_keeps_history_and_runs_pending_jobs(aiohttp_client: Any, make_app: Any,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.server.editor import editor_root
+from fewstep.app.server.editor import editor_root
 
 
 @pytest.mark.parametrize("prefix", ["", "/api"])
@@ -181,12 +181,12 @@ async def test_logs_and_misc(client: Any) -> None:
 
 async def test_object_info_lists_files_of_this_apps_models_folder(aiohttp_client: Any, config: Any) -> None:
     """File-list combos in /object_info read the served app's models folder, not the process default."""
-    from app.api import Combo, Node, Output, Schema, current_paths
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.registry import Registry
-    from app.server import create_app
-    from app.storage import JobStore
+    from fewstep.app.api import Combo, Node, Output, Schema, current_paths
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import Registry
+    from fewstep.app.server import create_app
+    from fewstep.app.storage import JobStore
 
     class PickLora(Node):
         @classmethod

@@ -21,7 +21,7 @@ def _free_port() -> int:
 
 def test_run_server_serves_editor_and_api_on_loopback(tmp_path: Path) -> None:
     port = _free_port()
-    code = ("from pathlib import Path; from app.config import Config; from app.server import run_server; "
+    code = ("from pathlib import Path; from fewstep.app.config import Config; from fewstep.app.server import run_server; "
             f"run_server(Config(home=Path({str(tmp_path)!r}), port={port}, auth_token='tok', "
             f"custom_nodes_dirs=[Path({str(REPO / 'tests/server/packs')!r})]))")
     process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from app.server.security import UnsafePath, safe_path
+from fewstep.app.server.security import UnsafePath, safe_path
 
 TOKEN = "s3cret-token"
 

@@ -10,20 +10,20 @@ from typing import Any
 
 from test_ws_and_queue import IMAGE_GRAPH, collect, connect, queue, slow_graph
 
-import app.executor
-from app.cache import CacheSet
-from app.executor import Executor
-from app.server import create_app, default_options
-from app.server.state import RUNTIME
-from app.server.ws import PreviewFrame, ThreadBridge, WsMessage
-from app.storage import JobStore
-from app.worker import QueueWorker
+import fewstep.app.executor
+from fewstep.app.cache import CacheSet
+from fewstep.app.executor import Executor
+from fewstep.app.server import create_app, default_options
+from fewstep.app.server.state import RUNTIME
+from fewstep.app.server.ws import PreviewFrame, ThreadBridge, WsMessage
+from fewstep.app.storage import JobStore
+from fewstep.app.worker import QueueWorker
 
 
 async def test_worker_runs_the_posted_prompt_without_validating_it_again(client: Any, monkeypatch: Any) -> None:
     calls = []
-    real = app.executor.validate_prompt
-    monkeypatch.setattr(app.executor, "validate_prompt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = fewstep.app.executor.validate_prompt
+    monkeypatch.setattr(fewstep.app.executor, "validate_prompt", lambda *a, **k: calls.append(1) or real(*a, **k))
     ws = await connect(client, "once")
     prompt_id = await queue(client, IMAGE_GRAPH, client_id="once")
     await collect(ws, prompt_id)
@@ -34,7 +34,7 @@ async def test_worker_runs_the_posted_prompt_without_validating_it_again(client:
 
 async def test_large_graphs_are_admitted_in_a_thread_small_ones_on_the_loop(client: Any, monkeypatch: Any) -> None:
     """Both admission paths validate, enqueue and run; only graphs above the bound leave the event loop."""
-    import app.server.jobs as jobs
+    import fewstep.app.server.jobs as jobs
 
     loop_thread = threading.get_ident()
     admitted_on: list[bool] = []

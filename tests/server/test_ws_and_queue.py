@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from app.server.state import HUB
+from fewstep.app.server.state import HUB
 
 GRAPHS = Path(__file__).parent / "graphs"
 IMAGE_GRAPH = json.loads((GRAPHS / "image.json").read_text())
@@ -273,7 +273,7 @@ async def test_client_that_never_reads_is_dropped_without_stalling_others(aiohtt
     await writer.drain()
     await asyncio.sleep(0.2)
     assert "stuck" in hub.clients
-    from app.server.ws import WsMessage
+    from fewstep.app.server.ws import WsMessage
 
     payload = "x" * 64 * 1024
     started = time.monotonic()
@@ -299,7 +299,7 @@ async def test_thousands_of_queued_jobs_do_not_block_the_loop(client: Any) -> No
     blocker = await queue(client, slow_graph(steps=5000, delay=0.01), client_id="big")
     while (await ws.receive_json(timeout=10))["type"] != "progress":
         pass
-    store = client.app[__import__("app.server.state", fromlist=["STORE"]).STORE]
+    store = client.app[__import__("fewstep.app.server.state", fromlist=["STORE"]).STORE]
     prompt = slow_graph(steps=1)
 
     def fill() -> None:
@@ -356,7 +356,7 @@ async def test_status_is_the_first_frame_even_when_a_job_sends_while_the_socket_
     """A job's message queued while the handler awaits the queue size must not overtake ``status``."""
     from aiohttp import web
 
-    from app.server.ws import ClientHub, WsMessage
+    from fewstep.app.server.ws import ClientHub, WsMessage
 
     async def queue_remaining_while_a_job_sends() -> int:
         hub.send(WsMessage("progress", {"value": 1, "max": 2}), "racer")

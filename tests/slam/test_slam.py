@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.mlcm.sampling import lcm_timesteps
-from nodes.mlcm.toy import student_samples, teacher_ddim_samples, toy_pool, wasserstein2
-from nodes.mlcm.train import build_student, distill, preset
-from nodes.slam.loss import gamma_embedding, interpolate
+from fewstep.nodes.mlcm.sampling import lcm_timesteps
+from fewstep.nodes.mlcm.toy import student_samples, teacher_ddim_samples, toy_pool, wasserstein2
+from fewstep.nodes.mlcm.train import build_student, distill, preset
+from fewstep.nodes.slam.loss import gamma_embedding, interpolate
 
 
 def test_interpolation_endpoints():
@@ -55,7 +55,7 @@ def test_slam_real_state_source_needs_latents(toy):
 def test_fold_gamma_keeps_the_gamma_one_output_on_a_tiny_unet():
     from diffusers import UNet2DConditionModel
 
-    from nodes.slam.student import add_gamma_input, fold_gamma
+    from fewstep.nodes.slam.student import add_gamma_input, fold_gamma
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, cross_attention_dim=32,
@@ -76,7 +76,7 @@ def test_fold_gamma_keeps_the_gamma_one_output_on_a_tiny_unet():
 
 
 def test_gamma_one_share_sets_that_share_to_exactly_one():
-    from nodes.slam.loss import SLAMLoss
+    from fewstep.nodes.slam.loss import SLAMLoss
 
     gen = torch.Generator().manual_seed(0)
     paper = SLAMLoss().sample_gamma(4000, gen, torch.device("cpu"))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from app.api import Int, Link, Node, NodeOutput, Output, Paths, Schema
+from fewstep.app.api import Int, Link, Node, NodeOutput, Output, Paths, Schema
 
 pytest.importorskip("diffusers")
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,9 +42,9 @@ class TinyTeacher(Node):
     def execute(cls, seed: int) -> NodeOutput:
         from diffusers import UNet2DConditionModel
 
-        from nodes.core.denoiser import Denoiser, DiscreteVPSchedule
-        from nodes.core.loaders import UNetFn
-        from nodes.core.text import TextEncoder
+        from fewstep.nodes.core.denoiser import Denoiser, DiscreteVPSchedule
+        from fewstep.nodes.core.loaders import UNetFn
+        from fewstep.nodes.core.text import TextEncoder
 
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
@@ -71,9 +71,9 @@ class LatentSink(Node):
 
 
 def _executor(tmp_path: Path):
-    from app.cache import CacheSet
-    from app.executor import Executor
-    from app.registry import load_registry
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import load_registry
 
     registry = load_registry()
     registry.register_pack("tdm_test_stubs", [TinyTeacher, LatentSink], source="test")
@@ -123,8 +123,8 @@ def test_distill_then_sample_runs_checkpoints_and_resumes(tmp_path):
 
 
 def test_the_unify_student_samples_at_each_step_count_and_refuses_more(tmp_path):
-    from nodes.tdm.graph_train import MAX_STEPS, STEPS_UNET, with_steps
-    from nodes.tdm.nodes import TDMDistill, TDMScheduler
+    from fewstep.nodes.tdm.graph_train import MAX_STEPS, STEPS_UNET, with_steps
+    from fewstep.nodes.tdm.nodes import TDMDistill, TDMScheduler
 
     executor = _executor(tmp_path)
     graph = _graph(student_steps=2, steps=2)
@@ -150,7 +150,7 @@ def test_the_unify_student_samples_at_each_step_count_and_refuses_more(tmp_path)
 
 
 def _use(tmp_path: Path):
-    from app.api import use_paths
+    from fewstep.app.api import use_paths
 
     return use_paths(Paths(model_roots=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "t",
                            input_dir=tmp_path / "in", user_dir=tmp_path / "user"))
@@ -167,8 +167,8 @@ def test_invalid_widget_values_are_rejected_before_running(tmp_path, field, valu
 
 
 def test_a_model_without_a_unet_is_refused_by_name():
-    from nodes.tdm.graph_train import initial_nets
-    from nodes.tdm.train import TDMConfig
+    from fewstep.nodes.tdm.graph_train import initial_nets
+    from fewstep.nodes.tdm.train import TDMConfig
 
     class NotAUNet:
         model_fn = staticmethod(lambda x, t, c: x)
@@ -186,7 +186,7 @@ def test_shipped_distill_graph_runs_on_the_builtin_teacher(tmp_path):
 
 
 def test_default_graph_samples_the_shipped_student(tmp_path):
-    from nodes.tdm.students import shipped_students
+    from fewstep.nodes.tdm.students import shipped_students
 
     if "fewstep-tdm-unify-student.safetensors" not in shipped_students():
         pytest.skip("the TDM student is not shipped in this checkout")

@@ -1,4 +1,4 @@
-"""TDM on the exact Gaussian-mixture toy (nodes/mlcm/toy.py): known answers for the pieces, and distribution
+"""TDM on the exact Gaussian-mixture toy (fewstep/nodes/mlcm/toy.py): known answers for the pieces, and distribution
 matching moving a one-step generator toward the target mixture (W2 against exact samples)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from nodes.mlcm.toy import ToyStudent, make_teacher, toy_pool, wasserstein2
-from nodes.mlcm.vp import VPNet, teacher_ddim
-from nodes.tdm.loss import (
+from fewstep.nodes.mlcm.toy import ToyStudent, make_teacher, toy_pool, wasserstein2
+from fewstep.nodes.mlcm.vp import VPNet, teacher_ddim
+from fewstep.nodes.tdm.loss import (
     TDMLoss,
     diffuse_within,
     importance_weight,
@@ -17,7 +17,7 @@ from nodes.tdm.loss import (
     sample_tdm_vp,
     student_timesteps,
 )
-from nodes.tdm.train import build_run, distill_tdm, preset
+from fewstep.nodes.tdm.train import build_run, distill_tdm, preset
 
 
 def test_student_timesteps_are_the_demos():

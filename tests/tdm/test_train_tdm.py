@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from nodes.core.trainer import Checkpointer
-from nodes.mlcm.toy import ToyStudent, make_teacher, toy_pool
-from nodes.tdm.train import PairAdamW, TDMConfig, build_run, distill_tdm, preset
+from fewstep.nodes.core.trainer import Checkpointer
+from fewstep.nodes.mlcm.toy import ToyStudent, make_teacher, toy_pool
+from fewstep.nodes.tdm.train import PairAdamW, TDMConfig, build_run, distill_tdm, preset
 
 TOY = dict(guidance=1.0, lr=1e-2, generator_lr_ratio=0.1, batch_size=32)
 
@@ -77,8 +77,8 @@ def test_pair_optimizer_scales_the_students_lr_and_clips_each_network():
 def test_fold_steps_reproduces_the_k_conditioned_unet():
     from diffusers import UNet2DConditionModel
 
-    from nodes.tdm.loss import steps_condition
-    from nodes.tdm.steps import add_steps_input, fold_steps
+    from fewstep.nodes.tdm.loss import steps_condition
+    from fewstep.nodes.tdm.steps import add_steps_input, fold_steps
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, cross_attention_dim=32,

@@ -1,4 +1,4 @@
-"""nodes/core/trainer.py: deterministic resume, checkpoint files, EMA, LoRA merge, progress metrics."""
+"""fewstep/nodes/core/trainer.py: deterministic resume, checkpoint files, EMA, LoRA merge, progress metrics."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from app.api import ExecutionContext, InterruptedError_, reset_context, set_context
-from nodes.core.trainer import (
+from fewstep.app.api import ExecutionContext, InterruptedError_, reset_context, set_context
+from fewstep.nodes.core.trainer import (
     EMA,
     Checkpointer,
     FitSpec,

@@ -1,6 +1,6 @@
 """Shipped built-in weights: they load offline with their documented configs and do their jobs.
 
-Skipped (with the reason) only while ``nodes/zoo/weights/`` holds no trained files.
+Skipped (with the reason) only while ``fewstep/nodes/zoo/weights/`` holds no trained files.
 """
 
 import json
@@ -12,14 +12,14 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from nodes.zoo import builtin, data, models  # noqa: E402
+from fewstep.nodes.zoo import builtin, data, models  # noqa: E402
 
 W = builtin.weights_dir()
 
 
 def _need(name: str) -> None:
     if not (W / name).is_file():
-        pytest.skip(f"{name} not trained yet (run `python -m nodes.zoo.train all` on a GPU)")
+        pytest.skip(f"{name} not trained yet (run `python -m fewstep.nodes.zoo.train all` on a GPU)")
 
 
 def _renders(n: int, seed: int) -> tuple[torch.Tensor, list[data.Scene]]:

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from nodes.zoo import data
+from fewstep.nodes.zoo import data
 
 
 def _attrs(scene: data.Scene) -> list[tuple[str, str, str]]:

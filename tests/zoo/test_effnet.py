@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nodes.zoo import effnet
+from fewstep.nodes.zoo import effnet
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ HEAVY = ["diffusers", "transformers", "peft", "scipy", "timm"]
 
 @pytest.fixture(scope="module")
 def loaded_after_registry() -> set[str]:
-    code = ("import sys\nfrom app.registry import load_registry\nr = load_registry()\n"
+    code = ("import sys\nfrom fewstep.app.registry import load_registry\nr = load_registry()\n"
             "assert 'KSampler' in r.all(), 'core pack not loaded'\n"
             "print(' '.join(sorted(m for m in sys.modules if '.' not in m)))")
     root = Path(__file__).resolve().parents[2]

@@ -22,8 +22,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from nodes.zoo import builtin, lean  # noqa: E402
-from nodes.zoo.text_encoder import MAX_LENGTH, package_model_path  # noqa: E402
+from fewstep.nodes.zoo import builtin, lean  # noqa: E402
+from fewstep.nodes.zoo.text_encoder import MAX_LENGTH, package_model_path  # noqa: E402
 
 TOL = 1e-4
 CAPTIONS = [
@@ -136,7 +136,7 @@ def test_peft_lora_on_lean_unet_matches_diffusers(lean_bundle: builtin.BuiltinBu
     (``nodes.core.trainer.add_lora``) must give the same adapter names, outputs, gradients and merge."""
     import copy
 
-    from nodes.core.trainer import add_lora, merged_state_dict
+    from fewstep.nodes.core.trainer import add_lora, merged_state_dict
 
     targets = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1")
     nets = [add_lora(copy.deepcopy(b.unet), 4, targets) for b in (lean_bundle, ref_bundle)]
@@ -164,7 +164,7 @@ def test_scorer_text_tower_matches(lean_bundle: builtin.BuiltinBundle, ref_bundl
     """The scorer's text embeddings through the lean MiniLM equal those through transformers'."""
     from safetensors.torch import load_file
 
-    from nodes.zoo.models import ScorerHeads
+    from fewstep.nodes.zoo.models import ScorerHeads
 
     cfg = json.loads((builtin.weights_dir() / builtin.SCORER_FILE).with_suffix(".json").read_text())
     heads = ScorerHeads(**cfg["heads"])
@@ -206,8 +206,8 @@ def _modules_after(code: str) -> list[str]:
 def test_lean_path_imports_neither_diffusers_nor_transformers() -> None:
     """Importing the modules, loading the bundle and running all three nets pulls in none of the heavy
     libraries (nor torch._dynamo, which meta-device ``normal_`` init would import: seconds of CPU)."""
-    assert _modules_after("import nodes.zoo.lean, nodes.zoo.builtin") == []
-    run = ("import torch\nfrom nodes.zoo import builtin\n"
+    assert _modules_after("import fewstep.nodes.zoo.lean, fewstep.nodes.zoo.builtin") == []
+    run = ("import torch\nfrom fewstep.nodes.zoo import builtin\n"
            "b = builtin.load_builtin(builtin.BUILTIN_CHECKPOINT, 'cpu')\n"
            "s, _ = b.text_encoder.encode(['a red circle'])\n"
            "b.vae.decode(b.unet(torch.zeros(1, 4, 16, 16), 5, encoder_hidden_states=s).sample)\n"

@@ -7,8 +7,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from nodes.zoo import data  # noqa: E402
-from nodes.zoo.text_encoder import MAX_LENGTH, MiniLMTextEncoder, prune  # noqa: E402
+from fewstep.nodes.zoo import data  # noqa: E402
+from fewstep.nodes.zoo.text_encoder import MAX_LENGTH, MiniLMTextEncoder, prune  # noqa: E402
 
 
 @pytest.fixture(scope="module")

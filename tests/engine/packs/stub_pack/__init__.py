@@ -7,7 +7,7 @@ import random
 import time
 from pathlib import Path
 
-from app.api import (
+from fewstep.app.api import (
     Boolean,
     Combo,
     ExecutionBlocker,

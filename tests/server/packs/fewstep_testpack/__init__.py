@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from app.api import (
+from fewstep.app.api import (
     Float,
     Input,
     Int,

@@ -1,0 +1,292 @@
+"""The ``fewstep`` command line: ``serve``, ``run``, ``nodes``, ``bench <what>``, ``eval``.
+
+``bench`` subcommands other than ``executor`` and ``eval`` come from node packs: a pack module exposing
+``cli_commands() -> {"bench sampling": fn, "eval": fn}`` adds them (``fn(argv) -> exit code``).
+
+Exit codes of ``fewstep run``: 0 success (each output file path printed on stdout), 1 a node failed at
+run time (the node is named), 2 the graph or the command line is invalid (node errors printed), 130
+interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fewstep.app.config import Config
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit 2)."""
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", type=Path, default=None, help="base folder of input/, output/, user/")
+    parser.add_argument("--models-dir", type=Path, action="append", default=[],
+                        help="models folder in ComfyUI's layout (repeatable)")
+    parser.add_argument("--custom-nodes", type=Path, action="append", default=[],
+                        help="custom_nodes folder (repeatable; default HOME/custom_nodes)")
+    parser.add_argument("--cache", default=None, help="output cache: none | run | lru:N | ram:GB | vram:GB")
+    parser.add_argument("--no-builtin-nodes", action="store_true", help="load only external packs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fewstep", description="Few-step generation node-graph studio.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the web app")
+    _common(serve)
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--auth-token", default=None)
+    serve.add_argument("--cors-origin", default=None)
+    serve.add_argument("--device", default=None)
+    run = sub.add_parser("run", help="run a graph headlessly (API or UI format)")
+    _common(run)
+    run.add_argument("graph", type=Path)
+    run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE")
+    run.add_argument("--out", type=Path, default=None, help="output folder (default HOME/output)")
+    run.add_argument("--target", action="append", default=None, help="only produce this node (repeatable)")
+    nodes = sub.add_parser("nodes", help="list node packs, their nodes and load failures")
+    _common(nodes)
+    nodes.add_argument("--json", action="store_true")
+    nodes.add_argument("--verbose", "-v", action="store_true", help="also list node names")
+    bench = sub.add_parser("bench", help="benchmarks: executor, or one contributed by a node pack")
+    bench.add_argument("what")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    evaluate = sub.add_parser("eval", help="evaluation (contributed by a node pack)")
+    evaluate.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def make_config(args: argparse.Namespace) -> Config:
+    config = Config()
+    if args.home is not None:
+        config.home = args.home
+    config.model_roots = list(args.models_dir)
+    config.custom_nodes_dirs = list(args.custom_nodes) or (
+        [config.home / "custom_nodes"] if (config.home / "custom_nodes").is_dir() else [])
+    if args.cache:
+        config.cache = args.cache
+    for name in ("host", "port", "auth_token", "cors_origin", "device"):
+        if getattr(args, name, None) is not None:
+            setattr(config, name, getattr(args, name))
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# fewstep run
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_set_value(port: Any, text: str, where: str) -> Any:
+    """A ``--set`` value typed by the input's schema; UsageError names the node and input."""
+    kind = port.type
+    try:
+        if kind == "INT":
+            return int(text)
+        if kind == "FLOAT":
+            return float(text)
+        if kind == "BOOLEAN":
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError("expected true or false")
+            return lowered in ("true", "1", "yes")
+        if kind == "STRING":
+            return text
+        if kind == "COMBO":
+            for choice in port.resolved_choices():
+                if str(choice) == text:
+                    return choice
+            raise ValueError(f"not one of {port.resolved_choices()[:20]}")
+    except ValueError as exc:
+        raise UsageError(f"--set {where}={text}: {kind} expected ({exc})") from None
+    raise UsageError(f"--set {where}: input is a linked {kind} input, not a value; connect it in the graph")
+
+
+def apply_sets(prompt: dict[str, Any], sets: Sequence[str], registry: Any) -> None:
+    """Apply ``NODE.INPUT=VALUE`` overrides in place (node ids may contain dots: split at the last one)."""
+    for item in sets:
+        target, sep, text = item.partition("=")
+        node_id, dot, input_name = target.rpartition(".")
+        if not sep or not dot:
+            raise UsageError(f"--set {item!r}: expected NODE.INPUT=VALUE")
+        node = prompt.get(node_id)
+        if not isinstance(node, dict):
+            raise UsageError(f"--set {item!r}: no node {node_id!r} in the graph")
+        node_def = registry.get(node.get("class_type", ""))
+        port = node_def.schema.input(input_name) if node_def is not None else None
+        if port is None:
+            known = [p.name for p in node_def.schema.inputs] if node_def is not None else []
+            raise UsageError(f"--set {item!r}: node {node_id} has no input {input_name!r} (inputs: {known})")
+        node.setdefault("inputs", {})[input_name] = parse_set_value(port, text, target)
+
+
+def load_graph(path: Path, registry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The API-format prompt and extra_data of a graph file in either format."""
+    try:
+        graph = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read graph {path}: {exc}") from None
+    if isinstance(graph, dict) and isinstance(graph.get("prompt"), dict) and "class_type" not in graph["prompt"]:
+        return graph["prompt"], dict(graph.get("extra_data") or {})  # a saved /prompt request body
+    from fewstep.app import workflow  # another part of fewstep/app/; imported only when needed
+
+    if workflow.is_ui_workflow(graph):
+        return workflow.ui_to_api(graph, registry), {"extra_pnginfo": {"workflow": graph}}
+    return graph, {}
+
+
+def output_files(outputs: dict[str, Any], paths: Any) -> list[Path]:
+    """Files named in UI outputs (``{"filename", "subfolder", "type"}`` items)."""
+    roots = {"output": paths.output_dir, "temp": paths.temp_dir, "input": paths.input_dir}
+    files = []
+    for ui in outputs.values():
+        for items in (ui or {}).values():
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and "filename" in item:
+                    root = roots.get(item.get("type", "output"), paths.output_dir)
+                    files.append((Path(root) / item.get("subfolder", "") / item["filename"]).resolve())
+    return files
+
+
+def print_node_errors(error: dict[str, Any] | None, node_errors: dict[str, Any]) -> None:
+    if error:
+        _err(f"invalid graph: {error.get('message')}" + (f" ({error['details']})" if error.get("details") else ""))
+    for node_id, entry in node_errors.items():
+        for item in entry["errors"]:
+            _err(f"  node {node_id} ({entry.get('class_type')}): {item['message']}: {item.get('details', '')}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import load_registry
+    from fewstep.app.validation import validate_prompt
+
+    config = make_config(args)
+    registry = load_registry(config.custom_nodes_dirs, builtin=not args.no_builtin_nodes)
+    for failure in registry.failures:
+        _err(f"warning: node pack {failure.pack}: {failure.reason}")
+    try:
+        prompt, extra_data = load_graph(args.graph, registry)
+        apply_sets(prompt, args.set, registry)
+    except (UsageError, ValueError) as exc:
+        _err(f"error: {exc}")
+        return EXIT_INVALID
+    validation = validate_prompt(prompt, registry, args.target)
+    if not validation.ok:
+        print_node_errors(validation.error, validation.node_errors)
+        return EXIT_INVALID
+    paths = config.paths()
+    if args.out is not None:
+        paths = replace(paths, output_dir=args.out)
+    executor = Executor(registry, CacheSet(config.cache if args.cache else "run"), paths)
+    result = executor.execute(prompt, prompt_id=str(uuid.uuid4()), extra_data=extra_data, targets=args.target)
+    if result.status == "interrupted":
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    if result.status != "success":
+        error = result.error or {}
+        if "node_errors" in error:
+            print_node_errors(error, error["node_errors"])
+            return EXIT_INVALID
+        _err(f"error: node {error.get('node_id')} ({error.get('node_type')}) failed: "
+             f"{error.get('exception_type')}: {error.get('exception_message')}")
+        return EXIT_FAILED
+    for path in output_files(result.outputs, paths):
+        _out(str(path))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# fewstep nodes / bench / eval / serve
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from fewstep.app.registry import load_registry
+
+    registry = load_registry(make_config(args).custom_nodes_dirs, builtin=not args.no_builtin_nodes)
+    if args.json:
+        _out(json.dumps({"packs": [{"name": p.name, "source": p.source, "nodes": p.node_names}
+                                   for p in registry.packs],
+                         "failures": [{"pack": f.pack, "reason": f.reason} for f in registry.failures]}, indent=2))
+        return EXIT_OK
+    _out(f"{'pack':<28} {'source':<13} nodes")
+    for pack in registry.packs:
+        _out(f"{pack.name:<28} {pack.source:<13} {len(pack.node_names)}")
+        if args.verbose:
+            for name in pack.node_names:
+                _out(f"    {name}")
+    _out(f"{len(registry.all())} nodes in {len(registry.packs)} packs")
+    if registry.failures:
+        _out("failures:")
+        for failure in registry.failures:
+            _out(f"  {failure.pack}: {failure.reason}")
+    return EXIT_OK
+
+
+def _pack_command(key: str, rest: list[str]) -> int:
+    from fewstep.app.registry import load_registry
+
+    commands: dict[str, Callable[[list[str]], int]] = load_registry().commands()
+    if key not in commands:
+        available = sorted(["bench executor", *commands])
+        _err(f"unknown command 'fewstep {key}'; available: {', '.join(available)}")
+        return EXIT_INVALID
+    return int(commands[key](rest) or 0)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what != "executor":
+        return _pack_command(f"bench {args.what}", list(args.rest))
+    from fewstep.app.bench import run_bench
+
+    bench = argparse.ArgumentParser(prog="fewstep bench executor")
+    bench.add_argument("--repeats", type=int, default=7)
+    bench.add_argument("--json", type=Path, default=Path("bench-executor.json"))
+    options = bench.parse_args(args.rest)
+    run_bench(options.repeats, options.json)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fewstep.app import server  # written by the server part of the app; imported only here
+
+    server.run_server(make_config(args))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fewstep`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Pack commands own their options: hand everything after the command name over untouched
+    # (argparse's REMAINDER refuses a leading option such as `fewstep eval --n 32`).
+    if argv[:1] == ["eval"]:
+        return _pack_command("eval", argv[1:])
+    if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] != "executor" and not argv[1].startswith("-"):
+        return _pack_command(f"bench {argv[1]}", argv[2:])
+    args = build_parser().parse_args(argv)
+    handlers = {"serve": cmd_serve, "run": cmd_run, "nodes": cmd_nodes, "bench": cmd_bench,
+                "eval": lambda a: _pack_command("eval", list(a.rest))}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""fewstep's HTTP + websocket server: ComfyUI's protocol, the pinned ComfyUI editor, our extensions.
+
+``create_app`` builds an aiohttp application from its dependencies (no singletons: state lives in
+``web.AppKey``s, see :mod:`app.server.state`). The queue worker runs GPU work in its own thread and
+hands events to the event loop through :class:`app.server.ws.ThreadBridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from fewstep import shipped_dir
+from fewstep.app.config import Config
+from fewstep.app.server import editor
+from fewstep.app.server.jobs import queue_remaining
+from fewstep.app.server.routes import add_routes, server_flags
+from fewstep.app.server.security import (
+    auth_middleware,
+    cache_middleware,
+    error_middleware,
+    origin_middleware,
+    paths_middleware,
+)
+from fewstep.app.server.state import (
+    CONFIG,
+    EXECUTOR,
+    HUB,
+    LOGS,
+    MB,
+    OPTIONS,
+    PATHS,
+    REGISTRY,
+    RUNTIME,
+    STORE,
+    LogBuffer,
+    Runtime,
+    ServerOptions,
+)
+from fewstep.app.server.userdata import seed_user_dir
+from fewstep.app.server.ws import ClientHub, ThreadBridge, WsMessage
+
+log = logging.getLogger("fewstep.server")
+
+
+def default_options(config: Config) -> ServerOptions:
+    """Options from ``config``; ``FEWSTEP_GRAPHS_DIR`` overrides where the template library lives."""
+    graphs = Path(os.environ.get("FEWSTEP_GRAPHS_DIR") or shipped_dir("graphs"))
+    return ServerOptions(
+        editor_root=editor.editor_root(), extensions_dir=shipped_dir("frontend"), graphs_dir=graphs,
+        max_upload_bytes=int(config.max_upload_mb * MB), max_graph_bytes=int(config.max_graph_mb * MB),
+        auth_token=config.auth_token or None, cors_origin=config.cors_origin,
+        preview_size=config.preview_size,
+    )
+
+
+def create_app(config: Config, registry: Any, executor: Any, store: Any, worker: Any = None, *,
+               options: ServerOptions | None = None) -> web.Application:
+    """Build the server application.
+
+    Args:
+        config: paths, limits, auth token, CORS origin.
+        registry: ``app.registry.Registry`` (``/object_info``, validation, extensions of packs).
+        executor: ``app.executor.Executor`` (run by the worker; its cache stats go to ``/system_stats``).
+        store: ``app.storage.JobStore`` (queue + history in SQLite).
+        worker: a queue worker (its ``emit`` is rebound to this app's clients); None builds ``app.worker.QueueWorker(store, executor, emit)``
+            when the app starts, with ``emit`` bound to this app's websocket clients.
+        options: overrides for :func:`default_options`.
+    """
+    options = options or default_options(config)
+    app = web.Application(
+        middlewares=[cache_middleware, error_middleware, origin_middleware, auth_middleware, paths_middleware],
+        client_max_size=options.max_upload_bytes + MB,
+    )
+    app[CONFIG], app[OPTIONS] = config, options
+    app[REGISTRY], app[EXECUTOR], app[STORE] = registry, executor, store
+    paths, executor_paths = config.paths(), getattr(executor, "paths", None)
+    app[PATHS] = executor_paths if executor_paths == paths else paths   # the same folders: one listing cache
+    app[RUNTIME] = Runtime(worker=worker)
+    app[LOGS] = LogBuffer()
+    app[HUB] = ClientHub(server_flags(options.max_upload_bytes), lambda: queue_remaining(store),
+                         options.ws_queue_size)
+    app.cleanup_ctx.append(_log_capture)
+    app.cleanup_ctx.append(_queue_worker)
+    add_routes(app)
+    return app
+
+
+class _BufferHandler(logging.Handler):
+    """Keeps log lines for ``/internal/logs`` and pushes each to the subscribed websocket clients.
+
+    ``emit`` may run on any thread (the queue worker logs too): the push is handed to the event loop.
+    """
+
+    def __init__(self, buffer: LogBuffer, hub: ClientHub, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.buffer, self.hub, self.loop = buffer, hub, loop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        entry = {"t": self.formatter.formatTime(record) if self.formatter else str(record.created),
+                 "m": self.format(record)}
+        self.buffer.add(entry["t"], entry["m"])
+        if self.buffer.subscribers and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._push, entry, tuple(self.buffer.subscribers))
+
+    def _push(self, entry: dict[str, str], subscribers: tuple[str, ...]) -> None:
+        message = WsMessage("logs", {"entries": [entry], "size": None})
+        for sid in subscribers:
+            self.hub.send(message, sid)
+
+
+async def _log_capture(app: web.Application) -> AsyncIterator[None]:
+    handler = _BufferHandler(app[LOGS], app[HUB], asyncio.get_running_loop())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("fewstep").addHandler(handler)
+    yield
+    logging.getLogger("fewstep").removeHandler(handler)
+
+
+async def _queue_worker(app: web.Application) -> AsyncIterator[None]:
+    """Run the worker thread for the app's lifetime; after a restart it recovers and runs pending jobs."""
+    config, store, runtime = app[CONFIG], app[STORE], app[RUNTIME]
+    await asyncio.to_thread(config.ensure_dirs)
+    await asyncio.to_thread(seed_user_dir, config.paths().user_dir)
+    bridge = ThreadBridge(asyncio.get_running_loop(), app[HUB], app[OPTIONS].preview_size)
+    if runtime.worker is None:
+        from fewstep.app.worker import QueueWorker
+
+        runtime.worker = QueueWorker(store, app[EXECUTOR], bridge.emit)
+    else:
+        runtime.worker.emit = bridge.emit   # a worker built by the caller reports to this app's clients
+    await asyncio.to_thread(runtime.worker.start)   # recovers jobs a dead process left running
+    runtime.worker.wake()          # pending jobs from before a restart run now
+    yield
+    await asyncio.to_thread(runtime.worker.stop)
+    await app[HUB].close_all()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def build_app(config: Config) -> web.Application:
+    """The production app: real registry, caches, executor and SQLite store from ``config``."""
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import load_registry
+    from fewstep.app.storage import JobStore
+
+    config.ensure_dirs()
+    registry = load_registry(list(config.custom_nodes_dirs))
+    for failure in registry.failures:
+        log.warning("node pack %s failed to load: %s", failure.pack, failure.reason)
+    caches = CacheSet(config.cache)
+    executor = Executor(registry, caches, config.paths())
+    return create_app(config, registry, executor, JobStore(config.db_path))
+
+
+def run_server(config: Config) -> None:
+    """Serve until interrupted (``fewstep serve``)."""
+    if not _is_loopback(config.host) and not config.auth_token:
+        log.warning("listening on %s without --auth-token: anyone who can reach this port can run graphs",
+                    config.host)
+    app = build_app(config)
+    shown = f"http://{config.host}:{config.port}/"
+    log.warning("fewstep serving on %s%s", shown, "?token=<your token>" if config.auth_token else "")
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+
+
+__all__ = ["create_app", "run_server", "build_app", "default_options", "ServerOptions"]

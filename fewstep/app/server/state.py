@@ -1,0 +1,74 @@
+"""Typed application state: every dependency the handlers need lives under one ``web.AppKey``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from fewstep.app.config import Config
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Server settings derived from :class:`Config` plus where the static files live.
+
+    Args:
+        editor_root: the pinned editor package's ``static/`` folder, served at ``/``.
+        extensions_dir: our own editor extensions (plain ES modules), served at ``/extensions/fewstep/``.
+        graphs_dir: the template library (``/templates/...``) and the default graph.
+        default_graph: name (without ``.json``) in ``graphs_dir`` the editor opens on first visit.
+        max_upload_bytes / max_graph_bytes: request size limits (413 above them).
+        auth_token: when set, every request must present it (header, cookie or ``?token=``).
+        cors_origin: an Origin allowed cross-site ("*" = any); None = same-origin only.
+        preview_size: longest side of websocket preview frames, pixels.
+        ws_queue_size: per-client send queue length; a client that falls this far behind is dropped.
+    """
+
+    editor_root: Path
+    extensions_dir: Path
+    graphs_dir: Path
+    default_graph: str = "default"
+    max_upload_bytes: int = 100 * MB
+    max_graph_bytes: int = 10 * MB
+    auth_token: str | None = None
+    cors_origin: str | None = None
+    preview_size: int = 512
+    ws_queue_size: int = 1024
+
+
+@dataclass
+class LogBuffer:
+    """The last log lines for ``/internal/logs`` (bounded) and the websocket clients that asked for them
+    live (``PATCH /internal/logs/subscribe``: each new line then reaches them as a ``logs`` message)."""
+
+    limit: int = 2000
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    subscribers: set[str] = field(default_factory=set)
+
+    def add(self, t: str, message: str) -> None:
+        self.entries.append({"t": t, "m": message})
+        if len(self.entries) > self.limit:
+            del self.entries[: len(self.entries) - self.limit]
+
+
+@dataclass
+class Runtime:
+    """What exists only while the app runs: the queue worker (started in the app's cleanup context)."""
+
+    worker: Any = None
+
+
+CONFIG = web.AppKey("config", Config)
+OPTIONS = web.AppKey("options", ServerOptions)
+REGISTRY = web.AppKey("registry", object)
+EXECUTOR = web.AppKey("executor", object)
+STORE = web.AppKey("store", object)
+RUNTIME = web.AppKey("runtime", Runtime)
+HUB = web.AppKey("hub", object)          # app.server.ws.ClientHub
+LOGS = web.AppKey("logs", LogBuffer)
+PATHS = web.AppKey("paths", object)    # app.api.Paths: one object, so its listing cache is shared

@@ -1,0 +1,79 @@
+"""Every data type that flows between nodes, declared once.
+
+The engine never looks inside these values; the names are what validation matches on links. Packs may
+declare more types with :func:`custom_type`; ComfyUI packs simply use new strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataType:
+    """A named link type and the exact contract of its value."""
+
+    name: str
+    doc: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# ComfyUI's types (same meaning, so ComfyUI workflows map onto ours) ---------------------------------
+IMAGE = DataType("IMAGE", "torch.float32 tensor [B, H, W, C], C = 3 (RGB), values in 0..1, on CPU or GPU.")
+MASK = DataType("MASK", "torch.float32 tensor [B, H, W], values in 0..1 (1 = masked / keep alpha).")
+LATENT = DataType(
+    "LATENT",
+    "dict: 'samples' -> tensor [B, C, h, w] in the VAE's scaled latent space; optional 'noise_mask' "
+    "[B, 1, h, w] and 'batch_index' list[int].",
+)
+CONDITIONING = DataType(
+    "CONDITIONING",
+    "list of [tensor, dict] pairs (ComfyUI layout): tensor = token states [B, T, D] of the text encoder; "
+    "dict may hold 'pooled_output' [B, D'], 'attention_mask' [B, T] and model-specific extras "
+    "(SDXL: 'width', 'height', 'crop_w', 'crop_h', 'target_width', 'target_height').",
+)
+MODEL = DataType(
+    "MODEL",
+    "fewstep.nodes.core.denoiser.Denoiser: the network plus prediction type (eps | v | x0 | flow) and noise "
+    "schedule; call D(x [B,C,h,w], sigma [B], cond) -> x0 estimate with x's shape.",
+)
+CLIP = DataType("CLIP", "fewstep.nodes.core text encoder wrapper: tokenizer + encoder(s); encode(text) -> CONDITIONING.")
+VAE = DataType("VAE", "fewstep.nodes.core VAE wrapper: encode(IMAGE) -> latent tensor [B,C,h,w]; decode(latent) -> IMAGE.")
+SIGMAS = DataType("SIGMAS", "1-D torch.float32 tensor of noise levels, decreasing, ending in 0 (k-diffusion σ).")
+SAMPLER = DataType("SAMPLER", "fewstep.nodes.core.samplers.SamplerSpec: a sampler function of the shared signature + options.")
+NOISE = DataType("NOISE", "object with .seed: int and .generate(latent: LATENT) -> tensor [B, C, h, w] of N(0, 1).")
+GUIDER = DataType("GUIDER", "fewstep.nodes.core guider: a MODEL plus conditioning and CFG scale; called like a denoiser.")
+INT = DataType("INT", "Python int.")
+FLOAT = DataType("FLOAT", "Python float.")
+STRING = DataType("STRING", "Python str.")
+BOOLEAN = DataType("BOOLEAN", "Python bool.")
+
+# fewstep's own ------------------------------------------------------------------------------------
+VIDEO = DataType("VIDEO", "dict: 'frames' -> float tensor [T, H, W, C] in 0..1, 'fps' -> float.")
+MESH = DataType("MESH", "trimesh.Trimesh (vertices [V, 3] float, faces [F, 3] int; optional vertex colours).")
+TRIPLANE = DataType("TRIPLANE", "dict: 'planes' -> tensor [3, C, R, R] (xy, xz, yz feature planes), 'decoder' -> nn.Module.")
+AR_MODEL = DataType("AR_MODEL", "an autoregressive image-token model wrapper with .sample(prompt_tokens, steps).")
+QUANT_CONFIG = DataType(
+    "QUANT_CONFIG",
+    "dict: 'weight_bits' -> {layer_name: int}, 'act_bits' -> {layer_name: int}, 'keep_fp' -> list[str], "
+    "'budget' -> float (average bits); JSON-serialisable.",
+)
+DATASET = DataType("DATASET", "a torch Dataset of dicts ('image' [H,W,C] 0..1 and/or 'latent', 'prompt': str, ...).")
+TRAJECTORIES = DataType("TRAJECTORIES", "dict: 'x' -> tensor [N, S, C, h, w] states, 'sigmas' -> [S], 'cond' -> CONDITIONING.")
+REWARD_MODEL = DataType("REWARD_MODEL", "callable (IMAGE [B,H,W,C], prompts: list[str]) -> tensor [B] of rewards, differentiable.")
+METRICS = DataType("METRICS", "dict[str, float | int | str]: named numbers, shown as a table in the editor.")
+POLICY = DataType("POLICY", "an RL policy (torch nn.Module) with .act(obs) -> action.")
+ENV = DataType("ENV", "a gymnasium.Env factory (callable () -> Env).")
+
+ALL_TYPES: tuple[DataType, ...] = (
+    IMAGE, MASK, LATENT, CONDITIONING, MODEL, CLIP, VAE, SIGMAS, SAMPLER, NOISE, GUIDER, INT, FLOAT,
+    STRING, BOOLEAN, VIDEO, MESH, TRIPLANE, AR_MODEL, QUANT_CONFIG, DATASET, TRAJECTORIES, REWARD_MODEL,
+    METRICS, POLICY, ENV,
+)
+
+
+def custom_type(name: str, doc: str) -> DataType:
+    """Declare a pack's own type (a plain string in graphs)."""
+    return DataType(name, doc)

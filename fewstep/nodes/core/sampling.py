@@ -1,0 +1,115 @@
+"""Glue between the link types and the sampling library: conditioning -> model cond, noise, one run.
+
+Noise follows ComfyUI's convention so seeds reproduce: a CPU ``torch.Generator`` seeded with the seed,
+``torch.randn(latent.shape)`` on the CPU, then moved to the model's device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fewstep.nodes.core import fastpath
+from fewstep.nodes.core.denoiser import Denoiser
+from fewstep.nodes.core.guidance import BasicGuider, CFGGuider
+from fewstep.nodes.core.loaders.lora import applied
+from fewstep.nodes.core.samplers import SamplerSpec
+from fewstep.nodes.core.threads import tiny_cpu_work
+
+
+def model_cond(conditioning: list[list[Any]] | None, latent: torch.Tensor, arch: str) -> dict[str, Any] | None:
+    """CONDITIONING -> the model cond dict of ``UNetFn``. Only the first entry is used (area / multi-entry
+    conditioning is not supported). SDXL gets ``time_ids`` = (orig h, orig w, crop top, crop left, target h,
+    target w) (Podell et al. 2023, SDXL Sec. 2.2), defaulting to the image size."""
+    if conditioning is None:
+        return None
+    if not conditioning:
+        raise ValueError("empty CONDITIONING")
+    states, extra = conditioning[0][0], conditioning[0][1]
+    cond: dict[str, Any] = {"context": states}
+    if arch == "sdxl":
+        h, w = latent.shape[-2] * 8, latent.shape[-1] * 8
+        ids = [extra.get("height", h), extra.get("width", w), extra.get("crop_h", 0), extra.get("crop_w", 0),
+               extra.get("target_height", h), extra.get("target_width", w)]
+        cond.update(pooled=extra["pooled_output"], time_ids=torch.tensor([ids], dtype=torch.float32))
+    return cond
+
+
+@dataclass(frozen=True)
+class RandomNoiseSpec:
+    """The NOISE link value (ComfyUI's RandomNoise)."""
+
+    seed: int
+
+    def generate(self, latent: dict[str, Any]) -> torch.Tensor:
+        samples = latent["samples"]
+        generator = torch.Generator(device="cpu").manual_seed(int(self.seed))
+        return torch.randn(samples.shape, generator=generator, dtype=torch.float32, device="cpu")
+
+
+@dataclass(frozen=True)
+class DisableNoise:
+    """NOISE that is all zeros (KSamplerAdvanced add_noise=disable)."""
+
+    seed: int = 0
+
+    def generate(self, latent: dict[str, Any]) -> torch.Tensor:
+        return torch.zeros(latent["samples"].shape, dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class GuiderSpec:
+    """The GUIDER link value: a MODEL with its CONDITIONING and CFG scale; built per latent shape."""
+
+    model: Denoiser
+    positive: list[list[Any]]
+    negative: list[list[Any]] | None = None
+    cfg: float = 1.0
+
+    def build(self, latent: torch.Tensor) -> BasicGuider:
+        arch = self.model.extras.get("arch", "sd1")
+        pos = model_cond(self.positive, latent, arch)
+        if self.negative is None:
+            return BasicGuider(self.model, pos)
+        return CFGGuider(self.model, pos, model_cond(self.negative, latent, arch), self.cfg)
+
+
+def progress_callback(total: int) -> Any:
+    """Sampler callback reporting ``i + 1 / total`` to the running job (which raises on interrupt)."""
+    from fewstep.app.api import current_context
+
+    context = current_context()
+
+    def callback(info: dict[str, Any]) -> None:
+        if context is not None:
+            context.progress(info["i"] + 1, total, None)
+
+    return callback
+
+
+def run(guider: GuiderSpec, sampler: SamplerSpec, sigmas: torch.Tensor, latent: dict[str, Any],
+        noise: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sample; returns (LATENT output, LATENT of the last x0 prediction). Empty sigmas return the input."""
+    samples = latent["samples"].float()
+    if len(sigmas) < 2:
+        return dict(latent), dict(latent)
+    model = guider.model
+    max_denoise = float(sigmas[0]) >= model.schedule.sigma_max * (1 - 1e-5)
+    x = model.noise_latent(samples, noise.generate(latent), float(sigmas[0]), max_denoise=max_denoise)
+    last: dict[str, torch.Tensor] = {}
+    report = progress_callback(len(sigmas) - 1)
+
+    def callback(info: dict[str, Any]) -> None:
+        last["x0"] = info["denoised"]
+        report(info)
+
+    generator = torch.Generator(device="cpu").manual_seed(int(getattr(noise, "seed", 0)))
+    unet = getattr(model.model_fn, "unet", None)
+    device = next(unet.parameters()).device if unet is not None else samples.device
+    with applied(model.extras.get("patches", [])), tiny_cpu_work(device, samples[0].numel()):
+        # CUDA: the fast path (graph-replayed guider call, no syncs in the loop); elsewhere exactly sampler(...)
+        out = fastpath.sample(sampler, guider.build(samples), x, sigmas.float(), callback=callback,
+                              generator=generator)
+    return {**latent, "samples": out.float().cpu()}, {**latent, "samples": last.get("x0", out).float().cpu()}

@@ -1,0 +1,133 @@
+"""Sampling schedules: functions ``(schedule, n) -> sigmas [n + 1]``, decreasing, ending in 0.
+
+``schedule`` is a trained model's noise schedule (``nodes.core.denoiser``); the functions read its
+``sigma_min`` / ``sigma_max``, its timestep mapping and, for table-based ones, its discrete sigma table.
+``SCHEDULERS`` maps ComfyUI's scheduler names onto these functions (style principle 2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from fewstep.nodes.core.denoiser import DiscreteVPSchedule, FlowSchedule, Schedule
+
+
+def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
+    return torch.cat([sigmas.float(), sigmas.new_zeros(1).float()])
+
+
+def sigma_table(schedule: Schedule) -> torch.Tensor:
+    """The model's discrete sigma table [N], increasing in timestep."""
+    if isinstance(schedule, DiscreteVPSchedule):
+        return schedule.sigmas
+    if isinstance(schedule, FlowSchedule):
+        steps = int(schedule.multiplier)
+        return schedule.sigma_at(torch.arange(1, steps + 1, dtype=torch.float32))
+    raise ValueError(f"{type(schedule).__name__} has no discrete sigma table; use karras or exponential")
+
+
+def karras(schedule: Schedule, n: int, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. 2022 (EDM), eq. 5: sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho."""
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = schedule.sigma_min ** (1 / rho), schedule.sigma_max ** (1 / rho)
+    return _append_zero((hi + ramp * (lo - hi)) ** rho)
+
+
+def exponential(schedule: Schedule, n: int) -> torch.Tensor:
+    """Log-uniform sigmas from sigma_max to sigma_min (k-diffusion ``get_sigmas_exponential``)."""
+    logs = torch.linspace(math.log(schedule.sigma_max), math.log(schedule.sigma_min), n, dtype=torch.float64)
+    return _append_zero(logs.exp())
+
+
+def simple(schedule: Schedule, n: int) -> torch.Tensor:
+    """Every (N/n)-th entry of the sigma table from the top (ComfyUI "simple"; uniform in timestep)."""
+    table = sigma_table(schedule)
+    stride = table.shape[0] / n
+    return _append_zero(torch.stack([table[-(1 + int(i * stride))] for i in range(n)]))
+
+
+def _timestep_linspace(schedule: Schedule, n: int, sgm: bool) -> torch.Tensor:
+    t_max = schedule.timestep(torch.tensor(schedule.sigma_max))
+    t_min = schedule.timestep(torch.tensor(schedule.sigma_min))
+    ts = torch.linspace(float(t_max), float(t_min), n + 1 if sgm else n)
+    return _append_zero(schedule.sigma_at(ts[:-1] if sgm else ts))
+
+
+def sgm_uniform(schedule: Schedule, n: int) -> torch.Tensor:
+    """n timesteps uniformly spaced from t_max, excluding t_min ("trailing" spacing; SGM / SDXL-Turbo;
+    Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed", Table 2)."""
+    return _timestep_linspace(schedule, n, sgm=True)
+
+
+def normal(schedule: Schedule, n: int) -> torch.Tensor:
+    """n timesteps uniformly spaced from t_max to t_min inclusive ("linspace" spacing)."""
+    return _timestep_linspace(schedule, n, sgm=False)
+
+
+def ddim_uniform(schedule: Schedule, n: int) -> torch.Tensor:
+    """DDIM's uniform timestep skipping (Song et al. 2021, Sec. 4.2 / App. D.2): t = 1, 1+c, 1+2c ...,
+    c = N // n, visited from the top."""
+    table = sigma_table(schedule)
+    stride = max(1, table.shape[0] // n)
+    picked = table[1::stride][:n]
+    return _append_zero(picked.flip(0))
+
+
+def beta(schedule: Schedule, n: int, a: float = 0.6, b: float = 0.6) -> torch.Tensor:
+    """Timesteps at quantiles of a Beta(a, b) law (Lee et al. 2024, "Beta Sampling is All You Need",
+    Sec. 3, a = b = 0.6), rounded to the table; repeated timesteps are dropped."""
+    import scipy.stats  # lazy: scipy.stats costs ~1 s to import
+
+    table = sigma_table(schedule)
+    quantiles = 1 - torch.linspace(0, 1, n + 1, dtype=torch.float64)[:-1].numpy()
+    ts = (scipy.stats.beta.ppf(quantiles, a, b) * (table.shape[0] - 1)).round().astype(int)
+    picked: list[int] = []
+    for t in ts:
+        if not picked or t != picked[-1]:
+            picked.append(int(t))
+    return _append_zero(table[picked])
+
+
+def from_timesteps(schedule: Schedule, timesteps: Sequence[float]) -> torch.Tensor:
+    """An explicit list of (possibly fractional) model timesteps, highest first, mapped to sigmas."""
+    ts = torch.as_tensor(list(timesteps), dtype=torch.float32)
+    if ts.ndim != 1 or ts.numel() == 0:
+        raise ValueError(f"timesteps must be a non-empty 1-D list, got {list(timesteps)!r}")
+    return _append_zero(schedule.sigma_at(ts))
+
+
+def flow_shifted(n: int, shift: float = 1.0) -> torch.Tensor:
+    """Rectified-flow sigmas: t uniform on [1, 0], shifted by sigma = s t / (1 + (s - 1) t)
+    (Esser et al. 2024, SD3 eq. 23). Ends in exactly 0."""
+    t = torch.linspace(1, 0, n + 1, dtype=torch.float64)
+    return (shift * t / (1 + (shift - 1) * t)).float()
+
+
+SchedulerFn = Callable[[Schedule, int], torch.Tensor]
+
+# ComfyUI's scheduler names (comfy/samplers.py SCHEDULER_NAMES) that we implement.
+SCHEDULERS: dict[str, SchedulerFn] = {
+    "simple": simple,
+    "sgm_uniform": sgm_uniform,
+    "karras": karras,
+    "exponential": exponential,
+    "ddim_uniform": ddim_uniform,
+    "beta": beta,
+    "normal": normal,
+}
+
+
+def calculate_sigmas(schedule: Schedule, scheduler: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """ComfyUI's BasicScheduler rule: for denoise < 1 compute int(steps / denoise) steps and keep the
+    last ``steps + 1`` sigmas (img2img starts part way down the schedule)."""
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {sorted(SCHEDULERS)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if denoise <= 0.0:
+        return torch.zeros(0)
+    total = steps if denoise >= 1.0 else int(steps / denoise)
+    return SCHEDULERS[scheduler](schedule, total)[-(steps + 1):]

@@ -1,0 +1,352 @@
+"""Trainer machinery shared by the distillation packs: a resumable, deterministic training loop.
+
+What it gives a pack:
+    * :func:`step_generator` — every random draw of step n comes from a generator seeded by (seed, n), so a
+      run resumed from a checkpoint at step n replays exactly the steps an uninterrupted run would take;
+    * :class:`Checkpointer` — safetensors checkpoints (trainable weights, EMA weights, optimizer state, the
+      loss history) every N steps into a run folder, atomically written, the last ``keep`` kept;
+    * :func:`fit` — the loop: loss → backward → clip → step → EMA → progress (loss, lr, preview) →
+      checkpoint; an interrupt (or any exception) after step n saves a checkpoint at n first;
+    * LoRA through peft (:func:`add_lora`, :func:`merged_state_dict`) and :class:`EMA`.
+
+Progress events carry ``loss``, ``lr`` and ``step`` as named numbers (see :func:`report_training`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from fewstep.app.api import current_context
+
+CKPT_PATTERN = re.compile(r"^step_(\d{8})\.safetensors$")
+
+
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for training step ``step`` of run ``seed`` (independent of how the run got there)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
+    return gen
+
+
+def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """name -> parameter for every parameter that requires grad (LoRA: only the adapters)."""
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+class EMA:
+    """Exponential moving average of a module's trainable parameters into a frozen copy.
+
+    θ⁻ ← decay · θ⁻ + (1 - decay) · θ (the consistency-model EMA target; SLAM uses 0.95).
+    """
+
+    def __init__(self, online: nn.Module, target: nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.online = trainable_parameters(online)
+        target_params = dict(target.named_parameters())
+        missing = [name for name in self.online if name not in target_params]
+        if missing:
+            raise ValueError(f"EMA target lacks parameters {missing[:3]}")
+        self.target = {name: target_params[name] for name in self.online}
+        for p in target.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for name, p in self.online.items():
+            self.target[name].lerp_(p.detach().to(self.target[name].dtype), 1.0 - self.decay)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Optimizer state as flat tensors ``optim.<param index>.<key>`` + JSON-able rest."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_optimizer_tensors` (a dict for ``optimizer.load_state_dict``)."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: step, tensors by prefix and the JSON metadata."""
+
+    step: int
+    tensors: dict[str, Tensor]
+    meta: dict[str, Any]
+
+    def prefixed(self, prefix: str) -> dict[str, Tensor]:
+        n = len(prefix) + 1
+        return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
+
+
+@dataclass
+class Checkpointer:
+    """Writes ``step_XXXXXXXX.safetensors`` into ``folder`` every ``every`` steps, keeping the last ``keep``.
+
+    Args:
+        folder: the run folder (created on first save), e.g. ``models/checkpoints/distill/<run>``.
+        every: save period in steps (0 = only on interrupt / at the end).
+        keep: how many checkpoints stay on disk.
+    """
+
+    folder: Path
+    every: int = 100
+    keep: int = 2
+
+    def paths(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if CKPT_PATTERN.match(p.name))
+
+    def latest(self) -> Path | None:
+        found = self.paths()
+        return found[-1] if found else None
+
+    def save(self, step: int, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+        """Atomically write a checkpoint (tmp file + rename, so a crash never leaves half a file)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"step_{step:08d}.safetensors"
+        tmp = path.with_suffix(".tmp")
+        flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(flat, str(tmp), metadata={"step": str(step), "meta": json.dumps(meta)})
+        os.replace(tmp, path)
+        for old in self.paths()[: -self.keep]:
+            old.unlink()
+        return path
+
+    @staticmethod
+    def load(path: Path) -> Checkpoint:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+        return Checkpoint(int(metadata["step"]), load_file(str(path)), json.loads(metadata["meta"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------------
+
+
+def report_training(step: int, total: int, metrics: dict[str, float], preview: Any = None) -> None:
+    """Send a training progress event (raises the engine's interrupt when the job was stopped).
+
+    The ``progress`` websocket message gets ``value=step, max=total`` plus the metrics as named numbers
+    (``loss``, ``lr``, ``step``), which ``frontend/loss_curve.js`` plots live. No-op outside the executor.
+    """
+    ctx = current_context()
+    if ctx is not None:
+        ctx.progress(step, total, preview, **{k: float(v) for k, v in metrics.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitSpec:
+    """How :func:`fit` runs.
+
+    Args:
+        total_steps: optimizer steps of the whole run.
+        seed: run seed; step n draws from :func:`step_generator` (seed, n).
+        lr_at: learning rate of step n (warm-up / decay live here, a pure function of n).
+        grad_clip: max global grad norm (0 = off).
+        device: where the step generators live.
+        checkpointer: None = no checkpoints, no resume.
+        preview_every: call ``preview_fn`` every this many steps (0 = never).
+        meta: JSON-able run description saved in each checkpoint (a resume must match it).
+        max_seconds: stop early (with a checkpoint) once this much wall time has passed in this call;
+            None = run all steps. A time-capped run is still a prefix of the deterministic full run.
+    """
+
+    total_steps: int
+    seed: int = 0
+    lr_at: Callable[[int], float] = lambda step: 1e-4
+    grad_clip: float = 1.0
+    device: str = "cpu"
+    checkpointer: Checkpointer | None = None
+    preview_every: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    max_seconds: float | None = None
+
+
+@dataclass
+class TrainState:
+    """What :func:`fit` returns: the loss of every step run so far (resumed runs include the earlier ones)."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+def _snapshot(student: nn.Module, target: nn.Module | None, optimizer: torch.optim.Optimizer,
+              state: TrainState, spec: FitSpec) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    tensors = {f"student.{k}": v for k, v in trainable_parameters(student).items()}
+    if target is not None:
+        online = trainable_parameters(student)
+        tensors |= {f"ema.{k}": v for k, v in target.named_parameters() if k in online}
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    meta = {"losses": state.losses, "optimizer": opt_meta, "run": spec.meta}
+    return tensors | opt_tensors, meta
+
+
+def _restore(ckpt: Checkpoint, student: nn.Module, target: nn.Module | None,
+             optimizer: torch.optim.Optimizer, spec: FitSpec) -> TrainState:
+    if ckpt.meta.get("run") != spec.meta:
+        raise ValueError(f"checkpoint at step {ckpt.step} was written by a different run configuration: "
+                         f"{ckpt.meta.get('run')} != {spec.meta}")
+    params = trainable_parameters(student)
+    with torch.no_grad():
+        for name, value in ckpt.prefixed("student").items():
+            params[name].copy_(value)
+        if target is not None:
+            tparams = dict(target.named_parameters())
+            for name, value in ckpt.prefixed("ema").items():
+                tparams[name].copy_(value)
+    optimizer.load_state_dict(_optimizer_state(ckpt.tensors, ckpt.meta["optimizer"]))
+    return TrainState(step=ckpt.step, losses=list(ckpt.meta["losses"]), resumed_from=ckpt.step)
+
+
+def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[[int, torch.Generator], Tensor],
+        spec: FitSpec, *, target: nn.Module | None = None, ema: EMA | None = None,
+        preview_fn: Callable[[int], Any] | None = None) -> TrainState:
+    """Train ``student`` for ``spec.total_steps`` steps, resuming from the latest checkpoint if any.
+
+    Args:
+        student: the module whose trainable parameters the optimizer holds.
+        optimizer: built over ``trainable_parameters(student)`` in that order.
+        step_fn: ``step_fn(step, generator) -> scalar loss`` with every random draw from ``generator``.
+        spec: see :class:`FitSpec`.
+        target / ema: the EMA target module and its updater (saved and restored with the run).
+        preview_fn: ``preview_fn(step) -> PIL image`` sent with the progress event.
+    Returns: the :class:`TrainState` (losses of all steps, incl. those before a resume).
+    """
+    state, ckptr = TrainState(), spec.checkpointer
+    latest = ckptr.latest() if ckptr else None
+    if latest is not None:
+        state = _restore(Checkpointer.load(latest), student, target, optimizer, spec)
+    params = list(trainable_parameters(student).values())
+    deadline = None if spec.max_seconds is None else time.monotonic() + spec.max_seconds
+    try:
+        while state.step < spec.total_steps:
+            if deadline is not None and time.monotonic() > deadline:
+                break                                   # the final checkpoint below records where
+            _one_step(student, optimizer, step_fn, spec, state, params, ema)
+            if ckptr and ckptr.every and state.step % ckptr.every == 0:
+                ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
+            preview = None
+            if preview_fn is not None and spec.preview_every and state.step % spec.preview_every == 0:
+                preview = preview_fn(state.step)
+            report_training(state.step, spec.total_steps,
+                            {"loss": state.losses[-1], "lr": spec.lr_at(state.step - 1), "step": state.step},
+                            preview)
+        if ckptr and state.step and not _saved_at(ckptr, state.step):
+            ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
+    except BaseException:
+        if ckptr and state.step and not _saved_at(ckptr, state.step):
+            ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
+        raise
+    return state
+
+
+def _saved_at(ckptr: Checkpointer, step: int) -> bool:
+    latest = ckptr.latest()
+    return latest is not None and latest.name == f"step_{step:08d}.safetensors"
+
+
+def _one_step(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable, spec: FitSpec,
+              state: TrainState, params: list[nn.Parameter], ema: EMA | None) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = spec.lr_at(state.step)
+    optimizer.zero_grad(set_to_none=True)
+    loss = step_fn(state.step, step_generator(spec.seed, state.step, spec.device))
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"training loss is {loss.item()} at step {state.step}")
+    loss.backward()
+    if spec.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
+    optimizer.step()
+    if ema is not None:
+        ema.update()
+    state.losses.append(float(loss.detach()))
+    state.step += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA (peft)
+# ---------------------------------------------------------------------------------------------
+
+
+def add_lora(module: nn.Module, rank: int, target_modules: Iterable[str], alpha: float | None = None,
+             extra_trainable: Iterable[str] = ()) -> nn.Module:
+    """Inject LoRA adapters (peft) into ``module`` in place; only adapter weights stay trainable.
+
+    Args:
+        rank: LoRA rank r; alpha defaults to r (scale 1).
+        target_modules: module-name suffixes (e.g. ``to_q``, ``to_k``, ``conv1``), as peft matches them.
+        extra_trainable: substrings of parameter names trained in full beside the adapters (e.g. a new
+            ``cond_proj`` input layer).
+    """
+    extra = tuple(extra_trainable)
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(target_modules), init_lora_weights=True)
+    module = inject_adapter_in_model(config, module)
+    for name, p in module.named_parameters():
+        p.requires_grad_("lora_" in name or any(key in name for key in extra))
+    return module
+
+
+def merged_state_dict(module: nn.Module) -> dict[str, Tensor]:
+    """The plain (adapter-free) state dict: LoRA deltas merged into the base weights, peft names removed."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, BaseTunerLayer) and not sub.merged:
+                sub.merge()
+        out = {}
+        for key, value in module.state_dict().items():
+            if "lora_" in key:
+                continue
+            out[key.replace(".base_layer.", ".")] = value.detach().clone()
+        for sub in module.modules():
+            if isinstance(sub, BaseTunerLayer) and sub.merged:
+                sub.unmerge()
+    return out

@@ -1,0 +1,60 @@
+"""SLAM's student network: the teacher UNet plus a γ input, and folding γ = 1 back out for shipping.
+
+The γ condition enters a diffusers UNet through ``time_cond_proj_dim`` (LCM's w-embedding slot):
+``TimestepEmbedding`` adds ``cond_proj(emb(γ))`` to the sinusoidal timestep features before ``linear_1``.
+A zero-initialised ``cond_proj`` makes the new student equal the teacher at step 0. At inference γ = 1
+always, so ``linear_1(e + P c) = linear_1(e) + W₁ P c``: the constant folds into ``linear_1``'s bias and the
+shipped student has exactly the teacher's architecture (any UNet loader and sampler can use it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fewstep.nodes.slam.loss import gamma_embedding
+
+
+def add_gamma_input(unet: nn.Module, dim: int) -> nn.Module:
+    """A copy of a diffusers UNet2DConditionModel with ``time_cond_proj_dim = dim`` (zero-initialised)."""
+    from diffusers import UNet2DConditionModel
+
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}  # "_use_default_values" would reset it
+    if config.get("time_cond_proj_dim") not in (None, dim):
+        raise ValueError(f"the UNet already has time_cond_proj_dim={config['time_cond_proj_dim']}, not {dim}")
+    config["time_cond_proj_dim"] = dim
+    student = UNet2DConditionModel(**config)
+    missing, unexpected = student.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected or any("cond_proj" not in name for name in missing):
+        raise ValueError(f"unexpected UNet layout: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    nn.init.zeros_(student.time_embedding.cond_proj.weight)
+    p = next(unet.parameters())
+    return _like(student, p)
+
+
+@torch.no_grad()
+def fold_gamma(unet: nn.Module, gamma: float = 1.0) -> nn.Module:
+    """The same UNet without the γ input, with γ = ``gamma`` folded into ``time_embedding.linear_1``."""
+    from diffusers import UNet2DConditionModel
+
+    emb_layer = unet.time_embedding
+    dim = unet.config["time_cond_proj_dim"]
+    if emb_layer.cond_proj is None or dim is None:
+        raise ValueError("fold_gamma: this UNet has no γ input (time_cond_proj_dim is None)")
+    w = emb_layer.cond_proj.weight
+    shift = emb_layer.cond_proj(gamma_embedding(torch.full((1,), gamma, device=w.device), dim).to(w.dtype))[0]
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    config["time_cond_proj_dim"] = None
+    plain = UNet2DConditionModel(**config)
+    state = {k: v for k, v in unet.state_dict().items() if "cond_proj" not in k}
+    lin = emb_layer.linear_1
+    bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features, device=w.device, dtype=w.dtype)
+    state["time_embedding.linear_1.bias"] = bias + lin.weight @ shift
+    plain.load_state_dict(state, strict=True)
+    return _like(plain, w)
+
+
+def _like(module: nn.Module, ref: torch.Tensor) -> nn.Module:
+    """Move ``module`` to ``ref``'s device and dtype (no dtype cast when it already matches)."""
+    module = module.to(ref.device)
+    return module if ref.dtype == torch.float32 else module.to(ref.dtype)
