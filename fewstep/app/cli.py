@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fewstep import shipped_dir
 from fewstep.app.config import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -137,8 +138,19 @@ def apply_sets(prompt: dict[str, Any], sets: Sequence[str], registry: Any) -> No
         node.setdefault("inputs", {})[input_name] = parse_set_value(port, text, target)
 
 
+def resolve_graph_path(path: Path) -> Path:
+    """``path`` itself when it exists; otherwise the shipped template of that name, so that
+    ``fewstep run graphs/default.json`` (or ``default.json``) works from any folder once installed."""
+    if path.exists() or path.is_absolute():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("graphs",) else path.parts
+    shipped = shipped_dir("graphs").joinpath(*parts) if parts else path
+    return shipped if shipped.is_file() else path
+
+
 def load_graph(path: Path, registry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The API-format prompt and extra_data of a graph file in either format."""
+    """The API-format prompt and extra_data of a graph file in either format (see resolve_graph_path)."""
+    path = resolve_graph_path(path)
     try:
         graph = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -174,6 +186,7 @@ def print_node_errors(error: dict[str, Any] | None, node_errors: dict[str, Any])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from fewstep.app.api import use_paths
     from fewstep.app.cache import CacheSet
     from fewstep.app.executor import Executor
     from fewstep.app.registry import load_registry
@@ -183,20 +196,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry = load_registry(config.custom_nodes_dirs, builtin=not args.no_builtin_nodes)
     for failure in registry.failures:
         _err(f"warning: node pack {failure.pack}: {failure.reason}")
-    try:
-        prompt, extra_data = load_graph(args.graph, registry)
-        apply_sets(prompt, args.set, registry)
-    except (UsageError, ValueError) as exc:
-        _err(f"error: {exc}")
-        return EXIT_INVALID
-    validation = validate_prompt(prompt, registry, args.target)
-    if not validation.ok:
-        print_node_errors(validation.error, validation.node_errors)
-        return EXIT_INVALID
     paths = config.paths()
     if args.out is not None:
         paths = replace(paths, output_dir=args.out)
     executor = Executor(registry, CacheSet(config.cache if args.cache else "run"), paths)
+    # COMBO choices (model file lists) are read while converting a UI workflow, typing --set values and
+    # validating: all three must list the folders given (--home, --models-dir), as the executor does;
+    # outside this block they are the defaults (./models), which rejected DIR's files.
+    with use_paths(paths):
+        try:
+            prompt, extra_data = load_graph(args.graph, registry)
+            apply_sets(prompt, args.set, registry)
+        except (UsageError, ValueError) as exc:
+            _err(f"error: {exc}")
+            return EXIT_INVALID
+        validation = validate_prompt(prompt, registry, args.target)
+    if not validation.ok:
+        print_node_errors(validation.error, validation.node_errors)
+        return EXIT_INVALID
+    executor.remember(prompt, args.target, validation, registry)  # execute() skips validating again
     result = executor.execute(prompt, prompt_id=str(uuid.uuid4()), extra_data=extra_data, targets=args.target)
     if result.status == "interrupted":
         _err("interrupted")
