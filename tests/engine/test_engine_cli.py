@@ -98,3 +98,59 @@ def test_bench_executor_writes_json(tmp_path, capsys):  # about 0.5 s with one r
     assert set(report["results"]) == {"chain_1000", "fan_in_100"}
     assert {"cold_cpu_us", "cached_cpu_us", "cold_listened_cpu_us"} <= set(report["results"]["chain_1000"])
     assert "chain_1000" in capsys.readouterr().out
+
+
+# -- the folders given on the command line are the ones validation sees ----------------------------
+# StubCheckpoint's COMBO lists checkpoints/*.safetensors of the current Paths; run from an empty folder so
+# that the default (./models, FEWSTEP_MODELS_DIRS) holds no checkpoint.
+
+CKPT_GRAPH = {"1": n("StubCheckpoint", ckpt_name="x.safetensors"), "2": n("StubSink", value=["1", 0])}
+
+
+def models_with(root: Path, *names: str) -> Path:
+    for name in names:
+        (root / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (root / "checkpoints" / name).write_bytes(b"stub")
+    return root
+
+
+def run_from_empty_cwd(monkeypatch, tmp_path: Path, *args: str) -> int:
+    monkeypatch.delenv("FEWSTEP_MODELS_DIRS", raising=False)
+    monkeypatch.delenv("FEWSTEP_HOME", raising=False)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    monkeypatch.chdir(cwd)
+    return main([*args, "--custom-nodes", str(PACKS), "--no-builtin-nodes"])
+
+
+def test_run_validates_against_models_dir(tmp_path, capsys, monkeypatch):
+    models = models_with(tmp_path / "elsewhere", "x.safetensors")
+    graph = str(write_graph(tmp_path, CKPT_GRAPH))
+    home = str(tmp_path / "home")
+    assert run_from_empty_cwd(monkeypatch, tmp_path, "run", graph, "--home", home, "--models-dir", str(models)) == 0
+    capsys.readouterr()
+    assert run_from_empty_cwd(monkeypatch, tmp_path, "run", graph, "--home", home) == 2
+    err = capsys.readouterr().err
+    assert "node 1 (StubCheckpoint)" in err and "Value not in list" in err
+
+
+def test_run_validates_against_home_models(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    models_with(home / "models", "x.safetensors")
+    graph = str(write_graph(tmp_path, CKPT_GRAPH))
+    assert run_from_empty_cwd(monkeypatch, tmp_path, "run", graph, "--home", str(home)) == 0
+    capsys.readouterr()
+    assert run_from_empty_cwd(monkeypatch, tmp_path, "run", graph) == 2
+    assert "Value not in list" in capsys.readouterr().err
+
+
+def test_run_set_combo_value_from_models_dir(tmp_path, capsys, monkeypatch):
+    models = models_with(tmp_path / "elsewhere", "x.safetensors", "only_here.safetensors")
+    graph = str(write_graph(tmp_path, CKPT_GRAPH))
+    home = str(tmp_path / "home")
+    picked = ("--set", "1.ckpt_name=only_here.safetensors")
+    assert run_from_empty_cwd(monkeypatch, tmp_path, "run", graph, *picked, "--home", home,
+                              "--models-dir", str(models)) == 0
+    capsys.readouterr()
+    assert run_from_empty_cwd(monkeypatch, tmp_path, "run", graph, *picked, "--home", home) == 2
+    assert "COMBO expected" in capsys.readouterr().err

@@ -295,9 +295,23 @@ class StubWhoAmI(Node):
         return NodeOutput(f"{unique_id}/{len(prompt)}")
 
 
+class StubCheckpoint(Node):
+    """Lists checkpoint file names of the current models folders (a COMBO), outputs the file's path."""
+
+    @classmethod
+    def define_schema(cls):
+        names = Combo("ckpt_name", lambda: current_paths().list_models("checkpoints", (".safetensors",)))
+        return _schema("StubCheckpoint", [names], [Output("path", "STRING")])
+
+    @classmethod
+    def execute(cls, ckpt_name):
+        return NodeOutput(str(current_paths().find_model("checkpoints", ckpt_name)))
+
+
 NODES = [StubInt, StubAdd, StubPair, StubSink, StubSave, StubFail, StubOOM, StubSlow, StubLazySwitch,
          StubListMaker, StubListSum, StubRandom, StubFileStamp, StubEven, StubWidgets, StubMakeA, StubNeedsB,
-         StubCountdown, StubSleep, StubGate, StubWhoAmI]
+         StubCountdown, StubSleep, StubGate, StubWhoAmI,
+         StubCheckpoint]
 
 
 def entrypoint():
