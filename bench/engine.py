@@ -11,6 +11,7 @@ per-node ``executing`` / ``progress_state`` messages, whose snapshots grow with 
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -74,7 +75,7 @@ class BenchSink(Node):
 def bench_registry() -> Registry:
     registry = Registry()
     registry.register_pack("bench", [BenchConst, BenchInc, BenchGather, BenchSink], source="builtin",
-                           python_module="fewstep.app.bench")
+                           python_module="fewstep.bench.engine")
     return registry
 
 
@@ -131,8 +132,9 @@ def measure(graph: dict[str, Any], repeats: int) -> dict[str, Any]:
             **{f"{k}_us": statistics.median(v) * 1e6 for k, v in rows.items()}}
 
 
-def run_bench(repeats: int = 7, out: Path | None = None, write: Callable[[str], Any] = sys.stdout.write) -> dict:
-    """Run both graphs, print a table, write JSON to ``out``."""
+def run_bench(repeats: int = 7, out: Path | None = None, write: Callable[[str], Any] | None = None) -> dict:
+    """Run both graphs, print a table (``write``: default the current ``sys.stdout.write``), write JSON to ``out``."""
+    write = write or sys.stdout.write
     results = {"chain_1000": measure(chain_graph(), repeats), "fan_in_100": measure(fan_in_graph(), repeats)}
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
               "machine": platform.machine(), "processor": platform.processor(), "results": results,
@@ -148,3 +150,17 @@ def run_bench(repeats: int = 7, out: Path | None = None, write: Callable[[str], 
         out.write_text(json.dumps(report, indent=2))
         write(f"wrote {out}\n")
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``fewstep bench executor [--repeats 7] [--json bench-executor.json]``."""
+    parser = argparse.ArgumentParser(prog="fewstep bench executor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", type=Path, default=Path("bench-executor.json"))
+    options = parser.parse_args(argv)
+    run_bench(options.repeats, options.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,7 +9,7 @@ with ``torch.utils.flop_counter``, eager and graph-replay milliseconds, achieved
 card's bf16 matmul rate measured in the same run. A time guard skips what is left and still prints the
 partial table. ``--quick`` runs tiny networks (CPU-friendly code-path check). ``--variants`` also times
 the UNet preparations (layout x fused GroupNorm) and the decoder variants; ``--executor-jobs N`` runs the
-default graph N times through the server and the executor alone (:mod:`nodes.core.bench_server`).
+default graph N times through the server and the executor alone (:mod:`bench.core.server`).
 
 Usage: ``fewstep bench sampling [--quick] [--out DIR] [--budget-s 240] [--archs sd15,sdxl]
 [--batches 1,8] [--steps 1,2,4,8] [--arch-steps "sd15=1,4;sdxl=1,2,4,8"] [--timed 5] [--profile]
@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from fewstep.nodes.core.bench_server import executor_overhead, server_overhead
+from fewstep.bench.core.server import executor_overhead, server_overhead
 
 SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
 SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280),

@@ -1,7 +1,7 @@
 """``fewstep bench server``: what the server adds to a job beyond the work of its nodes.
 
-The real app (:func:`app.server.build_app`: registry, caches, executor, SQLite queue and history) serves on
-a loopback port in this process. A client in a *separate process* (standard library sockets: one
+The real app (:func:`app.server.create_app` over the registry, caches, executor and SQLite queue and
+history that ``fewstep serve`` builds) serves on a loopback port in this process. A client in a *separate process* (standard library sockets: one
 keep-alive HTTP connection and one websocket, as a browser or a script would hold) submits the default
 graph on the built-in model N + 1 times, a new seed each time, and waits for each job's end — the
 websocket's ``executing {node: None}``, which the server sends after the image is saved and the history
@@ -21,7 +21,7 @@ Per job, on one clock (``time.monotonic`` is system-wide on Linux, so both proce
 scheduling, events to a no-op listener, caches): the executor's own cost.
 
 Usage: ``fewstep bench server [--jobs 12] [--steps 4] [--out DIR]`` (prints a table, writes
-``bench_server.json``). ``python -m fewstep.nodes.core.bench_server --client PORT ...`` is the client process.
+``bench_server.json``). ``python -m fewstep.bench.core.server --client PORT ...`` is the client process.
 """
 
 from __future__ import annotations
@@ -41,7 +41,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from fewstep import shipped_dir
+from fewstep.app.api import Paths
+from fewstep.app.cache import CacheSet
+from fewstep.app.config import Config
+from fewstep.app.executor import Executor
+from fewstep.app.registry import load_registry
+from fewstep.app.server import create_app, default_options
+from fewstep.app.storage import JobStore
 
 CLIENT_ID = "bench-server"
 
@@ -173,34 +182,43 @@ def _reseed(prompt: dict[str, Any], ids: list[str], seed: int) -> None:
         prompt[k]["inputs"][key] = seed
 
 
+class _TimedExecutor(Executor):
+    """The engine's executor, recording per job (started, returned, sum of node times) on the shared clock."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.executed: dict[str, tuple[float, float, float]] = {}
+
+    def execute(self, prompt: dict[str, Any], *args: Any, prompt_id: str, **kw: Any) -> Any:
+        started = time.monotonic()
+        result = super().execute(prompt, *args, prompt_id=prompt_id, **kw)
+        self.executed[prompt_id] = (started, time.monotonic(), sum(result.node_times.values()))
+        return result
+
+
+def _build_app(port: int) -> tuple[web.Application, _TimedExecutor]:
+    """The production app (:func:`app.server.create_app` over the real registry, caches and SQLite store, as
+    ``fewstep serve`` builds it) with a timed executor, on a fresh home folder."""
+    config = Config(home=Path(tempfile.mkdtemp(prefix="fewstep-bench-")), port=port, auth_token=None)
+    config.ensure_dirs()
+    registry = load_registry(list(config.custom_nodes_dirs))
+    executor = _TimedExecutor(registry, CacheSet(config.cache), config.paths())
+    app = create_app(config, registry, executor, JobStore(config.db_path), options=default_options(config))
+    return app, executor
+
+
 async def _serve_and_measure(jobs: int, steps: int) -> list[dict[str, float]]:
     """Start the app, run the client process against it, join client rows with the executor's times."""
-    from aiohttp import web
-
-    from fewstep.app.config import Config
-    from fewstep.app.server import build_app
-    from fewstep.app.server.state import EXECUTOR
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    app = build_app(Config(home=Path(tempfile.mkdtemp(prefix="fewstep-bench-")), port=port, auth_token=None))
-    executor, executed = app[EXECUTOR], {}
-    execute = executor.execute
-
-    def timed_execute(prompt: Any, *args: Any, prompt_id: str = "", **kw: Any) -> Any:
-        started = time.monotonic()
-        result = execute(prompt, *args, prompt_id=prompt_id, **kw)
-        executed[prompt_id] = (started, time.monotonic(), sum(result.node_times.values()))
-        return result
-
-    executor.execute = timed_execute            # the worker calls it through this same object
+    app, executor = _build_app(port)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         client = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fewstep.nodes.core.bench_server", "--client", str(port), "--jobs", str(jobs + 1),
+            sys.executable, "-m", "fewstep.bench.core.server", "--client", str(port), "--jobs", str(jobs + 1),
             "--steps", str(steps), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             cwd=shipped_dir("graphs").parent)
         out, err = await client.communicate()
@@ -210,7 +228,7 @@ async def _serve_and_measure(jobs: int, steps: int) -> list[dict[str, float]]:
         await runner.cleanup()
     rows = []
     for row in json.loads(out)[1:]:            # the first job warms up
-        started, returned, nodes_s = executed[row["prompt_id"]]
+        started, returned, nodes_s = executor.executed[row["prompt_id"]]
         rows.append({"wall": row["ended"] - row["sent"], "nodes": nodes_s, "post": row["posted"] - row["sent"],
                      "until_execute": started - row["sent"], "executor": returned - started - nodes_s,
                      "after_execute": row["ended"] - returned})
@@ -236,13 +254,6 @@ def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
     """The default graph (built-in tiny model) through ``app.executor.Executor``, a new seed per job
     (loader and text encoding cached, sampler + decode + save run): wall time of ``execute`` minus the
     sum of the node times it reports, median over jobs after one warm-up job."""
-    import tempfile
-
-    from fewstep.app.api import Paths
-    from fewstep.app.cache import CacheSet
-    from fewstep.app.executor import Executor
-    from fewstep.app.registry import load_registry
-
     prompt, sampler_ids = _default_prompt(steps)
     tmp = Path(tempfile.mkdtemp(prefix="fewstep-bench-"))
     paths = Paths(model_roots=(tmp / "models",), output_dir=tmp / "output", temp_dir=tmp / "temp",

@@ -1,7 +1,10 @@
 """The ``fewstep`` command line: ``serve``, ``run``, ``nodes``, ``bench <what>``, ``eval``.
 
-``bench`` subcommands other than ``executor`` and ``eval`` come from node packs: a pack module exposing
-``cli_commands() -> {"bench sampling": fn, "eval": fn}`` adds them (``fn(argv) -> exit code``).
+``fewstep bench <what>`` and ``fewstep eval`` run a command ``fn(argv) -> exit code`` found by its name
+(``"bench sampling"``, ``"eval"``): first in the entry-point group ``fewstep.commands`` (the built-in
+experiments under ``fewstep.bench`` register there in pyproject.toml; any distribution may add its own), loaded
+only when named; else among the ``cli_commands()`` of node packs (external packs, e.g. from custom_nodes/).
+The engine imports neither: both are found at run time.
 
 Exit codes of ``fewstep run``: 0 success (each output file path printed on stdout), 1 a node failed at
 run time (the node is named), 2 the graph or the command line is invalid (node errors printed), 130
@@ -23,6 +26,7 @@ from fewstep import shipped_dir
 from fewstep.app.config import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+COMMANDS_GROUP = "fewstep.commands"   # entry points named like "bench sampling" -> fn(argv) -> int
 
 
 class UsageError(ValueError):
@@ -67,10 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(nodes)
     nodes.add_argument("--json", action="store_true")
     nodes.add_argument("--verbose", "-v", action="store_true", help="also list node names")
-    bench = sub.add_parser("bench", help="benchmarks: executor, or one contributed by a node pack")
+    bench = sub.add_parser("bench", help="benchmarks and tables (see `fewstep bench list`)")
     bench.add_argument("what")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
-    evaluate = sub.add_parser("eval", help="evaluation (contributed by a node pack)")
+    evaluate = sub.add_parser("eval", help="evaluation grid of samplers x steps x guidance")
     evaluate.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
@@ -260,28 +264,33 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _pack_command(key: str, rest: list[str]) -> int:
+def entry_point_commands() -> dict[str, Any]:
+    """The ``fewstep.commands`` entry points by command name (``"bench distill"``), not loaded yet."""
+    import importlib.metadata
+
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
+
+
+def run_command(key: str, rest: list[str]) -> int:
+    """Run command ``key`` (``"eval"``, ``"bench <what>"``) with its own arguments ``rest``; exit code."""
+    entry = entry_point_commands().get(key)
+    if entry is not None:
+        return int(entry.load()(rest) or 0)
     from fewstep.app.registry import load_registry
 
     commands: dict[str, Callable[[list[str]], int]] = load_registry().commands()
-    if key not in commands:
-        available = sorted(["bench executor", *commands])
-        _err(f"unknown command 'fewstep {key}'; available: {', '.join(available)}")
-        return EXIT_INVALID
-    return int(commands[key](rest) or 0)
+    if key in commands:
+        return int(commands[key](rest) or 0)
+    available = sorted({*entry_point_commands(), *commands})
+    if key == "bench list":
+        _out("\n".join(f"fewstep {name}" for name in available))
+        return EXIT_OK
+    _err(f"unknown command 'fewstep {key}'; available: {', '.join(available)}")
+    return EXIT_INVALID
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what != "executor":
-        return _pack_command(f"bench {args.what}", list(args.rest))
-    from fewstep.app.bench import run_bench
-
-    bench = argparse.ArgumentParser(prog="fewstep bench executor")
-    bench.add_argument("--repeats", type=int, default=7)
-    bench.add_argument("--json", type=Path, default=Path("bench-executor.json"))
-    options = bench.parse_args(args.rest)
-    run_bench(options.repeats, options.json)
-    return EXIT_OK
+    return run_command(f"bench {args.what}", list(args.rest))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -297,12 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Pack commands own their options: hand everything after the command name over untouched
     # (argparse's REMAINDER refuses a leading option such as `fewstep eval --n 32`).
     if argv[:1] == ["eval"]:
-        return _pack_command("eval", argv[1:])
-    if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] != "executor" and not argv[1].startswith("-"):
-        return _pack_command(f"bench {argv[1]}", argv[2:])
+        return run_command("eval", argv[1:])
+    if argv[:1] == ["bench"] and len(argv) > 1 and not argv[1].startswith("-"):
+        return run_command(f"bench {argv[1]}", argv[2:])
     args = build_parser().parse_args(argv)
     handlers = {"serve": cmd_serve, "run": cmd_run, "nodes": cmd_nodes, "bench": cmd_bench,
-                "eval": lambda a: _pack_command("eval", list(a.rest))}
+                "eval": lambda a: run_command("eval", list(a.rest))}
     return handlers[args.command](args)
 
 

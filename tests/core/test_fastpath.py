@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from fewstep.bench.core.sampling import TINY_UNET
 
 from fewstep.nodes.core import fastpath
-from fewstep.nodes.core.bench_sampling import TINY_UNET
 from fewstep.nodes.core.denoiser import Denoiser, DiscreteVPSchedule
 from fewstep.nodes.core.guidance import BasicGuider, CFGGuider
 from fewstep.nodes.core.loaders import UNetFn
@@ -455,31 +455,3 @@ def test_channels_last_transformer_outputs_stay_nhwc_with_the_same_values(linear
         after = unet(x, t, c).sample
     assert layouts and all(layouts)                      # no NCHW copy out of the attention blocks
     assert torch.allclose(after, before, atol=1e-5, rtol=1e-5)   # same math; CPU conv algorithms may differ
-
-
-# ------------------------------------------------------------------------------- the bench's own plumbing
-
-def test_bench_reseeds_whatever_seed_node_the_default_graph_has():
-    """The executor/server overhead jobs must really run (a graph whose seed never changes is served
-    from the output cache: 0 ms of nodes, a meaningless overhead)."""
-    from fewstep.nodes.core.bench_server import _default_prompt, _reseed
-
-    prompt, ids = _default_prompt(3)
-    assert ids
-    _reseed(prompt, ids, 1234)
-    seeds = [prompt[k]["inputs"].get("seed", prompt[k]["inputs"].get("noise_seed")) for k in ids]
-    assert seeds == [1234] * len(ids)
-    assert all(v["inputs"]["steps"] == 3 for v in prompt.values() if isinstance(v["inputs"].get("steps"), int))
-
-
-@pytest.mark.slow                                           # ~40 s on the shared 2-core VM
-def test_bench_quick_run_writes_rows_and_per_arch_steps(tmp_path, one_torch_thread):
-    import json
-
-    from fewstep.nodes.core.bench_sampling import main
-
-    assert main(["--quick", "--archs", "sd15", "--batches", "1", "--arch-steps", "sd15=1,2", "--timed", "1",
-                 "--no-diffusers", "--executor-jobs", "0", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "bench_sampling.json").read_text())
-    assert [(r["batch"], r["steps"]) for r in result["rows"]] == [(1, 1), (1, 2)]
-    assert all(r["ours_ms"] > 0 for r in result["rows"])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
 from engine_helpers import n
 
-from fewstep.app.cli import main
+from fewstep.app.cli import COMMANDS_GROUP, main
 
 PACKS = Path(__file__).parent / "packs"
 
@@ -77,19 +78,28 @@ def test_unknown_pack_command_exits_2(tmp_path, capsys):
     assert "bench executor" in capsys.readouterr().err
 
 
-def test_pack_commands_receive_their_options_untouched(monkeypatch):
-    """`fewstep eval --n 32` and `fewstep bench sampling --quick` reach the pack with every argument."""
+def test_commands_receive_their_options_untouched(monkeypatch):
+    """`fewstep eval --n 32` (an entry point of the fewstep.commands group) and `fewstep bench stub --quick` (an
+    external pack's cli_commands()) reach their function with every argument; the group's entry wins."""
     seen: dict[str, list[str]] = {}
+
+    class FakeEntryPoint:
+        name, value = "eval", "somewhere:main"
+
+        def load(self):
+            return lambda rest: seen.setdefault("eval", rest) and 0
 
     class FakeRegistry:
         def commands(self):
-            return {"eval": lambda rest: seen.setdefault("eval", rest) and 0,
-                    "bench sampling": lambda rest: seen.setdefault("bench sampling", rest) and 0}
+            return {"eval": lambda rest: seen.setdefault("pack eval", rest) and 0,
+                    "bench stub": lambda rest: seen.setdefault("bench stub", rest) and 0}
 
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: [FakeEntryPoint()] if group == COMMANDS_GROUP else [])
     monkeypatch.setattr("fewstep.app.registry.load_registry", lambda *a, **k: FakeRegistry())
     assert main(["eval", "--n", "32", "--steps", "1,2"]) == 0
-    assert main(["bench", "sampling", "--quick"]) == 0
-    assert seen == {"eval": ["--n", "32", "--steps", "1,2"], "bench sampling": ["--quick"]}
+    assert main(["bench", "stub", "--quick"]) == 0
+    assert seen == {"eval": ["--n", "32", "--steps", "1,2"], "bench stub": ["--quick"]}
 
 
 def test_bench_executor_writes_json(tmp_path, capsys):  # about 0.5 s with one repeat: runs by default

@@ -43,7 +43,7 @@ def test_entry_point_packs_load(monkeypatch):
         name, value = "ep_pack", "ep_module:entrypoint"
 
         def load(self):
-            from fewstep.app.bench import BenchConst
+            from fewstep.bench.engine import BenchConst
             return lambda: [BenchConst]
 
     def fake_entry_points(group):

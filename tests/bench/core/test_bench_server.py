@@ -6,9 +6,8 @@ import socket
 import struct
 
 import pytest
-
-from fewstep.nodes.core import bench_server
-from fewstep.nodes.core.bench_server import _Stream, _ws_frame
+from fewstep.bench.core import server as bench_server
+from fewstep.bench.core.server import _Stream, _ws_frame
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
