@@ -8,43 +8,10 @@ import torch
 pytest.importorskip("diffusers")
 
 
-def test_student_file_round_trips_to_the_merged_unet(tmp_path):
-    from fewstep.nodes.core.trainer import add_lora, merged_state_dict
-    from fewstep.nodes.mlcm.students import (
-        LORA_RANK,
-        LORA_TARGETS,
-        export,
-        load_student,
-        save_student,
-        teacher_unet,
-    )
-    from fewstep.nodes.mlcm.train import preset
-    from fewstep.nodes.mlcm.vp import UNetAdapter
-
-    torch.manual_seed(0)
-    net = UNetAdapter(add_lora(teacher_unet("cpu"), LORA_RANK, LORA_TARGETS))
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.01).copy_(p.half().float())      # fp16-exact, as the file stores it
-            if "lora_A" in name:
-                p.copy_(p.half().float())
-    lora, overrides = export(net, preset("mlcm"))
-    meta = {"lora_rank": LORA_RANK, "lora_targets": list(LORA_TARGETS)}
-    save_student(tmp_path / "s.safetensors", lora, overrides, meta)
-    loaded = load_student(tmp_path / "s.safetensors")
-    want = merged_state_dict(net.unet)
-    got = loaded.state_dict()
-    assert set(got) == set(want)
-    for key in want:
-        torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-4)
-    teacher = teacher_unet("cpu").state_dict()
-    assert not torch.allclose(got["down_blocks.0.resnets.0.conv1.weight"], teacher["down_blocks.0.resnets.0.conv1.weight"])
-
-
 def test_shipped_student_loads_lean_and_diffusers_alike():
     """The lean (pure-torch, CPU default) and diffusers builds of a shipped student give the same output."""
-    from fewstep.nodes.mlcm.students import load_student, shipped_students, weights_dir
+    from fewstep.nodes.core.train.builtin import load_student
+    from fewstep.nodes.mlcm.students import shipped_students, weights_dir
 
     path = weights_dir() / "fewstep-mlcm-student.safetensors"
     assert path.name in shipped_students()

@@ -2,13 +2,11 @@
 quantization of few-step text-to-image UNets, with real low-bit GPU kernels from ``fewstep/kernels/``.
 
 Library: ``layers`` (quantized layers, BOS-aware K/V), ``calibrate``, ``sensitivity``, ``allocate``
-(integer programming), ``quantize`` (apply / save / load); nodes in ``nodes``; ``bench`` for
-``fewstep bench mixdq``.
+(integer programming), ``quantize`` (apply / save / load); nodes in ``nodes``. The cost and quality
+tables are in ``bench/mixdq`` (``fewstep bench mixdq``).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 
 def entrypoint() -> list[type]:
@@ -17,9 +15,3 @@ def entrypoint() -> list[type]:
 
     return list(NODES)
 
-
-def cli_commands() -> dict[str, Callable[[list[str]], int]]:
-    """``fewstep bench mixdq [cost|quality|all] ...``."""
-    from fewstep.nodes.mixdq.bench import main
-
-    return {"bench mixdq": main}

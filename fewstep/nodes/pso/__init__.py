@@ -3,7 +3,7 @@
 Library: ``policy`` (the few-step sampler as a Gaussian policy, log-probs, the adapters-off reference), ``losses``
 (online clipped log-ratio, offline hinge / DPO, the naive denoising baseline), ``train`` (configs, presets, step
 functions, the resumable loop), ``students`` (LoRA on the MLCM student: export / load), ``concept`` (the offline
-demo's concept), ``gpu_run`` / ``table`` / ``cards`` (the shipped adapter and the table). Nodes: ``nodes``.
+demo's concept). The GPU job, table and cards are in ``bench/pso``. Nodes: ``nodes``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 Text-to-image Generation"; methods.md §8) as nodes.
 
 Library: ``generator`` (the η-DDIM few-step generator), ``regularizers`` (weight drift), ``loss`` (R0 / R0+),
-``train`` (config, ablation arms, loop glue), ``students`` / ``table`` / ``gpu_run`` (the built-in teacher's
-students and the miniature table). Nodes: ``nodes``. Rewards come from ``fewstep/nodes/rewards``.
+``train`` (config, ablation arms, loop glue), ``students`` (loading the shipped
+students). The table, GPU job, cards and training driver are in ``bench/r0``. Nodes: ``nodes``. Rewards come from ``fewstep/nodes/rewards``.
 """
 
 from __future__ import annotations

@@ -2,13 +2,11 @@
 
 Library: ``loss`` (student timesteps, rollout, the fake-score and generator losses), ``train`` (config, presets,
 the student / fake-score pair on the shared trainer), ``steps`` (TDM-unify's step-count input and folding it
-out), ``graph_train`` (what the trainer node does), ``students`` / ``table`` / ``gpu_run`` / ``cards`` (the
-built-in teacher's students and the miniature table). Nodes: ``nodes``.
+out), ``graph_train`` (what the trainer node does), ``students`` (loading the
+shipped students). The table, GPU job, cards and training drivers are in ``bench/tdm`` (``fewstep bench tdm``). Nodes: ``nodes``.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 
 def entrypoint() -> list[type]:
@@ -16,9 +14,3 @@ def entrypoint() -> list[type]:
 
     return list(NODES)
 
-
-def cli_commands() -> dict[str, Callable[[list[str]], int]]:
-    """``fewstep bench tdm``: the table (python -m fewstep.nodes.tdm.table)."""
-    from fewstep.nodes.tdm.table import main
-
-    return {"bench tdm": main}

@@ -12,7 +12,7 @@ Stages, each bounded by wall time so the whole run fits one 10-minute device cal
 5. teacher UNet (eps, min-SNR-5 weighting, 10% empty-prompt dropout, EMA) until the time budget ends;
 6. evaluation: teacher attribute accuracy at 50 DDIM steps with CFG on 500 held-out prompts.
 Weights (fp16 safetensors) and ``report.json`` are rewritten into DIR after each stage, so a run cut
-off by its time limit still returns what it finished. ``python -m fewstep.nodes.zoo.cards`` turns the report
+off by its time limit still returns what it finished. ``python -m fewstep.bench.zoo.cards`` turns the report
 into the JSON configs and model cards of ``weights/``.
 """
 
