@@ -20,10 +20,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fewstep import shipped_dir
 from fewstep.app.config import Config
+
+if TYPE_CHECKING:  # annotations only: each command imports the engine parts it uses when it runs
+    from fewstep.app.api import Input, Paths
+    from fewstep.app.registry import Registry
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 COMMANDS_GROUP = "fewstep.commands"   # entry points named like "bench sampling" -> fn(argv) -> int
@@ -99,7 +103,7 @@ def make_config(args: argparse.Namespace) -> Config:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_set_value(port: Any, text: str, where: str) -> Any:
+def parse_set_value(port: Input, text: str, where: str) -> Any:
     """A ``--set`` value typed by the input's schema; UsageError names the node and input."""
     kind = port.type
     try:
@@ -124,7 +128,7 @@ def parse_set_value(port: Any, text: str, where: str) -> Any:
     raise UsageError(f"--set {where}: input is a linked {kind} input, not a value; connect it in the graph")
 
 
-def apply_sets(prompt: dict[str, Any], sets: Sequence[str], registry: Any) -> None:
+def apply_sets(prompt: dict[str, Any], sets: Sequence[str], registry: Registry) -> None:
     """Apply ``NODE.INPUT=VALUE`` overrides in place (node ids may contain dots: split at the last one)."""
     for item in sets:
         target, sep, text = item.partition("=")
@@ -152,7 +156,7 @@ def resolve_graph_path(path: Path) -> Path:
     return shipped if shipped.is_file() else path
 
 
-def load_graph(path: Path, registry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_graph(path: Path, registry: Registry) -> tuple[dict[str, Any], dict[str, Any]]:
     """The API-format prompt and extra_data of a graph file in either format (see resolve_graph_path)."""
     path = resolve_graph_path(path)
     try:
@@ -168,7 +172,7 @@ def load_graph(path: Path, registry: Any) -> tuple[dict[str, Any], dict[str, Any
     return graph, {}
 
 
-def output_files(outputs: dict[str, Any], paths: Any) -> list[Path]:
+def output_files(outputs: dict[str, Any], paths: Paths) -> list[Path]:
     """Files named in UI outputs (``{"filename", "subfolder", "type"}`` items)."""
     roots = {"output": paths.output_dir, "temp": paths.temp_dir, "input": paths.input_dir}
     files = []

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fewstep.app.graph import GraphNode
+from fewstep.app.registry import NodeDef, Registry
 from fewstep.app.validation import Validation, node_errors_of, reachable_order
 
 
@@ -44,7 +45,7 @@ class Plan:
         keys: ``{node_id: content key}`` of nodes whose key depends only on the prompt (jobs add to it).
     """
 
-    registry: Any
+    registry: Registry
     version: int
     nodes: dict[str, GraphNode]
     outputs: list[str]
@@ -52,19 +53,19 @@ class Plan:
     keys: dict[str, str] = field(default_factory=dict)
 
 
-def registry_version(registry: Any) -> int:
+def registry_version(registry: Registry) -> int:
     """The registry's change counter (registries without one never change)."""
     return getattr(registry, "version", 0)
 
 
-def _volatile(node_def: Any) -> bool:
+def _volatile(node_def: NodeDef) -> bool:
     """True when the node's validation can change without the prompt changing."""
     if node_def.validator is not None:
         return True
     return any(port.type == "COMBO" and callable(port.choices) for port in node_def.schema.inputs)
 
 
-def make_plan(validation: Validation, registry: Any) -> Plan:
+def make_plan(validation: Validation, registry: Registry) -> Plan:
     """A plan from a successful validation."""
     nodes = validation.nodes
     order, _ = reachable_order(validation.outputs, nodes)
@@ -106,7 +107,7 @@ class PlanMemo:
         self.hits = 0
         self.misses = 0
 
-    def get(self, sig: tuple[Any, ...] | None, registry: Any) -> Plan | None:
+    def get(self, sig: tuple[Any, ...] | None, registry: Registry) -> Plan | None:
         """The plan stored for ``sig`` if it belongs to ``registry`` at its current version."""
         if sig is None:
             return None

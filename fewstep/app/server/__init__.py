@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -47,6 +47,12 @@ from fewstep.app.server.state import (
 from fewstep.app.server.userdata import seed_user_dir
 from fewstep.app.server.ws import ClientHub, ThreadBridge, WsMessage
 
+if TYPE_CHECKING:  # annotations only: the engine loads when build_app (or the caller) builds it
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import Registry
+    from fewstep.app.storage import JobStore
+    from fewstep.app.worker import QueueWorker
+
 log = logging.getLogger("fewstep.server")
 
 
@@ -61,8 +67,8 @@ def default_options(config: Config) -> ServerOptions:
     )
 
 
-def create_app(config: Config, registry: Any, executor: Any, store: Any, worker: Any = None, *,
-               options: ServerOptions | None = None) -> web.Application:
+def create_app(config: Config, registry: Registry, executor: Executor, store: JobStore,
+               worker: QueueWorker | None = None, *, options: ServerOptions | None = None) -> web.Application:
     """Build the server application.
 
     Args:
@@ -81,8 +87,8 @@ def create_app(config: Config, registry: Any, executor: Any, store: Any, worker:
     )
     app[CONFIG], app[OPTIONS] = config, options
     app[REGISTRY], app[EXECUTOR], app[STORE] = registry, executor, store
-    paths, executor_paths = config.paths(), getattr(executor, "paths", None)
-    app[PATHS] = executor_paths if executor_paths == paths else paths   # the same folders: one listing cache
+    paths = config.paths()
+    app[PATHS] = executor.paths if executor.paths == paths else paths   # the same folders: one listing cache
     app[RUNTIME] = Runtime(worker=worker)
     app[LOGS] = LogBuffer()
     app[HUB] = ClientHub(server_flags(options.max_upload_bytes), lambda: queue_remaining(store),

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from fewstep.app.api import Paths
 from fewstep.app.config import Config
+
+if TYPE_CHECKING:  # annotations only: the engine loads when the app is built
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import Registry
+    from fewstep.app.server.ws import ClientHub
+    from fewstep.app.storage import JobStore
+    from fewstep.app.worker import QueueWorker
 
 MB = 1024 * 1024
 
@@ -60,15 +68,16 @@ class LogBuffer:
 class Runtime:
     """What exists only while the app runs: the queue worker (started in the app's cleanup context)."""
 
-    worker: Any = None
+    worker: QueueWorker | None = None
 
 
 CONFIG = web.AppKey("config", Config)
 OPTIONS = web.AppKey("options", ServerOptions)
-REGISTRY = web.AppKey("registry", object)
-EXECUTOR = web.AppKey("executor", object)
-STORE = web.AppKey("store", object)
+# Keys typed by annotation: their types are imported for type checking only (see above).
+REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
+EXECUTOR: web.AppKey[Executor] = web.AppKey("executor")
+STORE: web.AppKey[JobStore] = web.AppKey("store")
 RUNTIME = web.AppKey("runtime", Runtime)
-HUB = web.AppKey("hub", object)          # app.server.ws.ClientHub
+HUB: web.AppKey[ClientHub] = web.AppKey("hub")
 LOGS = web.AppKey("logs", LogBuffer)
-PATHS = web.AppKey("paths", object)    # app.api.Paths: one object, so its listing cache is shared
+PATHS = web.AppKey("paths", Paths)    # one object, so its listing cache is shared
