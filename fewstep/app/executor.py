@@ -1,6 +1,6 @@
 """The executor: runs a validated API-format prompt.
 
-Only ancestors of the requested outputs run, each after its inputs. One run (:class:`Run`) wires four
+Only ancestors of the requested outputs run, each after its inputs. One run (:class:`Run`) wires five
 collaborators and keeps only the orchestration:
 
 - :class:`~app.scheduler.Scheduler`: ready queue, waiting nodes, lazy inputs, the run's output store and
@@ -9,6 +9,7 @@ collaborators and keeps only the orchestration:
 - :class:`~app.keys.NodeKeys`: content keys of the output cache;
 - :class:`~app.node_io.NodeInputs` and the merge helpers: a node's call arguments (lists mapped per item,
   shorter lists repeating their last item, hidden values) and its merged results;
+- :class:`~app.calls.NodeCaller`: the node's callable and ExecutionContext, lazy-input checks, blocked calls;
 - :class:`~app.events.RunEvents`: ComfyUI's websocket events (see ``docs/engine-contract.md``).
 
 Per node the run resolves inputs, asks ``check_lazy_status`` which lazy inputs are needed, calls the node
@@ -21,20 +22,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fewstep.app.api import (
-    ExecutionContext,
-    InterruptedError_,
-    Paths,
-    reset_context,
-    set_context,
-    use_paths,
-)
+from fewstep.app.api import InterruptedError_, Paths, use_paths
 from fewstep.app.cache import CacheSet
-from fewstep.app.classic import CallResult, is_blocker, normalize_result
+from fewstep.app.calls import NodeCaller
+from fewstep.app.classic import CallResult
 from fewstep.app.events import Emit, RunEvents, error_data, no_emit, now_ms, summarize
 from fewstep.app.graph import DynamicGraph, GraphNode
 from fewstep.app.keys import NodeKeys
@@ -47,7 +41,6 @@ from fewstep.app.validation import Validation, validate_prompt
 __all__ = ["Executor", "RunResult", "Run", "Emit", "now_ms", "summarize", "is_out_of_memory"]
 
 _ASYNC_POLL_S = 0.05  # how often an interrupt is noticed while only async nodes are running
-_PLAIN = (int, float, str, bool, type(None), list, dict, tuple)  # never blockers: skip the check
 
 
 @dataclass
@@ -157,7 +150,6 @@ class Run:
         self.graph = DynamicGraph(prompt, dict(plan.nodes))  # a copy: expansion adds nodes to it
         self.targets = plan.outputs
         self.prompt_id = prompt_id
-        self.extra_data = extra_data
         self.interrupted = interrupted
         self.result = RunResult("success")
         self.events = RunEvents(emit, prompt_id, self.graph, self.result.messages)
@@ -170,7 +162,8 @@ class Run:
         self.expansions: dict[str, tuple[list[CallResult], float]] = {}
         self.tasks: dict[asyncio.Task[Any], tuple[str, float, dict[str, list[Any]]]] = {}
         self.collecting_cached: list[str] | None = None
-        self.sync_context = self._new_context(None)  # reused by sync nodes: fields updated per node
+        self.caller = NodeCaller(prompt_id, self.graph, extra_data, self.caches, self.inputs, self.events,
+                                 interrupted, self.result.executed)
 
     # -- run ------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -278,87 +271,23 @@ class Run:
 
     def _needs_more(self, node: GraphNode, node_def: NodeDef, inputs: dict[str, list[Any]]) -> bool:
         """Ask check_lazy_status; schedule the lazy inputs it wants; True if the node must wait."""
-        hook = node_def.lazy_hook(self._instance(node, node_def))
-        wanted: set[str] = set()
-        with self._context(node):
-            for kwargs in self.inputs.calls(node, node_def, inputs):
-                wanted.update(hook.call(kwargs) or ())
-        sources = self.scheduler.lazy_sources(node, wanted)
+        sources = self.scheduler.lazy_sources(node, self.caller.lazy_wanted(node, node_def, inputs))
         if not sources:
             return False
         if self.scheduler.wait_on(node.id, sources):
             return True
         return self._needs_more(node, node_def, self.inputs.gather(node, node_def, self.scheduler.values))
 
-    def _instance(self, node: GraphNode, node_def: NodeDef) -> Any:
-        """What ``function`` is called on: the class, or the node's classic instance (kept across runs)."""
-        if not node_def.classic:
-            return node_def.cls
-        key = (node.id, node.class_type)
-        instance = self.caches.objects.get(key)
-        if instance is None:
-            instance = self.caches.objects[key] = node_def.new_instance()
-        return instance
-
-    def _new_context(self, node: GraphNode | None) -> ExecutionContext:
-        context = ExecutionContext(
-            prompt_id=self.prompt_id, node_id=node.id if node else "", class_type=node.class_type if node else "",
-            prompt=self.graph.original, extra_pnginfo=self.extra_data.get("extra_pnginfo") or {},
-            report=lambda value, total, preview=None, info=None: None, is_interrupted=self.interrupted.is_set,
-            extra={"model_cache": self.caches.models, "dynprompt": self.graph},
-        )
-        context.report = lambda value, total, preview=None, info=None: self.events.progress_report(
-            context.node_id, value, total, preview, info)
-        return context
-
-    def _context(self, node: GraphNode, shared: bool = True) -> _ContextScope:
-        """The ExecutionContext for ``node``'s calls: the run's shared one (sync) or a new one (async)."""
-        context = self.sync_context if shared else self._new_context(node)
-        context.node_id = node.id
-        context.class_type = node.class_type
-        return _ContextScope(context)
-
     def _call(self, node: GraphNode, node_def: NodeDef, inputs: dict[str, list[Any]]) -> None:
         if self.events.listening:  # per-node events are built only for a listener
             self.events.executing(node)
-        function = getattr(self._instance(node, node_def), node_def.function)
+        function = self.caller.function(node, node_def)
         started = time.perf_counter()
         if node_def.is_async:
-            self._start_async(node, node_def, function, inputs, started)
+            self.tasks[self.caller.start(node, node_def, function, inputs)] = (node.id, started, inputs)
             return
-        n_out = len(node_def.output_types)
-        results = []
-        with self._context(node):
-            for kwargs in self.inputs.calls(node, node_def, inputs):
-                blocked = self._blocked(node, kwargs, n_out)
-                results.append(blocked or normalize_result(function(**kwargs), n_out, node.class_type))
+        results = self.caller.call(node, node_def, function, inputs)
         self._record(node, node_def, results, time.perf_counter() - started)
-
-    def _blocked(self, node: GraphNode, kwargs: dict[str, Any], n_out: int) -> CallResult | None:
-        """An ExecutionBlocker input blocks this call; a blocker with a message is reported."""
-        for value in kwargs.values():  # inline, not a helper call: this runs for every call of every node
-            if type(value) in _PLAIN or not is_blocker(value):
-                continue
-            if value.message is not None:
-                self.events.blocked(node, value.message, self.result.executed)
-            return CallResult(tuple(value for _ in range(n_out)))
-        return None
-
-    def _start_async(self, node: GraphNode, node_def: NodeDef, function: Callable[..., Any],
-                     inputs: dict[str, list[Any]], started: float) -> None:
-        n_out = len(node_def.output_types)
-
-        async def run_calls() -> list[CallResult]:
-            pending = []
-            for kwargs in self.inputs.calls(node, node_def, inputs):
-                blocked = self._blocked(node, kwargs, n_out)
-                pending.append(_done(blocked) if blocked else function(**kwargs))
-            raw = await asyncio.gather(*pending)
-            return [r if isinstance(r, CallResult) else normalize_result(r, n_out, node.class_type) for r in raw]
-
-        with self._context(node, shared=False):  # the task copies the context: progress works inside it
-            task = asyncio.get_running_loop().create_task(run_calls())
-        self.tasks[task] = (node.id, started, inputs)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         node_id, started, inputs = self.tasks.pop(task)
@@ -432,23 +361,3 @@ class Run:
         self.result.status = "error"
         self.result.error = error
         return self.result
-
-
-class _ContextScope:
-    """Sets the ExecutionContext for the node's calls (a small class: cheaper than contextmanager)."""
-
-    __slots__ = ("context", "token")
-
-    def __init__(self, context: ExecutionContext) -> None:
-        self.context = context
-
-    def __enter__(self) -> ExecutionContext:
-        self.token = set_context(self.context)
-        return self.context
-
-    def __exit__(self, *exc: Any) -> None:
-        reset_context(self.token)
-
-
-async def _done(value: Any) -> Any:
-    return value
