@@ -17,10 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fewstep.app.api import Input
 from fewstep.app.graph import GraphError, GraphNode, Link, parse_prompt
+
+if TYPE_CHECKING:
+    from fewstep.app.registry import NodeDef, Registry
 
 COMBO_LIST_LIMIT = 20  # longer option lists are elided in messages, as ComfyUI does
 
@@ -118,7 +121,7 @@ def _range_errors(port: Input, value: Any) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _link_errors(port: Input, link: Link, nodes: Mapping[str, GraphNode], registry: Any,
+def _link_errors(port: Input, link: Link, nodes: Mapping[str, GraphNode], registry: Registry,
                  check_type: bool) -> tuple[list[dict[str, Any]], str | None]:
     """Errors of one linked input, and the received type."""
     info = {"input_name": port.name, "linked_node": link.as_json()}
@@ -168,7 +171,7 @@ def _constant_errors(node: GraphNode, port: Input, skip_ranges: bool) -> list[di
     return [err for item in coerced for err in _range_errors(port, item)][:1]
 
 
-def _custom_errors(node: GraphNode, node_def: Any, received: dict[str, str]) -> list[dict[str, Any]]:
+def _custom_errors(node: GraphNode, node_def: NodeDef, received: dict[str, str]) -> list[dict[str, Any]]:
     """The node's own validator (constants by name, linked inputs as None)."""
     hook = node_def.validator
     kwargs = {name: (None if type(v) is Link else v) for name, v in node.inputs.items()
@@ -188,8 +191,8 @@ def _custom_errors(node: GraphNode, node_def: Any, received: dict[str, str]) -> 
     return [make_error("custom_validation_failed", message, message)]
 
 
-def node_errors_of(node: GraphNode, node_def: Any, nodes: Mapping[str, GraphNode],
-                   registry: Any) -> list[dict[str, Any]]:
+def node_errors_of(node: GraphNode, node_def: NodeDef, nodes: Mapping[str, GraphNode],
+                   registry: Registry) -> list[dict[str, Any]]:
     """Every error of one node's own inputs (not of its ancestors)."""
     hook = node_def.validator
     custom_params: frozenset[str] | None = frozenset() if hook is None else hook.params
@@ -256,7 +259,7 @@ def reachable_order(roots: Sequence[str], nodes: Mapping[str, GraphNode]) -> tup
     return order, cyclic
 
 
-def _unknown_classes(nodes: Mapping[str, GraphNode], registry: Any) -> dict[str, Any]:
+def _unknown_classes(nodes: Mapping[str, GraphNode], registry: Registry) -> dict[str, Any]:
     errors: dict[str, Any] = {}
     for node_id, node in nodes.items():
         if not node.class_type:
@@ -271,7 +274,7 @@ def _unknown_classes(nodes: Mapping[str, GraphNode], registry: Any) -> dict[str,
     return errors
 
 
-def _select_outputs(nodes: Mapping[str, GraphNode], registry: Any,
+def _select_outputs(nodes: Mapping[str, GraphNode], registry: Registry,
                     targets: Iterable[str] | None) -> tuple[list[str], dict[str, Any] | None]:
     if targets is not None:
         targets = [str(t) for t in targets]
@@ -290,7 +293,7 @@ def _fail(error: dict[str, Any], node_errors: dict[str, Any] | None = None,
     return Validation(False, error, node_errors or {}, [], nodes or {})
 
 
-def validate_prompt(prompt: Any, registry: Any, targets: list[str] | None = None) -> Validation:
+def validate_prompt(prompt: Any, registry: Registry, targets: list[str] | None = None) -> Validation:
     """Validate an API-format prompt against the registry.
 
     Args:

@@ -47,9 +47,12 @@ combo names such as ``model.seed``) beyond passing their links and named values 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fewstep.app.api import Input, Schema
+
+if TYPE_CHECKING:
+    from fewstep.app.registry import Registry
 
 SUBGRAPH_INPUT_NODE = "-10"   # id of a subgraph's input node inside its definition
 SUBGRAPH_OUTPUT_NODE = "-20"  # id of a subgraph's output node
@@ -68,7 +71,7 @@ def is_ui_workflow(graph: Any) -> bool:
     return isinstance(graph, dict) and isinstance(graph.get("nodes"), list) and "links" in graph
 
 
-def ui_to_api(workflow: dict, registry: Any) -> dict[str, dict[str, Any]]:
+def ui_to_api(workflow: dict, registry: Registry) -> dict[str, dict[str, Any]]:
     """Convert a UI workflow (schema 0.4 or 1) into an API-format prompt.
 
     Args:
@@ -333,7 +336,7 @@ def _primitive_value(node: dict[str, Any]) -> _Value | None:
 
 
 class _Converter:
-    def __init__(self, workflow: dict[str, Any], registry: Any) -> None:
+    def __init__(self, workflow: dict[str, Any], registry: Registry) -> None:
         self.registry = registry
         self.root = _parse_graph(workflow, "workflow")
         self.definitions: dict[str, _Graph] = {}

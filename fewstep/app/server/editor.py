@@ -12,12 +12,15 @@ import asyncio
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from fewstep.app.server.security import UnsafePath, safe_path
 from fewstep.app.server.state import OPTIONS, REGISTRY
+
+if TYPE_CHECKING:
+    from fewstep.app.registry import Registry
 
 EDITOR_PACKAGE = "comfyui_frontend_package"
 OUR_EXTENSIONS = "fewstep"
@@ -129,7 +132,7 @@ async def get_default_graph(request: web.Request) -> web.Response:
     return web.FileResponse(path, headers={"Content-Type": "application/json"})
 
 
-def _pack_example_dirs(registry: Any) -> dict[str, Path]:
+def _pack_example_dirs(registry: Registry) -> dict[str, Path]:
     """Node packs' ``example_workflows/`` folders (ComfyUI's custom-node template convention)."""
     found = {}
     for pack in registry.packs:

@@ -11,12 +11,15 @@ import logging
 import platform
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from fewstep.app.server import editor, files, jobs, userdata
 from fewstep.app.server.state import CONFIG, EXECUTOR, HUB, LOGS, OPTIONS, REGISTRY
+
+if TYPE_CHECKING:
+    from fewstep.app.registry import Registry
 
 log = logging.getLogger("fewstep.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -33,7 +36,7 @@ async def get_features(request: web.Request) -> web.Response:
     return web.json_response(server_flags(request.app[OPTIONS].max_upload_bytes))
 
 
-def _object_info(registry: Any, class_type: str | None = None) -> dict[str, Any]:
+def _object_info(registry: Registry, class_type: str | None = None) -> dict[str, Any]:
     defs = registry.all()
     if class_type is not None:
         defs = {class_type: defs[class_type]} if class_type in defs else {}
