@@ -30,7 +30,9 @@ if TYPE_CHECKING:  # annotations only: each command imports the engine parts it 
     from fewstep.app.registry import Registry
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS_GROUP = "fewstep.commands"   # entry points named like "bench sampling" -> fn(argv) -> int
+# Entry points named like "bench.sampling" (dots: entry-point names should match [\w.-]+) serve the
+# command "bench sampling"; each is fn(argv) -> int.
+COMMANDS_GROUP = "fewstep.commands"
 
 
 class UsageError(ValueError):
@@ -269,10 +271,11 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def entry_point_commands() -> dict[str, Any]:
-    """The ``fewstep.commands`` entry points by command name (``"bench distill"``), not loaded yet."""
+    """The ``fewstep.commands`` entry points by command name (``"bench.distill"`` serves ``"bench distill"``),
+    not loaded yet."""
     import importlib.metadata
 
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
+    return {ep.name.replace(".", " "): ep for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
 
 
 def run_command(key: str, rest: list[str]) -> int:
