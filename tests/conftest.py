@@ -24,7 +24,20 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def toy() -> Any:
-    """The exact Gaussian-mixture teacher and a student that starts as the teacher (fewstep/nodes/mlcm/toy.py)."""
-    from fewstep.nodes.mlcm.toy import toy_setup
+    """The exact Gaussian-mixture teacher and a student that starts as the teacher (fewstep/nodes/core/train/toy.py)."""
+    from fewstep.nodes.core.train.toy import toy_setup
 
     return toy_setup()
+
+
+@pytest.fixture(scope="module")
+def renders():
+    """(IMAGE [8,64,64,3], scenes, captions) of 8 held-out procedural scenes (the reward tests' real images)."""
+    import numpy as np
+    import torch
+
+    from fewstep.nodes.zoo import data
+
+    scenes = data.make_split("heldout", 8, seed=0)
+    images = torch.stack([torch.from_numpy(np.asarray(data.render(s), dtype=np.float32) / 255.0) for s in scenes])
+    return images, scenes, [data.caption(s) for s in scenes]

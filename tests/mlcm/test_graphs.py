@@ -49,7 +49,7 @@ def test_distill_then_sample_graph_runs_and_checkpoints(tmp_path, name):
 
 @pytest.mark.slow  # resume is covered fast by tests/trainer; this is the same through the engine
 def test_rerunning_the_graph_resumes_from_the_checkpoint(tmp_path):
-    from fewstep.nodes.core.trainer import Checkpointer
+    from fewstep.nodes.core.train.loop import Checkpointer
 
     executor, _ = _executor(tmp_path)
     first = _tiny(json.loads((ROOT / "graphs" / "mlcm_distill.json").read_text()), steps=2)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fewstep.nodes.core.train.distill import DistillConfig
+from fewstep.nodes.core.train.toy import toy_pool
 from fewstep.nodes.mlcm.losses import MLCDLoss
-from fewstep.nodes.mlcm.toy import toy_pool
-from fewstep.nodes.mlcm.train import DistillConfig, make_loss
+from fewstep.nodes.mlcm.train import make_loss
 
 
 def _loss_and_grad(toy, loss: MLCDLoss, latents: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:

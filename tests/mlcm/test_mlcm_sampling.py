@@ -5,12 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fewstep.nodes.mlcm.sampling import (
-    SCHEDULERS,
-    lcm_timesteps,
-    milestone_timesteps,
-    milestones,
-)
+from fewstep.nodes.core.train.consistency import SCHEDULERS, lcm_timesteps, milestone_timesteps, milestones
 
 
 def test_milestones_match_tlcm():

@@ -46,7 +46,7 @@ def plain_run(teacher, tmp_path_factory):
 
 
 def _params(student) -> torch.Tensor:
-    from fewstep.nodes.mlcm.adapter import unet_of
+    from fewstep.nodes.core.train.adapter import unet_of
 
     return torch.cat([p.detach().float().flatten() for p in unet_of(student).parameters()])
 
@@ -88,7 +88,7 @@ def _scene_dataset(n: int) -> tuple[list[dict], list[str]]:
 
 
 def test_dataset_prompts_and_latents_come_from_the_dataset(teacher):
-    from fewstep.nodes.mlcm.graph_train import dataset_latents, prompt_list
+    from fewstep.nodes.core.train.prompts import dataset_latents, prompt_list
 
     _, _, vae = teacher
     items, captions = _scene_dataset(3)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from fewstep.nodes.mlcm.sampling import milestone_timesteps
-from fewstep.nodes.mlcm.toy import student_samples, teacher_ddim_samples, toy_pool, wasserstein2
-from fewstep.nodes.mlcm.train import build_student, distill, preset
+from fewstep.nodes.core.train.consistency import milestone_timesteps
+from fewstep.nodes.core.train.distill import build_student, distill, preset
+from fewstep.nodes.core.train.toy import student_samples, teacher_ddim_samples, toy_pool, wasserstein2
+from fewstep.nodes.mlcm.train import make_loss
 
 # Toy scale: a larger skip (100, solved in 4 teacher sub-steps) propagates consistency across the
 # trajectory in a few hundred steps; the papers' skip 20 needs thousands.
@@ -22,7 +23,7 @@ def mlcm2(toy):
     teacher, student, _, _ = toy
     cfg = preset("mlcm", num_segments=2, **TOY)
     trained = build_student(student, cfg)
-    state = distill(teacher, trained, toy_pool(), cfg)
+    state = distill(teacher, trained, toy_pool(), cfg, make_loss(cfg))
     return trained, state
 
 
@@ -41,7 +42,7 @@ def test_lcm_one_segment_student_beats_teacher_one_step(toy):
     teacher, student, cond, ref = toy
     cfg = preset("lcm", **TOY)
     trained = build_student(student, cfg)
-    distill(teacher, trained, toy_pool(), cfg)
+    distill(teacher, trained, toy_pool(), cfg, make_loss(cfg))
     w_teacher = wasserstein2(teacher_ddim_samples(teacher, cond, 1), ref)
     w_student = wasserstein2(student_samples(trained.view, cond, [999]), ref)
     assert w_student < 0.75 * w_teacher, (w_student, w_teacher)
@@ -53,7 +54,7 @@ def test_progressive_stage_two_keeps_the_student_ahead_of_the_teacher(toy, mlcm2
     cfg = preset("mlcm_stage2", num_segments=2, student_steps=2, teacher_substeps=3, guidance=1.0, lr=3e-4,
                  batch_size=128, steps=60)
     trained = build_student(stage1.view, cfg)
-    state = distill(teacher, trained, toy_pool(), cfg)
+    state = distill(teacher, trained, toy_pool(), cfg, make_loss(cfg))
     w_teacher = wasserstein2(teacher_ddim_samples(teacher, cond, 2), ref)
     w1 = wasserstein2(student_samples(stage1.view, cond, milestone_timesteps(2, 2)), ref)
     w2 = wasserstein2(student_samples(trained.view, cond, milestone_timesteps(2, 2)), ref)

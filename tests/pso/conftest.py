@@ -26,8 +26,8 @@ def toy_pso(toy: Any) -> dict[str, Any]:
     """
     import torch
 
-    from fewstep.nodes.mlcm.toy import toy_pool
-    from fewstep.nodes.mlcm.vp import VPNet
+    from fewstep.nodes.core.train.toy import toy_pool
+    from fewstep.nodes.core.train.vp import VPNet
 
     _, student, _, _ = toy
     net = copy.deepcopy(student.net)

@@ -60,7 +60,7 @@ def test_offline_hinge_and_dpo_values():
 
 
 def test_naive_diffusion_loss_is_zero_for_an_oracle_and_one_for_a_zero_predictor(toy):
-    from fewstep.nodes.mlcm.vp import VPNet
+    from fewstep.nodes.core.train.vp import VPNet
 
     _, student, _, _ = toy
     sched = student.schedule
@@ -68,7 +68,7 @@ def test_naive_diffusion_loss_is_zero_for_an_oracle_and_one_for_a_zero_predictor
 
     class Oracle(torch.nn.Module):                      # knows x0, so predicts the exact ε of any x_t
         def forward(self, x, t, cond, timestep_cond=None):
-            return (x - sched.alpha(t)[:, None] * x0) / sched.sigma(t)[:, None]
+            return (x - sched.alpha_t(t)[:, None] * x0) / sched.sigma_t(t)[:, None]
 
     class Zero(torch.nn.Module):
         def forward(self, x, t, cond, timestep_cond=None):

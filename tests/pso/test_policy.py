@@ -29,7 +29,7 @@ def test_transition_log_probs_of_a_walk_are_those_of_its_own_fresh_noise(toy):
     traj = rollout(student, noise, ts, cond, torch.Generator().manual_seed(2))
     replay = torch.Generator().manual_seed(2)
     zs = [torch.randn(3, 2, generator=replay) for _ in ts[1:]]           # the walk's draws, in order
-    sigma = student.schedule.sigma(torch.tensor(ts[1:]))
+    sigma = student.schedule.sigma_t(torch.tensor(ts[1:]))
     expected = torch.stack([(-z**2 / 2).mean(1) - s.log() - 0.5 * math.log(2 * math.pi)
                             for z, s in zip(zs, sigma, strict=True)], 1)  # [B, 3]
     torch.testing.assert_close(transition_log_probs(student, traj, cond), expected, rtol=1e-4, atol=1e-4)
@@ -46,7 +46,7 @@ def test_a_one_step_walk_has_no_policy_to_train(toy):
 
 def test_reference_is_the_network_with_its_lora_adapters_off():
     pytest.importorskip("peft")
-    from fewstep.nodes.core.trainer import add_lora
+    from fewstep.nodes.core.train.loop import add_lora
     from fewstep.nodes.pso.policy import AdaptersOff, adapters_disabled
 
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ pytest.importorskip("peft")
 def test_saved_adapter_merges_back_into_the_trained_network(tmp_path):
     from safetensors.torch import load_file
 
-    from fewstep.nodes.mlcm.vp import VPSchedule, linear_beta_alphas_cumprod
+    from fewstep.nodes.core.train.vp import DiscreteVPSchedule, linear_beta_alphas_cumprod
     from fewstep.nodes.pso.students import lora_policy, merge_lora, read_meta, save_lora
 
     torch.manual_seed(0)
@@ -21,7 +21,7 @@ def test_saved_adapter_merges_back_into_the_trained_network(tmp_path):
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8).eval().requires_grad_(False)
-    schedule = VPSchedule(linear_beta_alphas_cumprod(1000, 0.00085, 0.012, scaled=True))
+    schedule = DiscreteVPSchedule.from_alphas_cumprod(linear_beta_alphas_cumprod(1000, 0.00085, 0.012, scaled=True))
     policy, reference = lora_policy(base, schedule, rank=4)
     x, t, cond = torch.randn(2, 4, 8, 8), torch.tensor([999, 499]), torch.randn(2, 5, 24)
     with torch.no_grad():
@@ -49,7 +49,7 @@ def test_shipped_adapter_merges_its_lora_delta_into_the_mlcm_student():
     """The shipped file = B·A deltas (peft scale α/r = 1) on the shipped MLCM student, merged layer by layer."""
     from safetensors.torch import load_file
 
-    from fewstep.nodes.mlcm.students import load_student
+    from fewstep.nodes.core.train.builtin import load_student
     from fewstep.nodes.mlcm.students import weights_dir as mlcm_weights
     from fewstep.nodes.pso.students import (
         file_sha256,

@@ -7,8 +7,8 @@ import copy
 
 import torch
 
-from fewstep.nodes.core.trainer import Checkpointer, trainable_parameters
-from fewstep.nodes.mlcm.vp import VPNet
+from fewstep.nodes.core.train.loop import Checkpointer, trainable_parameters
+from fewstep.nodes.core.train.vp import VPNet
 from fewstep.nodes.pso.train import make_step, preset, train
 
 

@@ -1,4 +1,4 @@
-"""R0 on the 2-D Gaussian-mixture toy (fewstep/nodes/mlcm/toy.py): the η-DDIM step's known coefficients, the rollout
+"""R0 on the 2-D Gaussian-mixture toy (fewstep/nodes/core/train/toy.py): the η-DDIM step's known coefficients, the rollout
 against chained DDIM, reward maximisation moving samples up the reward, the weight regulariser bounding the
 drift, R0+'s intermediate term, the LoRA drift formula, resume, and clear errors."""
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from fewstep.nodes.core.trainer import Checkpointer
-from fewstep.nodes.mlcm.toy import ToyStudent, make_teacher, toy_pool
-from fewstep.nodes.mlcm.vp import VPNet, ddim_to, guided_x0_eps
+from fewstep.nodes.core.train.loop import Checkpointer
+from fewstep.nodes.core.train.toy import ToyStudent, make_teacher, toy_pool
+from fewstep.nodes.core.train.vp import VPNet, ddim_to, guided_x0_eps
 from fewstep.nodes.r0.generator import R0_TIMESTEPS, eta_ddim_step, rollout, trailing_timesteps
 from fewstep.nodes.r0.loss import R0Batch, R0Loss
 from fewstep.nodes.r0.regularizers import WeightDrift
@@ -131,7 +131,7 @@ def test_intermediate_supervision_adds_the_earlier_steps_rewards():
 
 
 def test_lora_drift_equals_the_merged_weight_distance():
-    from fewstep.nodes.core.trainer import add_lora, merged_state_dict
+    from fewstep.nodes.core.train.loop import add_lora, merged_state_dict
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))

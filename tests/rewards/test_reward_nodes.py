@@ -49,7 +49,7 @@ def test_graph_scores_a_render_with_combined_rewards(tmp_path):
 
 
 def test_reward_score_rejects_a_prompt_count_that_does_not_match(tmp_path):
-    from fewstep.nodes.rewards.library import SaturationReward
+    from fewstep.nodes.core.rewards import SaturationReward
     from fewstep.nodes.rewards.nodes import RewardScore
 
     with pytest.raises(ValueError, match=r"RewardScore: 2 prompt lines for 3 images"):
@@ -57,7 +57,7 @@ def test_reward_score_rejects_a_prompt_count_that_does_not_match(tmp_path):
 
 
 def test_scorer_reward_prefers_true_captions_and_has_image_gradients(renders):
-    from fewstep.nodes.rewards.library import ScorerReward
+    from fewstep.nodes.core.rewards import ScorerReward
 
     images, scenes, captions = renders
     images, scenes, captions = images[:4], scenes[:4], captions[:4]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fewstep.nodes.mlcm.sampling import lcm_timesteps
-from fewstep.nodes.mlcm.toy import student_samples, teacher_ddim_samples, toy_pool, wasserstein2
-from fewstep.nodes.mlcm.train import build_student, distill, preset
-from fewstep.nodes.slam.loss import gamma_embedding, interpolate
+from fewstep.nodes.core.train.consistency import lcm_timesteps
+from fewstep.nodes.core.train.distill import build_student, distill, preset
+from fewstep.nodes.core.train.gamma import gamma_embedding
+from fewstep.nodes.core.train.toy import student_samples, teacher_ddim_samples, toy_pool, wasserstein2
+from fewstep.nodes.slam.loss import interpolate, make_loss
 
 
 def test_interpolation_endpoints():
@@ -38,7 +39,7 @@ def test_slam_student_beats_teacher_two_step_ddim(toy):
     cfg = preset("slam", guidance=1.0, lr=3e-3, batch_size=128, steps=300, skip=100, gamma_dim=16,
                  state_source="teacher")
     trained = build_student(student, cfg)
-    distill(teacher, trained, toy_pool(), cfg)
+    distill(teacher, trained, toy_pool(), cfg, make_loss(cfg))
     one = gamma_embedding(torch.ones(cond.shape[0]), 16)
     w_teacher = wasserstein2(teacher_ddim_samples(teacher, cond, 2), ref)
     w_student = wasserstein2(student_samples(trained.view, cond, lcm_timesteps(2, origin_steps=10), one), ref)
@@ -49,13 +50,13 @@ def test_slam_real_state_source_needs_latents(toy):
     teacher, student, _, _ = toy
     cfg = preset("slam", guidance=1.0, steps=1, batch_size=4, gamma_dim=16, state_source="real")
     with pytest.raises(ValueError, match="batch.latents"):
-        distill(teacher, build_student(student, cfg), toy_pool(), cfg)
+        distill(teacher, build_student(student, cfg), toy_pool(), cfg, make_loss(cfg))
 
 
 def test_fold_gamma_keeps_the_gamma_one_output_on_a_tiny_unet():
     from diffusers import UNet2DConditionModel
 
-    from fewstep.nodes.slam.student import add_gamma_input, fold_gamma
+    from fewstep.nodes.core.train.gamma import add_gamma_input, fold_gamma
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, cross_attention_dim=32,

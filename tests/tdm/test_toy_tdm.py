@@ -1,4 +1,4 @@
-"""TDM on the exact Gaussian-mixture toy (fewstep/nodes/mlcm/toy.py): known answers for the pieces, and distribution
+"""TDM on the exact Gaussian-mixture toy (fewstep/nodes/core/train/toy.py): known answers for the pieces, and distribution
 matching moving a one-step generator toward the target mixture (W2 against exact samples)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from fewstep.nodes.mlcm.toy import ToyStudent, make_teacher, toy_pool, wasserstein2
-from fewstep.nodes.mlcm.vp import VPNet, teacher_ddim
+from fewstep.nodes.core.train.toy import ToyStudent, make_teacher, toy_pool, wasserstein2
+from fewstep.nodes.core.train.vp import VPNet, teacher_ddim
 from fewstep.nodes.tdm.loss import (
     TDMLoss,
     diffuse_within,
@@ -49,7 +49,7 @@ def test_diffusing_within_the_interval_has_the_forward_marginal():
     x0, eps, z = (torch.randn(n, 2, generator=gen) for _ in range(3))
     t_mid, tau = torch.full((n,), 449), torch.full((n,), 600)
     x_tau, mixed = diffuse_within(sched, x0, eps, t_mid, tau, z)
-    a, s = sched.alpha(tau)[:, None], sched.sigma(tau)[:, None]
+    a, s = sched.alpha_t(tau)[:, None], sched.sigma_t(tau)[:, None]
     torch.testing.assert_close(x_tau, a * x0 + s * mixed)      # x_τ = α_τ x̂0 + σ_τ ñ exactly
     # with a Gaussian ε̂ the effective noise is standard normal (std error 0.0016 at n = 2e5 per coordinate)
     assert mixed.std().item() == pytest.approx(1.0, abs=0.01)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from fewstep.nodes.core.trainer import Checkpointer
-from fewstep.nodes.mlcm.toy import ToyStudent, make_teacher, toy_pool
+from fewstep.nodes.core.train.loop import Checkpointer
+from fewstep.nodes.core.train.toy import ToyStudent, make_teacher, toy_pool
 from fewstep.nodes.tdm.train import PairAdamW, TDMConfig, build_run, distill_tdm, preset
 
 TOY = dict(guidance=1.0, lr=1e-2, generator_lr_ratio=0.1, batch_size=32)

@@ -133,10 +133,10 @@ def test_minilm_states_match_transformers(lean_bundle: builtin.BuiltinBundle,
 def test_peft_lora_on_lean_unet_matches_diffusers(lean_bundle: builtin.BuiltinBundle,
                                                   ref_bundle: builtin.BuiltinBundle) -> None:
     """On CPU, CheckpointLoaderSimple hands the distillation packs a lean UNet: LoRA through peft
-    (``nodes.core.trainer.add_lora``) must give the same adapter names, outputs, gradients and merge."""
+    (``nodes.core.train.loop.add_lora``) must give the same adapter names, outputs, gradients and merge."""
     import copy
 
-    from fewstep.nodes.core.trainer import add_lora, merged_state_dict
+    from fewstep.nodes.core.train.loop import add_lora, merged_state_dict
 
     targets = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1")
     nets = [add_lora(copy.deepcopy(b.unet), 4, targets) for b in (lean_bundle, ref_bundle)]

@@ -4,6 +4,9 @@ Every loaded network becomes a :class:`Denoiser`: the raw network plus its predi
 noise schedule. Samplers only ever see ``D`` and ``denoiser.schedule`` (for ``alpha(sigma)``), so they
 never branch on eps / v / x0 / flow prediction (style principle 3; k-diffusion ``external.py``).
 
+The DDPM schedule itself, :class:`DiscreteVPSchedule`, is defined once in ``nodes.core.train.vp`` (its
+σ-space view for samplers and its integer-timestep view for the trainers share one table).
+
 Conventions (k-diffusion / ComfyUI): a noisy sample at level sigma is ``x = alpha(sigma) * x0 +
 sigma * eps``.
 - VP models (DDPM, SD1.5, SDXL) live in the "variance-exploding" space of Karras et al. 2022
@@ -21,6 +24,8 @@ from typing import Any
 
 import torch
 
+from fewstep.nodes.core.train.vp import DiscreteVPSchedule
+
 PREDICTION_TYPES = ("eps", "v", "x0", "flow")
 
 
@@ -33,82 +38,6 @@ def _as_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """[B] -> [B, 1, 1, ...] to broadcast against x."""
     return v.reshape(v.shape[0], *([1] * (x.ndim - 1))).to(x.dtype)
-
-
-def make_betas(num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
-               beta_schedule: str = "scaled_linear") -> torch.Tensor:
-    """DDPM betas [N] in float32.
-
-    ``linear``: Ho et al. 2020 Sec. 4; ``scaled_linear``: linear in sqrt(beta) (the LDM / SD schedule,
-    Rombach et al. 2022 configs); computed in float32 like the reference implementations so sigma tables
-    agree bit for bit.
-    """
-    if beta_schedule == "linear":
-        return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
-    if beta_schedule == "scaled_linear":
-        return torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
-    raise ValueError(f"unknown beta_schedule {beta_schedule!r} (expected 'linear' or 'scaled_linear')")
-
-
-@dataclass(frozen=True, eq=False)
-class DiscreteVPSchedule:
-    """The N-step DDPM schedule seen as sigmas (Karras et al. 2022, Table 1, "VP" column, discretised).
-
-    Args:
-        sigmas: [N] float32, ``sigmas[t] = sqrt((1 - abar_t) / abar_t)``, increasing in t.
-    """
-
-    sigmas: torch.Tensor
-
-    @classmethod
-    def from_config(cls, num_train_timesteps: int = 1000, beta_start: float = 0.00085,
-                    beta_end: float = 0.012, beta_schedule: str = "scaled_linear") -> DiscreteVPSchedule:
-        """Build from DDPM betas (diffusers' scheduler config names)."""
-        betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule)
-        abar = torch.cumprod(1.0 - betas, dim=0)
-        return cls(((1 - abar) / abar) ** 0.5)
-
-    @property
-    def num_timesteps(self) -> int:
-        return int(self.sigmas.shape[0])
-
-    @property
-    def sigma_min(self) -> float:
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        return float(self.sigmas[-1])
-
-    def alpha(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Signal scale of x at sigma: 1 in the EDM (VE-form) space."""
-        return torch.ones_like(torch.as_tensor(sigma, dtype=torch.float32))
-
-    def c_in(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Network input scale 1 / sqrt(sigma^2 + 1) (EDM Table 1, VP c_in)."""
-        return 1.0 / (sigma**2 + 1.0) ** 0.5
-
-    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Continuous timestep t for sigma: linear interpolation of t against log sigma (k-diffusion
-        ``DiscreteSchedule.sigma_to_t``); exact on table entries."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float32)
-        log_sigmas = self.sigmas.to(sigma.device).double().log()
-        log_s = sigma.double().clamp_min(1e-10).log()
-        idx = torch.searchsorted(log_sigmas, log_s.reshape(-1)).clamp(1, self.num_timesteps - 1)
-        lo, hi = log_sigmas[idx - 1], log_sigmas[idx]
-        w = ((log_s.reshape(-1) - lo) / (hi - lo)).clamp(0, 1)
-        return ((idx - 1).double() + w).float().reshape(sigma.shape)
-
-    def sigma_at(self, t: torch.Tensor | float) -> torch.Tensor:
-        """sigma at a (fractional) timestep: log-linear interpolation of the table, in float64 so that
-        integer timesteps give the table entry exactly (``timestep(sigma_at(t)) == t``)."""
-        t = torch.as_tensor(t, dtype=torch.float64).clamp(0, self.num_timesteps - 1)
-        lo = t.floor().long()
-        hi = (lo + 1).clamp_max(self.num_timesteps - 1)
-        w = t - lo.double()
-        log_sigmas = self.sigmas.double().log()
-        interp = ((1 - w) * log_sigmas[lo] + w * log_sigmas[hi]).exp()
-        return torch.where(w == 0, self.sigmas[lo].double(), interp).float()
 
 
 @dataclass(frozen=True, eq=False)

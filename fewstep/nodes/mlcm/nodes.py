@@ -4,64 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fewstep.app.api import Combo, Float, Int, Link, Node, NodeOutput, Output, Schema, String
-
-DEFAULT_PROMPTS = "a red circle\na blue square on the left\ntwo green triangles\na yellow star above a purple heart"
-
-
-def trainer_inputs(default_lr: float, default_target: str) -> list[Any]:
-    """The inputs every distillation trainer shares (teacher, prompts, optimisation, checkpoints)."""
-    return [
-        Link("model", "MODEL", tooltip="the teacher"),
-        Link("clip", "CLIP", tooltip="the teacher's text encoder"),
-        Combo("prompt_source", ["procedural", "list", "dataset"], default="procedural",
-              tooltip="procedural: captions of the built-in scene generator; list: the prompts below"),
-        String("prompts", DEFAULT_PROMPTS, multiline=True, tooltip="one prompt per line (prompt_source = list)"),
-        Int("prompt_count", 512, min=1, max=1_000_000, tooltip="procedural prompts to draw from"),
-        Int("steps", 500, min=1, max=10_000_000), Int("batch_size", 32, min=1, max=4096),
-        Float("learning_rate", default_lr, min=0.0, max=1.0, step=1e-6, round=1e-7),
-        Float("cfg", 5.0, min=1.0, max=30.0, step=0.1, tooltip="teacher CFG scale distilled into the student"),
-        Int("skip", 20, min=1, max=500, tooltip="teacher skip in timesteps (papers: 20)"),
-        Float("huber_c", 0.001, min=0.0, max=1.0, step=1e-4, round=1e-5, tooltip="pseudo-Huber c"),
-        Combo("target", ["online", "ema"], default=default_target, tooltip="stop-gradient student or EMA target"),
-        Float("ema_decay", 0.95, min=0.0, max=0.99999, step=0.001),
-        Combo("state_source", ["teacher", "real"], default="teacher",
-              tooltip="teacher: data-free states from the teacher's trajectories; real: noised dataset latents"),
-        Int("lora_rank", 0, min=0, max=256, tooltip="0 = full fine-tune, else LoRA rank (peft)"),
-        Int("seed", 0, min=0, max=2**63 - 1),
-        String("run_name", "student", tooltip="checkpoints go to <models>/checkpoints/distill/<run_name>-<hash>"),
-        Int("checkpoint_every", 100, min=0, max=10_000_000),
-        Int("preview_every", 50, min=0, max=10_000_000),
-        Link("vae", "VAE", optional=True, tooltip="decodes the live previews (and dataset images)"),
-        Link("dataset", "DATASET", optional=True),
-    ]
-
-
-def run_trainer(cfg_fields: dict[str, Any], *, model: Any, clip: Any, prompt_source: str, prompts: str,
-                prompt_count: int, run_name: str, checkpoint_every: int, preview_every: int, vae: Any = None,
-                dataset: Any = None, init: Any = None) -> NodeOutput:
-    """Shared body of the trainer nodes: build the config, the prompt list, train, return MODEL + loss curve."""
-    from fewstep.nodes.mlcm.graph_train import dataset_latents, prompt_list, train_student
-    from fewstep.nodes.mlcm.train import DistillConfig
-
-    cfg = DistillConfig(**cfg_fields)
-    texts = prompt_list(prompt_source, prompts, prompt_count, cfg.seed, dataset)
-    latents = dataset_latents(dataset, vae) if cfg.state_source == "real" and dataset is not None else None
-    student, losses = train_student(model, clip, cfg, prompts=texts, run_name=run_name, init=init,
-                                    checkpoint_every=checkpoint_every, vae=vae, latents=latents,
-                                    preview_every=preview_every)
-    return NodeOutput(student, ui={"loss": losses})
-
-
-def common_fields(kw: dict[str, Any]) -> dict[str, Any]:
-    """DistillConfig fields from the shared widget values."""
-    return dict(steps=kw["steps"], batch_size=kw["batch_size"], lr=kw["learning_rate"], guidance=kw["cfg"],
-                skip=kw["skip"], huber_c=kw["huber_c"], target=kw["target"], ema_decay=kw["ema_decay"],
-                state_source=kw["state_source"], lora_rank=kw["lora_rank"], seed=kw["seed"])
-
-
-PASS_THROUGH = ("model", "clip", "prompt_source", "prompts", "prompt_count", "run_name", "checkpoint_every",
-                "preview_every", "vae", "dataset")
+from fewstep.app.api import Combo, Float, Int, Link, Node, NodeOutput, Output, Schema
+from fewstep.nodes.core.train.distill_graph import PASS_THROUGH, common_fields, run_trainer, trainer_inputs
 
 
 class MLCMDistill(Node):
@@ -100,7 +44,9 @@ class MLCMDistill(Node):
             num_segments=kw["segments"], substeps=kw["teacher_substeps"], student_steps=kw["student_steps"],
             perceptual_weight=kw.get("perceptual_weight", 0.0), reward_weight=kw.get("reward_weight", 0.0),
             reward_margin=kw.get("reward_margin", 1.0))
-        return run_trainer(fields, init=kw.get("student"), **{k: kw.get(k) for k in PASS_THROUGH})
+        from fewstep.nodes.mlcm.train import zoo_loss
+
+        return run_trainer(fields, zoo_loss, init=kw.get("student"), **{k: kw.get(k) for k in PASS_THROUGH})
 
 
 class MLCMScheduler(Node):
@@ -117,7 +63,7 @@ class MLCMScheduler(Node):
     @classmethod
     def execute(cls, model: Any, steps: int, segments: int) -> NodeOutput:
         from fewstep.nodes.core.schedules import from_timesteps
-        from fewstep.nodes.mlcm.sampling import milestone_timesteps
+        from fewstep.nodes.core.train.consistency import milestone_timesteps
 
         return NodeOutput(from_timesteps(model.schedule, milestone_timesteps(steps, segments)))
 
@@ -136,7 +82,7 @@ class LCMScheduler(Node):
     @classmethod
     def execute(cls, model: Any, steps: int, origin_steps: int) -> NodeOutput:
         from fewstep.nodes.core.schedules import from_timesteps
-        from fewstep.nodes.mlcm.sampling import lcm_timesteps
+        from fewstep.nodes.core.train.consistency import lcm_timesteps
 
         return NodeOutput(from_timesteps(model.schedule, lcm_timesteps(steps, origin_steps)))
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fewstep.nodes.mlcm.losses import DistillBatch
+from fewstep.nodes.core.train.batches import DistillBatch
 
 
 def decode_with_grad(vae: Any, latents: Tensor) -> Tensor:

@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from fewstep.nodes.core.trainer import Checkpointer
-from fewstep.nodes.mlcm.adapter import encode_prompts, student_model, unet_of, vp_schedule_of
-from fewstep.nodes.mlcm.graph_train import make_pool
+from fewstep.nodes.core.train.adapter import encode_prompts, student_model, unet_of, vp_schedule_of
+from fewstep.nodes.core.train.distill_graph import run_folder as core_run_folder
+from fewstep.nodes.core.train.loop import Checkpointer
+from fewstep.nodes.core.train.prompts import make_pool
 from fewstep.nodes.pso.students import lora_policy, merged_unet
 from fewstep.nodes.pso.train import OfflineData, PSOConfig, make_step, sample_negatives, train
 
@@ -18,10 +19,7 @@ from fewstep.nodes.pso.train import OfflineData, PSOConfig, make_step, sample_ne
 def run_folder(run_name: str, cfg: PSOConfig, model: Any, keys: list[str]) -> Path:
     """``<models>/checkpoints/pso/<run>-<hash>``: the hash covers the config, the student's name and ``keys``
     (prompts, reward type, image fingerprint), so a changed setting starts a new run and an unchanged one resumes."""
-    from fewstep.app.api import current_paths
-
-    key = hashlib.sha256("\n".join([cfg.fingerprint(), str(model.extras.get("name")), *keys]).encode())
-    return current_paths().model_dirs("checkpoints")[0] / "pso" / f"{run_name}-{key.hexdigest()[:10]}"
+    return core_run_folder(run_name, [cfg.fingerprint(), str(model.extras.get("name")), *keys], kind="pso")
 
 
 def _fingerprint(images: torch.Tensor) -> str:

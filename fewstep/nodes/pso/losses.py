@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewstep.nodes.mlcm.vp import VPNet, bc
+from fewstep.nodes.core.train.vp import VPNet, bc
 
 OBJECTIVES = ("hinge", "dpo")
 
@@ -72,7 +72,7 @@ def x0_error(view: VPNet, x0: Tensor, t: Tensor, noise: Tensor, cond: Tensor, we
     the ε-space error ‖ε̂ - ε‖²; "none" is the raw x0-space error.
     """
     sched = view.schedule
-    a, s = sched.alpha(t), sched.sigma(t)
+    a, s = sched.alpha_t(t), sched.sigma_t(t)
     x_t = bc(a, x0) * x0 + bc(s, x0) * noise
     pred, _ = view.x0_eps(x_t, t, cond)
     err = (pred.float() - x0.float()) ** 2
@@ -130,6 +130,6 @@ class DiffusionLoss:
         t = torch.randint(self.t_min, self.t_max + 1, (b,), generator=generator, device=dev)
         noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=torch.float32)
         sched = view.schedule
-        x_t = bc(sched.alpha(t), x0) * x0.float() + bc(sched.sigma(t), x0) * noise
+        x_t = bc(sched.alpha_t(t), x0) * x0.float() + bc(sched.sigma_t(t), x0) * noise
         _, eps = view.x0_eps(x_t, t, cond)
         return ((eps.float() - noise) ** 2).flatten(1).mean(1)

@@ -30,7 +30,7 @@ def _common_inputs(default_lr: float, default_steps: int, default_batch: int) ->
 
 
 def _config(kw: dict[str, Any], mode: str, **more: Any) -> Any:
-    from fewstep.nodes.mlcm.sampling import milestone_timesteps
+    from fewstep.nodes.core.train.consistency import milestone_timesteps
     from fewstep.nodes.pso.train import PSOConfig
 
     mode = mode if kw["method"] == "pso" else f"naive_{mode}"
@@ -62,7 +62,7 @@ class PSOOnline(Node):
 
     @classmethod
     def execute(cls, **kw: Any) -> NodeOutput:
-        from fewstep.nodes.mlcm.graph_train import prompt_list
+        from fewstep.nodes.core.train.prompts import prompt_list
         from fewstep.nodes.pso.graph_train import train_online
 
         cfg = _config(kw, "online", beta=kw["beta"], clip=kw["clip_epsilon"])

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fewstep.nodes.mlcm.vp import VPNet, bc
+from fewstep.nodes.core.train.vp import VPNet, bc
 
 
 @dataclass
@@ -56,7 +56,7 @@ def rollout(policy: VPNet, noise: Tensor, timesteps: list[int], cond: Tensor,
     """Sample the student's multistep walk from ``noise`` [B, ...] (= x at t_0), recording every state.
 
     The same walk as core's ``sample_lcm`` on the MLCM milestone SIGMAS (x̂0 without the LCM boundary blend,
-    which differs from it by < 1e-5 for t ≥ 19: see ``nodes.mlcm.vp.lcm_boundary_scalings``).
+    which differs from it by < 1e-5 for t ≥ 19: see ``nodes.core.train.vp.lcm_boundary_scalings``).
     """
     if not timesteps:
         raise ValueError("rollout needs at least one timestep")
@@ -68,7 +68,7 @@ def rollout(policy: VPNet, noise: Tensor, timesteps: list[int], cond: Tensor,
         if j + 1 < len(timesteps):
             s = _full(timesteps[j + 1], b, noise.device)
             z = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype)
-            x = bc(sched.alpha(s), x0) * x0.to(noise.dtype) + bc(sched.sigma(s), x0) * z
+            x = bc(sched.alpha_t(s), x0) * x0.to(noise.dtype) + bc(sched.sigma_t(s), x0) * z
     return Trajectory(torch.stack(states), x0.float(), list(timesteps))
 
 
@@ -98,8 +98,8 @@ def transition_log_probs(policy: VPNet, traj: Trajectory, cond: Tensor) -> Tenso
     s = torch.cat([_full(t_j, b, dev) for t_j in traj.timesteps[1:]])           # [(n-1) B]
     cond_rep = cond.repeat(n_tr, *([1] * (cond.ndim - 1)))                       # [(n-1) B, ...]
     x0, _ = policy.x0_eps(x, t, cond_rep)
-    mean = bc(policy.schedule.alpha(s), x0) * x0.float()
-    logp = gaussian_log_prob(x_next, mean, policy.schedule.sigma(s))            # [(n-1) B]
+    mean = bc(policy.schedule.alpha_t(s), x0) * x0.float()
+    logp = gaussian_log_prob(x_next, mean, policy.schedule.sigma_t(s))            # [(n-1) B]
     return logp.reshape(n_tr, b).T                                               # [B, n-1]
 
 

@@ -17,14 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fewstep.nodes.core.trainer import add_lora, merged_state_dict
-from fewstep.nodes.mlcm.vp import UNetAdapter, VPNet, VPSchedule
+from fewstep.nodes.core.train.adapter import LORA_TARGETS, UNetAdapter
+from fewstep.nodes.core.train.loop import add_lora, merged_state_dict
+from fewstep.nodes.core.train.vp import DiscreteVPSchedule, VPNet
 from fewstep.nodes.pso.policy import reference_of
 
-# TLCM's / the MLCM students' LoRA targets in diffusers' UNet2DConditionModel names (the student's own adapters
-# sit on the same layers, merged).
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
-                "conv1", "conv2", "conv_shortcut", "time_emb_proj")
 BASE_STUDENT = "fewstep-mlcm-student.safetensors"
 log = logging.getLogger("fewstep.pso.students")
 
@@ -34,7 +31,7 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def lora_policy(unet: nn.Module, schedule: VPSchedule, rank: int, prediction_type: str = "eps"
+def lora_policy(unet: nn.Module, schedule: DiscreteVPSchedule, rank: int, prediction_type: str = "eps"
                 ) -> tuple[VPNet, VPNet]:
     """(policy, reference): an fp32 copy of ``unet`` with fresh LoRA adapters (B = 0, so policy = reference at
     step 0), and the same network with the adapters disabled."""
@@ -82,14 +79,14 @@ def merge_lora(base: nn.Module, tensors: dict[str, torch.Tensor], rank: int, nam
 
 def load_pso_unet(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
     """The PSO-tuned student from a shipped adapter file: its base MLCM student + the merged adapters."""
-    from fewstep.nodes.mlcm.students import load_student, weights_dir
+    from fewstep.nodes.core.train.builtin import load_student, pack_weights_dir
 
     path = Path(path)
     meta = read_meta(path)
-    base_path = weights_dir() / meta["base"]
+    base_path = pack_weights_dir("mlcm") / meta["base"]        # the shipped MLCM student it was tuned from
     if meta.get("base_sha256") and file_sha256(base_path) != meta["base_sha256"]:
         log.warning("%s was trained on another version of %s (sha256 %s...); its card's numbers do not apply to the "
-                    "current base: retrain it with python -m fewstep.nodes.pso.gpu_run", path.name, meta["base"],
+                    "current base: retrain it with python -m fewstep.bench.pso.gpu_run", path.name, meta["base"],
                     meta["base_sha256"][:12])
     base = load_student(base_path, "cpu", torch.float32)
     return merge_lora(base, load_file(str(path)), int(meta["lora_rank"]), path.name).to(device=device, dtype=dtype)
@@ -117,13 +114,13 @@ def shipped_adapters() -> list[str]:
 def load_adapter_model(name: str) -> tuple[Any, Any, Any]:
     """(MODEL, CLIP, VAE): a shipped PSO adapter merged into its MLCM student, with the teacher's CLIP and VAE."""
     from fewstep.app.api import cached_model
-    from fewstep.nodes.mlcm.adapter import student_model, unet_of
-    from fewstep.nodes.mlcm.students import load_student_model
+    from fewstep.nodes.core.train.adapter import student_model, unet_of
+    from fewstep.nodes.core.train.builtin import pack_weights_dir, shipped_student_model
 
     if name not in shipped_adapters():
         raise ValueError(f"unknown PSO adapter {name!r}; shipped: {shipped_adapters()}")
     path = weights_dir() / name
-    base_model, clip, vae = load_student_model(read_meta(path)["base"])
+    base_model, clip, vae = shipped_student_model(pack_weights_dir("mlcm") / read_meta(path)["base"])
     p = next(unet_of(base_model).parameters())
     unet = cached_model(path, p.dtype, p.device, lambda: load_pso_unet(path, str(p.device), p.dtype))
     return student_model(base_model, unet, name), clip, vae

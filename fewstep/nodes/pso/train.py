@@ -8,14 +8,13 @@ Modes (one :class:`PSOConfig` field):
     * ``naive_online``  — the baseline of the table: the same walks and rewards, but the plain denoising loss on
       each pair's winner (rejection-sampling / reward-weighted regression fine-tuning);
     * ``naive_offline`` — the plain denoising loss on the target latents (DreamBooth without prior).
-Everything is network-agnostic (:class:`~nodes.mlcm.vp.VPNet` views): the toy of ``fewstep/nodes/mlcm/toy.py`` and the
+Everything is network-agnostic (:class:`~nodes.core.train.vp.VPNet` views): the toy of ``fewstep/nodes/core/train/toy.py`` and the
 built-in UNet run the same code. Step n draws all its randomness from ``step_generator(seed, n)`` (core trainer),
 so runs are deterministic and a resumed run repeats the uninterrupted one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -24,9 +23,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fewstep.nodes.core.trainer import Checkpointer, FitSpec, TrainState, fit, trainable_parameters
-from fewstep.nodes.mlcm.train import PromptPool
-from fewstep.nodes.mlcm.vp import VPNet
+from fewstep.nodes.core.train.loop import (
+    Checkpointer,
+    FitSpec,
+    TrainState,
+    config_fingerprint,
+    fit,
+    trainable_parameters,
+)
+from fewstep.nodes.core.train.prompts import PromptPool
+from fewstep.nodes.core.train.vp import VPNet
 from fewstep.nodes.pso.losses import DiffusionLoss, OfflinePSOLoss, OnlinePSOLoss, preference, x0_error
 from fewstep.nodes.pso.policy import rollout, transition_log_probs
 
@@ -83,7 +89,7 @@ class PSOConfig:
 
     def fingerprint(self) -> str:
         """8 hex digits naming this configuration (part of the run folder; a resume needs the same one)."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        return config_fingerprint(asdict(self))
 
 
 # PSO's values (methods.md §5): online β 50, ε 0.1, LoRA r 16 (lr 1e-5 with 8-bit Adam on SDXL); offline β 5,

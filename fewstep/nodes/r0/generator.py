@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fewstep.nodes.mlcm.vp import VPNet, VPSchedule, bc, guided_x0_eps
+from fewstep.nodes.core.train.vp import DiscreteVPSchedule, VPNet, bc, guided_x0_eps
 
 # Our choice: diffusers' "trailing" 4-step grid on 1000 steps (999, 749, 499, 249), the grid the teacher's own
 # few-step DDIM uses in the README table (rounded to integers). The paper does not give its timesteps.
@@ -34,15 +34,15 @@ def trailing_timesteps(steps: int, num_timesteps: int = 1000) -> tuple[int, ...]
     return tuple(int(round(num_timesteps - 1 - k * num_timesteps / steps)) for k in range(steps))
 
 
-def eta_ddim_step(schedule: VPSchedule, x0: Tensor, eps: Tensor, t: Tensor, s: Tensor, eta: Tensor,
+def eta_ddim_step(schedule: DiscreteVPSchedule, x0: Tensor, eps: Tensor, t: Tensor, s: Tensor, eta: Tensor,
                   noise: Tensor) -> Tensor:
     """One η-DDIM step from integer timestep ``t`` to ``s`` < t ([B] each) with per-sample ``eta`` [B] in 0..1.
 
     c = η σ_s sqrt(1 − ᾱ_t/ᾱ_s) / sqrt(1 − ᾱ_t) ≤ σ_s (Song et al. 2021, eq. 16); x_s = α_s x̂0 +
     sqrt(σ_s² − c²) ε̂ + c ξ. η = 0: deterministic DDIM; η = 1: the DDPM posterior sample.
     """
-    abar_t, abar_s = schedule.alpha(t) ** 2, schedule.alpha(s) ** 2              # [B]
-    sigma_s = schedule.sigma(s)
+    abar_t, abar_s = schedule.alpha_t(t) ** 2, schedule.alpha_t(s) ** 2              # [B]
+    sigma_s = schedule.sigma_t(s)
     c = eta.float() * sigma_s * ((1 - abar_t / abar_s).clamp_min(0) / (1 - abar_t)).sqrt()
     c = torch.minimum(c, sigma_s)
     return (bc(abar_s.sqrt(), x0) * x0 + bc((sigma_s**2 - c**2).clamp_min(0).sqrt(), x0) * eps

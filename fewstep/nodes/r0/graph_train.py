@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fewstep.nodes.core.trainer import Checkpointer, merged_state_dict
-from fewstep.nodes.mlcm.adapter import student_model, teacher_view, unet_of
-from fewstep.nodes.mlcm.graph_train import make_pool
-from fewstep.nodes.mlcm.train import PromptPool
-from fewstep.nodes.mlcm.vp import UNetAdapter, VPNet
+from fewstep.nodes.core.train.adapter import UNetAdapter, student_model, teacher_view, unet_of
+from fewstep.nodes.core.train.distill_graph import run_folder as core_run_folder
+from fewstep.nodes.core.train.loop import Checkpointer, merged_state_dict
+from fewstep.nodes.core.train.prompts import PromptPool, make_pool
+from fewstep.nodes.core.train.vp import VPNet
 from fewstep.nodes.r0.generator import rollout
 from fewstep.nodes.r0.train import R0Config, prepare_student, train_r0, vae_decoder
 
@@ -22,7 +21,7 @@ from fewstep.nodes.r0.train import R0Config, prepare_student, train_r0, vae_deco
 def combine(rewards: list[tuple[Any, float]], normalize_grads: bool) -> Any:
     """One WeightedRewards over the connected REWARD_MODELs; a combined reward is flattened into its terms
     (its weights multiplied in), so gradient normalisation applies per underlying reward."""
-    from fewstep.nodes.rewards.library import Term, WeightedRewards
+    from fewstep.nodes.core.rewards import Term, WeightedRewards
 
     terms: list[Term] = []
     for i, (reward, weight) in enumerate(rewards, start=1):
@@ -36,11 +35,8 @@ def combine(rewards: list[tuple[Any, float]], normalize_grads: bool) -> Any:
 def run_folder(run_name: str, cfg: R0Config, model: Any, prompts: list[str], rewards: Any) -> Path:
     """``<models>/checkpoints/r0/<run>-<hash>``: the hash covers config, teacher, rewards and prompts, so a
     changed setting starts a new run and an unchanged one resumes."""
-    from fewstep.app.api import current_paths
-
     names = [f"{t.name}:{t.weight}" for t in rewards.terms]
-    key = hashlib.sha256("\n".join([cfg.fingerprint(), str(model.extras.get("name")), *names, *prompts]).encode())
-    return current_paths().model_dirs("checkpoints")[0] / "r0" / f"{run_name}-{key.hexdigest()[:10]}"
+    return core_run_folder(run_name, [cfg.fingerprint(), str(model.extras.get("name")), *names, *prompts], kind="r0")
 
 
 def preview_fn(view: VPNet, pool: PromptPool, decode: Any, cfg: R0Config) -> Any:

@@ -2,7 +2,7 @@
 
     loss(θ) = − J(G_θ(z, c), c) − w_mid · mean_k J(x̂0_k, c) + λ drift(θ)
 
-J is the weighted reward objective of ``nodes.rewards.library.WeightedRewards`` (its gradient normalised per
+J is the weighted reward objective of ``nodes.core.rewards.WeightedRewards`` (its gradient normalised per
 reward when the R0 regulariser is on), G_θ the η-DDIM rollout of ``nodes.r0.generator`` decoded through the
 frozen VAE *with* gradients, x̂0_k the earlier steps' clean estimates (R0+'s intermediate supervision,
 w_mid = 0 turns it off), drift the relative weight distance of ``nodes.r0.regularizers``. No data, no

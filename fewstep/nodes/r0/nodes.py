@@ -62,7 +62,7 @@ class R0Train(Node):
 
     @classmethod
     def execute(cls, **kw: Any) -> NodeOutput:
-        from fewstep.nodes.mlcm.graph_train import prompt_list
+        from fewstep.nodes.core.train.prompts import prompt_list
         from fewstep.nodes.r0.graph_train import combine, train_student
         from fewstep.nodes.r0.train import R0Config
 

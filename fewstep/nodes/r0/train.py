@@ -1,13 +1,12 @@
 """R0 runs: the configuration (with one toggle per regulariser), the ablation arms, the training-loop glue.
 
-:func:`train_r0` is network-agnostic: the generator is a :class:`~nodes.mlcm.vp.VPNet` view, prompts come from
+:func:`train_r0` is network-agnostic: the generator is a :class:`~nodes.core.train.vp.VPNet` view, prompts come from
 an ``nodes.mlcm.train.PromptPool`` (encoded once), rewards are a ``WeightedRewards``; the loop is
-``nodes.core.trainer.fit`` (checkpoints, resume, deterministic steps, live progress).
+``nodes.core.train.loop.fit`` (checkpoints, resume, deterministic steps, live progress).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -16,24 +15,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fewstep.nodes.core.trainer import (
+from fewstep.nodes.core.train.adapter import LORA_TARGETS
+from fewstep.nodes.core.train.loop import (
     Checkpointer,
     FitSpec,
     TrainState,
     add_lora,
+    config_fingerprint,
     fit,
     report_training,
     trainable_parameters,
 )
-from fewstep.nodes.mlcm.train import PromptPool
-from fewstep.nodes.mlcm.vp import VPNet
+from fewstep.nodes.core.train.prompts import PromptPool
+from fewstep.nodes.core.train.vp import VPNet
 from fewstep.nodes.r0.generator import trailing_timesteps
 from fewstep.nodes.r0.loss import R0Batch, R0Loss
 from fewstep.nodes.r0.regularizers import WeightDrift
-
-# TLCM's LoRA targets (as in fewstep/nodes/mlcm), in diffusers' UNet2DConditionModel names.
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
-                "conv1", "conv2", "conv_shortcut", "time_emb_proj")
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ class R0Config:
 
     def fingerprint(self) -> str:
         """8 hex digits naming this configuration (part of the run folder; a resume needs the same one)."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        return config_fingerprint(asdict(self))
 
 
 # The ablation of the README table (methods.md §8 "four arms"): each adds one regulariser to the previous.
@@ -108,7 +105,7 @@ def arm(name: str, **changes: Any) -> R0Config:
 
 def make_rewards(cfg: R0Config, library: dict[str, Any]) -> Any:
     """The WeightedRewards of ``cfg.rewards`` from ``library`` (name -> Reward instance)."""
-    from fewstep.nodes.rewards.library import Term, WeightedRewards
+    from fewstep.nodes.core.rewards import Term, WeightedRewards
 
     missing = [name for name, _ in cfg.rewards if name not in library]
     if missing:

@@ -22,7 +22,7 @@ class ScorerRewardNode(Node):
 
     @classmethod
     def execute(cls) -> NodeOutput:
-        from fewstep.nodes.rewards.library import ScorerReward
+        from fewstep.nodes.core.rewards import ScorerReward
 
         return NodeOutput(ScorerReward())
 
@@ -39,7 +39,7 @@ class ProbeRewardNode(Node):
 
     @classmethod
     def execute(cls) -> NodeOutput:
-        from fewstep.nodes.rewards.library import ProbeReward
+        from fewstep.nodes.core.rewards import ProbeReward
 
         return NodeOutput(ProbeReward())
 
@@ -58,7 +58,7 @@ class SaturationRewardNode(Node):
 
     @classmethod
     def execute(cls, eps: float) -> NodeOutput:
-        from fewstep.nodes.rewards.library import SaturationReward
+        from fewstep.nodes.core.rewards import SaturationReward
 
         return NodeOutput(SaturationReward(eps))
 
@@ -79,7 +79,7 @@ class CombineRewards(Node):
 
     @classmethod
     def execute(cls, normalize_grads: bool, **kw: Any) -> NodeOutput:
-        from fewstep.nodes.rewards.library import Term, WeightedRewards
+        from fewstep.nodes.core.rewards import Term, WeightedRewards
 
         terms = [Term(f"{i}:{type(kw[f'reward_{i}']).__name__}", kw[f"reward_{i}"], float(kw.get(f"weight_{i}", 1.0)))
                  for i in range(1, SLOTS + 1) if kw.get(f"reward_{i}") is not None]
@@ -109,7 +109,7 @@ class RewardScore(Node):
 
     @classmethod
     def execute(cls, images: Any, reward: Any, prompts: str) -> NodeOutput:
-        from fewstep.nodes.rewards.library import reward_metrics
+        from fewstep.nodes.core.rewards import reward_metrics
 
         metrics = reward_metrics(reward, images, prompt_lines(prompts, images.shape[0], "RewardScore"))
         return NodeOutput(metrics, ui={"metrics": [metrics]})

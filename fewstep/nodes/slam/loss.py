@@ -14,21 +14,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fewstep.nodes.mlcm.losses import DistillBatch, noised_latents, randint, teacher_states
-from fewstep.nodes.mlcm.vp import (
+from fewstep.nodes.core.train.batches import DistillBatch, noised_latents, randint, teacher_states
+from fewstep.nodes.core.train.distill import DistillConfig
+from fewstep.nodes.core.train.gamma import gamma_embedding
+from fewstep.nodes.core.train.vp import (
+    Cond,
     VPNet,
     bc,
     consistency_x0,
-    guidance_embedding,
     lcm_boundary_scalings,
     pseudo_huber,
     teacher_ddim,
 )
-
-
-def gamma_embedding(gamma: Tensor, dim: int) -> Tensor:
-    """The γ condition [B, dim]: the LCM w-embedding of w = 10 - 10γ (γ = 1 ↦ w = 0)."""
-    return guidance_embedding(10.0 - 10.0 * gamma, dim)
 
 
 def interpolate(x_nk: Tensor, x_n: Tensor, alpha_nk: Tensor, alpha_n: Tensor, sigma_n: Tensor, gamma: Tensor
@@ -43,11 +40,11 @@ def interpolate(x_nk: Tensor, x_n: Tensor, alpha_nk: Tensor, alpha_n: Tensor, si
     return x_g, s_g
 
 
-def slam_prediction(student: VPNet, x_g: Tensor, s_g: Tensor, t: Tensor, cond: object, emb: Tensor,
+def slam_prediction(student: VPNet, x_g: Tensor, s_g: Tensor, t: Tensor, cond: Cond, emb: Tensor,
                     boundary: bool = True) -> Tensor:
     """c_skip(t) x_γ + c_out(t) x̂0 with x̂0 = (x_γ - s_γ ε̂)/α_t: ε̂ from the net at t, noise std s_γ."""
     _, eps = student.x0_eps(x_g, t, cond, emb)
-    x0 = (x_g - bc(s_g, x_g) * eps) / bc(student.schedule.alpha(t), x_g)
+    x0 = (x_g - bc(s_g, x_g) * eps) / bc(student.schedule.alpha_t(t), x_g)
     if not boundary:
         return x0
     c_skip, c_out = lcm_boundary_scalings(t)
@@ -94,7 +91,7 @@ class SLAMLoss:
         with torch.no_grad():
             tgt = consistency_x0(target or student, x_n, t_n, batch.cond, one, self.boundary)
         gamma = self.sample_gamma(b, gen, dev)
-        x_g, s_g = interpolate(x_nk, x_n, sched.alpha(t_nk), sched.alpha(t_n), sched.sigma(t_n), gamma)
+        x_g, s_g = interpolate(x_nk, x_n, sched.alpha_t(t_nk), sched.alpha_t(t_n), sched.sigma_t(t_n), gamma)
         pred = slam_prediction(student, x_g, s_g, t_nk, batch.cond,
                                gamma_embedding(gamma, self.embedding_dim), self.boundary)
         return pseudo_huber(pred, tgt, self.huber_c)
@@ -117,3 +114,16 @@ class SLAMLoss:
         if self.state_source == "teacher":
             return teacher_states(teacher, t, batch, self.guidance, self.state_step)
         raise ValueError(f"state_source must be 'real' or 'teacher', got {self.state_source!r}")
+
+
+def make_loss(cfg: DistillConfig) -> SLAMLoss:
+    """The SLAM loss of a consistency-distillation configuration (``cfg.method == "slam"``)."""
+    if cfg.method != "slam":
+        raise ValueError(f"nodes.slam.loss.make_loss builds SLAM's loss, not {cfg.method!r}'s")
+    return SLAMLoss(skip=cfg.skip, guidance=cfg.guidance, huber_c=cfg.huber_c, embedding_dim=cfg.gamma_dim,
+                    state_source=cfg.state_source, state_step=cfg.state_step, gamma_one=cfg.gamma_one)
+
+
+def node_loss(cfg: DistillConfig, vae: object, device: str) -> SLAMLoss:
+    """The trainer node's loss factory (SLAM has no decoded-image terms: ``vae`` and ``device`` are unused)."""
+    return make_loss(cfg)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fewstep.app.api import Int, Node, NodeOutput, Output, Schema
-from fewstep.nodes.mlcm.nodes import PASS_THROUGH, common_fields, run_trainer, trainer_inputs
+from fewstep.nodes.core.train.distill_graph import PASS_THROUGH, common_fields, run_trainer, trainer_inputs
+from fewstep.nodes.slam.loss import node_loss
 
 
 class SLAMDistill(Node):
@@ -25,7 +26,7 @@ class SLAMDistill(Node):
     @classmethod
     def execute(cls, **kw: Any) -> NodeOutput:
         fields = common_fields(kw) | dict(method="slam", gamma_dim=kw["gamma_dim"])
-        return run_trainer(fields, **{k: kw.get(k) for k in PASS_THROUGH})
+        return run_trainer(fields, node_loss, **{k: kw.get(k) for k in PASS_THROUGH})
 
 
 NODES: list[type[Node]] = [SLAMDistill]

@@ -8,18 +8,17 @@ UNet with K = ``student_steps`` folded in, so any sampler or tool that takes a M
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fewstep.nodes.core.trainer import Checkpointer, merged_state_dict
-from fewstep.nodes.mlcm.adapter import student_model, teacher_view, unet_of
-from fewstep.nodes.mlcm.graph_train import LORA_TARGETS, make_pool
-from fewstep.nodes.mlcm.train import PromptPool
-from fewstep.nodes.mlcm.vp import UNetAdapter, VPNet
+from fewstep.nodes.core.train.adapter import LORA_TARGETS, UNetAdapter, student_model, teacher_view, unet_of
+from fewstep.nodes.core.train.distill_graph import run_folder as core_run_folder
+from fewstep.nodes.core.train.loop import Checkpointer, merged_state_dict
+from fewstep.nodes.core.train.prompts import PromptPool, make_pool
+from fewstep.nodes.core.train.vp import VPNet
 from fewstep.nodes.tdm.loss import sample_tdm_vp, steps_condition, student_timesteps
 from fewstep.nodes.tdm.steps import add_steps_input, fold_steps, has_steps_input, unet_config
 from fewstep.nodes.tdm.train import TDMConfig, build_run, distill_tdm, student_view
@@ -31,10 +30,7 @@ MAX_STEPS = "tdm_max_steps"        # the largest K it was trained for
 def run_folder(run_name: str, cfg: TDMConfig, model: Any, prompts: list[str]) -> Path:
     """``<models>/checkpoints/distill/<run>-<hash>``: config, teacher and prompts in the hash, so a changed
     setting starts a new run and an unchanged one resumes."""
-    from fewstep.app.api import current_paths
-
-    key = hashlib.sha256("\n".join(["tdm", cfg.fingerprint(), str(model.extras.get("name")), *prompts]).encode())
-    return current_paths().model_dirs("checkpoints")[0] / "distill" / f"{run_name}-{key.hexdigest()[:10]}"
+    return core_run_folder(run_name, ["tdm", cfg.fingerprint(), str(model.extras.get("name")), *prompts])
 
 
 def initial_nets(model: Any, cfg: TDMConfig) -> tuple[nn.Module, nn.Module, tuple[str, ...]]:

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fewstep.nodes.mlcm.losses import DistillBatch
-from fewstep.nodes.mlcm.vp import VPNet, VPSchedule, bc, guided_x0_eps
+from fewstep.nodes.core.train.batches import DistillBatch
+from fewstep.nodes.core.train.vp import DiscreteVPSchedule, VPNet, bc, guided_x0_eps
 
 STEPS_COND_DIM = 8  # one-hot width of the sampling-steps condition (TDM-unify): K = 1..8
 
@@ -85,7 +85,7 @@ def rollout(student: VPNet, noise: Tensor, timesteps: list[int], cond: object,
         x0s.append(x0.float())
         epss.append(eps.float())
         s = torch.full((b,), s_i, device=noise.device, dtype=torch.long)
-        x = (bc(sched.alpha(s), x0) * x0 + bc(sched.sigma(s), x0) * eps).to(noise.dtype)
+        x = (bc(sched.alpha_t(s), x0) * x0 + bc(sched.sigma_t(s), x0) * eps).to(noise.dtype)
     return Rollout(torch.tensor(timesteps, device=noise.device), torch.stack(states), torch.stack(x0s),
                    torch.stack(epss))
 
@@ -97,15 +97,15 @@ def sample_tdm_vp(student: VPNet, noise: Tensor, timesteps: list[int], cond: obj
     return ro.x0[-1]
 
 
-def diffuse_within(schedule: VPSchedule, x0: Tensor, eps: Tensor, t_mid: Tensor, tau: Tensor, z: Tensor
+def diffuse_within(schedule: DiscreteVPSchedule, x0: Tensor, eps: Tensor, t_mid: Tensor, tau: Tensor, z: Tensor
                    ) -> tuple[Tensor, Tensor]:
     """(x_τ, ñ): the ODE point x_mid = α_mid x̂0 + σ_mid ε̂ diffused forward to τ ≥ t_mid with fresh noise z.
 
     x_τ = (α_τ/α_mid) x_mid + β z with β = sqrt(σ_τ² − (α_τ σ_mid/α_mid)²) (q(x_τ | x_mid) of the VP process);
     the same point is α_τ x̂0 + σ_τ ñ with the effective noise ñ = ((α_τ/α_mid) σ_mid ε̂ + β z) / σ_τ.
     """
-    a_m, s_m = bc(schedule.alpha(t_mid), x0), bc(schedule.sigma(t_mid), x0)
-    a_t, s_t = bc(schedule.alpha(tau), x0), bc(schedule.sigma(tau), x0)
+    a_m, s_m = bc(schedule.alpha_t(t_mid), x0), bc(schedule.sigma_t(t_mid), x0)
+    a_t, s_t = bc(schedule.alpha_t(tau), x0), bc(schedule.sigma_t(tau), x0)
     ratio = a_t / a_m
     beta = (s_t**2 - (ratio * s_m) ** 2).clamp_min(0).sqrt()
     x_mid = a_m * x0 + s_m * eps

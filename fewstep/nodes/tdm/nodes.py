@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fewstep.app.api import Boolean, Combo, Float, Int, Link, Node, NodeOutput, Output, Schema, String
-from fewstep.nodes.mlcm.nodes import DEFAULT_PROMPTS
+from fewstep.nodes.core.train.prompts import DEFAULT_PROMPTS
 
 CATEGORY = "fewstep/distill"
 
@@ -52,7 +52,7 @@ class TDMDistill(Node):
 
     @classmethod
     def execute(cls, **kw: Any) -> NodeOutput:
-        from fewstep.nodes.mlcm.graph_train import prompt_list
+        from fewstep.nodes.core.train.prompts import prompt_list
         from fewstep.nodes.tdm.graph_train import train_tdm_student
         from fewstep.nodes.tdm.train import TDMConfig
 

@@ -1,14 +1,12 @@
 """TDM runs on the shared trainer: configuration, the (student, fake score) pair, its optimizer, the loop glue.
 
-:func:`distill_tdm` is network-agnostic: teacher and networks are :class:`~nodes.mlcm.vp.VPNet` views (the
+:func:`distill_tdm` is network-agnostic: teacher and networks are :class:`~nodes.core.train.vp.VPNet` views (the
 built-in UNet through ``UNetAdapter``, the Gaussian-mixture toy), prompts come from a ``PromptPool``.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -16,17 +14,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fewstep.nodes.core.trainer import (
+from fewstep.nodes.core.train.loop import (
     EMA,
     Checkpointer,
     FitSpec,
     TrainState,
     add_lora,
+    config_fingerprint,
     fit,
     trainable_parameters,
+    warmup_lr,
 )
-from fewstep.nodes.mlcm.train import PromptPool
-from fewstep.nodes.mlcm.vp import VPNet
+from fewstep.nodes.core.train.prompts import PromptPool
+from fewstep.nodes.core.train.vp import VPNet
 from fewstep.nodes.tdm.loss import STEPS_COND_DIM, TDMLoss, steps_condition
 
 
@@ -81,7 +81,7 @@ class TDMConfig:
 
     def fingerprint(self) -> str:
         """8 hex digits naming this configuration (the run folder; a resume needs the same one)."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        return config_fingerprint(asdict(self))
 
 
 # The demo's values (methods.md §2: lr 2e-5 with the student at lr/5, grad norm 1, CFG 4.5, T' = 900, Huber,
@@ -188,13 +188,6 @@ def build_run(teacher: VPNet, cfg: TDMConfig, student_net: nn.Module | None = No
     return run
 
 
-def lr_schedule(cfg: TDMConfig) -> Callable[[int], float]:
-    """Linear warm-up to ``cfg.lr`` over ``cfg.warmup`` steps, then constant."""
-    def lr_at(step: int) -> float:
-        return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
-    return lr_at
-
-
 def draw_steps(cfg: TDMConfig, gen: torch.Generator) -> int:
     """K of this training step: fixed, or K ~ U{1..K_max} for TDM-unify (paper eq. 8's expectation over K)."""
     if not cfg.unify:
@@ -227,7 +220,7 @@ def distill_tdm(teacher: VPNet, run: TDMRun, pool: PromptPool, cfg: TDMConfig, *
             log.append({"generator": float(g.detach()), "fake": float(f.detach()), "K": k})
         return g + f
 
-    spec = FitSpec(total_steps=cfg.steps, seed=cfg.seed, lr_at=lr_schedule(cfg), grad_clip=0.0, device=device,
+    spec = FitSpec(total_steps=cfg.steps, seed=cfg.seed, lr_at=warmup_lr(cfg.lr, cfg.warmup), grad_clip=0.0, device=device,
                    checkpointer=checkpointer, preview_every=preview_every,
                    meta={"config": asdict(cfg), **(meta or {})}, max_seconds=max_seconds)
     return fit(run.pair, run.optimizer, step_fn, spec, target=run.ema_target, ema=run.ema, preview_fn=preview_fn)

@@ -1,18 +1,39 @@
-"""SLAM's student network: the teacher UNet plus a γ input, and folding γ = 1 back out for shipping.
+"""A scalar condition through the UNet's guidance-embedding slot: LCM's w-embedding, SLAM's γ input.
 
-The γ condition enters a diffusers UNet through ``time_cond_proj_dim`` (LCM's w-embedding slot):
+The condition enters a diffusers UNet through ``time_cond_proj_dim`` (LCM's w-embedding slot):
 ``TimestepEmbedding`` adds ``cond_proj(emb(γ))`` to the sinusoidal timestep features before ``linear_1``.
 A zero-initialised ``cond_proj`` makes the new student equal the teacher at step 0. At inference γ = 1
 always, so ``linear_1(e + P c) = linear_1(e) + W₁ P c``: the constant folds into ``linear_1``'s bias and the
 shipped student has exactly the teacher's architecture (any UNet loader and sampler can use it).
+
+SLAM (arXiv 2404.13903) trains through this slot; the students' export (fold at γ = 1) and the consistency
+trainer's previews use it too, so it lives in core.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import math
 
-from fewstep.nodes.slam.loss import gamma_embedding
+import torch
+from torch import Tensor, nn
+
+
+def guidance_embedding(w: Tensor, dim: int) -> Tensor:
+    """Fourier embedding of a scalar per sample (the LCM w-embedding slot, reused by SLAM for γ).
+
+    w [B] is scaled by 1000 like a timestep; the first dim/2 entries are sines, the rest cosines of
+    geometric frequencies 1 .. 1/10000 (the transformer positional code). Returns [B, dim].
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=w.device) / max(half - 1, 1))
+    arg = (w.float() * 1000.0)[:, None] * freqs[None, :]
+    emb = torch.cat([arg.sin(), arg.cos()], dim=1)
+    return nn.functional.pad(emb, (0, dim - 2 * half))
+
+
+def gamma_embedding(gamma: Tensor, dim: int) -> Tensor:
+    """The γ condition [B, dim]: the LCM w-embedding of w = 10 - 10γ (γ = 1 ↦ w = 0)."""
+    return guidance_embedding(10.0 - 10.0 * gamma, dim)
 
 
 def add_gamma_input(unet: nn.Module, dim: int) -> nn.Module:
@@ -54,7 +75,7 @@ def fold_gamma(unet: nn.Module, gamma: float = 1.0) -> nn.Module:
     return _like(plain, w)
 
 
-def _like(module: nn.Module, ref: torch.Tensor) -> nn.Module:
+def _like(module: nn.Module, ref: Tensor) -> nn.Module:
     """Move ``module`` to ``ref``'s device and dtype (no dtype cast when it already matches)."""
     module = module.to(ref.device)
     return module if ref.dtype == torch.float32 else module.to(ref.dtype)

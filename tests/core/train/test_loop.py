@@ -1,4 +1,4 @@
-"""fewstep/nodes/core/trainer.py: deterministic resume, checkpoint files, EMA, LoRA merge, progress metrics."""
+"""fewstep/nodes/core/train/loop.py: deterministic resume, checkpoint files, EMA, LoRA merge, progress metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fewstep.app.api import ExecutionContext, InterruptedError_, reset_context, set_context
-from fewstep.nodes.core.trainer import (
+from fewstep.nodes.core.train.loop import (
     EMA,
     Checkpointer,
     FitSpec,

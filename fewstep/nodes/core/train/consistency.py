@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fewstep.nodes.mlcm.vp import VPNet, bc, consistency_x0
+from fewstep.nodes.core.train.vp import VPNet, bc, consistency_x0
 
 # Milestone indices per step count for M = 8 segments (TLCM inference.py, 1-7; 8 = every milestone).
 # Index 8 is t = 0 and only marks the end.
@@ -90,5 +90,5 @@ def sample_consistency_vp(student: VPNet, noise: Tensor, timesteps: list[int], c
             return x0
         s = torch.full((b,), timesteps[i + 1], device=noise.device, dtype=torch.long)
         z = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype)
-        x = bc(sched.alpha(s), x0) * x0 + bc(sched.sigma(s), x0) * z
+        x = bc(sched.alpha_t(s), x0) * x0 + bc(sched.sigma_t(s), x0) * z
     return x

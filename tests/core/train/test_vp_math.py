@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from fewstep.nodes.mlcm.losses import DistillBatch, segment_jump, teacher_states
-from fewstep.nodes.mlcm.toy import make_teacher
-from fewstep.nodes.mlcm.vp import (
+from fewstep.nodes.core.train.batches import DistillBatch, segment_jump, teacher_states
+from fewstep.nodes.core.train.toy import make_teacher
+from fewstep.nodes.core.train.vp import (
     VPNet,
     guided_x0_eps,
     lcm_boundary_scalings,

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from fewstep.nodes.mlcm.vp import VPNet, VPSchedule, linear_beta_alphas_cumprod
+from fewstep.nodes.core.train.vp import DiscreteVPSchedule, VPNet, linear_beta_alphas_cumprod
 
 
 class GMMTeacher(nn.Module):
@@ -23,7 +23,7 @@ class GMMTeacher(nn.Module):
         means: [K, 2] component means; std: component std s; groups: [K] group id of each component.
     """
 
-    def __init__(self, means: Tensor, std: float, groups: Tensor, schedule: VPSchedule) -> None:
+    def __init__(self, means: Tensor, std: float, groups: Tensor, schedule: DiscreteVPSchedule) -> None:
         super().__init__()
         self.register_buffer("means", means.float())
         self.register_buffer("groups", groups.long())
@@ -35,7 +35,7 @@ class GMMTeacher(nn.Module):
         return int(self.groups.max()) + 1
 
     def posterior_mean(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
-        a, s = self.schedule.alpha(t)[:, None], self.schedule.sigma(t)[:, None]   # [B, 1]
+        a, s = self.schedule.alpha_t(t)[:, None], self.schedule.sigma_t(t)[:, None]   # [B, 1]
         var = a**2 * self.std**2 + s**2                                           # [B, 1]
         diff = x[:, None, :] - a[:, :, None] * self.means[None]                   # [B, K, 2]
         logp = -(diff**2).sum(-1) / (2 * var)                                     # [B, K]
@@ -47,7 +47,7 @@ class GMMTeacher(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor, timestep_cond: Tensor | None = None) -> Tensor:
         x0 = self.posterior_mean(x.float(), t, cond.float())
-        a, s = self.schedule.alpha(t)[:, None], self.schedule.sigma(t)[:, None]
+        a, s = self.schedule.alpha_t(t)[:, None], self.schedule.sigma_t(t)[:, None]
         return (x - a * x0) / s
 
     def sample_data(self, n: int, cond: Tensor, gen: torch.Generator) -> Tensor:
@@ -76,7 +76,7 @@ class ToyStudent(nn.Module):
         nn.init.zeros_(self.body[-1].bias)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor, timestep_cond: Tensor | None = None) -> Tensor:
-        a, s = self.teacher.schedule.alpha(t)[:, None], self.teacher.schedule.sigma(t)[:, None]
+        a, s = self.teacher.schedule.alpha_t(t)[:, None], self.teacher.schedule.sigma_t(t)[:, None]
         x0 = self.teacher.posterior_mean(x.float(), t, cond.float())
         v_teacher = a * (x - a * x0) / s - s * x0                                  # v = α ε - σ x0
         freqs = torch.arange(8, device=x.device, dtype=torch.float32)
@@ -91,7 +91,7 @@ def make_teacher(num_modes: int = 8, radius: float = 2.0, std: float = 0.08, num
     """Modes on a circle, alternating groups; SD's scaled-linear 1000-step VP schedule (α_999 = 0.068)."""
     angle = torch.arange(num_modes) * 2 * math.pi / num_modes
     means = radius * torch.stack([angle.cos(), angle.sin()], 1)
-    schedule = VPSchedule(linear_beta_alphas_cumprod(1000, 0.00085, 0.012, scaled=True))
+    schedule = DiscreteVPSchedule.from_alphas_cumprod(linear_beta_alphas_cumprod(1000, 0.00085, 0.012, scaled=True))
     net = GMMTeacher(means, std, torch.arange(num_modes) % num_groups, schedule)
     return VPNet(net, schedule, "eps")
 
@@ -107,7 +107,7 @@ def wasserstein2(a: Tensor, b: Tensor) -> float:
 
 def teacher_ddim_samples(teacher: VPNet, cond: Tensor, steps: int, seed: int = 2) -> Tensor:
     """The teacher's own deterministic DDIM sampler, ``steps`` uniform steps from t = 999 to 0 (no CFG)."""
-    from fewstep.nodes.mlcm.vp import teacher_ddim
+    from fewstep.nodes.core.train.vp import teacher_ddim
 
     n = cond.shape[0]
     x = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
@@ -120,7 +120,7 @@ def teacher_ddim_samples(teacher: VPNet, cond: Tensor, steps: int, seed: int = 2
 def student_samples(view: VPNet, cond: Tensor, timesteps: list[int], timestep_cond: Tensor | None = None,
                     seed: int = 3) -> Tensor:
     """Consistency multistep samples of a student at the given timesteps."""
-    from fewstep.nodes.mlcm.sampling import sample_consistency_vp
+    from fewstep.nodes.core.train.consistency import sample_consistency_vp
 
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(cond.shape[0], 2, generator=gen)
@@ -130,7 +130,7 @@ def student_samples(view: VPNet, cond: Tensor, timesteps: list[int], timestep_co
 
 def toy_pool():
     """A PromptPool of the toy's conditions: group 0, group 1 and the unconditional all-zeros row."""
-    from fewstep.nodes.mlcm.train import PromptPool
+    from fewstep.nodes.core.train.prompts import PromptPool
 
     return PromptPool(cond=torch.eye(3)[:, :2], uncond=torch.zeros(1, 2), prompts=["g0", "g1", ""],
                       latent_shape=(2,))

@@ -14,6 +14,7 @@ Progress events carry ``loss``, ``lr`` and ``step`` as named numbers (see :func:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -350,3 +351,21 @@ def merged_state_dict(module: nn.Module) -> dict[str, Tensor]:
             if isinstance(sub, BaseTunerLayer) and sub.merged:
                 sub.unmerge()
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs: fingerprints and learning-rate schedules
+# ---------------------------------------------------------------------------------------------
+
+
+def config_fingerprint(fields: dict[str, object]) -> str:
+    """8 hex digits naming a configuration (``dataclasses.asdict`` of it): part of the run folder, so a
+    changed setting starts a new run and a resume needs the same one."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def warmup_lr(lr: float, warmup: int = 0) -> Callable[[int], float]:
+    """Linear warm-up to ``lr`` over ``warmup`` steps, then constant (the LCM scripts' default; 0 = constant)."""
+    def lr_at(step: int) -> float:
+        return lr * min(1.0, (step + 1) / warmup) if warmup else lr
+    return lr_at

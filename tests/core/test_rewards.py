@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from fewstep.nodes.rewards.library import (
+from fewstep.nodes.core.rewards import (
     ProbeReward,
     SaturationReward,
     SceneIndex,

@@ -1,0 +1,172 @@
+"""What the consistency-distillation trainer nodes do, as plain functions, and the widgets they share.
+
+``MLCMDistill`` (``nodes.mlcm``) and ``SLAMDistill`` (``nodes.slam``) are thin nodes over :func:`run_trainer`:
+each passes its widget values and its pack's loss factory; the student network (full / LoRA / SLAM's γ
+input), the run folder, resume, previews and the returned MODEL are built here once.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from fewstep.app.api import Combo, Float, Input, Int, Link, NodeOutput, String
+from fewstep.nodes.core.train.adapter import (
+    LORA_TARGETS,
+    UNetAdapter,
+    plain_unet,
+    student_model,
+    teacher_view,
+    unet_of,
+)
+from fewstep.nodes.core.train.consistency import lcm_timesteps, milestone_timesteps, sample_consistency_vp
+from fewstep.nodes.core.train.distill import DistillConfig, DistillLoss, build_student, distill
+from fewstep.nodes.core.train.gamma import add_gamma_input, fold_gamma, gamma_embedding
+from fewstep.nodes.core.train.loop import Checkpointer
+from fewstep.nodes.core.train.prompts import (
+    DEFAULT_PROMPTS,
+    Dataset,
+    PromptPool,
+    dataset_latents,
+    make_pool,
+    prompt_list,
+)
+from fewstep.nodes.core.train.vp import VPNet
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from fewstep.nodes.core.denoiser import Denoiser
+    from fewstep.nodes.core.text import TextEncoder
+    from fewstep.nodes.core.vae import VAEWrapper
+
+# (cfg, vae, device) -> the method's loss object; each pack passes its own.
+LossFactory = Callable[[DistillConfig, "VAEWrapper | None", str], DistillLoss]
+
+PASS_THROUGH = ("model", "clip", "prompt_source", "prompts", "prompt_count", "run_name", "checkpoint_every",
+                "preview_every", "vae", "dataset")
+
+
+def trainer_inputs(default_lr: float, default_target: str) -> list[Input]:
+    """The inputs every distillation trainer shares (teacher, prompts, optimisation, checkpoints)."""
+    return [
+        Link("model", "MODEL", tooltip="the teacher"),
+        Link("clip", "CLIP", tooltip="the teacher's text encoder"),
+        Combo("prompt_source", ["procedural", "list", "dataset"], default="procedural",
+              tooltip="procedural: captions of the built-in scene generator; list: the prompts below"),
+        String("prompts", DEFAULT_PROMPTS, multiline=True, tooltip="one prompt per line (prompt_source = list)"),
+        Int("prompt_count", 512, min=1, max=1_000_000, tooltip="procedural prompts to draw from"),
+        Int("steps", 500, min=1, max=10_000_000), Int("batch_size", 32, min=1, max=4096),
+        Float("learning_rate", default_lr, min=0.0, max=1.0, step=1e-6, round=1e-7),
+        Float("cfg", 5.0, min=1.0, max=30.0, step=0.1, tooltip="teacher CFG scale distilled into the student"),
+        Int("skip", 20, min=1, max=500, tooltip="teacher skip in timesteps (papers: 20)"),
+        Float("huber_c", 0.001, min=0.0, max=1.0, step=1e-4, round=1e-5, tooltip="pseudo-Huber c"),
+        Combo("target", ["online", "ema"], default=default_target, tooltip="stop-gradient student or EMA target"),
+        Float("ema_decay", 0.95, min=0.0, max=0.99999, step=0.001),
+        Combo("state_source", ["teacher", "real"], default="teacher",
+              tooltip="teacher: data-free states from the teacher's trajectories; real: noised dataset latents"),
+        Int("lora_rank", 0, min=0, max=256, tooltip="0 = full fine-tune, else LoRA rank (peft)"),
+        Int("seed", 0, min=0, max=2**63 - 1),
+        String("run_name", "student", tooltip="checkpoints go to <models>/checkpoints/distill/<run_name>-<hash>"),
+        Int("checkpoint_every", 100, min=0, max=10_000_000),
+        Int("preview_every", 50, min=0, max=10_000_000),
+        Link("vae", "VAE", optional=True, tooltip="decodes the live previews (and dataset images)"),
+        Link("dataset", "DATASET", optional=True),
+    ]
+
+
+def common_fields(kw: dict[str, object]) -> dict[str, object]:
+    """DistillConfig fields from the shared widget values."""
+    return dict(steps=kw["steps"], batch_size=kw["batch_size"], lr=kw["learning_rate"], guidance=kw["cfg"],
+                skip=kw["skip"], huber_c=kw["huber_c"], target=kw["target"], ema_decay=kw["ema_decay"],
+                state_source=kw["state_source"], lora_rank=kw["lora_rank"], seed=kw["seed"])
+
+
+def run_trainer(cfg_fields: dict[str, object], loss_factory: LossFactory, *, model: Denoiser, clip: TextEncoder,
+                prompt_source: str, prompts: str, prompt_count: int, run_name: str, checkpoint_every: int,
+                preview_every: int, vae: VAEWrapper | None = None, dataset: Dataset | None = None,
+                init: Denoiser | None = None) -> NodeOutput:
+    """Shared body of the trainer nodes: build the config, the prompt list, train, return MODEL + loss curve."""
+    cfg = DistillConfig(**cfg_fields)
+    texts = prompt_list(prompt_source, prompts, prompt_count, cfg.seed, dataset)
+    latents = dataset_latents(dataset, vae) if cfg.state_source == "real" and dataset is not None else None
+    student, losses = train_student(model, clip, cfg, loss_factory, prompts=texts, run_name=run_name, init=init,
+                                    checkpoint_every=checkpoint_every, vae=vae, latents=latents,
+                                    preview_every=preview_every)
+    return NodeOutput(student, ui={"loss": losses})
+
+
+def run_folder(run_name: str, parts: list[str], kind: str = "distill") -> Path:
+    """``<models>/checkpoints/<kind>/<run>-<hash>``: the hash covers ``parts`` (config fingerprint, teacher,
+    prompts ...), so a changed setting starts a new run and an unchanged one resumes."""
+    from fewstep.app.api import current_paths
+
+    key = hashlib.sha256("\n".join(parts).encode())
+    return current_paths().model_dirs("checkpoints")[0] / kind / f"{run_name}-{key.hexdigest()[:10]}"
+
+
+def initial_net(teacher: Denoiser, init: Denoiser | None, cfg: DistillConfig) -> tuple[nn.Module, tuple[str, ...]]:
+    """The student network (fp32 copy of ``init`` or the teacher; SLAM: with its γ input)."""
+    base = copy.deepcopy(unet_of(init if init is not None else teacher)).float()
+    if cfg.method == "slam":
+        return UNetAdapter(add_gamma_input(base, cfg.gamma_dim)), ("cond_proj",)
+    return UNetAdapter(base), ()
+
+
+def finish(net: nn.Module, cfg: DistillConfig, like: nn.Module) -> nn.Module:
+    """The plain student UNet: LoRA merged, SLAM's γ = 1 folded out; in the teacher's dtype and device."""
+    unet = plain_unet(net.unet)
+    if cfg.method == "slam":
+        unet = fold_gamma(unet)
+    p = next(like.parameters())
+    return unet.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
+
+
+def to_pil(image: torch.Tensor) -> Image:
+    """The first IMAGE [B, H, W, 3] in 0..1 as a PIL image (the editor's live preview)."""
+    from PIL import Image as PILImage
+
+    return PILImage.fromarray((image[0].float().clamp(0, 1) * 255).byte().cpu().numpy())
+
+
+def preview_fn(view: VPNet, pool: PromptPool, vae: VAEWrapper | None, cfg: DistillConfig
+               ) -> Callable[[int], Image | None]:
+    """A 4-step sample of the first prompt, decoded (PIL), for the editor's live preview."""
+    steps = min(4, cfg.num_segments) if cfg.method.startswith("mlcm") else 4
+    ts = milestone_timesteps(steps, cfg.num_segments) if cfg.method.startswith("mlcm") else lcm_timesteps(steps)
+
+    def make(step: int) -> Image | None:
+        gen = torch.Generator(pool.cond.device).manual_seed(0)
+        noise = torch.randn((1, *pool.latent_shape), generator=gen, device=pool.cond.device)
+        tc = gamma_embedding(torch.ones(1, device=noise.device), cfg.gamma_dim) if cfg.method == "slam" else None
+        with torch.no_grad():
+            x0 = sample_consistency_vp(view, noise, ts, pool.cond[:1], gen, timestep_cond=tc)
+            image = vae.decode(x0) if vae is not None else None
+        return None if image is None else to_pil(image)
+    return make
+
+
+def train_student(model: Denoiser, clip: TextEncoder, cfg: DistillConfig, loss_factory: LossFactory, *,
+                  prompts: list[str], run_name: str, checkpoint_every: int, init: Denoiser | None = None,
+                  vae: VAEWrapper | None = None, latents: torch.Tensor | None = None,
+                  preview_every: int = 0) -> tuple[Denoiser, list[float]]:
+    """Distil ``model`` into a student MODEL (resuming a matching run in the models folder)."""
+    device = str(next(unet_of(model).parameters()).device)
+    teacher = teacher_view(model)
+    pool = make_pool(model, clip, prompts, latents, device)
+    net, extra = initial_net(model, init, cfg)
+    student = build_student(teacher, cfg, net=net.to(device), lora_targets=LORA_TARGETS, extra_trainable=extra)
+    name = str(model.extras.get("name"))
+    ckpt = Checkpointer(run_folder(run_name, [cfg.fingerprint(), name, *prompts]), every=checkpoint_every)
+    state = distill(teacher, student, pool, cfg, loss_factory(cfg, vae, device), checkpointer=ckpt, device=device,
+                    autocast=torch.bfloat16 if device.startswith("cuda") else None,
+                    preview_fn=preview_fn(student.view, pool, vae, cfg), preview_every=preview_every,
+                    meta={"teacher": name})
+    unet = finish(student.view.net, cfg, unet_of(model))
+    return student_model(model, unet, f"{run_name} ({cfg.method}, {state.step} steps)"), state.losses
