@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from fewstep.bench.core.server import executor_overhead, server_overhead
 
 SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)

@@ -7,8 +7,8 @@ import time
 import traceback
 
 import torch
-from fewstep.bench.core import sampling as B
 
+from fewstep.bench.core import sampling as B
 from fewstep.nodes.core.fastpath import prepare_module
 
 

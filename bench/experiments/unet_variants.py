@@ -11,8 +11,8 @@ import traceback
 from contextlib import nullcontext
 
 import torch
-from fewstep.bench.core import sampling as B
 
+from fewstep.bench.core import sampling as B
 from fewstep.nodes.core.fastpath import prepare_module
 
 

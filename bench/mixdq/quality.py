@@ -39,7 +39,6 @@ class _Setup:
             eval_prompts,
             reference_stats,
         )
-
         from fewstep.nodes.core.train.builtin import load_student
         from fewstep.nodes.mlcm.students import weights_dir
         from fewstep.nodes.zoo import data

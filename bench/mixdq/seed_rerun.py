@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import torch
+
 from fewstep.bench.mixdq import quality as bq
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-from fewstep.bench.mlcm import table
 from safetensors.torch import save_file
 
+from fewstep.bench.mlcm import table
 from fewstep.nodes.zoo.text_encoder import MiniLMTextEncoder
 
 log = logging.getLogger("fewstep.mlcm.gpu_run")

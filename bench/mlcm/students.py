@@ -28,6 +28,8 @@ from fewstep.nodes.core.train.loop import merged_state_dict
 from fewstep.nodes.core.train.prompts import PromptPool, procedural_pool
 from fewstep.nodes.core.train.vp import VPNet
 from fewstep.nodes.mlcm.students import LORA_RANK
+from fewstep.nodes.mlcm.train import make_loss as mlcm_loss
+from fewstep.nodes.slam.loss import make_loss as slam_loss
 
 log = logging.getLogger("fewstep.bench.mlcm.students")
 
@@ -118,7 +120,8 @@ def train_one(name: str, teacher: VPNet, pool: PromptPool, nets: dict[str, nn.Mo
         net, extra = copy.deepcopy(nets[recipe.init]), ()
     student = build_student(teacher, cfg, net=net, lora_targets=LORA_TARGETS, extra_trainable=extra)
     t0 = time.perf_counter()
-    state = distill(teacher, student, pool, cfg, device=device, autocast=torch.bfloat16 if device != "cpu" else None,
+    loss_fn = slam_loss(cfg) if cfg.method == "slam" else mlcm_loss(cfg)
+    state = distill(teacher, student, pool, cfg, loss_fn, device=device, autocast=torch.bfloat16 if device != "cpu" else None,
                     max_seconds=seconds)
     stats = {"steps": state.step, "seconds": time.perf_counter() - t0, "loss_first": state.losses[0],
              "loss_last_100": sum(state.losses[-100:]) / len(state.losses[-100:]),

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fewstep.bench.mlcm import table as mlcm_table
 from safetensors.torch import save_file
 
+from fewstep.bench.mlcm import table as mlcm_table
 from fewstep.nodes.pso import students
 from fewstep.nodes.pso.train import (
     OfflineData,

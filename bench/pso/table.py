@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fewstep.bench.mlcm import table as mlcm_table
 
+from fewstep.bench.mlcm import table as mlcm_table
 from fewstep.nodes.zoo.text_encoder import MiniLMTextEncoder
 
 log = logging.getLogger("fewstep.pso.table")

@@ -19,7 +19,6 @@ import torch
 
 def measure(arm_name: str, batch: int) -> dict[str, float]:
     from fewstep.bench.r0.students import reward_library
-
     from fewstep.nodes.core.train.adapter import UNetAdapter
     from fewstep.nodes.core.train.builtin import teacher_schedule, teacher_unet
     from fewstep.nodes.core.train.loop import trainable_parameters

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from fewstep.bench.r0.table import ARM_LABELS
-
 from fewstep.nodes.r0.students import student_file
 
 

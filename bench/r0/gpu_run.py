@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-from fewstep.bench.r0 import table
 from safetensors.torch import save_file
 
+from fewstep.bench.r0 import table
 from fewstep.nodes.r0.train import ARMS
 
 log = logging.getLogger("fewstep.r0.gpu_run")
@@ -87,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     until = time.time() + max(5.0, args.seconds - args.after)
     procs = spawn_arms(args, until)
     from fewstep.bench.mlcm.table import device_name
-
     from fewstep.nodes.core.train.builtin import teacher_unet
     from fewstep.nodes.zoo.text_encoder import MiniLMTextEncoder
 

@@ -33,7 +33,6 @@ def r0_runner(unet: torch.nn.Module, schedule: Any, meta: dict[str, Any]):
     """``run(noise, cond, uncond, gen) -> latents`` of a student: core ``sample_ddim`` with its fixed η on its
     timesteps, CFG at its training scale (so a graph with core nodes reproduces it exactly)."""
     from fewstep.bench.mlcm.table import unet_denoiser
-
     from fewstep.nodes.core.guidance import BasicGuider, CFGGuider
     from fewstep.nodes.core.samplers import sample_ddim
     from fewstep.nodes.core.schedules import from_timesteps
@@ -55,7 +54,6 @@ def generate_rows(device: str, rows: list[tuple[str, int, Any, Any]], enc: Any, 
                   ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     """Latents of each (label, steps, unet, run-maker) row for the first ``n`` held-out prompts + batch-1 latency."""
     from fewstep.bench.mlcm.table import core_schedule, eval_prompts, latency_ms
-
     from fewstep.nodes.zoo.builtin import load_vae
 
     dtype = next(rows[0][2].parameters()).dtype
@@ -103,7 +101,6 @@ def judge_cells(latents: dict[str, torch.Tensor], cells: list[dict[str, Any]], d
                 effnet: str | None = None, minilm: str | None = None) -> list[dict[str, Any]]:
     """fewstep.bench.mlcm.table's judges (FD-EffNet, attribute accuracy, scorer reward) + probe reward + saturation."""
     from fewstep.bench.mlcm.table import judge_latents
-
     from fewstep.nodes.core.rewards import ProbeReward, SaturationReward
 
     saturation = SaturationReward()
@@ -121,9 +118,9 @@ def judge_cells(latents: dict[str, torch.Tensor], cells: list[dict[str, Any]], d
 def sample_grid(latents: dict[str, torch.Tensor], cells: list[dict[str, Any]], path: Path, k: int = 8) -> None:
     """A PNG with one row per cell: its first ``k`` held-out samples (64x64 each), decoded on CPU."""
     import numpy as np
-    from fewstep.bench.mlcm.table import decode
     from PIL import Image
 
+    from fewstep.bench.mlcm.table import decode
     from fewstep.nodes.zoo.builtin import load_vae
 
     vae, scale = load_vae("cpu", torch.float32)

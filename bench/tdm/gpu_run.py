@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import torch
-from fewstep.bench.mlcm import table as mt
-from fewstep.bench.tdm import students, table
 from safetensors.torch import save_file
 
+from fewstep.bench.mlcm import table as mt
+from fewstep.bench.tdm import students, table
 from fewstep.nodes.zoo.text_encoder import MiniLMTextEncoder
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fewstep.bench.mlcm.students import distillation_setup
 from safetensors.torch import save_file
 from torch import nn
 
+from fewstep.bench.mlcm.students import distillation_setup
 from fewstep.nodes.core.train.adapter import LORA_TARGETS, UNetAdapter
 from fewstep.nodes.core.train.prompts import PromptPool
 from fewstep.nodes.core.train.vp import VPNet

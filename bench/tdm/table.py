@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from fewstep.bench.mlcm import table as mt
 from fewstep.bench.tdm.students import FILES, RECIPES
-
 from fewstep.nodes.tdm.loss import student_timesteps
 from fewstep.nodes.tdm.students import load_student, plain_student, weights_dir
 from fewstep.nodes.zoo.text_encoder import MiniLMTextEncoder

@@ -7,8 +7,9 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-import fewstep.bench
 import pytest
+
+import fewstep.bench
 
 
 def bench_modules() -> list[str]:

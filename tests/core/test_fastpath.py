@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from fewstep.bench.core.sampling import TINY_UNET
 
+from fewstep.bench.core.sampling import TINY_UNET
 from fewstep.nodes.core import fastpath
 from fewstep.nodes.core.denoiser import Denoiser, DiscreteVPSchedule
 from fewstep.nodes.core.guidance import BasicGuider, CFGGuider

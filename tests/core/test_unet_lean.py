@@ -11,8 +11,8 @@ import copy
 
 import pytest
 import torch
-from fewstep.bench.core.sampling import TINY_UNET
 
+from fewstep.bench.core.sampling import TINY_UNET
 from fewstep.nodes.core import unet_lean
 from fewstep.nodes.core.vae_fast import fuse_groupnorms
 

@@ -6,6 +6,7 @@ import socket
 import struct
 
 import pytest
+
 from fewstep.bench.core import server as bench_server
 from fewstep.bench.core.server import _Stream, _ws_frame
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from fewstep.bench.mlcm.rank import truncate_lora, truncate_pair
 
 

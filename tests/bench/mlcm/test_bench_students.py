@@ -11,7 +11,6 @@ pytest.importorskip("diffusers")
 
 def test_student_file_round_trips_to_the_merged_unet(tmp_path):
     from fewstep.bench.mlcm.students import export, save_student
-
     from fewstep.nodes.core.train.adapter import LORA_TARGETS, UNetAdapter
     from fewstep.nodes.core.train.builtin import load_student, teacher_unet
     from fewstep.nodes.core.train.distill import preset
@@ -37,3 +36,15 @@ def test_student_file_round_trips_to_the_merged_unet(tmp_path):
         torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-4)
     teacher = teacher_unet("cpu").state_dict()
     assert not torch.allclose(got["down_blocks.0.resnets.0.conv1.weight"], teacher["down_blocks.0.resnets.0.conv1.weight"])
+
+
+@pytest.mark.parametrize("name", ["lcm", "slam"])
+def test_driver_trains_each_recipe_one_step(name: str) -> None:
+    """The GPU driver's per-student step (each recipe builds its own loss: MLCM's or SLAM's) runs on CPU."""
+    from fewstep.bench.mlcm.students import distillation_setup, train_one
+
+    torch.manual_seed(0)
+    teacher, pool = distillation_setup(None, "cpu", prompts=4)
+    net, stats = train_one(name, teacher, pool, {}, "cpu", None, steps=1, batch_size=2)
+    assert stats["steps"] == 1 and torch.isfinite(torch.tensor(stats["loss_first"]))
+    assert isinstance(net, torch.nn.Module)

@@ -12,7 +12,6 @@ pytest.importorskip("diffusers")
 def test_rollout_at_eta_zero_equals_core_ddim_on_r0_sigmas():
     from fewstep.bench.mlcm.table import core_schedule
     from fewstep.bench.r0.table import r0_runner
-
     from fewstep.nodes.core.train.adapter import UNetAdapter
     from fewstep.nodes.core.train.builtin import teacher_schedule, teacher_unet
     from fewstep.nodes.core.train.vp import VPNet
