@@ -26,6 +26,7 @@ from fewstep.app.server.security import (
     auth_middleware,
     cache_middleware,
     error_middleware,
+    host_middleware,
     origin_middleware,
     paths_middleware,
 )
@@ -63,7 +64,7 @@ def default_options(config: Config) -> ServerOptions:
         editor_root=editor.editor_root(), extensions_dir=shipped_dir("frontend"), graphs_dir=graphs,
         max_upload_bytes=int(config.max_upload_mb * MB), max_graph_bytes=int(config.max_graph_mb * MB),
         auth_token=config.auth_token or None, cors_origin=config.cors_origin,
-        preview_size=config.preview_size,
+        preview_size=config.preview_size, host=config.host,
     )
 
 
@@ -82,7 +83,8 @@ def create_app(config: Config, registry: Registry, executor: Executor, store: Jo
     """
     options = options or default_options(config)
     app = web.Application(
-        middlewares=[cache_middleware, error_middleware, origin_middleware, auth_middleware, paths_middleware],
+        middlewares=[cache_middleware, error_middleware, host_middleware, origin_middleware, auth_middleware,
+                     paths_middleware],
         client_max_size=options.max_upload_bytes + MB,
     )
     app[CONFIG], app[OPTIONS] = config, options

@@ -7,6 +7,7 @@ ComfyUI has no authentication and only checks Origin for loopback hosts; we chec
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -73,6 +74,51 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response.set_cookie(TOKEN_COOKIE, expected, httponly=True, samesite="Strict", path="/")
         return response
     return await handler(request)
+
+
+def host_name(host_header: str) -> str:
+    """The host name of a ``Host`` header value: port and IPv6 brackets removed, lower case."""
+    host = host_header.strip().lower()
+    if host.startswith("["):                        # [::1]:8188
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:                        # name:port (a bare IPv6 address has several colons)
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def host_allowed(host_header: str | None, configured: str) -> bool:
+    """Whether a server without a token may answer a request naming ``host_header``.
+
+    DNS rebinding: a web page at ``evil.example`` re-points its name to 127.0.0.1, and the browser then
+    treats our server as same-origin with the page (its Origin and Host match). The page's requests
+    still carry ``Host: evil.example``, so a server that is not protected by a token answers only names
+    that cannot be rebound: IP literals (a page cannot own one of our addresses), ``localhost`` and
+    ``*.localhost`` (resolved locally by browsers), and the host the server was told to listen on.
+    """
+    if not host_header:
+        return False            # HTTP/1.1 requires Host; a browser always sends it
+    name = host_name(host_header)
+    return (_is_ip(name) or name == "localhost" or name.endswith(".localhost")
+            or name == host_name(configured))
+
+
+@web.middleware
+async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Without an auth token, refuse (403) requests whose ``Host`` is not one of ours (see :func:`host_allowed`)."""
+    options = request.app[OPTIONS]
+    if options.auth_token or host_allowed(request.headers.get("Host"), options.host):
+        return await handler(request)
+    return json_error(403, f"host {request.headers.get('Host')!r} is not this server's name; use "
+                           f"http://127.0.0.1 or http://localhost, or start the server with --host <name> "
+                           "or --auth-token to accept other names", type_="forbidden_host")
 
 
 def _origin_allowed(request: web.Request, allowed: str | None) -> bool:

@@ -35,6 +35,8 @@ class ServerOptions:
         cors_origin: an Origin allowed cross-site ("*" = any); None = same-origin only.
         preview_size: longest side of websocket preview frames, pixels.
         ws_queue_size: per-client send queue length; a client that falls this far behind is dropped.
+        host: the host the server listens on; without a token, requests must name it or a loopback
+            host in their ``Host`` header (DNS rebinding defence, see ``security.host_middleware``).
     """
 
     editor_root: Path
@@ -47,6 +49,7 @@ class ServerOptions:
     cors_origin: str | None = None
     preview_size: int = 512
     ws_queue_size: int = 1024
+    host: str = "127.0.0.1"
 
 
 @dataclass
