@@ -443,7 +443,13 @@ class Paths:
         return self.listings.listing((folder, suffixes), lambda: _scan_model_dirs(directories, suffixes))
 
     def find_model(self, folder: str, name: str) -> Path:
-        """The file ``name`` under ``folder``; raises FileNotFoundError naming where it looked."""
+        """The file ``name`` under ``folder``; raises FileNotFoundError naming where it looked.
+
+        Raises:
+            ValueError: ``folder`` is not one folder name, or ``name`` is absolute or climbs out (``..``)
+                (an absolute ``folder`` made ``root / folder`` any directory on disk).
+        """
+        check_name(folder, "model folder", allow_subfolders=False)
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise ValueError(f"model name must be relative and inside its folder: {name!r}")
         for directory in self.model_dirs(folder):
@@ -452,6 +458,42 @@ class Paths:
                 return candidate
         looked = ", ".join(str(d) for d in self.model_dirs(folder)) or "(no model roots configured)"
         raise FileNotFoundError(f"{folder}/{name} not found; looked in: {looked}")
+
+
+def check_name(name: str, what: str = "name", *, allow_subfolders: bool = True) -> str:
+    """``name`` if it is a relative path that stays where it is put; else ValueError naming ``what``.
+
+    Refused: empty names, ``.`` / ``..`` parts, absolute paths (POSIX or drive/UNC), backslashes, NUL
+    and other control characters; with ``allow_subfolders=False`` also any ``/``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} must be a non-empty string, got {name!r}")
+    if any(ord(c) < 32 for c in name) or "\\" in name:
+        raise ValueError(f"{what} {name!r} contains a control character or a backslash")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise ValueError(f"{what} {name!r} must be relative, not an absolute path")
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts) or (len(parts) > 1 and not allow_subfolders):
+        what_ok = "a single name" if not allow_subfolders else "a relative path without '.' or '..' parts"
+        raise ValueError(f"{what} {name!r} must be {what_ok}")
+    return name
+
+
+def safe_child(root: Path | str, name: str, what: str = "name", *, allow_subfolders: bool = True) -> Path:
+    """``root / name`` for a user-supplied ``name`` (a run name, a file prefix, a subfolder), guaranteed
+    to stay inside ``root``: the same rule as uploads (:func:`check_name`), then resolved, so a symlink
+    inside ``root`` that points outside is refused too. Trainers, savers and anything that turns a
+    node input into a path to write or delete must go through this.
+
+    Raises:
+        ValueError: naming ``what`` and ``name`` (never the absolute ``root``, which stays private).
+    """
+    check_name(name, what, allow_subfolders=allow_subfolders)
+    base = Path(root).resolve()
+    full = (base / name).resolve()
+    if not full.is_relative_to(base) or full == base:
+        raise ValueError(f"{what} {name!r} leaves its folder")
+    return full
 
 
 def default_paths() -> Paths:

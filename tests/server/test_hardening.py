@@ -48,3 +48,74 @@ async def test_any_host_with_token(aiohttp_client: Any, make_app: Any) -> None:
     headers = {"Host": "box.example", "Authorization": f"Bearer {TOKEN}"}
     assert (await authed.get("/api/history", headers=headers)).status == 200
     assert (await authed.get("/api/history", headers={"Host": "box.example"})).status == 401
+
+
+# -- 4: /view_metadata stays in the model folders and keeps server paths private -----------------
+def _safetensors(metadata: dict[str, str]) -> bytes:
+    import json
+    import struct
+
+    header = json.dumps({"__metadata__": metadata}).encode()
+    return struct.pack("<Q", len(header)) + header
+
+
+@pytest.mark.parametrize("folder", ["{abs}", "..%2F..%2Fsecret", "%2E%2E", "nope"])
+async def test_view_metadata_refuses_other_folders(client: Any, config: Any, tmp_path: Any, folder: str) -> None:
+    from urllib.parse import quote
+
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "s.safetensors").write_bytes(_safetensors({"secret": "yes"}))
+    folder = folder.replace("{abs}", quote(str(tmp_path / "secret"), safe=""))
+    response = await client.get(f"/api/view_metadata/{folder}?filename=s.safetensors")
+    assert response.status in (400, 404), folder
+    assert "secret" not in await response.json()
+
+
+async def test_view_metadata_messages_hide_server_paths(client: Any, config: Any) -> None:
+    root = config.paths().model_roots[0] / "loras"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "ok.safetensors").write_bytes(_safetensors({"a": "b"}))
+    assert await (await client.get("/api/view_metadata/loras?filename=ok.safetensors")).json() == {"a": "b"}
+    for name, status in (("missing.safetensors", 404), ("../../x.safetensors", 400)):
+        response = await client.get(f"/api/view_metadata/loras?filename={name}")
+        assert response.status == status, name
+        assert str(config.home) not in await response.text()
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (b"", "shorter"), (b"\x05\x00\x00\x00\x00\x00\x00\x00[1,2", "not JSON"),
+    (b"\x16\x00\x00\x00\x00\x00\x00\x00{\"__metadata__\": [1]}  ", "not an object"),
+])
+async def test_view_metadata_malformed_is_400_naming_the_file(client: Any, config: Any, content: bytes,
+                                                              needle: str) -> None:
+    root = config.paths().model_roots[0] / "loras"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "bad.safetensors").write_bytes(content)
+    response = await client.get("/api/view_metadata/loras?filename=bad.safetensors")
+    assert response.status == 400
+    message = (await response.json())["error"]["message"]
+    assert "bad.safetensors" in message and needle in message and str(config.home) not in message
+
+
+# -- 3 (helper): every user-supplied name that becomes a path ------------------------------------
+@pytest.mark.parametrize("name", ["/etc/x", "../x", "a/../../x", "", ".", "a\\b", "a\x00b", "C:x", "a//b"])
+def test_safe_child_refuses_escapes(tmp_path: Any, name: str) -> None:
+    from fewstep.app.api import safe_child
+
+    with pytest.raises(ValueError, match="run_name"):
+        safe_child(tmp_path, name, "run_name")
+
+
+def test_safe_child_accepts_plain_names_and_refuses_symlinks_out(tmp_path: Any) -> None:
+    import os
+
+    from fewstep.app.api import safe_child
+
+    assert safe_child(tmp_path, "run1") == (tmp_path / "run1").resolve()
+    assert safe_child(tmp_path, "a/b.safetensors") == (tmp_path / "a" / "b.safetensors").resolve()
+    with pytest.raises(ValueError):
+        safe_child(tmp_path, "a/b", allow_subfolders=False)
+    (tmp_path / "inside").mkdir()
+    os.symlink(tmp_path.parent, tmp_path / "inside" / "out")
+    with pytest.raises(ValueError, match="leaves"):
+        safe_child(tmp_path, "inside/out/x")

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from fewstep.app.api import MODEL_FOLDERS, Paths
+from fewstep.app.api import MODEL_FOLDERS, Paths, check_name
 from fewstep.app.server.security import UnsafePath, json_object, safe_path, safe_path_or_400
 from fewstep.app.server.state import OPTIONS, PATHS
 
@@ -92,26 +92,50 @@ async def get_view(request: web.Request) -> web.StreamResponse:
 
 
 def read_safetensors_metadata(path: Path) -> dict[str, Any]:
-    """The ``__metadata__`` dict of a safetensors header (8-byte little-endian length + JSON)."""
+    """The ``__metadata__`` dict of a safetensors header (8-byte little-endian length + JSON).
+
+    Raises:
+        ValueError: naming the file (not its folder) when the header is short, too large, not JSON,
+            or its ``__metadata__`` is not an object.
+    """
     with path.open("rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"{path.name}: not a safetensors file (shorter than its 8-byte header length)")
+        (length,) = struct.unpack("<Q", prefix)
         if length > MAX_SAFETENSORS_HEADER:
-            raise ValueError(f"safetensors header of {length} bytes is implausibly large")
-        header = json.loads(handle.read(length))
-    return header.get("__metadata__", {}) if isinstance(header, dict) else {}
+            raise ValueError(f"{path.name}: safetensors header of {length} bytes is implausibly large")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path.name}: safetensors header is not JSON ({type(exc).__name__})") from None
+    metadata = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path.name}: safetensors __metadata__ is {type(metadata).__name__}, not an object")
+    return metadata
 
 
 async def get_view_metadata(request: web.Request) -> web.Response:
+    """``/view_metadata/{folder}?filename=x.safetensors``: only the model folders, only relative names.
+
+    Errors name the folder and file as the client gave them, never the absolute server path.
+    """
     folder, filename = request.match_info["folder"], request.query.get("filename", "")
+    if folder not in MODEL_FOLDERS:
+        raise web.HTTPNotFound(text=f"unknown model folder {folder!r}; known: {list(MODEL_FOLDERS)}")
     if not filename.endswith(".safetensors"):
         raise web.HTTPBadRequest(text="filename must name a .safetensors file")
     try:
+        check_name(filename, "filename")
         path = paths_of(request).find_model(folder, filename)
+        if not path.is_file():
+            raise FileNotFoundError(filename)
         return web.json_response(await asyncio.to_thread(read_safetensors_metadata, path))
     except ValueError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from exc
-    except FileNotFoundError as exc:
-        raise web.HTTPNotFound(text=str(exc)) from exc
+    except (FileNotFoundError, IsADirectoryError):
+        raise web.HTTPNotFound(text=f"{folder}/{filename} not found") from None
 
 
 def _free_name(directory: Path, name: str, data: bytes) -> tuple[Path, bool]:
