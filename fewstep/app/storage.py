@@ -23,7 +23,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,13 +134,16 @@ class JobStore:
         # query scanned every row instead (history included): 6-7 ms per enqueue at 50k finished jobs
         # against 0.07 ms (dev VM, 2026-11-30).
         sql = "SELECT MIN(number) FROM jobs" if front else "SELECT MAX(number) FROM jobs"
+        row = (prompt_id, _dumps(prompt), _dumps(extra_data or {}), _dumps(targets), client_id,
+               int((extra_data or {}).get("create_time") or _ms()))
         with self._lock:
             number = (self._db.execute(sql).fetchone()[0] or 0) + (-1 if front else 1)
-            self._db.execute(
-                "INSERT INTO jobs (number, prompt_id, status, prompt, extra_data, targets, client_id, create_time)"
-                " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
-                (number, prompt_id, _dumps(prompt), _dumps(extra_data or {}), _dumps(targets), client_id,
-                 int((extra_data or {}).get("create_time") or _ms())))
+            try:
+                self._db.execute(
+                    "INSERT INTO jobs (number, prompt_id, status, prompt, extra_data, targets, client_id,"
+                    " create_time) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)", (number, *row))
+            except sqlite3.IntegrityError:   # prompt_id is UNIQUE: the caller's mistake, not ours
+                raise ValueError(f"a job with prompt_id {prompt_id!r} already exists") from None
             return number
 
     def claim_next(self) -> Job | None:
@@ -222,12 +225,12 @@ class JobStore:
         else:
             rows = self._query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY done_seq LIMIT ? OFFSET ?",
                                [*FINISHED, -1 if max_items is None else max_items, offset])
-        return {row["prompt_id"]: _history_entry(row) for row in rows}
+        return {row["prompt_id"]: _readable(_history_entry, row) for row in rows}
 
     def history_entry(self, prompt_id: str) -> dict[str, Any] | None:
         marks = ",".join("?" * len(FINISHED))
         rows = self._query(f"SELECT * FROM jobs WHERE prompt_id=? AND status IN ({marks})", [prompt_id, *FINISHED])
-        return _history_entry(rows[0]) if rows else None
+        return _readable(_history_entry, rows[0]) if rows else None
 
     def delete_history(self, ids: Iterable[str]) -> int:
         ids = list(ids)
@@ -266,7 +269,7 @@ class JobStore:
         rows = self._query(f"SELECT * FROM jobs WHERE {where} ORDER BY {SORT_COLUMNS[sort_by]} "
                            f"{sort_order.upper()}, seq {sort_order.upper()} LIMIT ? OFFSET ?",
                            [*params, -1 if limit is None else limit, max(0, offset)])
-        return [_job_summary(r) for r in rows], total
+        return [_readable(_job_summary, r) for r in rows], total
 
     def job_detail(self, prompt_id: str) -> dict[str, Any] | None:
         """``/api/jobs/{id}``: the summary plus outputs, execution status and the workflow."""
@@ -274,28 +277,80 @@ class JobStore:
         if not rows:
             return None
         row = rows[0]
-        detail = _job_summary(row)
-        detail["outputs"] = json.loads(row["outputs"] or "{}")
+        detail = _readable(_job_summary, row)
+        detail["outputs"] = _loads(row["outputs"], {})
         detail["execution_status"] = _status_block(row) if row["status"] in FINISHED else None
-        detail["workflow"] = {"prompt": json.loads(row["prompt"]), "extra_data": json.loads(row["extra_data"])}
+        detail["workflow"] = {"prompt": _loads(row["prompt"], {}), "extra_data": _loads(row["extra_data"], {})}
         return detail
 
 
+# Stored JSON deeper than this is not handed out: encoding it again for a response would fail (Python's
+# encoder recurses) and take the whole listing with it. Admission refuses such rows now; older
+# databases may still hold one.
+MAX_READ_DEPTH = 200
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    """A stored JSON column; ``default`` when missing, unreadable or too deep to re-encode."""
+    if not text:
+        return default
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return default
+    return value if _depth_within(value, MAX_READ_DEPTH) else default
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                return False
+            stack.extend((c, depth + 1) for c in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
+def _readable(build: Callable[[sqlite3.Row], dict[str, Any]], row: sqlite3.Row) -> dict[str, Any]:
+    """``build(row)``, or a minimal entry of the same shape when the row cannot be read: one bad row
+    must never fail a whole history or job listing (a string ``extra_pnginfo`` once made every
+    ``/api/jobs`` a 500)."""
+    try:
+        return build(row)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+        reason = f"stored job unreadable ({type(exc).__name__})"
+    if build is _job_summary:
+        return {"id": row["prompt_id"], "status": API_STATUS.get(row["status"], "failed"),
+                "priority": row["number"], "create_time": row["create_time"], "outputs_count": 0,
+                "execution_error": {"exception_message": reason}}
+    return {"prompt": [row["number"], row["prompt_id"], {}, {}, []], "outputs": {}, "meta": {},
+            "status": {"status_str": "error", "completed": False, "messages": [["execution_error", {
+                "prompt_id": row["prompt_id"], "exception_message": reason}]]}}
+
+
+def _workflow_id(extra: Any) -> Any:
+    """``extra_data.extra_pnginfo.workflow.id`` when each level is an object, else None."""
+    pnginfo = extra.get("extra_pnginfo") if isinstance(extra, dict) else None
+    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
+    return workflow.get("id") if isinstance(workflow, dict) else None
+
+
 def _job(row: sqlite3.Row, status: str | None = None) -> Job:
-    return Job(row["number"], row["prompt_id"], json.loads(row["prompt"]), json.loads(row["extra_data"]),
-               json.loads(row["targets"]), row["client_id"], status or row["status"], row["create_time"])
+    return Job(row["number"], row["prompt_id"], _loads(row["prompt"], {}), _loads(row["extra_data"], {}),
+               _loads(row["targets"], None), row["client_id"], status or row["status"], row["create_time"])
 
 
 def _status_block(row: sqlite3.Row) -> dict[str, Any]:
     # ComfyUI reports an interrupted job as status_str "error"; the messages tell it apart
     status_str = "success" if row["status_str"] == "success" else "error"
     return {"status_str": status_str, "completed": bool(row["completed"]),
-            "messages": json.loads(row["messages"] or "[]")}
+            "messages": _loads(row["messages"], [])}
 
 
 def _history_entry(row: sqlite3.Row) -> dict[str, Any]:
     job = _job(row)
-    outputs = json.loads(row["outputs"] or "{}")
+    outputs = _loads(row["outputs"], {})
     return {"prompt": job.queue_item(), "outputs": outputs, "status": _status_block(row),
             "meta": {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None,
                                "real_node_id": node_id} for node_id in outputs}}
@@ -312,8 +367,8 @@ def _preview(outputs: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _job_summary(row: sqlite3.Row) -> dict[str, Any]:
-    outputs = json.loads(row["outputs"] or "{}")
-    extra = json.loads(row["extra_data"])
+    outputs = _loads(row["outputs"], {})
+    extra = _loads(row["extra_data"], {})
     summary: dict[str, Any] = {
         "id": row["prompt_id"], "status": API_STATUS[row["status"]], "priority": row["number"],
         "create_time": row["create_time"], "outputs_count": sum(
@@ -324,12 +379,12 @@ def _job_summary(row: sqlite3.Row) -> dict[str, Any]:
     if row["end_time"]:
         summary["execution_end_time"] = row["end_time"]
     if row["status"] == "error":
-        errors = [m[1] for m in json.loads(row["messages"] or "[]") if m[0] == "execution_error"]
+        errors = [m[1] for m in _loads(row["messages"], []) if m[0] == "execution_error"]
         summary["execution_error"] = errors[-1] if errors else None
     preview = _preview(outputs)
     if preview is not None:
         summary["preview_output"] = preview
-    workflow_id = ((extra.get("extra_pnginfo") or {}).get("workflow") or {}).get("id")
+    workflow_id = _workflow_id(extra)
     if workflow_id:
         summary["workflow_id"] = workflow_id
     return summary

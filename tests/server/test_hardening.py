@@ -119,3 +119,73 @@ def test_safe_child_accepts_plain_names_and_refuses_symlinks_out(tmp_path: Any) 
     os.symlink(tmp_path.parent, tmp_path / "inside" / "out")
     with pytest.raises(ValueError, match="leaves"):
         safe_child(tmp_path, "inside/out/x")
+
+
+# -- 5: one accepted prompt must not poison history ----------------------------------------------
+COUNT = {"1": {"class_type": "SlowCount", "inputs": {"steps": 1, "delay": 0.0, "tag": ""}}}
+
+
+def _deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("extra", [
+    {"extra_pnginfo": "a string"}, {"extra_pnginfo": {"workflow": [1, 2]}}, {"extra_pnginfo": {"workflow": 7}},
+    {"deep": _deep(200)}, "not an object",
+])
+async def test_bad_extra_data_is_refused_and_listings_stay_200(client: Any, extra: Any) -> None:
+    response = await client.post("/api/prompt", json={"prompt": COUNT, "extra_data": extra})
+    assert response.status == 400
+    assert (await response.json())["error"]["type"] == "invalid_prompt"
+    assert (await client.get("/api/jobs")).status == 200
+    assert (await client.get("/api/history")).status == 200
+
+
+async def test_poisoned_rows_from_an_older_database_do_not_fail_listings(client: Any) -> None:
+    import json
+
+    from fewstep.app.server.state import STORE
+
+    store = client.app[STORE]
+    store.enqueue("string-pnginfo", COUNT, {"extra_pnginfo": "x"})
+    store.enqueue("list-workflow", COUNT, {"extra_pnginfo": {"workflow": [1]}})
+    deep = '{"a":' * 990 + "1" + "}" * 990
+    store.enqueue("deep", COUNT, {})
+    store.cancel_pending(["string-pnginfo", "list-workflow", "deep"])
+    for pid in ("string-pnginfo", "list-workflow", "deep"):
+        store.finish(pid, "success", {}, [], completed=True)
+    store._write("UPDATE jobs SET extra_data=? WHERE prompt_id='deep'", [deep])
+    jobs = await client.get("/api/jobs")
+    assert jobs.status == 200 and {j["id"] for j in (await jobs.json())["jobs"]} >= {"deep", "list-workflow"}
+    history = await client.get("/api/history")
+    assert history.status == 200 and set(await history.json()) >= {"string-pnginfo", "deep"}
+    assert (await client.get("/api/jobs/deep")).status == 200
+    json.dumps(await (await client.get("/api/history/deep")).json())
+
+
+async def test_duplicate_prompt_id_is_400_and_keeps_the_first(client: Any) -> None:
+    first = await client.post("/api/prompt", json={"prompt": COUNT, "prompt_id": "same"})
+    assert first.status == 200
+    again = await client.post("/api/prompt", json={"prompt": COUNT, "prompt_id": "same"})
+    assert again.status == 400 and "already exists" in (await again.json())["error"]["message"]
+
+
+@pytest.mark.parametrize("body", [{"prompt_id": "x" * 300}, {"prompt_id": 5}, {"client_id": "c" * 300}])
+async def test_ids_are_bounded(client: Any, body: dict[str, Any]) -> None:
+    response = await client.post("/api/prompt", json={"prompt": COUNT, **body})
+    assert response.status == 400
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/prompt"), ("POST", "/api/queue"), ("POST", "/api/history"), ("POST", "/api/settings"),
+    ("POST", "/api/settings/x"), ("POST", "/api/interrupt"), ("POST", "/api/workflow/convert"),
+    ("PATCH", "/internal/logs/subscribe"), ("POST", "/api/jobs/cancel"), ("POST", "/api/free"),
+])
+async def test_json_nested_past_any_limit_is_400(client: Any, method: str, path: str) -> None:
+    for depth in (300, 5000):
+        body = "[" * depth + "]" * depth
+        response = await client.request(method, path, data=body, headers={"Content-Type": "application/json"})
+        assert response.status in (400, 404), (path, depth, await response.text())

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from fewstep.app.server.security import json_object, read_json
+from fewstep.app.server.security import json_depth, json_object, read_json
 from fewstep.app.server.state import EXECUTOR, HUB, OPTIONS, REGISTRY, RUNTIME, STORE
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 INLINE_ADMIT_MAX_NODES = 256
 JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 SORT_KEYS = ("created_at", "execution_duration")
+MAX_ID_CHARS = 256       # prompt and client ids: a uuid is 36; a 1 MB id was accepted and stored
+MAX_EXTRA_DEPTH = 64     # an editor workflow nests ~10 levels; the stored copy is read back by every listing
 
 
 def _store(request: web.Request) -> Any:
@@ -61,6 +63,30 @@ def _parse_targets(body: dict[str, Any]) -> list[str] | None:
     if not isinstance(targets, list) or not all(isinstance(t, (str, int)) for t in targets):
         raise web.HTTPBadRequest(text="partial_execution_targets must be a list of node ids")
     return [str(t) for t in targets]
+
+
+def _request_problem(extra_data: Any, prompt_id: Any, client_id: Any) -> str | None:
+    """What is wrong with a submission's ids and ``extra_data`` shape, or None.
+
+    Everything stored is read back by every later ``/history`` and ``/api/jobs`` listing, so shapes
+    those readers rely on are checked here, once: a string ``extra_pnginfo`` or a list ``workflow``
+    admitted once made every later job listing fail.
+    """
+    if not isinstance(prompt_id, str) or not 0 < len(prompt_id) <= MAX_ID_CHARS:
+        return f"prompt_id must be a string of 1 to {MAX_ID_CHARS} characters"
+    if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_ID_CHARS):
+        return f"client_id must be a string of at most {MAX_ID_CHARS} characters"
+    if not isinstance(extra_data, dict):
+        return f"extra_data must be an object, got {type(extra_data).__name__}"
+    pnginfo = extra_data.get("extra_pnginfo")
+    if pnginfo is not None and not isinstance(pnginfo, dict):
+        return f"extra_data.extra_pnginfo must be an object, got {type(pnginfo).__name__}"
+    workflow = (pnginfo or {}).get("workflow")
+    if workflow is not None and not isinstance(workflow, dict):
+        return f"extra_data.extra_pnginfo.workflow must be an object, got {type(workflow).__name__}"
+    if json_depth(extra_data, MAX_EXTRA_DEPTH) > MAX_EXTRA_DEPTH:
+        return f"extra_data is nested more than {MAX_EXTRA_DEPTH} levels deep"
+    return None
 
 
 @dataclass(frozen=True)
@@ -121,10 +147,9 @@ async def post_prompt(request: web.Request) -> web.Response:
     extra_data = body.get("extra_data") or {}
     prompt_id = body.get("prompt_id") or str(uuid.uuid4())
     client_id = body.get("client_id")
-    if not isinstance(extra_data, dict) or not isinstance(prompt_id, str) or not (
-            client_id is None or isinstance(client_id, str)):
-        return _prompt_error("invalid_prompt", "Invalid request: extra_data must be an object, "
-                                               "prompt_id and client_id strings")
+    problem = _request_problem(extra_data, prompt_id, client_id)
+    if problem is not None:
+        return _prompt_error("invalid_prompt", f"Invalid request: {problem}")
     sub = _Submission(body["prompt"], prompt_id, client_id, extra_data, _parse_targets(body), bool(body.get("front")))
     if len(sub.graph) <= INLINE_ADMIT_MAX_NODES:   # as ComfyUI: validate on the event loop
         response = _admit(request.app, sub)

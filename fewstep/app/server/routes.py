@@ -6,7 +6,6 @@ A path the server does not know answers a JSON 404 (API paths) or the editor's s
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import platform
 import sys
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from fewstep.app.server import editor, files, jobs, userdata
+from fewstep.app.server.security import json_object, read_json
 from fewstep.app.server.state import CONFIG, EXECUTOR, HUB, LOGS, OPTIONS, REGISTRY
 
 if TYPE_CHECKING:
@@ -136,11 +136,8 @@ async def get_logs_raw(request: web.Request) -> web.Response:
 
 async def patch_logs_subscribe(request: web.Request) -> web.Response:
     """``{"clientId": str, "enabled": bool}``: start or stop pushing new log lines to that websocket."""
-    try:
-        body = await request.json()
-    except json.JSONDecodeError as e:
-        raise web.HTTPBadRequest(text=f"logs/subscribe: body is not JSON ({e})") from e
-    client_id, enabled = (body or {}).get("clientId"), (body or {}).get("enabled")
+    body = json_object(await read_json(request), "logs/subscribe body")   # a list once gave a 500
+    client_id, enabled = body.get("clientId"), body.get("enabled")
     if not isinstance(client_id, str) or not client_id or not isinstance(enabled, bool):
         raise web.HTTPBadRequest(text="logs/subscribe: expected {\"clientId\": str, \"enabled\": bool}")
     subscribers = request.app[LOGS].subscribers
