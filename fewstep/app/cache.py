@@ -444,6 +444,11 @@ class CacheSet:
         with self._lock:
             return self.outputs.get(key)
 
+    def holds(self, key: str) -> bool:
+        """True if ``key`` has an entry; unlike :meth:`get` nothing moves (no LRU touch, no GPU restore)."""
+        with self._lock:
+            return key in self.outputs.entries
+
     def put(self, key: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> None:
         with self._lock:
             self.outputs.put(key, outputs, ui)

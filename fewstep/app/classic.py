@@ -10,8 +10,11 @@ called exactly the way ComfyUI calls it.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,12 +55,28 @@ def _classic_input(name: str, spec: Any, optional: bool) -> Input:
             extra[key] = value
     if isinstance(type_spec, (list, tuple)):
         return Input(name, "COMBO", choices=list(type_spec), optional=optional, extra=extra, **fields)
-    if not isinstance(type_spec, str):
-        raise NodeDefinitionError(f"input {name!r}: type must be a string or a list of choices, got {type_spec!r}")
-    if type_spec == "COMBO":
+    # The port's type is a plain str: a str subclass such as AlwaysEqualProxy("*") compares equal to every
+    # string and would pass for "COMBO", "INT" ... everywhere; its own comparison is kept for link checks
+    # (declared_types). Any other object (e.g. {}) is named by its text, as ComfyUI's /object_info shows it.
+    type_name = str.__str__(type_spec) if isinstance(type_spec, str) else str(type_spec)
+    if type_name == "COMBO":
         return Input(name, "COMBO", choices=list(options.get("options", [])), optional=optional, extra=extra,
                      **fields)
-    return Input(name, type_spec, optional=optional, extra=extra, **fields)
+    return Input(name, type_name, optional=optional, extra=extra, **fields)
+
+
+def declared_types(cls: type) -> dict[str, Any]:
+    """Inputs whose declared type is not a plain string or choice list (a ``str`` subclass such as
+    ``AlwaysEqualProxy``, a dict ...): links to them are checked against the object itself, as ComfyUI's
+    ``comfy_execution/validation.py::validate_node_input`` does (``not received != declared`` first)."""
+    found: dict[str, Any] = {}
+    declared = _read_input_types(cls)
+    for section in ("required", "optional"):
+        for input_name, spec in dict(declared.get(section) or {}).items():
+            type_spec = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
+            if type(type_spec) is not str and not isinstance(type_spec, (list, tuple)):
+                found[input_name] = type_spec
+    return found
 
 
 def _read_input_types(cls: type) -> dict[str, Any]:
@@ -156,10 +175,36 @@ class Hook:
     is_async: bool = False
 
     def call(self, kwargs: Mapping[str, Any]) -> Any:
-        """Call with ``kwargs`` filtered to the accepted names."""
+        """Call with ``kwargs`` filtered to the accepted names; an ``async def`` hook is awaited (ComfyUI
+        awaits ``VALIDATE_INPUTS``, ``check_lazy_status`` and ``IS_CHANGED`` when they are coroutines)."""
         if self.params is None:
-            return self.fn(**kwargs)
-        return self.fn(**{k: v for k, v in kwargs.items() if k in self.params})
+            result = self.fn(**kwargs)
+        else:
+            result = self.fn(**{k: v for k, v in kwargs.items() if k in self.params})
+        return resolve_awaitable(result) if self.is_async or inspect.isawaitable(result) else result
+
+
+def resolve_awaitable(value: Any) -> Any:
+    """The result of ``value`` if it is awaitable (else ``value``), computed synchronously.
+
+    Hooks are called from sync code: validation (possibly inside the server's event loop) and the
+    executor (possibly inside its own loop, while async nodes run). Without a running loop the awaitable
+    runs on a fresh one; with one, on a private loop in a helper thread (a loop cannot be re-entered),
+    with the caller's context variables so the hook sees the node's ExecutionContext.
+    """
+    if not inspect.isawaitable(value):
+        return value
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(value))
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fewstep-hook") as pool:
+        return pool.submit(context.run, asyncio.run, _await(value)).result()
+
+
+async def _await(value: Any) -> Any:
+    return await value
 
 
 def make_hook(fn: Callable[..., Any] | None) -> Hook | None:

@@ -185,7 +185,7 @@ class Run:
         self.collecting_cached = []
         self.scheduler.schedule(self.targets)
         cached, self.collecting_cached = self.collecting_cached, None
-        self.events.cached(cached)
+        self.events.cached(self._all_cached(cached))
         for node_id in cached:
             self._announce_cached(node_id)
         self.events.finished(cached)
@@ -241,6 +241,27 @@ class Run:
             self.events.finished([node_id])
         return True
 
+    def _all_cached(self, served: list[str]) -> list[str]:
+        """``execution_cached``'s list: every node of the prompt whose outputs are cached, in prompt
+        order, as ComfyUI's ``execution.py::PromptExecutor.execute`` lists them (it checks each prompt node,
+        not only those the run reads: ancestors of a cached node count too)."""
+        if not self.store_outputs:
+            return served
+        served_set = set(served)
+        listed = []
+        for node_id in self.graph.nodes:
+            if node_id in served_set:
+                listed.append(node_id)
+            elif node_id not in self.scheduler.state and self._holds(node_id):
+                listed.append(node_id)
+        return listed
+
+    def _holds(self, node_id: str) -> bool:
+        try:
+            return self.caches.holds(self.keys.key(node_id))
+        except NodeFailed:  # a cycle among unneeded nodes: not cached, reported nowhere (they never run)
+            return False
+
     def _announce_cached(self, node_id: str) -> None:
         ui = self.result.outputs.get(node_id)
         if ui is not None:
@@ -259,8 +280,10 @@ class Run:
         inputs: dict[str, list[Any]] | None = None
         try:
             inputs = self.inputs.gather(node, node_def, self.scheduler.values)
-            if node_def.lazy_check_name is not None and self._needs_more(node, node_def, inputs):
-                return
+            if node_def.lazy_check_name is not None:
+                inputs = self._lazy_ready(node, node_def, inputs)
+                if inputs is None:
+                    return
             self._call(node, node_def, inputs)
         except (Interrupted, NodeFailed):
             raise
@@ -269,14 +292,22 @@ class Run:
         except Exception as exc:
             raise NodeFailed(node_id, exc, inputs) from exc
 
-    def _needs_more(self, node: GraphNode, node_def: NodeDef, inputs: dict[str, list[Any]]) -> bool:
-        """Ask check_lazy_status; schedule the lazy inputs it wants; True if the node must wait."""
-        sources = self.scheduler.lazy_sources(node, self.caller.lazy_wanted(node, node_def, inputs))
-        if not sources:
-            return False
-        if self.scheduler.wait_on(node.id, sources):
-            return True
-        return self._needs_more(node, node_def, self.inputs.gather(node, node_def, self.scheduler.values))
+    def _lazy_ready(self, node: GraphNode, node_def: NodeDef,
+                    inputs: dict[str, list[Any]]) -> dict[str, list[Any]] | None:
+        """Ask check_lazy_status and schedule the lazy inputs it wants.
+
+        Returns None if the node must wait for them, else the inputs to call it with: gathered again
+        whenever a wanted source completed at once (served from the output cache), so the node never
+        sees ``None`` for an input it asked for (ComfyUI ``execution.py::execute`` re-reads its inputs
+        after ``check_lazy_status`` the same way, from ``get_input_data``).
+        """
+        while True:
+            sources = self.scheduler.lazy_sources(node, self.caller.lazy_wanted(node, node_def, inputs))
+            if not sources:
+                return inputs
+            if self.scheduler.wait_on(node.id, sources):
+                return None
+            inputs = self.inputs.gather(node, node_def, self.scheduler.values)
 
     def _call(self, node: GraphNode, node_def: NodeDef, inputs: dict[str, list[Any]]) -> None:
         if self.events.listening:  # per-node events are built only for a listener
@@ -345,6 +376,12 @@ class Run:
         return self.result
 
     def _failed(self, failure: NodeFailed) -> RunResult:
+        """Report a failure against the submitted node: a node created by an expansion is reported as the
+        node that expanded (ComfyUI reports ``DynamicPrompt.get_real_node_id``, ``execution.py::execute``)."""
+        if failure.node_id in self.graph.nodes:
+            real = self.graph.get_real_node_id(failure.node_id)
+            if real != failure.node_id:
+                failure = NodeFailed(real, failure.exc, failure.inputs)
         node = self.graph.nodes.get(failure.node_id)
         exc = failure.exc
         message = str(exc)

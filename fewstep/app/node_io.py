@@ -22,7 +22,10 @@ from fewstep.app.graph import (
 )
 from fewstep.app.registry import NodeDef, Registry
 
-Values = dict[str, list[list[Any]]]  # node id -> per output slot, the list of items
+Values = dict[str, list[list[Any]]]
+# hidden kinds whose value the engine supplies; any other hidden input takes the prompt's value
+SPECIAL_HIDDEN = frozenset({"UNIQUE_ID", "PROMPT", "EXTRA_PNGINFO", "DYNPROMPT", "AUTH_TOKEN_COMFY_ORG",
+                            "API_KEY_COMFY_ORG"})  # node id -> per output slot, the list of items
 
 
 class NodeInputs:
@@ -38,26 +41,37 @@ class NodeInputs:
         self.extra_data = extra_data
 
     def gather(self, node: GraphNode, node_def: NodeDef, values: Values) -> dict[str, list[Any]]:
-        """Each input as a list of items: constants are one item, links the source's output list."""
+        """Each input as a list of items: constants are one item, links the source's output list.
+
+        Classic nodes also get, as ComfyUI's ``execution.py::get_input_data`` gives them, every *linked*
+        input the prompt has even if ``INPUT_TYPES`` does not declare it (``**kwargs`` / dynamic-input
+        nodes) and the prompt's value of a hidden input of a non-special kind (e.g. ``("*",)``);
+        undeclared constants are dropped.
+        """
         inputs: dict[str, list[Any]] = {}
+        classic = node_def.classic
         for name, value in node.inputs.items():
             port = node_def.ports.get(name)
-            if port is None:
-                continue
             if type(value) is Link:
-                if port.raw_link:
+                if port is None and not classic:
+                    continue
+                if port is not None and port.raw_link:
                     inputs[name] = [value.as_json()]
                 elif value.src in values:
                     inputs[name] = values[value.src][value.slot]
                 else:
                     inputs[name] = [None]  # a lazy input not evaluated (yet)
-            else:
+            elif port is not None or (classic and name in node_def.hidden_names):
                 inputs[name] = [value]
         return inputs
 
     def hidden(self, node: GraphNode, node_def: NodeDef) -> dict[str, Any]:
+        """The values the engine supplies for hidden inputs of the special kinds (others come from the
+        prompt, see :meth:`gather`)."""
         hidden = {}
         for keyword, kind in node_def.hidden_names.items():
+            if kind not in SPECIAL_HIDDEN:
+                continue
             if kind == "UNIQUE_ID":
                 hidden[keyword] = node.id
             elif kind == "PROMPT":

@@ -38,6 +38,7 @@ from fewstep.app.classic import (
     classic_input_info,
     classic_schema,
     declarative_hidden_names,
+    declared_types,
     make_hook,
 )
 
@@ -82,6 +83,8 @@ class NodeDef:
         cls: the class itself.
         classic: True for ComfyUI-protocol classes (called on a per-node instance through ``function``).
         hidden_names: ``{keyword: kind}`` of hidden values passed to the call (kind = ``Hidden`` value).
+        declared_types: classic inputs whose declared type is an object other than a plain string (link
+            checks compare with the object, as ComfyUI does).
         fingerprint / validator / lazy_check: optional hooks (``IS_CHANGED`` / ``fingerprint_inputs``,
             ``VALIDATE_INPUTS`` / ``validate_inputs``, ``check_lazy_status``).
     """
@@ -98,6 +101,7 @@ class NodeDef:
     fingerprint: Hook | None = None
     validator: Hook | None = None
     lazy_check_name: str | None = None
+    declared_types: dict[str, Any] = field(default_factory=dict)  # classic inputs typed by a non-str object
     # derived once, read on every execution
     ports: dict[str, Input] = field(default_factory=dict)
     lazy_inputs: frozenset[str] = frozenset()
@@ -218,7 +222,7 @@ def make_node_def(cls: type, *, pack: str, python_module: str, name: str | None 
     schema, hidden = classic_schema(name, cls, display_name)
     return NodeDef(
         class_type=name, schema=schema, pack=pack, python_module=python_module, cls=cls, classic=True,
-        function=function, hidden_names=hidden, is_async=inspect.iscoroutinefunction(getattr(cls, function)),
+        function=function, hidden_names=hidden, declared_types=declared_types(cls), is_async=inspect.iscoroutinefunction(getattr(cls, function)),
         fingerprint=make_hook(getattr(cls, "IS_CHANGED", None)),
         validator=make_hook(getattr(cls, "VALIDATE_INPUTS", None)),
         lazy_check_name="check_lazy_status" if callable(getattr(cls, "check_lazy_status", None)) else None,

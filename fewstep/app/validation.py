@@ -57,13 +57,22 @@ def make_error(kind: str, message: str, details: str = "", **extra: Any) -> dict
 # ---------------------------------------------------------------------------------------------
 
 
-def types_compatible(received: str, expected: str) -> bool:
-    """Link type check: equal, ``*`` on either side, overlap of ``"A,B"`` unions; COMBO takes STRING."""
-    if received == expected or received == "*" or expected == "*":
+def types_compatible(received: Any, expected: Any) -> bool:
+    """Link type check, ComfyUI's ``comfy_execution/validation.py::validate_node_input`` (non-strict):
+    ``not received != expected`` first (a wildcard ``str`` subclass whose ``__ne__`` says "equal" accepts
+    anything), ``*`` on either side, a declared type that is not a string accepts only an equal one, else
+    overlap of ``"A,B"`` unions; and ours: COMBO takes STRING."""
+    if not received != expected:
+        return True
+    if not isinstance(received, str) or not isinstance(expected, str):
+        return False
+    if received == "*" or expected == "*":
         return True
     if expected == "COMBO":
         return received in ("COMBO", "STRING")
-    return not set(received.split(",")).isdisjoint(expected.split(","))
+    received_set = {t.strip() for t in received.split(",")}
+    expected_set = {t.strip() for t in expected.split(",")}
+    return "*" in received_set or "*" in expected_set or not received_set.isdisjoint(expected_set)
 
 
 def coerce_constant(port: Input, value: Any) -> Any:
@@ -122,7 +131,7 @@ def _range_errors(port: Input, value: Any) -> list[dict[str, Any]]:
 
 
 def _link_errors(port: Input, link: Link, nodes: Mapping[str, GraphNode], registry: Registry,
-                 check_type: bool) -> tuple[list[dict[str, Any]], str | None]:
+                 check_type: bool, declared: Any = None) -> tuple[list[dict[str, Any]], str | None]:
     """Errors of one linked input, and the received type."""
     info = {"input_name": port.name, "linked_node": link.as_json()}
     source = nodes.get(link.src)
@@ -138,7 +147,7 @@ def _link_errors(port: Input, link: Link, nodes: Mapping[str, GraphNode], regist
                            f"{port.name} links to output {link.slot} of node {link.src!r} "
                            f"({source.class_type} has {n_out} outputs)", **info)], None
     received = source_def.output_types[link.slot]
-    if check_type and not types_compatible(received, port.type):
+    if check_type and not types_compatible(received, port.type if declared is None else declared):
         return [make_error("return_type_mismatch", "Return type mismatch between linked nodes",
                            f"{port.name}, received_type({received}) mismatch input_type({port.type})",
                            received_type=received, **info)], received
@@ -207,7 +216,8 @@ def node_errors_of(node: GraphNode, node_def: NodeDef, nodes: Mapping[str, Graph
             continue
         value = node.inputs[port.name]
         if type(value) is Link:
-            link_errors, rtype = _link_errors(port, value, nodes, registry, check_type=not wants_types)
+            link_errors, rtype = _link_errors(port, value, nodes, registry, check_type=not wants_types,
+                                              declared=node_def.declared_types.get(port.name))
             errors += link_errors
             if rtype is not None:
                 received[port.name] = rtype

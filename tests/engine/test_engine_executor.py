@@ -43,7 +43,8 @@ def test_rerun_ran_or_cached_under_each_policy(make_executor, policy):
         assert second.executed == ["1", "2", "3"] and second.cached == []
     else:
         assert second.executed == [] and second.cached == ["3"]
-        assert events.of("execution_cached")[0]["nodes"] == ["3"]
+        # every cached node of the prompt is listed, as ComfyUI does (issue #14 item 5); only 3 was read
+        assert events.of("execution_cached")[0]["nodes"] == ["1", "2", "3"]
         assert events.of("executed")[0]["output"] == {"values": [3]}  # cached UI re-sent
     assert second.outputs == {"3": {"values": [3]}}
 
@@ -72,7 +73,7 @@ def test_changing_the_seed_reruns_only_its_dependents(make_executor):
     run(executor, graph(1))
     result, events = run(executor, graph(2))
     assert sorted(result.executed) == ["3", "4", "5"]
-    assert sorted(events.of("execution_cached")[0]["nodes"]) == ["2", "6"]
+    assert events.of("execution_cached")[0]["nodes"] == ["1", "2", "6"]  # 1 too: cached, not read
     assert result.outputs["5"] == {"values": [1102]}
 
 
