@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fewstep.app.jsonlimits import too_deep
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -298,18 +300,7 @@ def _loads(text: str | None, default: Any) -> Any:
         value = json.loads(text)
     except (ValueError, RecursionError):
         return default
-    return value if _depth_within(value, MAX_READ_DEPTH) else default
-
-
-def _depth_within(value: Any, limit: int) -> bool:
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth >= limit:
-                return False
-            stack.extend((c, depth + 1) for c in (item.values() if isinstance(item, dict) else item))
-    return True
+    return default if too_deep(value, MAX_READ_DEPTH) else value
 
 
 def _readable(build: Callable[[sqlite3.Row], dict[str, Any]], row: sqlite3.Row) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fewstep.app.api import Input
+from fewstep.app.api import WIDGET_TYPES, Input
 from fewstep.app.graph import GraphError, GraphNode, Link, parse_prompt
+from fewstep.app.jsonlimits import too_deep
 
 if TYPE_CHECKING:
     from fewstep.app.registry import NodeDef, Registry
@@ -88,10 +89,14 @@ def coerce_constant(port: Input, value: Any) -> Any:
             raise ValueError(f"{value!r} is not an integer")
         return int(number)
     if kind == "FLOAT":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            return float(value)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:   # an int of hundreds of digits: too large for a float
+                raise ValueError(f"{str(value)[:40]}... is too large for a FLOAT") from None
+            if not math.isfinite(number):   # NaN/Infinity pass every min/max comparison
+                raise ValueError(f"{value!r} is not a finite number")
+            return number
         raise ValueError(f"{value!r} is not a number")
     if kind == "BOOLEAN":
         if isinstance(value, bool):
@@ -158,7 +163,7 @@ def _constant_errors(node: GraphNode, port: Input, skip_ranges: bool) -> list[di
     """Coerce a widget constant in place and check its range."""
     value = node.inputs[port.name]
     kind, vtype = port.type, type(value)
-    if (vtype is int and kind == "INT") or (vtype is float and kind == "FLOAT"):  # fast path: no coercion
+    if (vtype is int and kind == "INT") or (vtype is float and kind == "FLOAT" and math.isfinite(value)):
         if skip_ranges or ((port.min is None or value >= port.min) and (port.max is None or value <= port.max)):
             return []
         return _range_errors(port, value)
@@ -167,6 +172,9 @@ def _constant_errors(node: GraphNode, port: Input, skip_ranges: bool) -> list[di
     if not port.is_widget and port.type != "COMBO":
         return []
     items = value if isinstance(value, list) else [value]
+    if not items:   # an empty list maps the node over nothing: every check was skipped, then it failed raw
+        return [make_error("invalid_input_type", f"Input {port.name!r} got an empty list",
+                           f"{port.name}, []", input_name=port.name, received_value=value)]
     coerced = []
     for item in items:
         try:
@@ -215,7 +223,10 @@ def node_errors_of(node: GraphNode, node_def: NodeDef, nodes: Mapping[str, Graph
                                          port.name, input_name=port.name))
             continue
         value = node.inputs[port.name]
-        if type(value) is Link:
+        shape = _shape_error(node, port, value, custom_params, strict=not node_def.classic)
+        if shape is not None:
+            errors.append(shape)
+        elif type(value) is Link:
             link_errors, rtype = _link_errors(port, value, nodes, registry, check_type=not wants_types,
                                               declared=node_def.declared_types.get(port.name))
             errors += link_errors
@@ -224,8 +235,55 @@ def node_errors_of(node: GraphNode, node_def: NodeDef, nodes: Mapping[str, Graph
         else:
             skip = custom_params is None or port.name in custom_params
             errors += _constant_errors(node, port, skip_ranges=skip)
+    errors += _extra_input_errors(node, node_def)
     if hook is not None and not errors:
         errors += _custom_errors(node, node_def, received)
+    return errors
+
+
+MAX_CONSTANT_DEPTH = 32   # nesting of one constant input; deeper values broke hashing and encoding at run time
+
+
+def _looks_like_link(raw: Any) -> bool:
+    """``[node_id, something]`` that is not a valid link (e.g. slot ``1.5``): meant as one, malformed."""
+    return type(raw) is list and len(raw) == 2 and isinstance(raw[0], str) and isinstance(raw[1], (int, float)) \
+        and not isinstance(raw[1], bool)
+
+
+def _shape_error(node: GraphNode, port: Input, value: Any, custom_params: frozenset[str] | None, *,
+                 strict: bool) -> dict[str, Any] | None:
+    """A malformed link, a constant nested too deep, or (``strict``) a constant where only a link works.
+
+    These passed validation and then failed raw inside the node (``"samples": 5`` on a LATENT input).
+    ``strict`` is for our declarative nodes: classic ComfyUI nodes keep ComfyUI's rule (a constant of a
+    non-widget type passes to the node). A wildcard (``*``, a non-string declared type), a forced-input
+    widget type or a node validating the input itself may take any constant.
+    """
+    if type(value) is Link:
+        return None
+    info = {"input_name": port.name, "received_value": value if not isinstance(value, (list, dict)) else None}
+    if _looks_like_link(node.raw.get("inputs", {}).get(port.name)):
+        return make_error("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, "
+                          "slot_index]", f"{port.name}, {value!r}: the slot must be a whole number", **info)
+    if isinstance(value, (dict, list)) and too_deep(value, MAX_CONSTANT_DEPTH):
+        return make_error("invalid_input_type", f"Input {port.name!r} is nested more than "
+                          f"{MAX_CONSTANT_DEPTH} levels deep", port.name, **info)
+    wildcard = not isinstance(port.type, str) or "*" in port.type or port.type in WIDGET_TYPES
+    if not strict or wildcard or port.force_input or (custom_params is not None and port.name in custom_params):
+        return None
+    return make_error("invalid_input_type", f"Input {port.name!r} takes a link from a {port.type} output, "
+                      f"got a constant", f"{port.name}, {type(value).__name__} constant", **info)
+
+
+def _extra_input_errors(node: GraphNode, node_def: NodeDef) -> list[dict[str, Any]]:
+    """Inputs the schema does not declare are passed through (classic nodes read them); only their
+    nesting is bounded, so one cannot break the run's key hashing or the history encoding."""
+    errors = []
+    for name, value in node.inputs.items():
+        if name not in node_def.ports and type(value) is not Link and isinstance(value, (dict, list)) \
+                and too_deep(value, MAX_CONSTANT_DEPTH):
+            errors.append(make_error("invalid_input_type", f"Input {name!r} is nested more than "
+                                     f"{MAX_CONSTANT_DEPTH} levels deep", name, input_name=name))
     return errors
 
 

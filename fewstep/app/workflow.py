@@ -87,7 +87,15 @@ def ui_to_api(workflow: dict, registry: Registry) -> dict[str, dict[str, Any]]:
     """
     if not is_ui_workflow(workflow):
         raise WorkflowConversionError("not a UI workflow: expected a 'nodes' list and 'links'")
-    return _Converter(workflow, registry).convert()
+    try:
+        return _Converter(workflow, registry).convert()
+    except WorkflowConversionError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
+        # The editor's JSON is loosely shaped and arrives from anyone: a field of an unexpected type deep
+        # inside (``inputs[0] = 5``, ``definitions = 7``, ``origin_slot: Infinity``) must be the caller's
+        # error with a reason, never a crash of whoever converts (the server answered 500).
+        raise WorkflowConversionError(f"malformed workflow ({type(exc).__name__}: {exc})") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +172,7 @@ def _parse_link(raw: Any, where: str) -> tuple[str, _Link]:
     try:
         return str(link_id), _Link(str(origin), int(origin_slot), str(target), int(target_slot),
                                    str(link_type))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:   # OverflowError: int(Infinity)
         raise WorkflowConversionError(f"{where}: malformed link {raw!r}") from exc
 
 

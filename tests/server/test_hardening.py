@@ -189,3 +189,175 @@ async def test_json_nested_past_any_limit_is_400(client: Any, method: str, path:
         body = "[" * depth + "]" * depth
         response = await client.request(method, path, data=body, headers={"Content-Type": "application/json"})
         assert response.status in (400, 404), (path, depth, await response.text())
+
+
+# -- 9: 500s that must be 4xx ---------------------------------------------------------------------
+def _form(name: str, data: bytes, **fields: str) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    for key, value in fields.items():
+        form.add_field(key, value)
+    form.add_field("image", data, filename=name, content_type="image/png")
+    return form
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (0, 255, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _ui(nodes: list[dict[str, Any]], links: list[Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"nodes": nodes, "links": links or [], "version": 0.4, **extra}
+
+
+SLOW_UI = {"id": 1, "type": "SlowCount", "inputs": [], "outputs": [], "widgets_values": [1, 0.0, ""], "mode": 0}
+
+
+@pytest.mark.parametrize("workflow", [
+    _ui([{**SLOW_UI, "inputs": [5]}]),
+    _ui([SLOW_UI], definitions=7),
+    _ui([SLOW_UI], extra=7),
+    _ui([SLOW_UI], definitions={"subgraphs": [5]}),
+    _ui([SLOW_UI, {"id": 2, "type": "SlowCount", "inputs": [{"name": "steps", "link": 1}], "widgets_values": []}],
+        links=[[1, 1, float("inf"), 2, 0, "INT"]]),
+])
+async def test_malformed_ui_workflows_are_400(client: Any, workflow: dict[str, Any]) -> None:
+    import json
+
+    body = json.dumps({"prompt": workflow}).replace("Infinity", "Infinity")
+    response = await client.post("/api/prompt", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400, await response.text()
+    assert (await response.json())["error"]["message"]
+
+
+async def test_huge_numbers_are_400(client: Any) -> None:
+    import json
+
+    graph = {"1": {"class_type": "SlowCount", "inputs": {"steps": 1, "delay": 10**400, "tag": ""}}}
+    response = await client.post("/api/prompt", data=json.dumps({"prompt": graph}),
+                                 headers={"Content-Type": "application/json"})
+    assert response.status == 400 and "delay" in json.dumps(await response.json())
+    digits = '{"prompt": {"1": {"class_type": "SlowCount", "inputs": {"steps": ' + "9" * 5000 + "}}}}"
+    response = await client.post("/api/prompt", data=digits, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    for bad in ("NaN", "Infinity", "-Infinity"):
+        body = '{"prompt": {"1": {"class_type": "SlowCount", "inputs": {"steps": 1, "delay": ' + bad + '}}}}'
+        response = await client.post("/api/prompt", data=body, headers={"Content-Type": "application/json"})
+        assert response.status == 400, bad
+
+
+@pytest.mark.parametrize("query", ["/api/history?max_items=100000000000000000000000",
+                                   "/api/history?offset=100000000000000000000000",
+                                   "/api/jobs?limit=100000000000000000000000",
+                                   "/api/jobs?offset=100000000000000000000000",
+                                   "/api/history?max_items=" + "9" * 5000])
+async def test_huge_query_numbers_are_400(client: Any, query: str) -> None:
+    assert (await client.get(query)).status == 400
+
+
+async def test_userdata_onto_folders_is_409(client: Any) -> None:
+    assert (await client.post("/api/userdata/workflows", data="{}")).status == 409
+    assert (await client.post("/api/userdata/a.json", data="{}")).status == 200
+    assert (await client.post("/api/userdata/a.json%2Fb.json", data="{}")).status == 409
+    moved = await client.post("/api/userdata/a.json/move/workflows")
+    assert moved.status == 409
+    assert (await client.get("/api/userdata/a.json")).status == 200     # nothing lost
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+async def test_bad_upload_names_are_400(client: Any, name: str) -> None:
+    response = await client.post("/api/upload/image", data=_form(name, _png(), overwrite="true"))
+    assert response.status == 400, name
+
+
+def _multipart_request(port: int, body: bytes, length: int, name: bytes = b"a.png") -> bytes:
+    return (b"POST /api/upload/image HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n"
+            b"Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: %d\r\n\r\n" % (port, length)
+            + body)
+
+
+def _part(name: bytes, data: bytes, close: bool = True) -> bytes:
+    return (b'--XX\r\nContent-Disposition: form-data; name="image"; filename="' + name + b'"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + data + (b"\r\n--XX--\r\n" if close else b""))
+
+
+async def test_nul_in_multipart_filename_is_400(client: Any) -> None:
+    body = _part(b"a\x00b.png", _png())
+    answer = await _raw(client, _multipart_request(client.port, body, len(body)))
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+
+
+async def _raw(client: Any, request: bytes) -> bytes:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(request)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(4096), 5)
+    finally:
+        writer.close()
+
+
+async def test_broken_and_truncated_multipart_is_400(client: Any) -> None:
+    body = _part(b"a.png", _png(), close=False)                   # no closing boundary
+    for sent in (body, _part(b"a.png", _png())[:-30]):              # short, or cut by a lying Content-Length
+        answer = await _raw(client, _multipart_request(client.port, sent, len(sent)))
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    garbage = await client.post("/api/upload/image", data=b"--XX\r\nnonsense\r\n\r\n",
+                                headers={"Content-Type": "multipart/form-data; boundary=XX"})
+    assert garbage.status == 400
+    assert (await client.get("/api/prompt")).status == 200
+
+
+async def test_content_length_longer_than_the_body_does_not_hurt_the_server(client: Any) -> None:
+    import asyncio
+
+    body = _part(b"a.png", _png())
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(_multipart_request(client.port, body, len(body) + 1000))
+    writer.write_eof()                                               # the promised rest never comes
+    answer = await asyncio.wait_for(reader.read(4096), 5)
+    writer.close()
+    assert not answer.startswith(b"HTTP/1.1 500"), answer[:300]
+    assert (await client.get("/api/prompt")).status == 200
+
+
+async def test_non_image_mask_is_400(client: Any) -> None:
+    assert (await client.post("/api/upload/image", data=_form("base.png", _png()))).status == 200
+    form = _form("mask.png", b"not an image", original_ref='{"filename": "base.png"}')
+    response = await client.post("/api/upload/mask", data=form)
+    assert response.status == 400 and "not a readable image" in (await response.json())["error"]["message"]
+
+
+async def test_logs_subscribe_with_a_list_is_400(client: Any) -> None:
+    assert (await client.patch("/internal/logs/subscribe", json=[1, 2])).status == 400
+
+
+# -- 10: validation gaps become node_errors -------------------------------------------------------
+IMAGE = {"class_type": "SolidImage", "inputs": {"width": 64, "height": 64, "red": 0.5, "green": 0.5, "blue": 0.5}}
+
+
+@pytest.mark.parametrize(("node", "kind"), [
+    ({"class_type": "SaveTestImage", "inputs": {"images": 5, "filename_prefix": "x"}}, "invalid_input_type"),
+    ({"class_type": "SaveTestImage", "inputs": {"images": ["1", 1.5], "filename_prefix": "x"}}, "bad_linked_input"),
+    ({"class_type": "SaveTestImage", "inputs": {"images": ["1", 0], "filename_prefix": "x",
+                                                "extra": _deep(100)}}, "invalid_input_type"),
+])
+async def test_validation_gaps_are_node_errors(client: Any, node: dict[str, Any], kind: str) -> None:
+    response = await client.post("/api/prompt", json={"prompt": {"1": IMAGE, "2": node}})
+    assert response.status == 400
+    errors = (await response.json())["node_errors"]["2"]["errors"]
+    assert errors[0]["type"] == kind
+
+
+async def test_empty_list_on_a_widget_is_a_node_error(client: Any) -> None:
+    graph = {"1": {**IMAGE, "inputs": {**IMAGE["inputs"], "width": {"__value__": []}}},
+             "2": {"class_type": "SaveTestImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+    response = await client.post("/api/prompt", json={"prompt": graph})
+    assert response.status == 400
+    assert (await response.json())["node_errors"]["1"]["errors"][0]["type"] == "invalid_input_type"

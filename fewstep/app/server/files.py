@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from fewstep.app.api import MODEL_FOLDERS, Paths, check_name
 from fewstep.app.server.security import UnsafePath, json_object, safe_path, safe_path_or_400
@@ -160,8 +161,17 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], str, bytes
                                                  f"limit of {limit} bytes")
     try:
         reader = await request.multipart()
-    except (AssertionError, KeyError, ValueError) as exc:
-        raise web.HTTPBadRequest(text=f"expected a multipart/form-data upload: {exc}") from None
+        fields, filename, data = await _read_parts(reader, limit)
+    except (AssertionError, ValueError, LookupError, EOFError, HttpProcessingError) as exc:
+        # a broken body (bad boundary, truncated by a lying Content-Length, bad headers) is the client's
+        raise web.HTTPBadRequest(text=f"expected a multipart/form-data upload: {type(exc).__name__}: {exc}") from None
+    if not filename:
+        raise web.HTTPBadRequest(text="multipart field 'image' with a file name is required")
+    return fields, filename, data
+
+
+async def _read_parts(reader: Any, limit: int) -> tuple[dict[str, str], str, bytes]:
+    """The form fields and the ``image`` part of a multipart body, at most ``limit`` bytes in all."""
     fields: dict[str, str] = {}
     filename, data = "", b""
     total = 0
@@ -180,16 +190,16 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], str, bytes
             filename, data = part.filename or "", chunk
         elif part.name:
             fields[part.name] = chunk.decode("utf-8", "replace")
-    if not filename:
-        raise web.HTTPBadRequest(text="multipart field 'image' with a file name is required")
     return fields, filename, data
 
 
 def _target(request: web.Request, fields: dict[str, str], filename: str) -> tuple[Path, str, str]:
     kind = fields.get("type", "input") or "input"
     subfolder = fields.get("subfolder", "")
-    if "/" in filename or "\\" in filename:
-        raise web.HTTPBadRequest(text=f"upload file name {filename!r} must not contain a path")
+    try:   # "." or ".." named the folder itself (an overwrite then wrote onto a directory: a 500)
+        check_name(filename, "upload file name", allow_subfolders=False)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
     directory = safe_path_or_400(type_root(request, kind), subfolder)
     safe_path_or_400(directory, filename)
     return directory, kind, subfolder
@@ -238,7 +248,13 @@ async def post_upload_mask(request: web.Request) -> web.Response:
     original = safe_path_or_400(root, str(ref.get("subfolder", "")), str(ref.get("filename", "")))
     if not original.is_file():
         raise web.HTTPNotFound(text=f"original image {ref.get('filename')!r} not found")
-    masked = await asyncio.to_thread(_apply_mask, original, data)
+    from PIL import Image
+
+    try:
+        masked = await asyncio.to_thread(_apply_mask, original, data)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:   # not an image, or a bomb
+        raise web.HTTPBadRequest(text=f"mask upload {filename!r} is not a readable image "
+                                      f"({type(exc).__name__})") from None
     return await _store_upload(request, {**fields, "overwrite": fields.get("overwrite", "")}, filename, masked)
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from fewstep.app.server.security import json_depth, json_object, read_json
+from fewstep.app.jsonlimits import json_depth
+from fewstep.app.server.security import json_object, read_json
 from fewstep.app.server.state import EXECUTOR, HUB, OPTIONS, REGISTRY, RUNTIME, STORE
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 INLINE_ADMIT_MAX_NODES = 256
 JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 SORT_KEYS = ("created_at", "execution_duration")
+MAX_QUERY_INT = 2**62    # limit / offset / max_items: far beyond any table, inside SQLite's 64-bit integers
 MAX_ID_CHARS = 256       # prompt and client ids: a uuid is 36; a 1 MB id was accepted and stored
 MAX_EXTRA_DEPTH = 64     # an editor workflow nests ~10 levels; the stored copy is read back by every listing
 
@@ -201,8 +203,9 @@ def _int_param(request: web.Request, name: str, default: int | None, minimum: in
         value = int(raw)
     except ValueError:
         raise web.HTTPBadRequest(text=f"query parameter {name!r} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise web.HTTPBadRequest(text=f"query parameter {name!r} must be >= {minimum}, got {value}")
+    if not minimum <= value <= MAX_QUERY_INT:   # SQLite integers are 64-bit: 10**23 overflowed into a 500
+        raise web.HTTPBadRequest(text=f"query parameter {name!r} must be between {minimum} and "
+                                      f"{MAX_QUERY_INT}, got {raw}")
     return value
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from fewstep.app.api import use_paths
+from fewstep.app.jsonlimits import MAX_JSON_DEPTH, json_depth
 from fewstep.app.server.state import OPTIONS, PATHS
 
 log = logging.getLogger("fewstep.server")
@@ -203,33 +204,11 @@ async def read_json(request: web.Request, limit: int | None = None, *, required:
     return parse_json(raw)
 
 
-# Deepest JSON a request may carry. Real bodies nest ~10 levels (an editor workflow with subgraphs);
-# Python's parser, encoder and our recursive helpers fail near 1,000 (RecursionError, a 500), and a row
-# stored at that depth broke every later history listing. 256 leaves room for what wraps a stored
-# value (history entries, job details) far below that.
-MAX_JSON_DEPTH = 256
-
-
-def json_depth(value: Any, limit: int) -> int:
-    """Nesting depth of a JSON value (a scalar is 0), counting stops past ``limit``; iterative, so any
-    depth is measured without recursion."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            depth += 1
-            if depth > limit:
-                return depth
-            deepest = max(deepest, depth)
-            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
-
-
 def parse_json(raw: bytes | str, what: str = "JSON body", limit: int = MAX_JSON_DEPTH) -> Any:
     """``raw`` parsed; 400 (naming ``what``) when malformed or nested deeper than ``limit``."""
     try:
         value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:   # JSONDecodeError, UnicodeDecodeError, and ints over 4,300 digits
         raise web.HTTPBadRequest(text=f"malformed {what}: {exc}") from exc
     except RecursionError:
         value = None

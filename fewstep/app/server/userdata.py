@@ -164,9 +164,21 @@ def _written(request: web.Request, path: Path) -> web.Response:
     return web.json_response(path.relative_to(user_root(request)).as_posix())
 
 
+def _refuse_folder(request: web.Request, path: Path, key: str) -> None:
+    """409 when ``path`` is the user root or a folder, or has a file where a parent folder must go:
+    writing or moving onto it failed with IsADirectoryError / NotADirectoryError (a 500)."""
+    root = user_root(request)
+    if path == root or path.is_dir():
+        raise web.HTTPConflict(text=f"{request.match_info[key]!r} is a folder, not a file")
+    for parent in path.relative_to(root).parents:
+        if (root / parent).is_file():
+            raise web.HTTPConflict(text=f"{request.match_info[key]!r}: {parent.as_posix()!r} is a file")
+
+
 async def post_userdata_file(request: web.Request) -> web.Response:
     """Write the raw body; 409 when the file exists and ``overwrite=false``."""
     path = _user_file(request)
+    _refuse_folder(request, path, "file")
     if path.exists() and not _overwrite(request):
         raise web.HTTPConflict(text=f"user file {request.match_info['file']!r} exists (overwrite=false)")
     limit = request.app[OPTIONS].max_graph_bytes
@@ -191,6 +203,7 @@ async def post_userdata_move(request: web.Request) -> web.Response:
     source, dest = _user_file(request), _user_file(request, "dest")
     if not source.is_file():
         raise web.HTTPNotFound(text=f"user file {request.match_info['file']!r} not found")
+    _refuse_folder(request, dest, "dest")
     if dest.exists() and not _overwrite(request):
         raise web.HTTPConflict(text=f"user file {request.match_info['dest']!r} exists (overwrite=false)")
     dest.parent.mkdir(parents=True, exist_ok=True)
