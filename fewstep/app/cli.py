@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from fewstep import shipped_dir
 from fewstep.app.config import Config
+from fewstep.app.jsonlimits import MAX_JSON_DEPTH, too_deep
 
 if TYPE_CHECKING:  # annotations only: each command imports the engine parts it uses when it runs
     from fewstep.app.api import Input, Paths
@@ -163,14 +164,21 @@ def load_graph(path: Path, registry: Registry) -> tuple[dict[str, Any], dict[str
     path = resolve_graph_path(path)
     try:
         graph = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        if too_deep(graph, MAX_JSON_DEPTH):   # deeper graphs fail later, raw, in recursive code
+            raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    except RecursionError:
+        raise UsageError(f"cannot read graph {path}: nested too deeply") from None
+    except (OSError, ValueError) as exc:   # ValueError: JSONDecodeError, UnicodeDecodeError, depth
         raise UsageError(f"cannot read graph {path}: {exc}") from None
     if isinstance(graph, dict) and isinstance(graph.get("prompt"), dict) and "class_type" not in graph["prompt"]:
         return graph["prompt"], dict(graph.get("extra_data") or {})  # a saved /prompt request body
     from fewstep.app import workflow  # another part of fewstep/app/; imported only when needed
 
     if workflow.is_ui_workflow(graph):
-        return workflow.ui_to_api(graph, registry), {"extra_pnginfo": {"workflow": graph}}
+        try:
+            return workflow.ui_to_api(graph, registry), {"extra_pnginfo": {"workflow": graph}}
+        except workflow.WorkflowConversionError as exc:
+            raise UsageError(f"cannot convert graph {path}: {exc}") from None
     return graph, {}
 
 

@@ -361,3 +361,98 @@ async def test_empty_list_on_a_widget_is_a_node_error(client: Any) -> None:
     response = await client.post("/api/prompt", json={"prompt": graph})
     assert response.status == 400
     assert (await response.json())["node_errors"]["1"]["errors"][0]["type"] == "invalid_input_type"
+
+
+# -- 11: smaller leaks ----------------------------------------------------------------------------
+async def test_cors_star_never_sends_credentials(aiohttp_client: Any, make_app: Any) -> None:
+    star = await aiohttp_client(make_app(cors_origin="*"))
+    response = await star.get("/api/history", headers={"Origin": "http://any.example"})
+    assert response.status == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in response.headers
+    named = await aiohttp_client(make_app(cors_origin="http://app.example"))
+    response = await named.get("/api/history", headers={"Origin": "http://app.example"})
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
+
+
+async def test_system_stats_hides_the_token(client: Any, monkeypatch: Any) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["fewstep", "serve", "--auth-token", TOKEN, f"--auth-token={TOKEN}x"])
+    stats = await (await client.get("/api/system_stats")).json()
+    assert TOKEN not in str(stats)
+    assert stats["system"]["argv"][:3] == ["fewstep", "serve", "--auth-token"]
+
+
+async def test_file_lists_skip_symlinks_out_of_input(client: Any, config: Any, tmp_path: Any) -> None:
+    import os
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(_png())
+    input_dir = config.paths().input_dir
+    (input_dir / "mine.png").write_bytes(_png())
+    os.symlink(secret, input_dir / "link.png")
+    assert await (await client.get("/internal/files/input")).json() == ["mine.png"]
+
+
+def test_load_image_refuses_symlinks_out_of_input(tmp_path: Any) -> None:
+    import os
+
+    from fewstep.app.api import Paths, use_paths
+    from fewstep.nodes.core.nodes import LoadImage, _input_images
+
+    (tmp_path / "input").mkdir()
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(_png())
+    (tmp_path / "input" / "mine.png").write_bytes(_png())
+    os.symlink(secret, tmp_path / "input" / "link.png")
+    with use_paths(Paths(input_dir=tmp_path / "input")):
+        assert _input_images() == ["mine.png"]
+        for name in ("link.png", "../secret.png", str(secret)):
+            with pytest.raises(FileNotFoundError) as refused:
+                LoadImage.execute(name)
+            assert str(tmp_path / "input") not in str(refused.value)
+
+
+@pytest.mark.parametrize(("header", "needle"), [
+    (b"[1, 2]", "malformed"), (b'{"w": {"dtype": "F32"}}', "malformed"), (b'{"w": 5}', "malformed"),
+    (b"[" * 5000 + b"]" * 5000, "corrupt"),
+])
+def test_malformed_safetensors_headers_name_the_file(tmp_path: Any, header: bytes, needle: str) -> None:
+    import struct
+
+    from fewstep.nodes.core.loaders.files import ModelFileError, read_state_dict
+
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(ModelFileError, match=needle) as error:
+        read_state_dict(path)
+    assert "weights.safetensors" in str(error.value)
+
+
+def test_terminal_logging_shows_warnings_beside_the_log_buffer(capsys: Any, monkeypatch: Any) -> None:
+    import logging
+
+    from fewstep.app.server import terminal_logging
+
+    logger = logging.getLogger("fewstep.test_terminal")
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    buffer = logging.NullHandler()                   # stands for the /internal/logs handler
+    logger.addHandler(buffer)
+    try:
+        terminal_logging(logger)
+        logger.warning("route failed: boom")
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+    assert "route failed: boom" in capsys.readouterr().err
+
+
+def test_cli_run_on_a_deeply_nested_file_exits_2(tmp_path: Any, capsys: Any) -> None:
+    from fewstep.app.cli import main
+
+    for depth in (300, 100_000):
+        graph = tmp_path / f"deep{depth}.json"
+        graph.write_text("[" * depth + "]" * depth)
+        assert main(["run", str(graph), "--home", str(tmp_path), "--no-builtin-nodes"]) == 2
+        assert "Traceback" not in capsys.readouterr().err

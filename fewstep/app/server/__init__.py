@@ -158,6 +158,21 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def terminal_logging(logger: logging.Logger) -> None:
+    """Show ``logger``'s warnings and errors (500 tracebacks included) on stderr.
+
+    Python prints a record to stderr by itself only while no handler exists anywhere up the chain; the
+    ``/internal/logs`` buffer handler is one, so once the app started, warnings and tracebacks reached
+    only the editor's log panel. Nothing is added when the user configured logging themselves.
+    """
+    if logging.getLogger().handlers or any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+
+
 def build_app(config: Config) -> web.Application:
     """The production app: real registry, caches, executor and SQLite store from ``config``."""
     from fewstep.app.cache import CacheSet
@@ -179,6 +194,7 @@ def run_server(config: Config) -> None:
     if not _is_loopback(config.host) and not config.auth_token:
         log.warning("listening on %s without --auth-token: anyone who can reach this port can run graphs",
                     config.host)
+    terminal_logging(logging.getLogger("fewstep"))
     app = build_app(config)
     shown = f"http://{config.host}:{config.port}/"
     log.warning("fewstep serving on %s%s", shown, "?token=<your token>" if config.auth_token else "")

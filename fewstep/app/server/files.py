@@ -306,7 +306,8 @@ async def get_internal_files(request: web.Request) -> web.Response:
     root = type_root(request, request.match_info["kind"])
 
     def listing() -> list[str]:
-        files = [p for p in root.rglob("*") if p.is_file()]
+        real = root.resolve()   # symlinks out of the folder are not listed (nor served: see safe_path)
+        files = [p for p in root.rglob("*") if p.is_file() and p.resolve().is_relative_to(real)]
         files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         return [p.relative_to(root).as_posix() for p in files]
     return web.json_response(await asyncio.to_thread(listing))

@@ -82,6 +82,27 @@ def _cache_stats(executor: Any) -> dict[str, Any]:
     return caches.stats() if caches is not None else {}
 
 
+SECRET_OPTIONS = ("--auth-token",)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret options replaced: ``/system_stats`` is readable by every
+    client, and it returned the ``--auth-token`` value itself."""
+    out, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            out.append("<redacted>")
+            hide_next = False
+        elif arg in SECRET_OPTIONS:
+            out.append(arg)
+            hide_next = True
+        elif arg.startswith(tuple(f"{o}=" for o in SECRET_OPTIONS)):
+            out.append(arg.partition("=")[0] + "=<redacted>")
+        else:
+            out.append(arg)
+    return out
+
+
 async def get_system_stats(request: web.Request) -> web.Response:
     """ComfyUI's system stats plus ``fewstep.caches`` (output/model cache sizes) and pack failures."""
     ram_total, ram_free = _ram()
@@ -93,7 +114,7 @@ async def get_system_stats(request: web.Request) -> web.Response:
                    "required_frontend_version": "1.58.1",
                    "python_version": platform.python_version(),
                    "pytorch_version": getattr(torch, "__version__", "not loaded"),
-                   "embedded_python": False, "argv": sys.argv},
+                   "embedded_python": False, "argv": redact_argv(sys.argv)},
         "devices": await asyncio.to_thread(_devices),
         "fewstep": {"caches": await asyncio.to_thread(_cache_stats, request.app[EXECUTOR]),
                     "pack_failures": [{"pack": f.pack, "reason": f.reason} for f in registry.failures]},

@@ -144,10 +144,15 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
     else:
         response = await handler(request)
     if allowed and "Origin" in request.headers and not response.prepared:
-        response.headers["Access-Control-Allow-Origin"] = allowed if allowed != "*" else request.headers["Origin"]
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
         response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, Comfy-User"
-        response.headers["Access-Control-Allow-Credentials"] = "true"
+        if allowed == "*":
+            # Any site may read answers, but never with the user's cookies: reflecting the Origin with
+            # credentials let every web page act as the logged-in editor (a token cookie included).
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        else:
+            response.headers["Access-Control-Allow-Origin"] = allowed
+            response.headers["Access-Control-Allow-Credentials"] = "true"
     return response
 
 

@@ -7,6 +7,7 @@ Thin adapters over the library (``loaders``, ``schedules``, ``samplers``, ``guid
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from fewstep.app.api import (
@@ -22,6 +23,7 @@ from fewstep.app.api import (
     Schema,
     String,
     current_paths,
+    safe_child,
 )
 from fewstep.nodes.core.names import MAX_RESOLUTION, SAMPLER_NAMES, SCHEDULER_NAMES, UPSCALE_METHODS
 
@@ -436,7 +438,22 @@ def _input_images() -> list[str]:
     if not folder.is_dir():
         return []
     suffixes = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    root = folder.resolve()
+    # a symlink to a file outside input/ is neither listed nor loaded (see _input_file)
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in suffixes and p.resolve().is_relative_to(root))
+
+
+def _input_file(image: str) -> Path:
+    """``input/<image>``, refusing names and symlinks that lead out of input/ (FileNotFoundError, which
+    names only the image: the server's folders stay private)."""
+    try:
+        path = safe_child(current_paths().input_dir, image, "image")
+    except ValueError as exc:
+        raise FileNotFoundError(f"LoadImage: {exc}") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"LoadImage: {image!r} not found in the input folder")
+    return path
 
 
 class LoadImage(Node):
@@ -452,9 +469,7 @@ class LoadImage(Node):
         import torch
         from PIL import Image, ImageOps
 
-        path = current_paths().input_dir / image
-        if not path.is_file() or ".." in image.replace("\\", "/").split("/"):
-            raise FileNotFoundError(f"LoadImage: {image!r} not found in {current_paths().input_dir}")
+        path = _input_file(image)
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
             rgb = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
@@ -468,8 +483,10 @@ class LoadImage(Node):
     def fingerprint_inputs(cls, image: str) -> str:
         import hashlib
 
-        path = current_paths().input_dir / image
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else image
+        try:
+            return hashlib.sha256(_input_file(image).read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return image
 
 
 class ImageScale(Node):

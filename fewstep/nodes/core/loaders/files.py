@@ -44,9 +44,13 @@ def _check_safetensors_header(path: Path) -> None:
                                  f"of {size} bytes)")
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{path}: corrupt safetensors header ({exc})") from exc
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, RecursionError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ModelFileError(f"{path}: corrupt safetensors header ({type(exc).__name__})") from exc
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
+        # a header of the wrong shape (a list, an entry without data_offsets) raised raw, unnamed
+        raise ModelFileError(f"{path}: malformed safetensors header ({type(exc).__name__}: {exc})") from exc
     if 8 + n + end > size:
         raise ModelFileError(f"{path}: truncated safetensors file: tensors need {8 + n + end} bytes, the file "
                              f"has {size} (an interrupted download?)")
