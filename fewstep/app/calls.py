@@ -122,7 +122,8 @@ class NodeCaller:
             prompt_id=self.prompt_id, node_id=node.id if node else "", class_type=node.class_type if node else "",
             prompt=self.graph.original, extra_pnginfo=self.extra_data.get("extra_pnginfo") or {},
             report=lambda value, total, preview=None, info=None: None, is_interrupted=self.interrupted.is_set,
-            extra={"model_cache": self.caches.models, "dynprompt": self.graph},
+            extra={"model_cache": self.caches.models, "dynprompt": self.graph,
+                   "client_id": self.extra_data.get("client_id")},
         )
         context.report = lambda value, total, preview=None, info=None: self.events.progress_report(
             context.node_id, value, total, preview, info)

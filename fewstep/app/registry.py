@@ -31,6 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from fewstep.app import comfy_runtime
 from fewstep.app.api import Input, Node, Schema
 from fewstep.app.classic import (
     Hook,
@@ -381,7 +382,10 @@ def custom_pack_paths(directory: Path) -> list[Path]:
 
 
 def _load_custom(registry: Registry, directory: Path) -> None:
-    for path in custom_pack_paths(directory):
+    paths = custom_pack_paths(directory)
+    if paths:  # ComfyUI's modules (folder_paths, server, comfy.utils ...) exist for these packs only
+        comfy_runtime.install(registry)
+    for path in paths:
         name = path.stem if path.is_file() else path.name
         try:
             module = _import_path(path)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from fewstep import shipped_dir
+from fewstep.app import comfy_runtime
 from fewstep.app.config import Config
 from fewstep.app.server import editor
 from fewstep.app.server.jobs import queue_remaining
@@ -97,8 +98,36 @@ def create_app(config: Config, registry: Registry, executor: Executor, store: Jo
                          options.ws_queue_size)
     app.cleanup_ctx.append(_log_capture)
     app.cleanup_ctx.append(_queue_worker)
+    _add_pack_routes(app)
     add_routes(app)
     return app
+
+
+def _add_pack_routes(app: web.Application) -> None:
+    """Routes classic custom packs declared with ``PromptServer.instance.routes`` (and their ``/api``
+    twins, as ComfyUI adds them). They go before our catch-alls, so they are reachable, but a route that
+    would replace one of ours is refused (logged): a pack cannot take over ``/prompt`` or ``/view``."""
+    defs = comfy_runtime.pack_routes()
+    if not defs:
+        return
+    probe = web.Application()
+    add_routes(probe)
+    ours = {(route.method, route.resource.canonical) for route in probe.router.routes()
+            if route.resource is not None}
+    seen: set[tuple[str, str]] = set()
+    for route_def in reversed(defs):  # a pack loaded again (another registry) re-declares: the latest wins
+        if not isinstance(route_def, web.RouteDef):
+            route_def.register(app.router)  # a static folder
+            continue
+        for path in (route_def.path, "/api" + route_def.path):
+            if (route_def.method, path) in seen:
+                continue
+            seen.add((route_def.method, path))
+            if (route_def.method, path) in ours or ("*", path) in ours:
+                log.warning("a custom node pack's route %s %s would replace fewstep's: ignored",
+                            route_def.method, path)
+                continue
+            app.router.add_route(route_def.method, path, route_def.handler, **route_def.kwargs)
 
 
 class _BufferHandler(logging.Handler):
@@ -138,6 +167,8 @@ async def _queue_worker(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(config.ensure_dirs)
     await asyncio.to_thread(seed_user_dir, config.paths().user_dir)
     bridge = ThreadBridge(asyncio.get_running_loop(), app[HUB], app[OPTIONS].preview_size)
+    if comfy_runtime.installed():  # PromptServer.instance.send_sync of classic custom packs reaches our clients
+        comfy_runtime.bind_server(bridge.emit)
     if runtime.worker is None:
         from fewstep.app.worker import QueueWorker
 
@@ -148,6 +179,7 @@ async def _queue_worker(app: web.Application) -> AsyncIterator[None]:
     runtime.worker.wake()          # pending jobs from before a restart run now
     yield
     await asyncio.to_thread(runtime.worker.stop)
+    comfy_runtime.unbind_server(bridge.emit)
     await app[HUB].close_all()
 
 
