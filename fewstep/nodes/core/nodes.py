@@ -388,12 +388,16 @@ class VAEEncode(Node):
 def _to_uint8(images: Any) -> list[Any]:
     import numpy as np
 
-    return [np.clip(255.0 * img.detach().float().cpu().numpy() + 0.5, 0, 255).astype(np.uint8) for img in images]
+    # Truncation, as ComfyUI's SaveImage (``np.clip(255. * i, 0, 255).astype(np.uint8)``): 0.25 -> 63, so
+    # a graph saves byte-identical files here and in ComfyUI.
+    return [np.clip(255.0 * img.detach().float().cpu().numpy(), 0, 255).astype(np.uint8) for img in images]
 
 
 def _save(images: Any, folder_dir: Any, prefix: str, kind: str, prompt: Any, extra: Any) -> dict[str, list]:
-    from fewstep.nodes.core.image_io import next_output_path, png_info, save_png
+    from fewstep.nodes.core.image_io import next_output_path, png_info, save_png, substitute_prefix
 
+    if len(images):  # %width% / %height% are the first image's ([B,H,W,C]), as in ComfyUI
+        prefix = substitute_prefix(prefix, int(images[0].shape[1]), int(images[0].shape[0]), prompt)
     folder, name, subfolder, counter = next_output_path(folder_dir, prefix)
     info = png_info(prompt, extra)
     results = []
@@ -444,15 +448,28 @@ def _input_images() -> list[str]:
                   if p.is_file() and p.suffix.lower() in suffixes and p.resolve().is_relative_to(root))
 
 
+_ANNOTATED_FOLDERS = ("input", "output", "temp")
+
+
 def _input_file(image: str) -> Path:
-    """``input/<image>``, refusing names and symlinks that lead out of input/ (FileNotFoundError, which
-    names only the image: the server's folders stay private)."""
+    """The file an editor image name points at, refusing names and symlinks that lead out of its folder
+    (FileNotFoundError, which names only the image: the server's folders stay private).
+
+    Names as the editor produces them (ComfyUI ``folder_paths.py::get_annotated_filepath``): ``x.png`` and
+    ``pasted/x.png`` are in input/; a `` [input]``, `` [output]`` or `` [temp]`` suffix names the folder
+    (``clipspace/clipspace-mask-1.png [input]`` from the mask editor, ``ComfyUI_00001_.png [output]``)."""
+    paths = current_paths()
+    name, folder = image, paths.input_dir
+    for kind in _ANNOTATED_FOLDERS:
+        if image.endswith(f" [{kind}]"):
+            name, folder = image[: -len(kind) - 3], getattr(paths, f"{kind}_dir")
+            break
     try:
-        path = safe_child(current_paths().input_dir, image, "image")
+        path = safe_child(folder, name, "image")
     except ValueError as exc:
         raise FileNotFoundError(f"LoadImage: {exc}") from None
     if not path.is_file():
-        raise FileNotFoundError(f"LoadImage: {image!r} not found in the input folder")
+        raise FileNotFoundError(f"LoadImage: {image!r} not found")
     return path
 
 
@@ -478,6 +495,16 @@ class LoadImage(Node):
             else:
                 mask = torch.zeros(1, 64, 64)
         return NodeOutput(rgb, mask)
+
+    @classmethod
+    def validate_inputs(cls, image: str) -> bool | str:
+        """Any existing image the editor can name, listed or not (pasted, mask-edited, outputs), as
+        ComfyUI's ``LoadImage.VALIDATE_INPUTS`` (which replaces the list check)."""
+        try:
+            _input_file(image)
+        except FileNotFoundError:
+            return f"Invalid image file: {image}"
+        return True
 
     @classmethod
     def fingerprint_inputs(cls, image: str) -> str:
