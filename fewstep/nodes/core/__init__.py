@@ -5,9 +5,11 @@ from __future__ import annotations
 
 
 def entrypoint() -> list[type]:
-    """The core node classes (ComfyUI names), then the metric nodes."""
+    """The core node classes (ComfyUI names), by category module, then the metric nodes."""
+    from fewstep.nodes.core import nodes_conditioning, nodes_image, nodes_latent, nodes_sampling
     from fewstep.nodes.core.metric_nodes import METRIC_NODES
     from fewstep.nodes.core.nodes import NODES
 
-    return [*NODES, *METRIC_NODES]
+    return [*NODES, *nodes_latent.NODES, *nodes_conditioning.NODES, *nodes_image.NODES, *nodes_sampling.NODES,
+            *METRIC_NODES]
 

@@ -53,7 +53,7 @@ def _report(callback: Callback, i: int, x: torch.Tensor, sigmas: torch.Tensor, x
 
 
 def _renoise(denoiser: Any, x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
-             eta: float, generator: torch.Generator | None) -> torch.Tensor:
+             eta: float, generator: torch.Generator | None, s_noise: float = 1.0) -> torch.Tensor:
     """One DDIM step with stochasticity eta (Song et al. 2021, DDIM eq. 12 and 16) in (a, s) form:
     eps_hat = (x - a x0) / s; s_up = eta s' sqrt(1 - exp(-2h)), h = lambda' - lambda;
     x' = a' x0 + sqrt(s'^2 - s_up^2) eps_hat + s_up z. eta = 1 is the DDPM posterior sample,
@@ -65,7 +65,7 @@ def _renoise(denoiser: Any, x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tens
     r = _snr_ratio(denoiser, sigma, sigma_next)
     s_up = (eta * sigma_next * (1 - r).clamp_min(0).sqrt()).clamp(max=float(sigma_next))
     x = a_next * x0 + (sigma_next**2 - s_up**2).sqrt() * eps_hat
-    return x + s_up * _noise(x, generator) if eta > 0 else x
+    return x + s_noise * s_up * _noise(x, generator) if eta > 0 else x
 
 
 def sample_euler(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
@@ -98,13 +98,14 @@ def sample_heun(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: A
 
 def sample_euler_ancestral(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
                            callback: Callback = None, generator: torch.Generator | None = None,
-                           eta: float = 1.0) -> torch.Tensor:
+                           eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
     """Ancestral sampling: a deterministic step down then fresh noise back up (k-diffusion
-    ``sample_euler_ancestral``; = DDIM eq. 12 with stochasticity eta, see :func:`_renoise`)."""
+    ``sample_euler_ancestral``; = DDIM eq. 12 with stochasticity eta, see :func:`_renoise`); ``s_noise``
+    scales the fresh noise."""
     for i in range(len(sigmas) - 1):
         x0 = denoiser(x, sigmas[i], cond)
         _report(callback, i, x, sigmas, x0)
-        x = _renoise(denoiser, x, x0, sigmas[i], sigmas[i + 1], eta, generator)
+        x = _renoise(denoiser, x, x0, sigmas[i], sigmas[i + 1], eta, generator, s_noise)
     return x
 
 
@@ -161,9 +162,9 @@ def sample_dpmpp_2m(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, con
 
 def sample_dpmpp_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
                      callback: Callback = None, generator: torch.Generator | None = None,
-                     eta: float = 1.0, s_noise: float = 1.0,
+                     eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5,
                      noise_sampler: NoiseSampler | None = None) -> torch.Tensor:
-    """DPM-Solver++(2S) with SDE noise, as k-diffusion's ``sample_dpmpp_sde`` (r = 1/2; Lu et al. 2022b,
+    """DPM-Solver++(2S) with SDE noise, as k-diffusion's ``sample_dpmpp_sde`` (r = 1/2 by default; Lu et al. 2022b,
     Alg. 1 made stochastic by ancestral steps). Each of the two stages is an ancestral step
     (:func:`_ancestral_stage`): stage 1 goes sigma -> sigma_mid (the lambda midpoint, sqrt(sigma sigma')
     for a = 1) with x0 and gives x0_mid; stage 2 goes sigma -> sigma' with
@@ -179,13 +180,13 @@ def sample_dpmpp_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, co
         if float(sigma_next) == 0.0:
             x = x0
             continue
-        sigma_mid = (sigma.log() + 0.5 * (sigma_next.log() - sigma.log())).exp()  # lambda midpoint (a = 1)
+        sigma_mid = (sigma.log() + r * (sigma_next.log() - sigma.log())).exp()    # lambda at fraction r (a = 1)
         x_mid = _ancestral_stage(denoiser, x, x0, sigma, sigma_mid, eta, s_noise, noise)
         x0_mid = denoiser(x_mid, sigma_mid, cond)
         lam, lam_mid, lam_next = (_lam(denoiser, s) for s in (sigma, sigma_mid, sigma_next))
-        r = (lam_mid - lam) / (lam_next - lam)
-        r = r if bool(torch.isfinite(r)) else torch.tensor(0.5)  # lambda = -inf at pure noise (flow, a = 0)
-        d = (1 - 1 / (2 * r)) * x0 + (1 / (2 * r)) * x0_mid
+        frac = (lam_mid - lam) / (lam_next - lam)
+        frac = frac if bool(torch.isfinite(frac)) else torch.tensor(r)  # lambda = -inf at pure noise (flow)
+        d = (1 - 1 / (2 * frac)) * x0 + (1 / (2 * frac)) * x0_mid
         x = _ancestral_stage(denoiser, x, d, sigma, sigma_next, eta, s_noise, noise)
     return x
 

@@ -68,7 +68,11 @@ class GuiderSpec:
     negative: list[list[Any]] | None = None
     cfg: float = 1.0
 
-    def build(self, latent: torch.Tensor) -> BasicGuider:
+    def build(self, latent: torch.Tensor) -> Any:
+        from fewstep.nodes.core.conditioning import ComposedGuider, is_rich
+
+        if is_rich(self.positive) or is_rich(self.negative) or "rescale_cfg" in self.model.extras:
+            return ComposedGuider(self.model, self.positive, self.negative, self.cfg, latent)
         arch = self.model.extras.get("arch", "sd1")
         pos = model_cond(self.positive, latent, arch)
         if self.negative is None:
@@ -108,8 +112,12 @@ def run(guider: GuiderSpec, sampler: SamplerSpec, sigmas: torch.Tensor, latent: 
     generator = torch.Generator(device="cpu").manual_seed(int(getattr(noise, "seed", 0)))
     unet = getattr(model.model_fn, "unet", None)
     device = next(unet.parameters()).device if unet is not None else samples.device
+    built = guider.build(samples)
+    if latent.get("noise_mask") is not None:         # inpainting: regenerate only where the mask is 1
+        from fewstep.nodes.core.conditioning import InpaintGuider
+
+        built = InpaintGuider(built, model, samples, noise.generate(latent), latent["noise_mask"])
     with applied(model.extras.get("patches", [])), tiny_cpu_work(device, samples[0].numel()):
         # CUDA: the fast path (graph-replayed guider call, no syncs in the loop); elsewhere exactly sampler(...)
-        out = fastpath.sample(sampler, guider.build(samples), x, sigmas.float(), callback=callback,
-                              generator=generator)
+        out = fastpath.sample(sampler, built, x, sigmas.float(), callback=callback, generator=generator)
     return {**latent, "samples": out.float().cpu()}, {**latent, "samples": last.get("x0", out).float().cpu()}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -104,6 +106,32 @@ def flow_shifted(n: int, shift: float = 1.0) -> torch.Tensor:
     (Esser et al. 2024, SD3 eq. 23). Ends in exactly 0."""
     t = torch.linspace(1, 0, n + 1, dtype=torch.float64)
     return (shift * t / (1 + (shift - 1) * t)).float()
+
+
+def sd_turbo_sigmas(schedule: Any, steps: int, denoise: float) -> torch.Tensor:
+    """SDXL Turbo's schedule (ADD, Sauer et al. 2023, trained at timesteps 999, 899, ..., 99): the top
+    ``steps`` of the 10 timesteps 100 k - 1, starting ``10 - int(10 denoise)`` entries down; then 0."""
+    start = 10 - int(10 * denoise)
+    timesteps = (torch.arange(10, 0, -1) * 100 - 1)[start:start + steps]
+    if timesteps.numel() == 0:
+        return torch.zeros(0)
+    return torch.cat([schedule.sigma_at(timesteps.float()).float(), torch.zeros(1)])
+
+
+@dataclass(frozen=True)
+class SigmaRange:
+    """A (sigma_min, sigma_max) pair with the interface the schedules in ``schedules`` read."""
+
+    sigma_min: float
+    sigma_max: float
+
+
+def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """k-diffusion ``get_sigmas_polyexponential``: log sigma = log smin + r^rho (log smax - log smin),
+    r from 1 to 0 in n steps (rho = 1 is the exponential schedule); then 0."""
+    ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho
+    sigmas = (ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)).exp()
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
 
 
 SchedulerFn = Callable[[Schedule, int], torch.Tensor]

@@ -101,12 +101,18 @@ class TextEncoder:
         encoders: the transformers CLIP text models (or the MiniLM wrapper).
         tokenizers: one ClipTokenizer per encoder (empty for builtin).
         patches: LoRA weight patches, applied while encoding (``nodes.core.loaders.lora``).
+        layer: "clip skip" (CLIPSetLastLayer): -1 the last layer, -2 the penultimate ...; None = the
+            architecture's default (SD1.x: last, layer-normed; SDXL: penultimate, raw).
+
+    SD1.x / SDXL prompts follow ComfyUI's syntax: ``(word:1.2)`` weights, 77-token windows for long
+    prompts, ``embedding:name`` (``nodes.core.prompt``).
     """
 
     kind: str
     encoders: list[Any]
     tokenizers: list[ClipTokenizer] = field(default_factory=list)
     patches: list[Any] = field(default_factory=list)
+    layer: int | None = None
 
     def encode(self, text: str) -> list[list[Any]]:
         """CONDITIONING for one prompt: ``[[states [1, T, D], {"pooled_output": [1, D']}]]``."""
@@ -131,15 +137,29 @@ class TextEncoder:
         device = next(self.encoders[index].parameters()).device
         return torch.tensor([self.tokenizers[index](text)], device=device)
 
+    def _weighted(self, index: int, text: str, default: int | None, final_norm: bool, key: str | None) -> Any:
+        """(states [1, 77 k, D], pooled [1, D']) of encoder ``index`` under ComfyUI's prompt syntax."""
+        from fewstep.nodes.core import prompt
+
+        model, tok = self.encoders[index], self.tokenizers[index]
+        layer = default if self.layer is None else self.layer
+        if layer is not None and abs(layer) > model.config.num_hidden_layers:
+            layer = None                                  # deeper than the model: its final output
+        dim = model.get_input_embeddings().weight.shape[1]
+        wins = prompt.windows(text, tok.encode, BOS, EOS, tok.pad_id, prompt.embedding_lookup(dim, key))
+        empty = [BOS, EOS] + [tok.pad_id] * (MAX_TOKENS - 2)
+        return prompt.encode_windows(model, wins, prompt.LayerChoice(layer, final_norm), empty)
+
     def _encode_sd1(self, text: str) -> list[list[Any]]:
-        out = self.encoders[0](self._ids(0, text))
-        return [[out.last_hidden_state.float(), {"pooled_output": out.pooler_output.float()}]]
+        states, pooled = self._weighted(0, text, None, True, None)
+        return [[states.float(), {"pooled_output": pooled.float()}]]
 
     def _encode_sdxl(self, text: str) -> list[list[Any]]:
         import torch
 
-        out_l = self.encoders[0](self._ids(0, text), output_hidden_states=True)
-        out_g = self.encoders[1](self._ids(1, text), output_hidden_states=True)
-        # SDXL conditions on the penultimate layer of both encoders, [1, 77, 768 + 1280]
-        states = torch.cat([out_l.hidden_states[-2], out_g.hidden_states[-2]], dim=-1)
-        return [[states.float(), {"pooled_output": out_g.text_embeds.float()}]]
+        # SDXL conditions on the penultimate layer of both encoders, [1, 77 k, 768 + 1280]; pooled from G
+        states_l, _ = self._weighted(0, text, -2, False, "clip_l")
+        states_g, pooled = self._weighted(1, text, -2, False, "clip_g")
+        cut = min(states_l.shape[1], states_g.shape[1])
+        states = torch.cat([states_l[:, :cut], states_g[:, :cut]], dim=-1)
+        return [[states.float(), {"pooled_output": pooled.float()}]]

@@ -65,10 +65,15 @@ class UNetFn:
         if cond.get("time_ids") is not None:
             added = {"text_embeds": cond["pooled"].to(param.device, param.dtype).expand(batch, -1),
                      "time_ids": cond["time_ids"].to(param.device, param.dtype).expand(batch, -1)}
+        x_in_d, t_d, context_d = x_in.to(param.device, param.dtype), t.to(param.device), context.to(param.device, param.dtype)
         with torch.no_grad():
-            out = self.unet(x_in.to(param.device, param.dtype), t.to(param.device),
-                            encoder_hidden_states=context.to(param.device, param.dtype),
-                            added_cond_kwargs=added).sample
+            residuals = {}
+            if cond.get("control"):           # ControlNet residuals (nodes.core.conditioning / controlnet)
+                from fewstep.nodes.core.controlnet import unet_residual_kwargs
+
+                residuals = unet_residual_kwargs(cond["control"], x_in_d, t_d, context_d, added)
+            out = self.unet(x_in_d, t_d, encoder_hidden_states=context_d, added_cond_kwargs=added,
+                            **residuals).sample
         return out.to(x_in.device, x_in.dtype)
 
 
