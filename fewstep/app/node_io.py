@@ -88,6 +88,8 @@ class NodeInputs:
         """Keyword sets, one per call: item i of every input, shorter lists repeating their last item."""
         hidden = self.hidden(node, node_def) if node_def.hidden_names else {}
         if node_def.schema.is_input_list:
+            if node_def.classic:  # ComfyUI passes hidden values as one-item lists too (get_input_data)
+                hidden = {k: [v] for k, v in hidden.items()}
             return [{**inputs, **hidden}]
         if not inputs:
             return [dict(hidden)]

@@ -72,3 +72,50 @@ async def test_failed_pack_is_listed_in_system_stats(runtime_client: Any) -> Non
     assert [f["pack"] for f in failures] == ["needs_comfy_sd"] and "comfy.sd" in failures[0]["reason"]
     info = await (await runtime_client.get("/api/object_info")).json()
     assert "Notify" in info and info["Notify"]["python_module"] == "custom_nodes.runtime_pack"
+
+
+COMFY_PACKS = Path(__file__).parents[1] / "engine" / "comfy_packs"
+
+
+@pytest.fixture
+async def packs_client(aiohttp_client: Any, config: Any) -> Any:
+    registry = load_registry([COMFY_PACKS], entry_points=False, builtin=False)
+    assert registry.failures == []
+    executor = Executor(registry, CacheSet(config.cache), config.paths())
+    return await aiohttp_client(create_app(config, registry, executor, JobStore(config.db_path),
+                                           options=default_options(config)))
+
+
+async def test_websocket_image_example_gets_its_images(packs_client: Any) -> None:
+    """The flow of ComfyUI's ``script_examples/websockets_api_example_ws_images.py``: binary frames that
+    arrive while the websocket-image node executes are the images (``out[8:]``, decoded with PIL)."""
+    import io
+
+    from PIL import Image
+
+    ws = await connect(packs_client, "example")  # the example sends no feature flags: type-1 frames
+    prompt = {"1": {"class_type": "FlatImage", "inputs": {"width": 20, "height": 10, "batch": 3, "value": 0.5}},
+              "save_image_websocket_node": {"class_type": "WebsocketImageSend", "inputs": {"images": ["1", 0]}}}
+    prompt_id = await queue(packs_client, prompt, client_id="example")
+    current, images = None, []
+    while True:
+        msg = await ws.receive(timeout=20)
+        if msg.type.name == "TEXT":
+            data = json.loads(msg.data)
+            if data["type"] == "executing":
+                current = data["data"]["node"]
+                if current is None and data["data"]["prompt_id"] == prompt_id:
+                    break
+        elif current == "save_image_websocket_node":
+            images.append(Image.open(io.BytesIO(msg.data[8:])))
+    assert [image.size for image in images] == [(20, 10)] * 3
+
+
+async def test_pack_route_and_node_feedback(packs_client: Any) -> None:
+    listing = await (await packs_client.get("/api/textlike/text-file/output")).json()
+    assert listing == ["[none]"]
+    watcher = await connect(packs_client, "watcher")
+    prompt_id = await queue(packs_client, {"7": {"class_type": "CountDownFeedback", "inputs": {"count": 2}}})
+    texts, _ = await collect(watcher, prompt_id)  # no client_id: send_sync(..., None) goes to every client
+    feedback = [m["data"] for m in texts if m["type"] == "impact-node-feedback"]
+    assert feedback == [{"node_id": "7", "widget_name": "count", "type": "int", "value": 0}]
