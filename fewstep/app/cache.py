@@ -444,10 +444,12 @@ class CacheSet:
         with self._lock:
             return self.outputs.get(key)
 
-    def holds(self, key: str) -> bool:
-        """True if ``key`` has an entry; unlike :meth:`get` nothing moves (no LRU touch, no GPU restore)."""
+    def held(self, keys: dict[str, str]) -> set[str]:
+        """The names in ``{name: key}`` whose key has an entry, under one lock; unlike :meth:`get` nothing
+        moves (no LRU touch, no GPU restore)."""
         with self._lock:
-            return key in self.outputs.entries
+            entries = self.outputs.entries
+            return {name for name, key in keys.items() if key in entries}
 
     def put(self, key: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> None:
         with self._lock:

@@ -247,20 +247,18 @@ class Run:
         not only those the run reads: ancestors of a cached node count too)."""
         if not self.store_outputs:
             return served
-        served_set = set(served)
-        listed = []
+        state = self.scheduler.state
+        unread = {}
         for node_id in self.graph.nodes:
-            if node_id in served_set:
-                listed.append(node_id)
-            elif node_id not in self.scheduler.state and self._holds(node_id):
-                listed.append(node_id)
-        return listed
-
-    def _holds(self, node_id: str) -> bool:
-        try:
-            return self.caches.holds(self.keys.key(node_id))
-        except NodeFailed:  # a cycle among unneeded nodes: not cached, reported nowhere (they never run)
-            return False
+            if node_id not in state:
+                try:
+                    unread[node_id] = self.keys.key(node_id)
+                except NodeFailed:  # a cycle among nodes that never run: not cached, reported nowhere
+                    continue
+        listed = set(served) | (self.caches.held(unread) if unread else set())
+        if not listed:
+            return []
+        return [node_id for node_id in self.graph.nodes if node_id in listed]
 
     def _announce_cached(self, node_id: str) -> None:
         ui = self.result.outputs.get(node_id)

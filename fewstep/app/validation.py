@@ -236,8 +236,20 @@ def node_errors_of(node: GraphNode, node_def: NodeDef, nodes: Mapping[str, Graph
             skip = custom_params is None or port.name in custom_params
             errors += _constant_errors(node, port, skip_ranges=skip)
     errors += _extra_input_errors(node, node_def)
+    errors += _undeclared_link_errors(node, node_def, nodes, registry)
     if hook is not None and not errors:
         errors += _custom_errors(node, node_def, received)
+    return errors
+
+
+def _undeclared_link_errors(node: GraphNode, node_def: NodeDef, nodes: Mapping[str, GraphNode],
+                            registry: Registry) -> list[dict[str, Any]]:
+    """Links to inputs ``INPUT_TYPES`` does not declare (``**kwargs`` nodes) run too: their source and
+    output index must exist; their type is not checked (ComfyUI checks declared inputs only)."""
+    errors: list[dict[str, Any]] = []
+    for name, link in node.links():
+        if name not in node_def.ports:
+            errors += _link_errors(Input(name, "*"), link, nodes, registry, check_type=False)[0]
     return errors
 
 

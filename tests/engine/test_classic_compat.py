@@ -131,3 +131,10 @@ def test_unusual_declared_types_validate_like_comfyui(registry):
     checked = validate_prompt(bad, registry)
     assert not checked.ok
     assert checked.node_errors["2"]["errors"][0]["type"] == "return_type_mismatch"
+
+
+def test_undeclared_link_to_a_missing_node_is_a_validation_error(registry):
+    """Item 2's other side: an undeclared link runs too, so its source must exist (not a crash at run time)."""
+    checked = validate_prompt({"1": n("SumKwargs", base=1, x=["99", 0])}, registry)
+    assert not checked.ok
+    assert checked.node_errors["1"]["errors"][0]["type"] == "bad_linked_input"

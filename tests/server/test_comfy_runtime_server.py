@@ -50,8 +50,10 @@ async def test_progress_bar_previews_reach_the_websocket(runtime_client: Any) ->
     prompt_id = await queue(runtime_client, {"1": {"class_type": "RuntimeSteps", "inputs": {"steps": 2}}},
                             client_id="flagged")
     texts, frames = await collect(flagged, prompt_id)
-    assert [m["data"]["value"] for m in texts if m["type"] == "progress"] == [1, 2]
-    assert len(frames) == 2
+    # the server may coalesce progress of one node that a client has not read yet: the last one always arrives
+    values = [m["data"]["value"] for m in texts if m["type"] == "progress"]
+    assert values and values[-1] == 2 and set(values) <= {1, 2}
+    assert 1 <= len(frames) <= 2
     kind, meta_len = struct.unpack(">II", frames[0][:8])
     meta = json.loads(frames[0][8:8 + meta_len])
     assert kind == 4 and meta["node_id"] == "1" and frames[0][8 + meta_len:][:2] == b"\xff\xd8"
