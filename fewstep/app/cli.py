@@ -211,12 +211,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fewstep.app.validation import validate_prompt
 
     config = make_config(args)
-    registry = load_registry(config.custom_nodes_dirs, builtin=not args.no_builtin_nodes)
-    for failure in registry.failures:
-        _err(f"warning: node pack {failure.pack}: {failure.reason}")
     paths = config.paths()
     if args.out is not None:
         paths = replace(paths, output_dir=args.out)
+    with use_paths(paths):  # packs may read folder_paths while they import
+        registry = load_registry(config.custom_nodes_dirs, builtin=not args.no_builtin_nodes)
+    for failure in registry.failures:
+        _err(f"warning: node pack {failure.pack}: {failure.reason}")
     executor = Executor(registry, CacheSet(config.cache if args.cache else "run"), paths)
     # COMBO choices (model file lists) are read while converting a UI workflow, typing --set values and
     # validating: all three must list the folders given (--home, --models-dir), as the executor does;
@@ -256,9 +257,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
+    from fewstep.app.api import use_paths
     from fewstep.app.registry import load_registry
 
-    registry = load_registry(make_config(args).custom_nodes_dirs, builtin=not args.no_builtin_nodes)
+    config = make_config(args)
+    with use_paths(config.paths()):  # packs may read folder_paths while they import
+        registry = load_registry(config.custom_nodes_dirs, builtin=not args.no_builtin_nodes)
     if args.json:
         _out(json.dumps({"packs": [{"name": p.name, "source": p.source, "nodes": p.node_names}
                                    for p in registry.packs],

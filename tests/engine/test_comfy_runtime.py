@@ -153,3 +153,17 @@ def test_nothing_is_installed_without_custom_packs():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False"]
+
+
+def test_packs_import_with_the_configured_folders(tmp_path, capsys):
+    """A pack that reads folder_paths while it imports sees the folders of --home (fewstep nodes / run /
+    serve load packs inside them)."""
+    pack = tmp_path / "custom_nodes" / "reads_at_import"
+    pack.mkdir(parents=True)
+    (pack / "__init__.py").write_text("import folder_paths\nOUTPUT = folder_paths.get_output_directory()\n"
+                                      "NODE_CLASS_MAPPINGS = {}\n")
+    home = tmp_path / "home"
+    assert main(["nodes", "--home", str(home), "--custom-nodes", str(tmp_path / "custom_nodes"),
+                 "--no-builtin-nodes", "--json"]) == 0
+    capsys.readouterr()
+    assert sys.modules["fewstep_custom_nodes.reads_at_import"].OUTPUT == str(home / "output")
