@@ -392,7 +392,8 @@ def _load_custom(registry: Registry, directory: Path) -> None:
         except BaseException as exc:  # SystemExit from a pack counts as a failure too
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            registry.add_failure(name, f"import failed: {type(exc).__name__}: {exc}")
+            hint = comfy_runtime.missing_hint(exc)
+            registry.add_failure(name, f"import failed: {type(exc).__name__}: {exc}" + (f": {hint}" if hint else ""))
             log.debug("%s", traceback.format_exc())
             continue
         register_module(registry, module, name=name, source="custom_nodes", python_module=f"custom_nodes.{name}",

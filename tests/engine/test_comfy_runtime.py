@@ -46,7 +46,7 @@ def test_pack_loads_and_the_missing_module_is_named(registry):
     assert [f.pack for f in registry.failures] == ["needs_comfy_sd"]
     reason = registry.failures[0].reason
     assert reason.startswith("import failed: ModuleNotFoundError: No module named 'comfy.sd'")
-    assert "does not provide it" in reason
+    assert "is a ComfyUI module that fewstep does not provide" in reason
     pack = next(p for p in registry.packs if p.name == "runtime_pack")
     assert set(pack.node_names) == {"ListCheckpoints", "RuntimeSteps", "Notify", "ApiProgress"}
 
@@ -142,6 +142,15 @@ def test_real_modules_of_the_environment_are_never_shadowed(tmp_path):
     assert out["folder_paths"] == str(real / "folder_paths.py")  # the environment's module
     assert out["utils"] == "fewstep.app.comfy_runtime.progress"  # ours: nothing else provides comfy
     assert out["fewstep_api"].endswith("fewstep/app/api.py")
+
+
+def test_find_spec_answers_absent_for_modules_not_provided(registry):
+    """Packs detect optional modules with importlib.util.find_spec: an unprovided ComfyUI module is absent
+    (None), not an exception; a provided one is found."""
+    import importlib.util
+
+    assert importlib.util.find_spec("comfy.sd") is None
+    assert importlib.util.find_spec("comfy.utils") is not None
 
 
 def test_nothing_is_installed_without_custom_packs():

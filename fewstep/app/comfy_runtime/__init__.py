@@ -8,10 +8,10 @@ Packs written for ComfyUI import its modules by their top-level names (``folder_
   own packs never import these names (import contracts);
 - serving a top-level name only if nothing else can import it at install time, so a real ComfyUI, or any
   module of that name in the user's environment, is never shadowed;
-- answering every other ComfyUI module under a served name (``comfy.sd``, ``comfy_execution.graph``,
-  ``latent_preview`` ...) with a ``ModuleNotFoundError`` that names the module and says it is not
-  provided, so the pack fails to load with that reason (listed by ``fewstep nodes`` and
-  ``/api/system_stats``) and the app keeps working.
+- serving nothing else: a ComfyUI module we do not provide (``comfy.sd``, ``comfy_execution.graph``,
+  ``latent_preview`` ...) fails to import with Python's ``ModuleNotFoundError`` naming it, and the
+  registry records the pack as failed with that reason plus :func:`missing_hint` (listed by
+  ``fewstep nodes`` and ``/api/system_stats``); the app keeps working.
 
 The modules served are aliases of this sub-package's modules (one module object per name, so a pack and
 the engine see the same ``ProgressBar`` class and the same state).
@@ -52,11 +52,15 @@ NOT_PROVIDED = ("comfy_extras", "comfy_execution", "comfy_api_nodes", "comfy_con
 TOP_LEVEL = tuple(dict.fromkeys([name.split(".")[0] for name in PROVIDED] + list(NOT_PROVIDED)))
 
 
-def missing_module(name: str) -> ModuleNotFoundError:
-    """The error for a ComfyUI module a pack imports that fewstep does not provide."""
+def missing_hint(exc: BaseException) -> str | None:
+    """For a pack's failed import: a note when the module it missed is one of ComfyUI's that fewstep does
+    not provide (None for anything else)."""
+    name = getattr(exc, "name", None)
+    if not isinstance(exc, ModuleNotFoundError) or not name or name.split(".")[0] not in TOP_LEVEL:
+        return None
     provided = ", ".join(n for n, target in PROVIDED.items() if target is not None)
-    return ModuleNotFoundError(f"No module named {name!r}: fewstep's ComfyUI runtime does not provide it "
-                               f"(provided: {provided}; see docs/comfyui-runtime.md)", name=name)
+    return (f"{name!r} is a ComfyUI module that fewstep does not provide to custom packs (provided: {provided}; "
+            "see docs/comfyui-runtime.md)")
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -102,7 +106,10 @@ class ComfyRuntimeFinder(importlib.abc.MetaPathFinder):
         elif self._found_elsewhere(fullname, path, target):
             return None
         if fullname not in PROVIDED:
-            raise missing_module(fullname)
+            # None, not an error: importing fails with Python's "No module named ..." naming the module
+            # (the registry adds missing_hint to the pack's failure), and importlib.util.find_spec, which
+            # packs use to detect optional modules, answers "absent" instead of raising
+            return None
         self.served.add(fullname)
         target_name = PROVIDED[fullname]
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(target_name),
@@ -157,4 +164,4 @@ def pack_routes() -> list[Any]:
     return list(STATE.route_defs or ())
 
 
-__all__ = ["install", "installed", "bind_server", "unbind_server", "pack_routes", "PROVIDED", "missing_module"]
+__all__ = ["install", "installed", "bind_server", "unbind_server", "pack_routes", "PROVIDED", "missing_hint"]
