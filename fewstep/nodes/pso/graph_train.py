@@ -8,7 +8,13 @@ from typing import Any
 
 import torch
 
-from fewstep.nodes.core.train.adapter import encode_prompts, student_model, unet_of, vp_schedule_of
+from fewstep.nodes.core.train.adapter import (
+    check_conditioning,
+    encode_prompts,
+    student_model,
+    unet_of,
+    vp_schedule_of,
+)
 from fewstep.nodes.core.train.distill_graph import run_folder as core_run_folder
 from fewstep.nodes.core.train.loop import Checkpointer
 from fewstep.nodes.core.train.prompts import make_pool
@@ -71,7 +77,8 @@ def train_offline(model: Any, clip: Any, vae: Any, images: torch.Tensor, prompt:
     if tuple(positives.shape[1:]) != expected:
         raise ValueError(f"PSOOffline: the images encode to latents {tuple(positives.shape[1:])}, the student "
                          f"samples {expected}: resize the images to the student's resolution")
-    cond = encode_prompts(clip, [prompt]).to(device)                                    # [1, T, D]
+    cond = encode_prompts(clip, [prompt], expected[1:]).to(device)                      # [1, T, D] (SDXL: + pooled, ids)
+    check_conditioning(unet, cond)
     policy, reference = lora_policy(unet, vp_schedule_of(model), cfg.lora_rank, model.prediction)
     policy.net.to(device)
     negatives = None

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewstep.nodes.core.train.vp import VPNet, bc
+from fewstep.nodes.core.train.vp import Cond, VPNet, bc
 
 OBJECTIVES = ("hinge", "dpo")
 
@@ -65,7 +65,7 @@ class OnlinePSOLoss:
         return -F.logsigmoid(z).mean(1)
 
 
-def x0_error(view: VPNet, x0: Tensor, t: Tensor, noise: Tensor, cond: Tensor, weighting: str = "snr") -> Tensor:
+def x0_error(view: VPNet, x0: Tensor, t: Tensor, noise: Tensor, cond: Cond, weighting: str = "snr") -> Tensor:
     """m(x0) = mean over dims of w(t) (x̂0_θ(x_t, t) - x0)², x_t = α_t x0 + σ_t ε. Returns [B].
 
     ``weighting``: "snr" is the official offline code's w = σ_edm⁻² = α²/σ² (EDM preconditioning), which makes m
@@ -125,7 +125,7 @@ class DiffusionLoss:
             raise ValueError(f"DiffusionLoss: need 0 <= t_min <= t_max, got {t_min}, {t_max}")
         self.t_min, self.t_max = t_min, t_max
 
-    def __call__(self, view: VPNet, x0: Tensor, cond: Tensor, generator: torch.Generator) -> Tensor:
+    def __call__(self, view: VPNet, x0: Tensor, cond: Cond, generator: torch.Generator) -> Tensor:
         b, dev = x0.shape[0], x0.device
         t = torch.randint(self.t_min, self.t_max + 1, (b,), generator=generator, device=dev)
         noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=torch.float32)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fewstep.nodes.core.train.vp import VPNet, bc
+from fewstep.nodes.core.train.vp import Cond, VPNet, bc, repeat_batch
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _full(value: int, n: int, device: torch.device) -> Tensor:
 
 
 @torch.no_grad()
-def rollout(policy: VPNet, noise: Tensor, timesteps: list[int], cond: Tensor,
+def rollout(policy: VPNet, noise: Tensor, timesteps: list[int], cond: Cond,
             generator: torch.Generator | None = None) -> Trajectory:
     """Sample the student's multistep walk from ``noise`` [B, ...] (= x at t_0), recording every state.
 
@@ -83,7 +83,7 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return logp.flatten(1).mean(1)
 
 
-def transition_log_probs(policy: VPNet, traj: Trajectory, cond: Tensor) -> Tensor:
+def transition_log_probs(policy: VPNet, traj: Trajectory, cond: Cond) -> Tensor:
     """log π(x_{j+1} | x_j) of every stochastic transition of ``traj``, [B, n-1] (one batched forward).
 
     Gradients flow into ``policy``'s parameters through the mean α_{j+1} x̂0_θ(x_j, t_j); the states are data.
@@ -96,7 +96,7 @@ def transition_log_probs(policy: VPNet, traj: Trajectory, cond: Tensor) -> Tenso
     x_next = traj.states[1:].flatten(0, 1)                                       # [(n-1) B, ...]
     t = torch.cat([_full(t_j, b, dev) for t_j in traj.timesteps[:n_tr]])        # [(n-1) B]
     s = torch.cat([_full(t_j, b, dev) for t_j in traj.timesteps[1:]])           # [(n-1) B]
-    cond_rep = cond.repeat(n_tr, *([1] * (cond.ndim - 1)))                       # [(n-1) B, ...]
+    cond_rep = repeat_batch(cond, n_tr)                                          # [(n-1) B, ...]
     x0, _ = policy.x0_eps(x, t, cond_rep)
     mean = bc(policy.schedule.alpha_t(s), x0) * x0.float()
     logp = gaussian_log_prob(x_next, mean, policy.schedule.sigma_t(s))            # [(n-1) B]

@@ -32,7 +32,7 @@ from fewstep.nodes.core.train.loop import (
     trainable_parameters,
 )
 from fewstep.nodes.core.train.prompts import PromptPool
-from fewstep.nodes.core.train.vp import VPNet
+from fewstep.nodes.core.train.vp import Cond, VPNet, expand_batch, repeat_batch
 from fewstep.nodes.pso.losses import DiffusionLoss, OfflinePSOLoss, OnlinePSOLoss, preference, x0_error
 from fewstep.nodes.pso.policy import rollout, transition_log_probs
 
@@ -127,7 +127,7 @@ def _pairs(policy: VPNet, pool: PromptPool, cfg: PSOConfig, reward: Reward, deco
            gen: torch.Generator, log: StepLog) -> tuple[Any, Any, Tensor, Tensor]:
     """Two walks per prompt of a batch: (batch, trajectory of the 2B walks, cond [2B, ...], rewards [2B])."""
     batch = pool.batch(cfg.batch_size, gen)
-    cond2 = torch.cat([batch.cond, batch.cond])                                     # [2B, ...]: A then B
+    cond2 = repeat_batch(batch.cond, 2)                                             # [2B, ...]: A then B
     noise = torch.randn((2 * cfg.batch_size, *pool.latent_shape), generator=gen, device=gen.device)
     traj = rollout(policy, noise.to(pool.cond.device), list(cfg.timesteps), cond2, gen)
     with torch.no_grad():
@@ -173,16 +173,16 @@ class OfflineData:
 
     positives: Tensor
     negatives: Tensor | None
-    cond: Tensor
+    cond: Cond
 
 
 @torch.no_grad()
-def sample_negatives(reference: VPNet, cond: Tensor, n: int, latent_shape: tuple[int, ...],
+def sample_negatives(reference: VPNet, cond: Cond, n: int, latent_shape: tuple[int, ...],
                      timesteps: list[int], seed: int) -> Tensor:
     """x⁻: ``n`` samples of the concept prompt from the *original* student, drawn once (seeded by ``seed``)."""
     gen = torch.Generator(cond.device).manual_seed(int(seed) + 7919)
     noise = torch.randn((n, *latent_shape), generator=gen, device=cond.device)
-    return rollout(reference, noise, timesteps, cond.expand(n, *cond.shape[1:]), gen).x0
+    return rollout(reference, noise, timesteps, expand_batch(cond, n), gen).x0
 
 
 def offline_step(policy: VPNet, reference: VPNet, data: OfflineData, cfg: PSOConfig
@@ -199,7 +199,7 @@ def offline_step(policy: VPNet, reference: VPNet, data: OfflineData, cfg: PSOCon
         neg = data.negatives[torch.randint(len(data.negatives), (b,), generator=gen, device=gen.device).to(dev)]
         t = grid[torch.randint(len(grid), (b,), generator=gen, device=gen.device).to(dev)]
         eps = torch.randn(pos.shape, generator=gen, device=gen.device).to(dev)
-        args = (torch.cat([pos, neg]), torch.cat([t, t]), torch.cat([eps, eps]), data.cond.expand(2 * b, *data.cond.shape[1:]))
+        args = (torch.cat([pos, neg]), torch.cat([t, t]), torch.cat([eps, eps]), expand_batch(data.cond, 2 * b))
         m_pos, m_neg = x0_error(policy, *args, weighting=cfg.weighting).chunk(2)
         refs: tuple[Tensor, ...] = ()
         if loss_fn.needs_reference:
@@ -217,7 +217,7 @@ def naive_offline_step(policy: VPNet, data: OfflineData, cfg: PSOConfig) -> Call
         dev = data.positives.device
         pos = data.positives[torch.randint(len(data.positives), (cfg.batch_size,), generator=gen,
                                            device=gen.device).to(dev)]
-        return loss_fn(policy, pos, data.cond.expand(cfg.batch_size, *data.cond.shape[1:]), gen).mean()
+        return loss_fn(policy, pos, expand_batch(data.cond, cfg.batch_size), gen).mean()
     return step
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fewstep.nodes.core.train.vp import DiscreteVPSchedule, VPNet, bc, guided_x0_eps
+from fewstep.nodes.core.train.vp import Cond, DiscreteVPSchedule, VPNet, bc, guided_x0_eps
 
 # Our choice: diffusers' "trailing" 4-step grid on 1000 steps (999, 749, 499, 249), the grid the teacher's own
 # few-step DDIM uses in the README table (rounded to integers). The paper does not give its timesteps.
@@ -57,13 +57,14 @@ class Rollout:
     intermediate: list[Tensor]
 
 
-def rollout(model: VPNet, noise: Tensor, timesteps: Sequence[int], cond: Tensor, uncond: Tensor | None,
+def rollout(model: VPNet, noise: Tensor, timesteps: Sequence[int], cond: Cond, uncond: Cond | None,
             guidance: float, eta: Tensor, generator: torch.Generator | None, grad_steps: int | None = None) -> Rollout:
     """Run G_θ from pure noise ``noise`` [B,C,h,w] over ``timesteps`` (highest first) with per-sample ``eta`` [B].
 
     Args:
         model: the generator network's VPNet view (student).
-        cond / uncond: token states [B,T,D] / [1,T,D] (uncond only used when ``guidance != 1``).
+        cond / uncond: conditioning [B, ...] / [1, ...] (token states or an SDXL ``Conditioning``; uncond only
+            used when ``guidance != 1``).
         generator: draws the η-noise ξ of every step (on ``noise``'s device); may be None when eta == 0.
         grad_steps: back-propagate through only the last this many steps (None = all; the earlier steps run
             under no_grad, a memory saving for large models; methods.md's small-scale note).

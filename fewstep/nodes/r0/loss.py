@@ -17,18 +17,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from fewstep.nodes.core.train.vp import Cond
 from fewstep.nodes.r0.generator import R0_TIMESTEPS, rollout
 from fewstep.nodes.r0.regularizers import WeightDrift
 
 
 @dataclass
 class R0Batch:
-    """One step's inputs: prompts and their token states [B,T,D], the empty prompt's [1,T,D], the latent shape,
+    """One step's inputs: prompts and their conditioning [B, ...], the empty prompt's [1, ...], the latent shape,
     and the step's generator (every random draw comes from it)."""
 
     prompts: list[str]
-    cond: Tensor
-    uncond: Tensor
+    cond: Cond
+    uncond: Cond
     shape: tuple[int, ...]
     generator: torch.Generator
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from fewstep.nodes.core.train.batches import DistillBatch
-from fewstep.nodes.core.train.vp import DiscreteVPSchedule, VPNet, bc, guided_x0_eps
+from fewstep.nodes.core.train.vp import Cond, DiscreteVPSchedule, VPNet, bc, guided_x0_eps
 
 STEPS_COND_DIM = 8  # one-hot width of the sampling-steps condition (TDM-unify): K = 1..8
 
@@ -72,7 +72,7 @@ class Rollout:
 
 
 @torch.no_grad()
-def rollout(student: VPNet, noise: Tensor, timesteps: list[int], cond: object,
+def rollout(student: VPNet, noise: Tensor, timesteps: list[int], cond: Cond,
             timestep_cond: Tensor | None = None) -> Rollout:
     """Run the student from ``noise`` (taken as x at timesteps[0]) with deterministic DDIM on its own ε̂."""
     sched, b = student.schedule, noise.shape[0]
@@ -90,7 +90,7 @@ def rollout(student: VPNet, noise: Tensor, timesteps: list[int], cond: object,
                    torch.stack(epss))
 
 
-def sample_tdm_vp(student: VPNet, noise: Tensor, timesteps: list[int], cond: object,
+def sample_tdm_vp(student: VPNet, noise: Tensor, timesteps: list[int], cond: Cond,
                   timestep_cond: Tensor | None = None) -> Tensor:
     """The student's K-step sample x̂0 (deterministic; previews and tests)."""
     ro = rollout(student, noise, timesteps, cond, timestep_cond)

@@ -7,9 +7,9 @@ Training works on :class:`~fewstep.nodes.core.train.vp.VPNet` views (``net(x, t,
 a trained UNet goes back as a cloned Denoiser (:func:`student_model`).
 
 SDXL-architecture UNets (two text encoders, pooled embeddings and time ids as ``added_cond_kwargs``) plug
-in here: :func:`encode_prompts` returns a :class:`~fewstep.nodes.core.train.vp.Conditioning` for them and
-:class:`UNetAdapter` forwards its ``added_cond_kwargs``; the tensor path (SD1.5-style UNets, the built-in
-teacher) is unchanged.
+in here: :func:`encode_prompts` returns a :class:`~fewstep.nodes.core.train.vp.Conditioning` for them (built
+like the sampling nodes build theirs) and :class:`UNetAdapter` forwards its ``added_cond_kwargs``; the tensor
+path (SD1.5-style UNets, the built-in teacher) is unchanged.
 """
 
 from __future__ import annotations
@@ -95,13 +95,47 @@ def plain_unet(unet: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def encode_prompts(clip: TextEncoder, prompts: list[str]) -> Cond:
-    """Conditioning of ``prompts`` through a core CLIP: token states [N, T, D] (batched for the built-in MiniLM).
+def encode_prompts(clip: TextEncoder, prompts: list[str], latent_hw: tuple[int, int] | None = None) -> Cond:
+    """Conditioning of ``prompts`` [N] through a core CLIP, as the trainers feed it to the UNet.
 
-    SDXL (``clip.kind == "sdxl"``) would return a :class:`Conditioning` with ``text_embeds`` (the pooled
-    output) and ``time_ids`` beside the states; that path is not built yet, the trainers take tensors today.
+    * built-in MiniLM / SD1.x: token states [N, T, D] (batched for the MiniLM), as before;
+    * SDXL (``clip.kind == "sdxl"``): a :class:`Conditioning` of the states [N, T, 768 + 1280] with
+      ``added_cond_kwargs`` = ``text_embeds`` (OpenCLIP-G's pooled output [N, D']) and ``time_ids`` [N, 6],
+      built per prompt by :func:`sdxl_conditioning` for latents of size ``latent_hw`` (required then).
     """
-    if getattr(clip, "kind", None) == "builtin":
+    kind = getattr(clip, "kind", None)
+    if kind == "builtin":
         return torch.cat([clip.encoders[0].encode_tokens(prompts[i:i + 256])[0].float()
                           for i in range(0, len(prompts), 256)])
+    if kind == "sdxl":
+        if latent_hw is None:
+            raise ValueError("SDXL conditioning needs the latent size (its time ids): pass latent_hw")
+        return Conditioning.cat([sdxl_conditioning(clip.encode(p), latent_hw) for p in prompts])
     return torch.cat([clip.encode(p)[0][0].float() for p in prompts])
+
+
+def sdxl_conditioning(conditioning: list[list[object]], latent_hw: tuple[int, int]) -> Conditioning:
+    """One CONDITIONING entry of an SDXL CLIP as the trainers' :class:`Conditioning` [1, ...].
+
+    The added conditioning is exactly what the sampling nodes give the UNet (``nodes.core.sampling.model_cond``,
+    read by ``UNetFn``): ``text_embeds`` = the pooled output [1, D'] and ``time_ids`` = (orig h, orig w,
+    crop top, crop left, target h, target w) [1, 6] (Podell et al. 2023, SDXL Sec. 2.2), the image size
+    being latent size × 8 unless the entry says otherwise. A student trained on this conditioning therefore
+    samples (KSampler / SamplerCustom) under the same one.
+    """
+    from fewstep.nodes.core.sampling import model_cond
+
+    shape_only = torch.empty((1, 1, *latent_hw), device="meta")     # model_cond reads only the latent's h, w
+    cond = model_cond(conditioning, shape_only, "sdxl")             # context [1,T,D], pooled [1,D'], time_ids [1,6]
+    return Conditioning(cond["context"].float(), {"text_embeds": cond["pooled"].float(),
+                                                  "time_ids": cond["time_ids"].float()})
+
+
+def check_conditioning(unet: nn.Module, cond: Cond) -> None:
+    """A clear error when an SDXL-style UNet (``addition_embed_type="text_time"``) gets plain token states
+    (a CLIP of another architecture), instead of diffusers' TypeError deep inside the forward pass."""
+    needs = getattr(unet, "config", {}).get("addition_embed_type") == "text_time"
+    has = isinstance(cond, Conditioning) and bool(cond.added_cond_kwargs)
+    if needs and not has:
+        raise TypeError("this UNet is SDXL-style (pooled text embeddings and time ids as added conditioning): "
+                        "connect the checkpoint's SDXL CLIP")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fewstep.nodes.core.train.vp import VPNet, bc, consistency_x0
+from fewstep.nodes.core.train.vp import Cond, VPNet, bc, consistency_x0
 
 # Milestone indices per step count for M = 8 segments (TLCM inference.py, 1-7; 8 = every milestone).
 # Index 8 is t = 0 and only marks the end.
@@ -77,7 +77,7 @@ def lcm_sigmas(schedule: Any, steps: int) -> Tensor:
 SCHEDULERS: dict[str, Callable[[Any, int], Tensor]] = {"mlcm_milestones": mlcm_sigmas, "lcm_skip": lcm_sigmas}
 
 
-def sample_consistency_vp(student: VPNet, noise: Tensor, timesteps: list[int], cond: object,
+def sample_consistency_vp(student: VPNet, noise: Tensor, timesteps: list[int], cond: Cond,
                           generator: torch.Generator | None = None, timestep_cond: Tensor | None = None,
                           boundary: bool = True) -> Tensor:
     """The same walk in VP space: x_T = noise; x̂0 = f_θ(x, t_i); x ← α x̂0 + σ z at t_{i+1}; returns x̂0."""

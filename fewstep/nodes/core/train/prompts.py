@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import Tensor
 
-from fewstep.nodes.core.train.adapter import encode_prompts, unet_of
+from fewstep.nodes.core.train.adapter import check_conditioning, encode_prompts, unet_of
 from fewstep.nodes.core.train.batches import DistillBatch
 from fewstep.nodes.core.train.vp import Cond
 
@@ -39,7 +39,8 @@ class PromptPool:
     """Encoded prompts to draw batches from (encode once, sample per step from the step generator).
 
     Args:
-        cond: [N, ...] conditioning per prompt.  uncond: [1, ...] the empty prompt's.
+        cond: [N, ...] conditioning per prompt (token states [N, T, D] or a ``Conditioning``; indexed by
+            row like a tensor).  uncond: [1, ...] the empty prompt's.
         prompts: the N prompt strings.  latents: [N, C, h, w] clean latents for ``state_source="real"``.
         latent_shape: the per-sample latent shape (C, h, w).
     """
@@ -94,12 +95,17 @@ def dataset_latents(dataset: Dataset, vae: VAEWrapper | None) -> Tensor:
 
 def make_pool(model: Denoiser, clip: TextEncoder, prompts: list[str], latents: Tensor | None, device: str
               ) -> PromptPool:
-    """The pool of a MODEL / CLIP pair: prompts encoded once; latent shape from the UNet (or the latents)."""
+    """The pool of a MODEL / CLIP pair: prompts (and the empty prompt, CFG's unconditional input) encoded once;
+    latent shape from the UNet (or the latents). An SDXL CLIP gives a :class:`Conditioning` whose time ids
+    are those of that latent size (``encode_prompts``)."""
     unet = unet_of(model)
     shape = (unet.config["in_channels"], unet.config["sample_size"], unet.config["sample_size"])
     if latents is not None:
         shape = tuple(latents.shape[1:])
-    return PromptPool(cond=encode_prompts(clip, prompts).to(device), uncond=encode_prompts(clip, [""]).to(device),
+    hw = (int(shape[-2]), int(shape[-1]))
+    cond = encode_prompts(clip, prompts, hw)
+    check_conditioning(unet, cond)
+    return PromptPool(cond=cond.to(device), uncond=encode_prompts(clip, [""], hw).to(device),
                       prompts=prompts, latent_shape=shape, latents=None if latents is None else latents.to(device))
 
 

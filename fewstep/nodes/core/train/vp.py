@@ -19,6 +19,7 @@ that convention by ``nodes.core.train.adapter.UNetAdapter``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -188,9 +189,11 @@ class VPNet:
 class Conditioning:
     """Conditioning that is more than one tensor (SDXL: token states + pooled text embeds and time ids).
 
-    A plain token-state tensor [B, T, D] is the conditioning of the SD1.5-style UNets used so far; a
-    network that needs more (diffusers' ``added_cond_kwargs``) takes this instead. It indexes and
-    concatenates along the batch like a tensor, so prompt pools and CFG batching treat both alike.
+    A plain token-state tensor [B, T, D] is the conditioning of the SD1.5-style UNets and the built-in teacher;
+    a network that needs more (diffusers' ``added_cond_kwargs``) takes this instead. It indexes, moves,
+    repeats and concatenates along the batch like a tensor (every field row-aligned), so prompt pools, CFG
+    batching and the losses treat both alike through :func:`expand_batch`, :func:`repeat_batch` and
+    :func:`cat_batch`.
 
     Args:
         hidden_states: [B, T, D] token states (``encoder_hidden_states``).
@@ -209,14 +212,16 @@ class Conditioning:
     def device(self) -> torch.device:
         return self.hidden_states.device
 
-    def __getitem__(self, idx: Tensor | slice | int) -> Conditioning:
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Conditioning:
+        """The same conditioning with ``fn`` applied to every tensor (each keeps its batch row alignment)."""
         extra = self.added_cond_kwargs
-        return Conditioning(self.hidden_states[idx], None if extra is None else {k: v[idx] for k, v in extra.items()})
+        return Conditioning(fn(self.hidden_states), None if extra is None else {k: fn(v) for k, v in extra.items()})
+
+    def __getitem__(self, idx: Tensor | slice | int) -> Conditioning:
+        return self.map(lambda v: v[idx])
 
     def to(self, *args: object, **kwargs: object) -> Conditioning:
-        extra = self.added_cond_kwargs
-        return Conditioning(self.hidden_states.to(*args, **kwargs),
-                            None if extra is None else {k: v.to(*args, **kwargs) for k, v in extra.items()})
+        return self.map(lambda v: v.to(*args, **kwargs))
 
     def expand_to(self, batch: int) -> Conditioning:
         """A [1, ...] conditioning repeated to ``batch`` rows (the empty prompt under CFG)."""
@@ -224,20 +229,52 @@ class Conditioning:
             return self
         return self[torch.zeros(batch, dtype=torch.long, device=self.device)]
 
+    def repeat_batch(self, n: int) -> Conditioning:
+        """[B, ...] -> [nB, ...]: the whole batch ``n`` times in a row (row k·B + i is row i)."""
+        return self.map(lambda v: v.repeat(n, *([1] * (v.ndim - 1))))
+
+    @staticmethod
+    def cat(parts: Sequence[Conditioning]) -> Conditioning:
+        """Row-wise concatenation; every part carries the same ``added_cond_kwargs`` keys."""
+        keys = [None if p.added_cond_kwargs is None else sorted(p.added_cond_kwargs) for p in parts]
+        if any(k != keys[0] for k in keys):
+            raise ValueError(f"cannot concatenate conditionings with different added_cond_kwargs: {keys}")
+        extra = None if keys[0] is None else {k: torch.cat([p.added_cond_kwargs[k] for p in parts]) for k in keys[0]}
+        return Conditioning(torch.cat([p.hidden_states for p in parts]), extra)
+
 
 Cond = Tensor | Conditioning
 
 
+def expand_batch(cond: Cond, n: int) -> Cond:
+    """A [1, ...] conditioning as ``n`` rows [n, ...] (a tensor: a broadcast view, as ``expand``)."""
+    if isinstance(cond, Conditioning):
+        return cond.expand_to(n)
+    return cond.expand(n, *cond.shape[1:])
+
+
+def repeat_batch(cond: Cond, n: int) -> Cond:
+    """[B, ...] -> [nB, ...]: the batch ``n`` times in a row, i.e. ``torch.cat([cond] * n)``."""
+    if isinstance(cond, Conditioning):
+        return cond.repeat_batch(n)
+    return cond.repeat(n, *([1] * (cond.ndim - 1)))
+
+
+def cat_batch(parts: Sequence[Cond]) -> Cond:
+    """Row-wise concatenation of conditionings of one kind (all tensors or all :class:`Conditioning`)."""
+    if all(isinstance(p, Conditioning) for p in parts):
+        return Conditioning.cat(parts)
+    if all(isinstance(p, Tensor) for p in parts):
+        return torch.cat(list(parts))
+    raise TypeError(f"cannot concatenate mixed conditionings: {[type(p).__name__ for p in parts]}")
+
+
 def cat_cond(cond: Cond, uncond: Cond) -> Cond:
-    """Stack conditional and unconditional inputs along the batch for one CFG forward pass."""
+    """Stack conditional and unconditional inputs along the batch for one CFG forward pass ([2B, ...]:
+    cond rows, then uncond rows; a [1, ...] uncond is broadcast to B rows first)."""
     if isinstance(cond, Tensor):
         return torch.cat([cond, uncond.expand_as(cond) if uncond.shape[0] == 1 else uncond])
-    if isinstance(cond, Conditioning) and isinstance(uncond, Conditioning):
-        u = uncond.expand_to(cond.shape[0])
-        extra = None if cond.added_cond_kwargs is None else {
-            k: torch.cat([v, u.added_cond_kwargs[k]]) for k, v in cond.added_cond_kwargs.items()}
-        return Conditioning(torch.cat([cond.hidden_states, u.hidden_states]), extra)
-    raise TypeError(f"conditioning must be a tensor or a Conditioning for batched CFG, got {type(cond).__name__}")
+    return cat_batch([cond, expand_batch(uncond, cond.shape[0])])
 
 
 def guided_x0_eps(teacher: VPNet, x: Tensor, t: Tensor, cond: Cond, uncond: Cond | None,
