@@ -6,6 +6,7 @@ ComfyUI has no authentication and only checks Origin for loopback hosts; we chec
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -206,7 +207,14 @@ async def read_json(request: web.Request, limit: int | None = None, *, required:
         if required:
             raise web.HTTPBadRequest(text="request body is empty; expected JSON")
         return None
+    if len(raw) > INLINE_PARSE_MAX_BYTES:   # a big graph's parse and depth walk must not stall other requests
+        return await asyncio.to_thread(parse_json, raw)
     return parse_json(raw)
+
+
+# Bodies up to this size are parsed on the event loop (well under a millisecond); a 1 MB graph took
+# 40-200 ms there, delaying every other request and websocket by as much.
+INLINE_PARSE_MAX_BYTES = 64 * 1024
 
 
 def parse_json(raw: bytes | str, what: str = "JSON body", limit: int = MAX_JSON_DEPTH) -> Any:
