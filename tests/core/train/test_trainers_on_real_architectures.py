@@ -194,3 +194,24 @@ def test_conditioning_batches_row_for_row_like_each_of_its_tensors() -> None:
     assert torch.equal(cat_cond(hidden, hidden[:1]), torch.cat([hidden, hidden[:1].expand_as(hidden)]))
     with pytest.raises(TypeError, match="mixed"):
         cat_batch([cond, hidden])
+
+
+LONG_PROMPT = ", ".join(["a small red circle above a large blue square"] * 12)  # > 77 CLIP tokens
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prompts_longer_than_one_window_share_a_pool_with_short_ones(tiny, arch) -> None:
+    """A long prompt encodes to 154+ tokens: the pool repeats shorter token states to the common length
+    (ComfyUI's batching rule), which leaves every UNet output unchanged."""
+    from fewstep.nodes.core.train.adapter import encode_prompts, teacher_view
+
+    model, clip = tiny[arch][0], tiny[arch][1]
+    both = encode_prompts(clip, [PROMPT, LONG_PROMPT], (8, 8))
+    short = encode_prompts(clip, [PROMPT], (8, 8))
+    assert both.shape[1] % 77 == 0 and both.shape[1] > 77 and short.shape[1] == 77
+    view = teacher_view(model)
+    x, t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
+    with torch.no_grad():
+        alone, _ = view.x0_eps(x, t, short)
+        in_pool, _ = view.x0_eps(x, t, both[:1])
+    torch.testing.assert_close(in_pool, alone, rtol=1e-4, atol=1e-5)      # float32 softmax over repeated keys

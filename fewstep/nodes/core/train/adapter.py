@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from fewstep.nodes.core.train.loop import merged_state_dict
-from fewstep.nodes.core.train.vp import Cond, Conditioning, DiscreteVPSchedule, VPNet
+from fewstep.nodes.core.train.vp import Cond, Conditioning, DiscreteVPSchedule, VPNet, cat_tokens
 
 if TYPE_CHECKING:
     from fewstep.nodes.core.denoiser import Denoiser
@@ -111,7 +111,7 @@ def encode_prompts(clip: TextEncoder, prompts: list[str], latent_hw: tuple[int, 
         if latent_hw is None:
             raise ValueError("SDXL conditioning needs the latent size (its time ids): pass latent_hw")
         return Conditioning.cat([sdxl_conditioning(clip.encode(p), latent_hw) for p in prompts])
-    return torch.cat([clip.encode(p)[0][0].float() for p in prompts])
+    return cat_tokens([clip.encode(p)[0][0].float() for p in prompts])    # long prompts: 77·k tokens
 
 
 def sdxl_conditioning(conditioning: list[list[object]], latent_hw: tuple[int, int]) -> Conditioning:

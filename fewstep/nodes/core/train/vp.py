@@ -19,6 +19,7 @@ that convention by ``nodes.core.train.adapter.UNetAdapter``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -240,10 +241,26 @@ class Conditioning:
         if any(k != keys[0] for k in keys):
             raise ValueError(f"cannot concatenate conditionings with different added_cond_kwargs: {keys}")
         extra = None if keys[0] is None else {k: torch.cat([p.added_cond_kwargs[k] for p in parts]) for k in keys[0]}
-        return Conditioning(torch.cat([p.hidden_states for p in parts]), extra)
+        return Conditioning(cat_tokens([p.hidden_states for p in parts]), extra)
 
 
 Cond = Tensor | Conditioning
+
+
+def cat_tokens(states: Sequence[Tensor]) -> Tensor:
+    """Row-wise concatenation of token states [B_i, T_i, D] whose lengths may differ (a prompt longer than one
+    77-token window encodes to 154, 231, ... tokens).
+
+    Each part is repeated along the tokens to the least common multiple of the lengths — ComfyUI's rule for
+    batching cross-attention conditionings (comfy/conds.py, ``CONDCrossAttn.concat``). It changes nothing a
+    UNet computes: attention over keys/values [K; K] equals attention over K (every softmax weight halves,
+    every value appears twice). Equal lengths: a plain ``torch.cat``.
+    """
+    lengths = {s.shape[1] for s in states}
+    if len(lengths) > 1:
+        target = math.lcm(*lengths)
+        states = [s.repeat(1, target // s.shape[1], 1) for s in states]
+    return torch.cat(list(states))
 
 
 def expand_batch(cond: Cond, n: int) -> Cond:
@@ -265,7 +282,7 @@ def cat_batch(parts: Sequence[Cond]) -> Cond:
     if all(isinstance(p, Conditioning) for p in parts):
         return Conditioning.cat(parts)
     if all(isinstance(p, Tensor) for p in parts):
-        return torch.cat(list(parts))
+        return cat_tokens(parts) if all(p.ndim == 3 for p in parts) else torch.cat(list(parts))
     raise TypeError(f"cannot concatenate mixed conditionings: {[type(p).__name__ for p in parts]}")
 
 
@@ -273,7 +290,8 @@ def cat_cond(cond: Cond, uncond: Cond) -> Cond:
     """Stack conditional and unconditional inputs along the batch for one CFG forward pass ([2B, ...]:
     cond rows, then uncond rows; a [1, ...] uncond is broadcast to B rows first)."""
     if isinstance(cond, Tensor):
-        return torch.cat([cond, uncond.expand_as(cond) if uncond.shape[0] == 1 else uncond])
+        rows = uncond.expand(cond.shape[0], *uncond.shape[1:]) if uncond.shape[0] == 1 else uncond
+        return cat_batch([cond, rows])
     return cat_batch([cond, expand_batch(uncond, cond.shape[0])])
 
 
