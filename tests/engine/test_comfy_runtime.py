@@ -176,3 +176,20 @@ def test_packs_import_with_the_configured_folders(tmp_path, capsys):
                  "--no-builtin-nodes", "--json"]) == 0
     capsys.readouterr()
     assert sys.modules["fewstep_custom_nodes.reads_at_import"].OUTPUT == str(home / "output")
+
+
+def test_model_files_follow_symlinks_but_names_stay_inside(executor, tmp_path, registry):
+    """folder_paths.get_full_path: a symlinked model file is found; '..' and absolute names are not."""
+    import folder_paths
+
+    from fewstep.app.api import use_paths
+
+    elsewhere = tmp_path / "other_disk" / "big.safetensors"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("x")
+    (tmp_path / "models" / "checkpoints" / "big.safetensors").symlink_to(elsewhere)
+    with use_paths(executor.paths):
+        assert folder_paths.get_full_path("checkpoints", "big.safetensors").endswith("checkpoints/big.safetensors")
+        assert folder_paths.get_full_path("checkpoints", "../checkpoints/tiny.safetensors") is None
+        assert folder_paths.get_full_path("checkpoints", str(elsewhere)) is None
+        assert "big.safetensors" in folder_paths.get_filename_list("checkpoints")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fewstep.app.api import MODEL_FOLDERS, current_paths, safe_child
+from fewstep.app.api import MODEL_FOLDERS, check_name, current_paths, safe_child
 from fewstep.app.comfy_runtime.state import STATE
 
 supported_pt_extensions: set[str] = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
@@ -103,12 +103,15 @@ def get_filename_list(folder_name: str) -> list[str]:
 
 
 def get_full_path(folder_name: str, filename: str) -> str | None:
-    """The file's path in the first directory of the folder that has it, else None."""
+    """The file's path in the first directory of the folder that has it, else None. The name may not be
+    absolute or climb out (``..``); symlinked model files and folders are followed, as for fewstep's own
+    loaders (``Paths.find_model``): models often live on another disk."""
+    try:
+        check_name(filename, "model file name")
+    except ValueError:
+        return None
     for directory in get_folder_paths(folder_name):
-        try:
-            candidate = safe_child(directory, filename, "file name")
-        except ValueError:
-            return None
+        candidate = Path(directory) / filename
         if candidate.is_file():
             return str(candidate)
     return None
