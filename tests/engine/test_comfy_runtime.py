@@ -76,7 +76,9 @@ def test_progress_bar_drives_progress_and_previews(executor):
     assert [(p["value"], p["max"], p["node"]) for p in recorder.of("progress")] == [(1, 3, "1"), (2, 3, "1"),
                                                                                    (3, 3, "1")]
     previews = recorder.of("preview")
-    assert len(previews) == 3 and previews[0]["image"].size == (16, 16)
+    assert len(previews) == 3
+    fmt, image, max_size = previews[0]["image"]  # ComfyUI's preview tuple reaches the server as it is
+    assert (fmt, image.size, max_size) == ("JPEG", (16, 16), 512)
     assert result.outputs["1"]["device"][0] in ("cpu", "cuda:0")
 
 

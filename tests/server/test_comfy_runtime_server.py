@@ -96,7 +96,7 @@ async def test_websocket_image_example_gets_its_images(packs_client: Any) -> Non
     from PIL import Image
 
     ws = await connect(packs_client, "example")  # the example sends no feature flags: type-1 frames
-    prompt = {"1": {"class_type": "FlatImage", "inputs": {"width": 20, "height": 10, "batch": 3, "value": 0.5}},
+    prompt = {"1": {"class_type": "FlatImage", "inputs": {"width": 600, "height": 10, "batch": 3, "value": 0.5}},
               "save_image_websocket_node": {"class_type": "WebsocketImageSend", "inputs": {"images": ["1", 0]}}}
     prompt_id = await queue(packs_client, prompt, client_id="example")
     current, images = None, []
@@ -110,7 +110,8 @@ async def test_websocket_image_example_gets_its_images(packs_client: Any) -> Non
                     break
         elif current == "save_image_websocket_node":
             images.append(Image.open(io.BytesIO(msg.data[8:])))
-    assert [image.size for image in images] == [(20, 10)] * 3
+    # ("PNG", image, None): full size (above --preview-size) and PNG, as ComfyUI's server sends it
+    assert [(image.format, image.size) for image in images] == [("PNG", (600, 10))] * 3
 
 
 async def test_pack_route_and_node_feedback(packs_client: Any) -> None:

@@ -21,10 +21,12 @@ def set_progress_bar_enabled(enabled: bool) -> None:
 
 
 def preview_image(preview: Any) -> Any:
-    """A PIL image from ComfyUI's preview forms: ``(format, PIL image, max_size)``, a PIL image, or an
-    IMAGE tensor ``[B,H,W,C]`` / ``[H,W,C]`` in 0..1 (its first image); None otherwise."""
+    """What the progress hook sends: ComfyUI's ``(format, PIL image, max_size)`` tuple as it is (the
+    server encodes it in that format and size), a PIL image, or the first image of an IMAGE tensor
+    ``[B,H,W,C]`` / ``[H,W,C]`` in 0..1 as a PIL image; None otherwise."""
     if isinstance(preview, tuple) and len(preview) >= 2:
-        preview = preview[1]
+        return (preview[0], preview[1], preview[2] if len(preview) > 2 else None) \
+            if hasattr(preview[1], "save") else None
     if preview is None or hasattr(preview, "save"):
         return preview
     if hasattr(preview, "detach"):

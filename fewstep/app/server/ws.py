@@ -74,10 +74,21 @@ class PreviewFrame:
 
 
 def encode_preview(image: Any, max_size: int) -> tuple[bytes, str]:
-    """A PIL image as JPEG bytes, its longest side capped at ``max_size`` (runs in the worker thread)."""
-    image = image.copy()
-    image.thumbnail((max_size, max_size))
+    """A PIL image as JPEG bytes, its longest side capped at ``max_size`` (runs in the worker thread).
+
+    ComfyUI's preview tuple ``(format, PIL image, size)`` (``comfy.utils.ProgressBar`` of classic custom
+    packs) is honoured as ComfyUI's server honours it: ``"PNG"`` or ``"JPEG"``, capped at ``size``, or sent
+    at full size when ``size`` is None — the websocket image-save node streams its outputs this way."""
+    fmt = "JPEG"
+    if isinstance(image, tuple):
+        fmt, image, max_size = str(image[0]).upper(), image[1], image[2] if len(image) > 2 else max_size
+    if max_size:
+        image = image.copy()
+        image.thumbnail((max_size, max_size))
     buffer = io.BytesIO()
+    if fmt == "PNG":
+        image.save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue(), "image/png"
     image.convert("RGB").save(buffer, format="JPEG", quality=90)
     return buffer.getvalue(), "image/jpeg"
 
