@@ -130,6 +130,25 @@ async def test_600_node_chain_reaches_a_fast_reader(chain_client: Any, chain_reg
     assert seen["worst_latency"] < 1.0
 
 
+def test_progress_state_events_cost_o1_each(chain_registry: Any, config: Any) -> None:
+    """Item 1: each ``progress_state`` the executor emits is a view of one shared log, not a copy of every
+    node's entry (that made a 10,000-node graph O(n^2)); nothing is materialised until someone reads it."""
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.events import ProgressSnapshot
+    from fewstep.app.executor import Executor
+
+    states: list[Any] = []
+    executor = Executor(chain_registry, CacheSet("none"), config.paths())
+    result = executor.execute(chain(600), prompt_id="p",
+                              emit=lambda event, data: states.append(data["nodes"]) if event == "progress_state" else None)
+    assert result.status == "success"
+    assert len(states) == 1200 and all(isinstance(s, ProgressSnapshot) for s in states)
+    assert len({id(s._log) for s in states}) == 1 and all(s._nodes is None for s in states)
+    assert [s.length for s in states] == list(range(1, 1201))
+    assert states[599]["299"]["state"] == "finished" and "300" not in states[598]   # still a snapshot
+    assert len(states[-1]) == 600 and states[-1]["599"]["state"] == "finished"
+
+
 async def test_no_client_means_no_encoding(chain_client: Any, monkeypatch: Any) -> None:
     """Item 1: with nobody connected, messages are not even JSON-encoded."""
     from fewstep.app.server import ws as ws_module

@@ -208,13 +208,18 @@ def _target(request: web.Request, fields: dict[str, str], filename: str) -> tupl
 async def _store_upload(request: web.Request, fields: dict[str, str], filename: str,
                         data: bytes) -> web.Response:
     directory, kind, subfolder = _target(request, fields, filename)
-    directory.mkdir(parents=True, exist_ok=True)
-    if fields.get("overwrite", "").lower() in ("true", "1"):
-        path, exists = directory / filename, False
-    else:
-        path, exists = await asyncio.to_thread(_free_name, directory, filename, data)
-    if not exists:
-        await asyncio.to_thread(path.write_bytes, data)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if fields.get("overwrite", "").lower() in ("true", "1"):
+            path, exists = directory / filename, False
+        else:
+            path, exists = await asyncio.to_thread(_free_name, directory, filename, data)
+        if not exists:
+            await asyncio.to_thread(path.write_bytes, data)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        # the subfolder is a file, or the name a folder (found by the fuzzer: a 500 before)
+        raise web.HTTPConflict(text=f"upload {subfolder + '/' if subfolder else ''}{filename!r} conflicts "
+                                    "with an existing file or folder") from None
     return web.json_response({"name": path.name, "subfolder": subfolder, "type": kind})
 
 
