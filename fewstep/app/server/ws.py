@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import json
 import logging
 import math
 import struct
 import sys
-import threading
 import time
 import uuid
 from collections import deque
@@ -333,7 +333,9 @@ class StateEncoder:
     def advance(self, nodes: ProgressSnapshot, most: int | None = None) -> None:
         """Encode the entries ``nodes`` adds to what was seen (at most ``most`` of them)."""
         end = nodes.length if most is None else min(nodes.length, self.seen + most)
-        for node_id, entry in nodes.entries(self.seen)[:end - self.seen]:
+        # dict() keeps each node's last entry of the slice: a node that started and finished since the
+        # last call is encoded once, not twice
+        for node_id, entry in dict(nodes.entries(self.seen)[:end - self.seen]).items():
             self.fragments[node_id] = f"{self._quoted(node_id)}: {self._entry(entry)}"
         self.seen = max(self.seen, end)
 
@@ -380,10 +382,11 @@ class ThreadBridge:
         self.loop = loop
         self.hub = hub
         self.preview_size = preview_size
-        self._lock = threading.Lock()
-        self._pending: list[_Entry] = []                 # worker -> loop, under the lock
-        self._latest: dict[tuple[Any, ...], int] = {}    # coalescing key -> newest undelivered seq, under the lock
-        self._seq = 0
+        # Worker -> loop without a lock: deque appends/pops, dict item sets and ``next`` on a counter are
+        # each atomic in CPython, and the emit cost is what a 10,000-node graph pays 30,000 times.
+        self._pending: deque[_Entry] = deque()
+        self._latest: dict[tuple[Any, ...], int] = {}    # coalescing key -> seq of its newest entry
+        self._counter = itertools.count(1)
         self._drain_scheduled = False
         self._backlog: deque[_Entry] = deque()           # loop only: live entries not yet delivered
         self._held: dict[tuple[Any, ...], dict[str, Any]] = {}   # loop only: progress_state data awaiting its time
@@ -393,24 +396,21 @@ class ThreadBridge:
         self._states: dict[tuple[Any, ...], StateEncoder] = {}   # loop only: each job's encoded entries
 
     def emit(self, event: str, data: dict[str, Any], client_id: str | None = None) -> None:
-        if self.loop.is_closed():
-            return
         if event == "preview":   # encoded here, in the worker thread
             image, mime = encode_preview(data["image"], self.preview_size)
             data = {"frame": PreviewFrame(image, mime, str(data.get("node_id")), str(data.get("prompt_id"))),
                     "node_id": data.get("node_id"), "prompt_id": data.get("prompt_id")}
         key = coalesce_key(event, data, client_id)
-        with self._lock:
-            self._seq += 1
-            if key is not None:
-                self._latest[key] = self._seq
-            self._pending.append((self._seq, event, data, client_id, key))
-            if self._drain_scheduled:
-                return
-            self._drain_scheduled = True
+        seq = next(self._counter)
+        if key is not None:
+            self._latest[key] = seq      # before the append: a drain that sees the entry sees this too
+        self._pending.append((seq, event, data, client_id, key))
+        if self._drain_scheduled:        # read after the append: a drain clears it before it pops
+            return
+        self._drain_scheduled = True
         try:
             self.loop.call_soon_threadsafe(self._wake)
-        except RuntimeError:   # the loop closed between the check and the call: nobody is listening
+        except RuntimeError:   # the loop is closed: nobody is listening
             pass
 
     def _wake(self) -> None:
@@ -425,19 +425,14 @@ class ThreadBridge:
 
     def _drain(self) -> None:
         """Deliver up to ``SLICE`` entries; reschedule itself while entries remain (see the class docstring)."""
-        with self._lock:   # superseded entries are dropped here, in one pass under one lock
-            latest = self._latest
-            for entry in self._pending:
-                key = entry[4]
-                if key is None:
-                    self._backlog.append(entry)
-                elif latest.get(key) == entry[0]:
-                    del latest[key]
-                    self._backlog.append(entry)
-            self._pending = []
-            self._drain_scheduled = False
+        self._drain_scheduled = False    # before popping: an emit after the last pop schedules a new drain
+        pending, latest, backlog = self._pending, self._latest, self._backlog
+        while pending:                   # superseded entries are dropped here
+            entry = pending.popleft()
+            key = entry[4]
+            if key is None or latest.get(key) == entry[0]:
+                backlog.append(entry)
         self._last_drain = self.loop.time()
-        backlog = self._backlog
         for _ in range(SLICE):
             if not backlog:
                 return
@@ -505,8 +500,12 @@ class ThreadBridge:
         self.hub.send(message, client_id)
         ends = message.type == "executing" and message.data.get("node") is None
         if ends:
-            self._state_sent.pop((message.data.get("prompt_id"), client_id), None)
-            self._states.pop((message.data.get("prompt_id"), client_id), None)
+            prompt_id = message.data.get("prompt_id")
+            self._state_sent.pop((prompt_id, client_id), None)
+            self._states.pop((prompt_id, client_id), None)
+            for key in list(self._latest):   # list() copies atomically; the job emits nothing more
+                if key[1] == prompt_id:
+                    self._latest.pop(key, None)
         if client_id is not None:
             if message.type == "executing" and not ends:
                 self.hub.executing[client_id] = message
