@@ -50,6 +50,24 @@ def controlnet_to_ldm(net) -> dict:
     return {k: v.contiguous() for k, v in out.items()}
 
 
+def tiny_t2i_original():
+    """A one-channel (depth-style) full T2I-Adapter for the tiny UNet, in TencentARC's original names."""
+    from diffusers import T2IAdapter
+
+    torch.manual_seed(6)
+    net = T2IAdapter(in_channels=1, channels=[32, 64, 128, 128], num_res_blocks=2, downscale_factor=8,
+                     adapter_type="full_adapter").eval()
+    out = {}
+    for key, value in net.state_dict().items():
+        if m := re.match(r"adapter\.body\.(\d+)\.resnets\.(\d+)\.(.+)$", key):
+            out[f"body.{2 * int(m[1]) + int(m[2])}.{m[3]}"] = value
+        elif m := re.match(r"adapter\.body\.(\d+)\.in_conv\.(.+)$", key):
+            out[f"body.{2 * int(m[1])}.in_conv.{m[2]}"] = value
+        else:
+            out[key.removeprefix("adapter.")] = value
+    return net, {k: v.contiguous() for k, v in out.items()}
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     from spandrel.architectures.ESRGAN import ESRGAN
@@ -62,6 +80,7 @@ def models(tmp_path_factory):
     net = tiny_controlnet(unet)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(root / "controlnet" / "cn-diffusers.safetensors"))
     save_file(controlnet_to_ldm(net), str(root / "controlnet" / "cn-ldm.safetensors"))
+    save_file(tiny_t2i_original()[1], str(root / "controlnet" / "t2iadapter_depth.safetensors"))
     torch.manual_seed(4)
     esrgan = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=2).eval()
     save_file({k: v.contiguous() for k, v in esrgan.state_dict().items()}, str(root / "upscale_models" / "x2.safetensors"))
@@ -115,6 +134,33 @@ def test_controlnet_residuals_reach_the_unet(models) -> None:
     p2, n2 = C.ControlNetApplyAdvanced.execute(pos, neg, control, hint, 1.0, 0.9, 1.0).values
     torch.testing.assert_close(ComposedGuider(model, p2, n2, 1.0, x)(x, torch.tensor(10.0)),
                                model(x, torch.tensor(10.0), {"context": pos[0][0]}))
+
+
+def test_t2i_adapter_features_reach_the_unet(models) -> None:
+    from fewstep.nodes.core import nodes as N
+    from fewstep.nodes.core import nodes_conditioning as C
+    from fewstep.nodes.core.conditioning import ComposedGuider
+
+    root = models[0]
+    net, _ = tiny_t2i_original()
+    with use_paths(Paths(model_roots=(root,))):
+        model, clip, _ = N.CheckpointLoaderSimple.execute("tiny-sd15.safetensors").values
+        adapter = C.ControlNetLoader.execute("t2iadapter_depth.safetensors").values[0]
+    assert all(torch.equal(a, b) for a, b in zip(adapter.model.state_dict().values(), net.state_dict().values(),
+                                                 strict=True))
+    pos = clip.encode("a cat")
+    hint = torch.rand(1, 64, 64, 3)
+    x, sigma = torch.randn(1, 4, 8, 8), torch.tensor(3.0)
+    p1 = C.ControlNetApply.execute(pos, adapter, hint, 0.5).values[0]
+    got = ComposedGuider(model, p1, None, 1.0, x)(x, sigma)
+    t = model.schedule.timestep(sigma.reshape(1))
+    x_in = x / (sigma**2 + 1) ** 0.5
+    with torch.no_grad():            # depth adapters read one grey channel: the mean of RGB
+        features = [f * 0.5 for f in net(hint.permute(0, 3, 1, 2).mean(1, keepdim=True))]
+        eps = model.model_fn.unet(x_in, t, encoder_hidden_states=pos[0][0],
+                                  down_intrablock_additional_residuals=features).sample
+    torch.testing.assert_close(got, x - sigma * eps, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, model(x, sigma, {"context": pos[0][0]}), atol=1e-4)
 
 
 def test_upscale_model_node_is_the_spandrel_network(models) -> None:

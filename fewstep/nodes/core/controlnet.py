@@ -81,35 +81,105 @@ class ControlNet:
         """(down residuals, mid residual) for the UNet input ``x_in`` [B, C, h, w] (already on the model's
         device and dtype); ``hint`` [B', H, W, 3] in 0..1 is resized to 8h x 8w (nearest, centre crop
         as ComfyUI) and repeated over the batch."""
-        from fewstep.nodes.core.imaging import scale_images
-
         param = next(self.model.parameters())
-        image = scale_images(hint.float().cpu(), "nearest-exact", x_in.shape[-1] * 8, x_in.shape[-2] * 8, "center")
-        image = image.permute(0, 3, 1, 2).to(param.device, param.dtype)          # [B', 3, H, W]
-        if image.shape[0] != x_in.shape[0]:
-            image = image.repeat(-(-x_in.shape[0] // image.shape[0]), 1, 1, 1)[:x_in.shape[0]]
+        image = _hint_batch(hint, x_in, param, 3)
         down, mid = self.model(x_in, t, encoder_hidden_states=context, controlnet_cond=image,
                                conditioning_scale=float(strength), added_cond_kwargs=added, return_dict=False)
         return list(down), mid
 
 
+def _hint_batch(hint: torch.Tensor, x_in: torch.Tensor, param: torch.Tensor, channels: int) -> torch.Tensor:
+    """IMAGE [B', H, W, 3] -> [B, channels, 8h, 8w] on the network (nearest, centre crop as ComfyUI; grey
+    = the mean of RGB for one-channel networks), repeated over x_in's batch."""
+    from fewstep.nodes.core.imaging import scale_images
+
+    image = scale_images(hint.float().cpu(), "nearest-exact", x_in.shape[-1] * 8, x_in.shape[-2] * 8, "center")
+    image = image[..., :3].permute(0, 3, 1, 2)                                   # [B', 3, H, W]
+    if channels == 1:
+        image = image.mean(dim=1, keepdim=True)
+    if image.shape[0] != x_in.shape[0]:
+        image = image.repeat(-(-x_in.shape[0] // image.shape[0]), 1, 1, 1)[:x_in.shape[0]]
+    return image.to(param.device, param.dtype)
+
+
+@dataclass(eq=False)
+class T2IAdapter:
+    """A T2I-Adapter (Mou et al. 2023, "T2I-Adapter", Sec. 3.2): a small convolutional network from the
+    control image alone (no x_t, no timestep) whose multi-scale features F_c are added to the UNet
+    encoder's features, F_enc + w F_c (eq. 2-3); the CONTROL_NET link value (diffusers ``T2IAdapter``)."""
+
+    model: Any
+    in_channels: int = 3
+    name: str = ""
+
+    def features(self, x_in: torch.Tensor, hint: torch.Tensor, strength: float) -> list[torch.Tensor]:
+        param = next(self.model.parameters())
+        return [f * float(strength) for f in self.model(_hint_batch(hint, x_in, param, self.in_channels))]
+
+
 def unet_residual_kwargs(specs: list[Any], x_in: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
                          added: dict | None) -> dict[str, Any]:
-    """The UNet keyword arguments for the active ControlNets ``specs`` (``conditioning.ControlSpec``):
-    their residuals summed (Zhang et al. 2023, Sec. 3.4, "multiple conditions")."""
+    """The UNet keyword arguments for the active ControlNets / T2I-Adapters ``specs``
+    (``conditioning.ControlSpec``): residuals of the same kind summed (Zhang et al. 2023, Sec. 3.4,
+    "multiple conditions"); ControlNets feed the skip connections, adapters the encoder blocks."""
     down: list[torch.Tensor] | None = None
     mid: torch.Tensor | None = None
+    adapter: list[torch.Tensor] | None = None
     for spec in specs:
+        if isinstance(spec.net, T2IAdapter):
+            f = spec.net.features(x_in, spec.hint, spec.strength)
+            adapter = f if adapter is None else [a + b for a, b in zip(adapter, f, strict=True)]
+            continue
         d, m = spec.net.residuals(x_in, t, context, added, spec.hint, spec.strength)
         down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
         mid = m if mid is None else mid + m
-    if down is None:
-        return {}
-    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+    kwargs: dict[str, Any] = {}
+    if down is not None:
+        kwargs.update(down_block_additional_residuals=down, mid_block_additional_residual=mid)
+    if adapter is not None:   # a fresh list: the UNet pops from it
+        kwargs["down_intrablock_additional_residuals"] = list(adapter)
+    return kwargs
 
 
-def load_controlnet(path: Path, *, allow_pickle: bool | None = None) -> ControlNet:
-    """A ControlNet single file (LDM or diffusers layout), on the device the checkpoints use."""
+def t2i_to_diffusers_layout(state: dict[str, Any]) -> dict[str, Any] | None:
+    """T2I-Adapter weights in diffusers names, or None when ``state`` is no (full) T2I-Adapter. The original
+    TencentARC layout (``conv_in``, ``body.{2 l + r}.block1/block2``, ``body.{2 l}.in_conv``: two resnet blocks
+    per level) maps onto diffusers' ``adapter.body.{l}.resnets.{r}`` / ``adapter.body.{l}.in_conv``."""
+    if any(k.startswith("adapter.body.") for k in state):
+        return state
+    if "conv_in.weight" not in state or "body.0.block1.weight" not in state:
+        return None
+    out = {}
+    for key, value in state.items():
+        if m := re.match(r"body\.(\d+)\.(block1|block2)\.(weight|bias)$", key):
+            level, r = divmod(int(m[1]), 2)
+            out[f"adapter.body.{level}.resnets.{r}.{m[2]}.{m[3]}"] = value
+        elif m := re.match(r"body\.(\d+)\.in_conv\.(weight|bias)$", key):
+            out[f"adapter.body.{int(m[1]) // 2}.in_conv.{m[2]}"] = value
+        elif key.startswith("conv_in."):
+            out["adapter." + key] = value
+        else:
+            raise ValueError(f"unsupported T2I-Adapter layout (key {key!r}; only the full adapter is read)")
+    return out
+
+
+def _load_t2i(sd: dict[str, Any], path: Path, dtype: Any, device: str) -> T2IAdapter:
+    from diffusers import T2IAdapter as DiffusersT2IAdapter
+
+    from fewstep.nodes.core.loaders.sd import _load_module
+
+    levels = _count(sd, r"adapter\.body\.(\d+)\.")
+    channels = [int(sd[f"adapter.body.{i}.resnets.0.block1.weight"].shape[0]) for i in range(levels)]
+    unshuffled = int(sd["adapter.conv_in.weight"].shape[1])                  # in_channels * 8 * 8
+    in_channels = unshuffled // 64
+    net = DiffusersT2IAdapter(in_channels=in_channels, channels=channels,
+                              num_res_blocks=_count(sd, r"adapter\.body\.0\.resnets\.(\d+)\."),
+                              downscale_factor=8, adapter_type="full_adapter")
+    return T2IAdapter(_load_module(net, sd, "T2I-Adapter", path, dtype, device), in_channels, path.name)
+
+
+def load_controlnet(path: Path, *, allow_pickle: bool | None = None) -> ControlNet | T2IAdapter:
+    """A ControlNet (LDM or diffusers layout) or T2I-Adapter single file, on the device the checkpoints use."""
     from diffusers import ControlNetModel
 
     from fewstep.nodes.core.loaders import pick_device
@@ -118,8 +188,12 @@ def load_controlnet(path: Path, *, allow_pickle: bool | None = None) -> ControlN
 
     device, dtype = pick_device()
 
-    def load() -> ControlNet:
-        sd = to_diffusers_layout(read_state_dict(path, allow_pickle=allow_pickle))
+    def load() -> ControlNet | T2IAdapter:
+        state = read_state_dict(path, allow_pickle=allow_pickle)
+        adapter = t2i_to_diffusers_layout(state)
+        if adapter is not None:
+            return _load_t2i(adapter, path, dtype, device)
+        sd = to_diffusers_layout(state)
         net = _load_module(ControlNetModel(**controlnet_config(sd)), sd, "ControlNet", path, dtype, device)
         return ControlNet(net, path.name)
 

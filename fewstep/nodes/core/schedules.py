@@ -134,6 +134,32 @@ def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, rho: floa
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
 
 
+def linear_quadratic(schedule: Schedule, n: int, threshold_noise: float = 0.025,
+                     linear_steps: int | None = None) -> torch.Tensor:
+    """Movie Gen's linear-quadratic schedule (Polyak et al. 2024, Sec. 3.1.4; ComfyUI ``linear_quadratic``)
+    on t in [0, 1]: the first n/2 steps linear up to t = threshold_noise, then a quadratic to 1 that meets
+    the line with a continuous slope; sigma = (1 - t) sigma_max."""
+    if n == 1:
+        return torch.tensor([1.0, 0.0]) * schedule.sigma_max
+    linear_steps = n // 2 if linear_steps is None else linear_steps
+    line = [i * threshold_noise / linear_steps for i in range(linear_steps)]
+    gap = linear_steps - threshold_noise * n
+    quadratic_steps = n - linear_steps
+    a = gap / (linear_steps * quadratic_steps**2)
+    b = threshold_noise / linear_steps - 2 * gap / quadratic_steps**2
+    c = a * linear_steps**2
+    curve = [a * i**2 + b * i + c for i in range(linear_steps, n)]
+    return torch.tensor([1.0 - t for t in line + curve + [1.0]], dtype=torch.float32) * schedule.sigma_max
+
+
+def kl_optimal(schedule: Schedule, n: int) -> torch.Tensor:
+    """The KL-optimal schedule (Sabour et al. 2024, "Align Your Steps", Theorem 3.1: uniform in arctan
+    sigma): sigma_i = tan((1 - i/(n-1)) atan(sigma_max) + i/(n-1) atan(sigma_min)); then 0."""
+    frac = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
+    sigmas = (frac * math.atan(schedule.sigma_min) + (1 - frac) * math.atan(schedule.sigma_max)).tan()
+    return _append_zero(sigmas)
+
+
 SchedulerFn = Callable[[Schedule, int], torch.Tensor]
 
 # ComfyUI's scheduler names (comfy/samplers.py SCHEDULER_NAMES) that we implement.
@@ -145,6 +171,8 @@ SCHEDULERS: dict[str, SchedulerFn] = {
     "ddim_uniform": ddim_uniform,
     "beta": beta,
     "normal": normal,
+    "linear_quadratic": linear_quadratic,
+    "kl_optimal": kl_optimal,
 }
 
 
