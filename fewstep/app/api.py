@@ -496,6 +496,44 @@ def safe_child(root: Path | str, name: str, what: str = "name", *, allow_subfold
     return full
 
 
+# Images are decoded only up to this many pixels (FEWSTEP_MAX_IMAGE_PIXELS overrides): a 15 kB PNG of
+# 11000x11000 made LoadImage peak at 5.1 GB, and PIL by default only warns below 179 megapixels.
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than the budget (a decompression bomb, or just too big)."""
+
+
+def max_image_pixels() -> int:
+    """The pixel budget for decoding one image (read each time: no module state to reset in tests)."""
+    try:
+        return int(os.environ.get("FEWSTEP_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS))
+    except ValueError:
+        return DEFAULT_MAX_IMAGE_PIXELS
+
+
+def open_image(source: str | os.PathLike[str] | Any, name: str | None = None) -> Any:
+    """``PIL.Image.open(source)`` that refuses, before decoding, images over :func:`max_image_pixels`.
+
+    Every image read from outside (``LoadImage``, uploads, ``/view`` previews) goes through this. The
+    size comes from the header, so a bomb costs nothing. Use it as a context manager, like PIL's.
+
+    Raises:
+        ImageTooLarge: naming ``name`` (or the file's name) and its size.
+    """
+    from PIL import Image
+
+    image = Image.open(source)
+    width, height = image.size   # of the first frame, the one our readers decode
+    if width * height > max_image_pixels():
+        image.close()
+        label = name or Path(str(getattr(source, "name", source))).name
+        raise ImageTooLarge(f"image {label!r} is {width}x{height}, over the limit of {max_image_pixels():,} "
+                            "pixels (FEWSTEP_MAX_IMAGE_PIXELS)")
+    return image
+
+
 def default_paths() -> Paths:
     """Paths from the environment: FEWSTEP_MODELS_DIRS (os.pathsep-separated), FEWSTEP_HOME (else cwd)."""
     home = Path(os.environ.get("FEWSTEP_HOME", "."))

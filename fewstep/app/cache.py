@@ -189,7 +189,8 @@ def parse_policy(text: str) -> Policy:
             raise ValueError(f"bad cache policy {text!r}: {number!r} is not a number") from None
         if fields[name] < 0:
             raise ValueError(f"bad cache policy {text!r}: sizes must be >= 0")
-    ram = fields.get("ram", DEFAULT_RAM_BUDGET_GB if "vram" in fields else None)
+    # lru:N alone counted entries, not bytes (64 big tensors kept 1.4 GB): it gets the RAM budget too
+    ram = fields.get("ram", DEFAULT_RAM_BUDGET_GB if "vram" in fields or "lru" in fields else None)
     return Policy(text, keep=True, store=True,
                   max_entries=int(fields["lru"]) if "lru" in fields else None,
                   ram_bytes=ram * GB if ram is not None else None,
@@ -240,7 +241,7 @@ class OutputCache:
         old = self.entries.pop(key, None)
         if old is not None:
             self._account(old, -1)
-        cpu, gpu = measure(outputs) if self.policy.ram_bytes or self.policy.vram_bytes else (0, 0)
+        cpu, gpu = measure(outputs)   # always: /system_stats reports what is really kept
         entry = CacheEntry(outputs, ui, cpu, gpu)
         self.entries[key] = entry
         self._account(entry, +1)

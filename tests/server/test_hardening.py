@@ -456,3 +456,48 @@ def test_cli_run_on_a_deeply_nested_file_exits_2(tmp_path: Any, capsys: Any) -> 
         graph.write_text("[" * depth + "]" * depth)
         assert main(["run", str(graph), "--home", str(tmp_path), "--no-builtin-nodes"]) == 2
         assert "Traceback" not in capsys.readouterr().err
+
+
+# -- 8 (part): decompression bombs and a byte-bounded cache ---------------------------------------
+def _big_png(side: int) -> bytes:
+    """A tiny PNG file that declares ``side`` x ``side`` pixels (a 1-bit image compresses to almost nothing)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_image_bombs_are_refused_before_decoding(client: Any, config: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("FEWSTEP_MAX_IMAGE_PIXELS", str(100 * 100))
+    bomb = _big_png(400)                                 # 160,000 pixels: over this test's budget
+    (config.paths().output_dir / "bomb.png").write_bytes(bomb)
+    response = await client.get("/api/view?filename=bomb.png&preview=webp;50")
+    assert response.status == 413 and "over the limit" in (await response.json())["error"]["message"]
+    assert (await client.post("/api/upload/image", data=_form("base.png", _png()))).status == 200
+    masked = await client.post("/api/upload/mask", data=_form("m.png", bomb, original_ref='{"filename": "base.png"}'))
+    assert masked.status == 413
+
+
+def test_load_image_refuses_bombs(tmp_path: Any, monkeypatch: Any) -> None:
+    from fewstep.app.api import ImageTooLarge, Paths, use_paths
+    from fewstep.nodes.core.nodes import LoadImage
+
+    monkeypatch.setenv("FEWSTEP_MAX_IMAGE_PIXELS", str(100 * 100))
+    (tmp_path / "input").mkdir()
+    (tmp_path / "input" / "bomb.png").write_bytes(_big_png(400))
+    with use_paths(Paths(input_dir=tmp_path / "input")), pytest.raises(ImageTooLarge, match="bomb.png"):
+        LoadImage.execute("bomb.png")
+
+
+def test_lru_cache_is_byte_bounded_and_reports_its_bytes() -> None:
+    import numpy
+
+    from fewstep.app.cache import DEFAULT_RAM_BUDGET_GB, GB, CacheSet, parse_policy
+
+    assert parse_policy("lru:64").ram_bytes == DEFAULT_RAM_BUDGET_GB * GB
+    caches = CacheSet("lru:64")
+    caches.outputs.put("k", [[numpy.zeros(1000, dtype=numpy.float32)]], None)
+    assert caches.stats()["ram_bytes"] == 4000

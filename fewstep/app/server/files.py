@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from fewstep.app.api import MODEL_FOLDERS, Paths, check_name
+from fewstep.app.api import MODEL_FOLDERS, ImageTooLarge, Paths, check_name, open_image
 from fewstep.app.server.security import UnsafePath, json_object, safe_path, safe_path_or_400
 from fewstep.app.server.state import OPTIONS, PATHS
 
@@ -49,7 +49,7 @@ def _preview(path: Path, spec: str, channel: str) -> tuple[bytes, str] | None:
 
     if not spec and channel == "rgba":
         return None
-    with Image.open(path) as image:
+    with open_image(path) as image:
         image.load()
     if channel == "rgb":
         image = image.convert("RGB")
@@ -82,7 +82,12 @@ async def get_view(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text=f"channel must be rgb, a or rgba, got {channel!r}")
     is_image = (mimetypes.guess_type(path.name)[0] or "").startswith("image/") and path.suffix != ".svg"
     if is_image and (query.get("preview") or channel != "rgba"):
-        converted = await asyncio.to_thread(_preview, path, query.get("preview", ""), channel)
+        try:
+            converted = await asyncio.to_thread(_preview, path, query.get("preview", ""), channel)
+        except ImageTooLarge as exc:
+            raise web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=str(exc)) from None
+        except OSError as exc:   # not a decodable image after all
+            raise web.HTTPUnsupportedMediaType(text=f"{filename!r} cannot be previewed: {exc}") from None
         if converted is not None:
             return web.Response(body=converted[0], content_type=converted[1])
     response = web.FileResponse(path)
@@ -231,9 +236,7 @@ async def post_upload_image(request: web.Request) -> web.Response:
 
 def _apply_mask(original: Path, mask_bytes: bytes) -> bytes:
     """The original image with the uploaded image's alpha as its alpha channel, as PNG."""
-    from PIL import Image
-
-    with Image.open(original) as base, Image.open(io.BytesIO(mask_bytes)) as mask:
+    with open_image(original) as base, open_image(io.BytesIO(mask_bytes), "mask") as mask:
         base = base.convert("RGBA")
         alpha = mask.getchannel("A") if "A" in mask.getbands() else mask.convert("L")
         base.putalpha(alpha.resize(base.size))
@@ -257,6 +260,8 @@ async def post_upload_mask(request: web.Request) -> web.Response:
 
     try:
         masked = await asyncio.to_thread(_apply_mask, original, data)
+    except ImageTooLarge as exc:
+        raise web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=str(exc)) from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:   # not an image, or a bomb
         raise web.HTTPBadRequest(text=f"mask upload {filename!r} is not a readable image "
                                       f"({type(exc).__name__})") from None

@@ -23,6 +23,7 @@ from fewstep.app.api import (
     Schema,
     String,
     current_paths,
+    open_image,
     safe_child,
 )
 from fewstep.nodes.core.names import MAX_RESOLUTION, SAMPLER_NAMES, SCHEDULER_NAMES, UPSCALE_METHODS
@@ -484,10 +485,10 @@ class LoadImage(Node):
     def execute(cls, image: str) -> NodeOutput:
         import numpy as np
         import torch
-        from PIL import Image, ImageOps
+        from PIL import ImageOps
 
         path = _input_file(image)
-        with Image.open(path) as img:
+        with open_image(path) as img:   # refuses decompression bombs before decoding
             img = ImageOps.exif_transpose(img)
             rgb = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
             if "A" in img.getbands():
