@@ -501,3 +501,21 @@ def test_lru_cache_is_byte_bounded_and_reports_its_bytes() -> None:
     caches = CacheSet("lru:64")
     caches.outputs.put("k", [[numpy.zeros(1000, dtype=numpy.float32)]], None)
     assert caches.stats()["ram_bytes"] == 4000
+
+
+# -- 7 (part): sizes a job cannot get out of are refused up front ---------------------------------
+def test_empty_latent_over_the_pixel_budget_is_a_node_error(monkeypatch: Any) -> None:
+    from fewstep.app.registry import load_registry
+    from fewstep.app.validation import validate_prompt
+
+    registry = load_registry([], entry_points=False)
+    graph = {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 16384, "height": 16384, "batch_size": 1}},
+             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    if registry.get("PreviewAny") is None:
+        graph["2"] = {"class_type": "SaveLatent", "inputs": {"samples": ["1", 0], "filename_prefix": "x"}}
+    checked = validate_prompt(graph, registry)
+    assert not checked.ok and "over the limit" in checked.node_errors["1"]["errors"][0]["message"]
+    for width, ok in ((512, True), (8, False), (20000, False)):
+        graph["1"]["inputs"]["width"], graph["1"]["inputs"]["height"] = width, 512
+        errors = validate_prompt(graph, registry).node_errors.get("1")
+        assert (errors is None) is ok, (width, errors)

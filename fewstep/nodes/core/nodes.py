@@ -23,6 +23,7 @@ from fewstep.app.api import (
     Schema,
     String,
     current_paths,
+    max_image_pixels,
     open_image,
     safe_child,
 )
@@ -217,6 +218,18 @@ class EmptyLatentImage(Node):
         # ComfyUI's rule: 4 channels at 1/8 of width x height (SD1.5 / SDXL). The built-in VAE downsamples by
         # 4 only, so 128 x 128 here gives its native 16 x 16 latents, decoded to 64 x 64 pixels.
         return NodeOutput({"samples": torch.zeros(batch_size, 4, height // 8, width // 8), "downscale_ratio": 8})
+
+    @classmethod
+    def validate_inputs(cls, width: int, height: int) -> bool | str:
+        """The schema's ranges (named inputs skip them) and the pixel budget: 16384 x 16384 passed
+        validation and then held the worker for 9+ minutes inside one matrix multiply, deaf to /interrupt."""
+        for name, value in (("width", width), ("height", height)):
+            if not 16 <= value <= MAX_RESOLUTION:
+                return f"{name} {value} is outside 16..{MAX_RESOLUTION}"
+        if width * height > max_image_pixels():
+            return (f"{width}x{height} is over the limit of {max_image_pixels():,} pixels per image "
+                    "(FEWSTEP_MAX_IMAGE_PIXELS)")
+        return True
 
 
 def _sampling_inputs() -> list[Any]:
