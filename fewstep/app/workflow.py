@@ -260,6 +260,13 @@ def _frontend_widget_count(port: Input) -> int:
     return count
 
 
+def editor_input_order(schema: Schema) -> list[Input]:
+    """Inputs in the order the editor makes their slots and widgets: ``/object_info`` lists required
+    inputs, then optional ones, so an optional widget declared between required ones (R0Train's
+    ``weight_2``) comes after all of them in ``widgets_values``."""
+    return sorted(schema.inputs, key=lambda port: port.optional)   # stable: declared order within each
+
+
 def _widget_layout(schema: Schema, legacy_forced: bool) -> list[str | None]:
     """Position in ``widgets_values`` -> widget input name (None: a frontend-only entry).
 
@@ -267,7 +274,7 @@ def _widget_layout(schema: Schema, legacy_forced: bool) -> list[str | None]:
     seed control), which the current editor migrates away; we skip those positions the same way.
     """
     layout: list[str | None] = []
-    for port in schema.inputs:
+    for port in editor_input_order(schema):
         if port.is_widget:
             layout.append(port.name)
             layout.extend([None] * _frontend_widget_count(port))

@@ -28,6 +28,7 @@ from fewstep.app.api import (
     current_paths,
     report_progress,
 )
+from fewstep.nodes.core.train.seeds import fixed_seed
 from fewstep.nodes.mixdq.allocate import mixdq_config, uniform_config
 from fewstep.nodes.mixdq.calibrate import calibrate
 from fewstep.nodes.mixdq.layers import weight_bytes
@@ -91,7 +92,7 @@ class MixDQCalibrate(Node):
                         "linear/conv layer alone at each width: SSIM of samples for cross-attention/FFN "
                         "layers, SQNR of the network output for the others (MixDQ).",
             inputs=[Link("model", "MODEL"), Link("guider", "GUIDER"), Link("sampler", "SAMPLER"),
-                    Link("sigmas", "SIGMAS"), Link("latent", "LATENT"), Int("seed", 0, min=0),
+                    Link("sigmas", "SIGMAS"), Link("latent", "LATENT"), fixed_seed(tooltip="noise seed of the calibration run"),
                     String("weight_probe_bits", "2,4,8"), String("act_probe_bits", "4,8"),
                     Boolean("bos_aware", True)],
             outputs=[Output("sensitivity", "METRICS")],

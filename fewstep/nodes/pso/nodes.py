@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fewstep.app.api import Combo, Float, Int, Link, Node, NodeOutput, Output, Schema, String
+from fewstep.nodes.core.train.seeds import fixed_seed
 
 DEFAULT_PROMPTS = "a large red circle above a large green cross\na small blue square on the left\ntwo large yellow diamonds"
 
@@ -23,7 +24,7 @@ def _common_inputs(default_lr: float, default_steps: int, default_batch: int) ->
         Int("lora_rank", 16, min=1, max=256, tooltip="LoRA rank of the PSO adapters on the frozen student"),
         Combo("method", ["pso", "naive"], default="pso",
               tooltip="pso: the pairwise objective; naive: the plain denoising-loss baseline on the same data"),
-        Int("seed", 0, min=0, max=2**63 - 1),
+        fixed_seed(),
         String("run_name", "pso", tooltip="checkpoints go to <models>/checkpoints/pso/<run_name>-<hash>"),
         Int("checkpoint_every", 50, min=0, max=10_000_000),
     ]
@@ -115,7 +116,7 @@ class ConceptImages(Node):
                       description="Renders of the first held-out scene of a kind (index >= 300, outside the "
                                   "evaluation prompts), objects jittered in their cells: targets for PSO Offline.",
                       inputs=[Combo("kind", ["relation", "single", "count", "row"], default="relation"),
-                              Int("count", 5, min=1, max=256), Int("seed", 0, min=0, max=2**31 - 1)],
+                              Int("count", 5, min=1, max=256), fixed_seed(max=2**31 - 1, tooltip="which jitter of the scene")],
                       outputs=[Output("IMAGE", "IMAGE"), Output("caption", "STRING")])
 
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fewstep.app.api import Boolean, Combo, Float, Int, Link, Node, NodeOutput, Output, Schema, String
+from fewstep.nodes.core.train.seeds import fixed_seed
 
 CATEGORY = "fewstep/rewards"
 DEFAULT_PROMPTS = "a small red circle at the top left\ntwo large blue squares\na large green cross left of a small white diamond"
@@ -54,7 +55,7 @@ class R0Train(Node):
                 Float("intermediate_weight", 0.0, min=0.0, max=100.0, step=0.05, round=1e-4,
                       tooltip="R0+: weight of the rewards on the earlier steps' x̂0 (0 = off)"),
                 Int("lora_rank", 16, min=0, max=256, tooltip="0 = full fine-tune, else LoRA rank (peft)"),
-                Int("seed", 0, min=0, max=2**63 - 1),
+                fixed_seed(),
                 String("run_name", "r0", tooltip="checkpoints go to <models>/checkpoints/r0/<run_name>-<hash>"),
                 Int("checkpoint_every", 100, min=0, max=10_000_000), Int("preview_every", 50, min=0, max=10_000_000),
             ],

@@ -6,6 +6,7 @@ from typing import Any
 
 from fewstep.app.api import Boolean, Combo, Float, Int, Link, Node, NodeOutput, Output, Schema, String
 from fewstep.nodes.core.train.prompts import DEFAULT_PROMPTS
+from fewstep.nodes.core.train.seeds import fixed_seed
 
 CATEGORY = "fewstep/distill"
 
@@ -42,7 +43,7 @@ class TDMDistill(Node):
                 Int("lora_rank", 16, min=0, max=256, tooltip="student LoRA rank (0 = full fine-tune)"),
                 Int("fake_lora_rank", 0, min=0, max=256, tooltip="fake score LoRA rank (0 = full copy)"),
                 Float("ema_decay", 0.0, min=0.0, max=0.99999, step=0.001, tooltip="student EMA (0 = off)"),
-                Int("seed", 0, min=0, max=2**63 - 1),
+                fixed_seed(),
                 String("run_name", "tdm", tooltip="checkpoints go to <models>/checkpoints/distill/<run_name>-<hash>"),
                 Int("checkpoint_every", 100, min=0, max=10_000_000),
                 Int("preview_every", 50, min=0, max=10_000_000),

@@ -37,6 +37,7 @@ from fewstep.nodes.core.train.prompts import (
     make_pool,
     prompt_list,
 )
+from fewstep.nodes.core.train.seeds import fixed_seed
 from fewstep.nodes.core.train.vp import VPNet
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def trainer_inputs(default_lr: float, default_target: str) -> list[Input]:
         Combo("state_source", ["teacher", "real"], default="teacher",
               tooltip="teacher: data-free states from the teacher's trajectories; real: noised dataset latents"),
         Int("lora_rank", 0, min=0, max=256, tooltip="0 = full fine-tune, else LoRA rank (peft)"),
-        Int("seed", 0, min=0, max=2**63 - 1),
+        fixed_seed(),
         String("run_name", "student", tooltip="checkpoints go to <models>/checkpoints/distill/<run_name>-<hash>"),
         Int("checkpoint_every", 100, min=0, max=10_000_000),
         Int("preview_every", 50, min=0, max=10_000_000),
