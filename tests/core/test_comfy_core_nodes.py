@@ -212,3 +212,14 @@ def test_conditioning_ops() -> None:
     assert torch.allclose(avg[0][1]["pooled_output"], torch.tensor(0.25))
     assert C.ConditioningConcat.execute(a, b).values[0][0][0].shape == (1, 231, 4)
     assert len(C.ConditioningCombine.execute(a, b).values[0]) == 2
+
+
+def test_an_item_picked_from_a_batch_keeps_its_noise() -> None:
+    from fewstep.nodes.core.sampling import RandomNoiseSpec
+
+    batch = {"samples": torch.zeros(3, 4, 2, 2)}
+    picked = L.LatentFromBatch.execute(batch, 1, 2).values[0]
+    # one item at a time (ComfyUI's prepare_noise): item i's noise is the i-th [1, C, h, w] draw
+    g = torch.Generator().manual_seed(5)
+    draws = [torch.randn((1, 4, 2, 2), generator=g) for _ in range(3)]
+    torch.testing.assert_close(RandomNoiseSpec(5).generate(picked), torch.cat(draws[1:]))

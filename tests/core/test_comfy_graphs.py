@@ -278,3 +278,35 @@ def test_lcm_lora_with_model_sampling_lcm_and_turbo_custom_sampling(models, tmp_
     }
     out = _run(models, prompt, tmp_path)
     assert len(out["16"]["images"]) == 2 and len(out["17"]["images"]) == 1
+
+
+def test_inpainting_unet_gets_mask_and_masked_latent(tmp_path: Path) -> None:
+    from diffusers import UNet2DConditionModel
+
+    from fewstep.nodes.core import nodes as N
+    from fewstep.nodes.core import nodes_latent as L
+
+    unet, vae, text = tiny_sd15()
+    torch.manual_seed(8)
+    unet9 = UNet2DConditionModel(**{**unet.config, "in_channels": 9}).eval()   # SD inpainting: 4 + 1 + 4
+    (tmp_path / "checkpoints").mkdir()
+    save_file(to_ldm_checkpoint(unet9, vae, text), str(tmp_path / "checkpoints" / "inpaint.safetensors"))
+    with use_paths(Paths(model_roots=(tmp_path,))):
+        model, clip, vae_link = N.CheckpointLoaderSimple.execute("inpaint.safetensors").values
+    pixels, mask = torch.rand(1, 64, 64, 3), torch.zeros(1, 64, 64)
+    mask[:, :, 32:] = 1.0
+    pos, neg, latent = L.InpaintModelConditioning.execute(clip.encode("a cat"), clip.encode(""), vae_link, pixels,
+                                                          mask, True).values
+    seen = []
+    hook = model.model_fn.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    try:
+        out = N.KSampler.execute(model, 1, 1, 3.0, "euler", "normal", pos, neg, latent, 1.0).values[0]["samples"]
+    finally:
+        hook.remove()
+    x_unet = seen[0]                                    # CFG batch of 2: [x_in | mask | masked-image latent]
+    assert x_unet.shape == (2, 9, 8, 8)
+    torch.testing.assert_close(x_unet[:, 4:5], torch.nn.functional.interpolate(mask[:, None], size=(8, 8),
+                                                                               mode="bilinear").expand(2, -1, -1, -1))
+    torch.testing.assert_close(x_unet[:, 5:], pos[0][1]["concat_latent_image"].expand(2, -1, -1, -1))
+    # the unmasked left half keeps the image's latent (noise mask), the right half is regenerated
+    torch.testing.assert_close(out[..., :3], latent["samples"][..., :3], rtol=1e-4, atol=1e-4)

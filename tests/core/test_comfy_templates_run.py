@@ -64,6 +64,12 @@ def tiny_files(tmp_path_factory) -> dict[str, Path]:
                for k, v in clip_l.state_dict().items()})
     xl.update({"conditioner.embedders.1.model." + k: v for k, v in to_open_clip(clip_g).items()})
     _save(xl, files["sdxl"])
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(8)
+    files["sd15-inpaint"] = root / "sd15-inpaint.safetensors"        # 9 input channels: latent, mask, image
+    _save(to_ldm_checkpoint(UNet2DConditionModel(**{**unet.config, "in_channels": 9}).eval(), vae, text),
+          files["sd15-inpaint"])
     _save(tiny_controlnet(unet).state_dict(), files["cn"])
     files["t2i"] = root / "t2i.safetensors"
     _save(tiny_t2i_original()[1], files["t2i"])
@@ -89,7 +95,8 @@ def _provide(prompt: dict[str, Any], models: Path, inputs: Path, files: dict[str
             if key in FILE_INPUTS:
                 folder = FILE_INPUTS[key]
                 kind = {"controlnet": "t2i" if "t2iadapter" in value.lower() else "cn", "upscale_models": "esrgan",
-                        "loras": "lora", "vae": "vae"}.get(folder, "sdxl" if "xl" in value.lower() else "sd15")
+                        "loras": "lora", "vae": "vae"}.get(folder, "sdxl" if "xl" in value.lower() else
+                                                           "sd15-inpaint" if "inpaint" in value.lower() else "sd15")
                 target = models / folder / value
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if value.endswith(".safetensors"):

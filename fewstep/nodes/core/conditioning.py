@@ -279,3 +279,20 @@ def prepare_mask(mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
     if mask.shape[0] < latent.shape[0]:
         mask = mask.repeat(-(-latent.shape[0] // mask.shape[0]), 1, 1, 1)[:latent.shape[0]]
     return mask
+
+
+def inpaint_concat(cond: dict[str, Any], x_in: torch.Tensor, channels: int) -> torch.Tensor:
+    """The extra UNet input of inpainting models (SD inpainting, Rombach et al. 2022, Sec. 4.5 / App. E:
+    4 latent + 1 mask + 4 masked-image latent channels), in diffusers' and ComfyUI's order [mask, masked
+    image latent], resized to x_in [B, C, h, w] and not scaled by c_in. Without InpaintModelConditioning the
+    whole image is "to paint": mask 1 and a zero latent."""
+    b, _, h, w = x_in.shape
+    mask, image = cond.get("concat_mask"), cond.get("concat_latent_image")
+    if mask is None or image is None:
+        parts = [torch.ones(b, 1, h, w), torch.zeros(b, channels - 1, h, w)]
+    else:
+        mask = F.interpolate(mask.float().reshape(-1, 1, *mask.shape[-2:]), size=(h, w), mode="bilinear")
+        image = F.interpolate(image.float(), size=(h, w), mode="bilinear") if image.shape[-2:] != (h, w) else image
+        parts = [mask[:1].expand(b, -1, -1, -1) if mask.shape[0] != b else mask,
+                 image[:1].expand(b, -1, -1, -1) if image.shape[0] != b else image]
+    return torch.cat([p.float() for p in parts], dim=1).to(x_in.device, x_in.dtype)

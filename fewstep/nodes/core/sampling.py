@@ -29,6 +29,9 @@ def model_cond(conditioning: list[list[Any]] | None, latent: torch.Tensor, arch:
         raise ValueError("empty CONDITIONING")
     states, extra = conditioning[0][0], conditioning[0][1]
     cond: dict[str, Any] = {"context": states}
+    for key in ("concat_mask", "concat_latent_image"):      # InpaintModelConditioning, for 9-channel UNets
+        if extra.get(key) is not None:
+            cond[key] = extra[key]
     if arch == "sdxl":
         h, w = latent.shape[-2] * 8, latent.shape[-1] * 8
         ids = [extra.get("height", h), extra.get("width", w), extra.get("crop_h", 0), extra.get("crop_w", 0),
@@ -46,7 +49,14 @@ class RandomNoiseSpec:
     def generate(self, latent: dict[str, Any]) -> torch.Tensor:
         samples = latent["samples"]
         generator = torch.Generator(device="cpu").manual_seed(int(self.seed))
-        return torch.randn(samples.shape, generator=generator, dtype=torch.float32, device="cpu")
+        indices = latent.get("batch_index")
+        if indices is None:
+            return torch.randn(samples.shape, generator=generator, dtype=torch.float32, device="cpu")
+        # items picked out of a batch (LatentFromBatch) get the noise they had in it: draw one item at a
+        # time up to the largest index and keep the picked ones (ComfyUI's prepare_noise)
+        draws = [torch.randn((1, *samples.shape[1:]), generator=generator, dtype=torch.float32)
+                 for _ in range(max(indices) + 1)]
+        return torch.cat([draws[i] for i in indices])
 
 
 @dataclass(frozen=True)

@@ -65,13 +65,19 @@ class UNetFn:
         if cond.get("time_ids") is not None:
             added = {"text_embeds": cond["pooled"].to(param.device, param.dtype).expand(batch, -1),
                      "time_ids": cond["time_ids"].to(param.device, param.dtype).expand(batch, -1)}
-        x_in_d, t_d, context_d = x_in.to(param.device, param.dtype), t.to(param.device), context.to(param.device, param.dtype)
+        x_in_d, t_d = x_in.to(param.device, param.dtype), t.to(param.device)
+        context_d = context.to(param.device, param.dtype)
         with torch.no_grad():
             residuals = {}
             if cond.get("control"):           # ControlNet residuals (nodes.core.conditioning / controlnet)
                 from fewstep.nodes.core.controlnet import unet_residual_kwargs
 
                 residuals = unet_residual_kwargs(cond["control"], x_in_d, t_d, context_d, added)
+            extra_channels = int(self.unet.config.in_channels) - x_in_d.shape[1]
+            if extra_channels > 0:            # inpainting UNets: [x_in, mask, masked-image latent]
+                from fewstep.nodes.core.conditioning import inpaint_concat
+
+                x_in_d = torch.cat([x_in_d, inpaint_concat(cond, x_in_d, extra_channels)], dim=1)
             out = self.unet(x_in_d, t_d, encoder_hidden_states=context_d, added_cond_kwargs=added,
                             **residuals).sample
         return out.to(x_in.device, x_in.dtype)
