@@ -247,3 +247,32 @@ async def test_10000_node_chain_within_twice_the_executor(served: Any, chain_reg
         assert sorted(run["executed"], key=int) == [k for k, v in prompt.items() if v["class_type"] == "ChainShow"]
     assert ratio < 2
     assert worst_latency < 0.1
+
+
+async def test_only_a_client_that_is_not_reading_is_dropped(monkeypatch: Any) -> None:
+    """Item 6: with a nearly full queue, a client whose sender made progress recently holds the bridge
+    back (``has_room`` False: wait, never drop); one that has sent nothing for ``STALL_S`` is dropped."""
+    from fewstep.app.server import ws as ws_module
+
+    class _Socket:
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    async def remaining() -> int:
+        return 0
+
+    hub = ws_module.ClientHub({}, remaining, queue_size=8)
+    for sid in ("busy", "stuck"):
+        client = ws_module.Client(sid, _Socket(), asyncio.Queue(8))  # type: ignore[arg-type]
+        for i in range(6):                                             # 3/4 full
+            client.queue.put_nowait(str(i))
+        hub.clients[sid] = client
+    hub.clients["stuck"].last_sent -= ws_module.STALL_S + 1
+    assert hub.has_room("busy") is False and "busy" in hub.clients        # behind but reading: wait
+    assert hub.has_room("stuck") is True and "stuck" not in hub.clients   # not reading: dropped
+    assert hub.has_room(None) is False                                    # a broadcast waits for "busy"
+    hub.clients["busy"].queue.get_nowait()
+    hub.clients["busy"].queue.get_nowait()
+    assert hub.has_room(None) is True
