@@ -519,3 +519,31 @@ def test_empty_latent_over_the_pixel_budget_is_a_node_error(monkeypatch: Any) ->
         graph["1"]["inputs"]["width"], graph["1"]["inputs"]["height"] = width, 512
         errors = validate_prompt(graph, registry).node_errors.get("1")
         assert (errors is None) is ok, (width, errors)
+
+
+async def test_concurrent_previews_are_bounded(client: Any, config: Any, monkeypatch: Any) -> None:
+    """Item 8: each preview decodes a whole image; at most PREVIEW_CONCURRENCY run at once."""
+    import asyncio
+    import threading
+    import time
+
+    from fewstep.app.server import files
+    from fewstep.app.server.state import PREVIEW_CONCURRENCY
+
+    (config.paths().output_dir / "a.png").write_bytes(_png())
+    running, peak, lock = [0], [0], threading.Lock()
+    real = files._preview
+
+    def slow_preview(*args: Any) -> Any:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return real(*args)
+
+    monkeypatch.setattr(files, "_preview", slow_preview)
+    answers = await asyncio.gather(*(client.get("/api/view?filename=a.png&preview=webp;50") for _ in range(8)))
+    assert [a.status for a in answers] == [200] * 8
+    assert peak[0] == PREVIEW_CONCURRENCY

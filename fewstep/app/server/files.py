@@ -20,7 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from fewstep.app.api import MODEL_FOLDERS, ImageTooLarge, Paths, check_name, open_image
 from fewstep.app.server.security import UnsafePath, json_object, safe_path, safe_path_or_400
-from fewstep.app.server.state import OPTIONS, PATHS
+from fewstep.app.server.state import OPTIONS, PATHS, RUNTIME
 
 FILE_TYPES = ("input", "output", "temp")
 # Served as attachments so a crafted upload can never run script in the editor's origin.
@@ -83,7 +83,8 @@ async def get_view(request: web.Request) -> web.StreamResponse:
     is_image = (mimetypes.guess_type(path.name)[0] or "").startswith("image/") and path.suffix != ".svg"
     if is_image and (query.get("preview") or channel != "rgba"):
         try:
-            converted = await asyncio.to_thread(_preview, path, query.get("preview", ""), channel)
+            async with request.app[RUNTIME].previews:   # memory: at most PREVIEW_CONCURRENCY decodes at once
+                converted = await asyncio.to_thread(_preview, path, query.get("preview", ""), channel)
         except ImageTooLarge as exc:
             raise web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=str(exc)) from None
         except OSError as exc:   # not a decodable image after all

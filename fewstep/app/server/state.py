@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,11 +68,18 @@ class LogBuffer:
             del self.entries[: len(self.entries) - self.limit]
 
 
+# Image previews decoded at once (/view?preview=...): each decodes the whole image (up to the pixel budget,
+# ~270 MB at 8192x8192 plus its conversion), so concurrent requests multiplied memory (~550 MB each).
+PREVIEW_CONCURRENCY = 2
+
+
 @dataclass
 class Runtime:
-    """What exists only while the app runs: the queue worker (started in the app's cleanup context)."""
+    """What exists only while the app runs: the queue worker (started in the app's cleanup context) and
+    the bound on concurrent image previews."""
 
     worker: QueueWorker | None = None
+    previews: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PREVIEW_CONCURRENCY))
 
 
 CONFIG = web.AppKey("config", Config)
