@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fewstep.nodes.core.train.adapter import LORA_TARGETS, UNetAdapter
+from fewstep.nodes.core.train.devices import place
 from fewstep.nodes.core.train.loop import add_lora, merged_state_dict
 from fewstep.nodes.core.train.vp import DiscreteVPSchedule, VPNet
 from fewstep.nodes.pso.policy import reference_of
@@ -74,7 +75,7 @@ def merge_lora(base: nn.Module, tensors: dict[str, torch.Tensor], rank: int, nam
     plain = copy.deepcopy(base).float()
     plain.load_state_dict(merged_state_dict(unet), strict=True)
     p = next(base.parameters())
-    return plain.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
+    return place(plain, p.device, p.dtype).eval().requires_grad_(False)
 
 
 def load_pso_unet(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -89,7 +90,7 @@ def load_pso_unet(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
                     "current base: retrain it with python -m fewstep.bench.pso.gpu_run", path.name, meta["base"],
                     meta["base_sha256"][:12])
     base = load_student(base_path, "cpu", torch.float32)
-    return merge_lora(base, load_file(str(path)), int(meta["lora_rank"]), path.name).to(device=device, dtype=dtype)
+    return place(merge_lora(base, load_file(str(path)), int(meta["lora_rank"]), path.name), device, dtype)
 
 
 def merged_unet(net: nn.Module, like: nn.Module) -> nn.Module:
@@ -98,7 +99,7 @@ def merged_unet(net: nn.Module, like: nn.Module) -> nn.Module:
     plain = copy.deepcopy(like).float()
     plain.load_state_dict(merged_state_dict(unet), strict=True)
     p = next(like.parameters())
-    return plain.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
+    return place(plain, p.device, p.dtype).eval().requires_grad_(False)
 
 
 def weights_dir() -> Path:

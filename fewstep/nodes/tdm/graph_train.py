@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fewstep.nodes.core.train.adapter import LORA_TARGETS, UNetAdapter, student_model, teacher_view, unet_of
+from fewstep.nodes.core.train.devices import place
 from fewstep.nodes.core.train.distill_graph import run_folder as core_run_folder
 from fewstep.nodes.core.train.loop import Checkpointer, merged_state_dict
 from fewstep.nodes.core.train.prompts import PromptPool, make_pool
@@ -56,7 +57,7 @@ def plain_unet(net: nn.Module) -> nn.Module:
 def tdm_model(teacher: Any, unet: nn.Module, name: str, steps: int, max_steps: int | None = None) -> Any:
     """A MODEL for a TDM student UNet: K = ``steps`` folded in when it is K-aware (kept in the extras)."""
     p = next(unet_of(teacher).parameters())
-    unet = unet.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
+    unet = place(unet, p.device, p.dtype).eval().requires_grad_(False)
     if not has_steps_input(unet):
         return student_model(teacher, unet, name)
     model = student_model(teacher, fold_steps(unet, steps), name)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fewstep.nodes.core.train.devices import place
 from fewstep.nodes.tdm.loss import STEPS_COND_DIM, steps_condition
 
 
@@ -37,7 +38,7 @@ def add_steps_input(unet: nn.Module, dim: int = STEPS_COND_DIM) -> nn.Module:
         raise ValueError(f"add_steps_input: unexpected UNet layout (missing {missing[:3]}, unexpected {unexpected[:3]})")
     nn.init.zeros_(out.time_embedding.cond_proj.weight)
     p = next(unet.parameters())
-    return out.to(device=p.device, dtype=p.dtype)
+    return place(out, p.device, p.dtype)
 
 
 def has_steps_input(unet: nn.Module) -> bool:
@@ -62,4 +63,4 @@ def fold_steps(unet: nn.Module, steps: int) -> nn.Module:
     bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features, device=w.device, dtype=w.dtype)
     state["time_embedding.linear_1.bias"] = bias + lin.weight @ shift
     plain.load_state_dict(state, strict=True)
-    return plain.to(device=w.device, dtype=w.dtype).eval().requires_grad_(False)
+    return place(plain, w.device, w.dtype).eval().requires_grad_(False)

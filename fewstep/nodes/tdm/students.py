@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fewstep.nodes.core.train.builtin import teacher_unet
+from fewstep.nodes.core.train.devices import place
 from fewstep.nodes.core.train.loop import add_lora, merged_state_dict
 from fewstep.nodes.tdm.steps import add_steps_input, fold_steps, has_steps_input, unet_config
 
@@ -50,7 +51,7 @@ def load_student(path: str | Path, device: str = "cpu", dtype: torch.dtype = tor
 
     plain = UNet2DConditionModel(**shape)
     plain.load_state_dict(merged_state_dict(unet), strict=True)
-    return plain.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return place(plain, device, dtype).eval().requires_grad_(False)
 
 
 def plain_student(unet: nn.Module, steps: int) -> nn.Module:

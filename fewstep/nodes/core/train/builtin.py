@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fewstep.nodes.core.train.adapter import UNetAdapter, student_model, unet_of
+from fewstep.nodes.core.train.devices import place
 from fewstep.nodes.core.train.prompts import PromptPool, procedural_pool
 from fewstep.nodes.core.train.vp import DiscreteVPSchedule, VPNet
 
@@ -41,7 +42,7 @@ def teacher_unet(device: str, dtype: torch.dtype = torch.float32) -> nn.Module:
     state, cfg = _load(BUILTIN_CHECKPOINT, None)
     unet = build_unet(cfg["unet"])
     unet.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return place(unet, device, dtype).eval().requires_grad_(False)
 
 
 def teacher_schedule() -> DiscreteVPSchedule:

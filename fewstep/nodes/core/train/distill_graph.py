@@ -26,6 +26,7 @@ from fewstep.nodes.core.train.adapter import (
     unet_of,
 )
 from fewstep.nodes.core.train.consistency import lcm_timesteps, milestone_timesteps, sample_consistency_vp
+from fewstep.nodes.core.train.devices import place
 from fewstep.nodes.core.train.distill import DistillConfig, DistillLoss, build_student, distill
 from fewstep.nodes.core.train.gamma import add_gamma_input, fold_gamma, gamma_embedding
 from fewstep.nodes.core.train.loop import Checkpointer
@@ -126,7 +127,7 @@ def finish(net: nn.Module, cfg: DistillConfig, like: nn.Module) -> nn.Module:
     if cfg.method == "slam":
         unet = fold_gamma(unet)
     p = next(like.parameters())
-    return unet.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
+    return place(unet, p.device, p.dtype).eval().requires_grad_(False)
 
 
 def to_pil(image: torch.Tensor) -> Image:
