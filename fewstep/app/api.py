@@ -318,6 +318,16 @@ def reset_context(token: contextvars.Token) -> None:
     _CONTEXT.reset(token)
 
 
+def check_interrupted() -> None:
+    """Raise :class:`InterruptedError_` if the running job was interrupted; a no-op outside the executor.
+
+    Library code without the context calls it between chunks of heavy work (decode tiles, attention
+    chunks): an interrupt otherwise waited for the whole operation, minutes for a huge image."""
+    context = current_context()
+    if context is not None:
+        context.check_interrupt()
+
+
 def report_progress(value: float, total: float, preview: Any = None, **info: float) -> None:
     """Progress from library code that does not hold the context; a no-op outside the executor."""
     context = current_context()

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from fewstep.app.api import check_interrupted
+
 FAST_DECODER_ATTR = "_fewstep_fast_decoders"
 
 
@@ -76,6 +78,7 @@ def tiled_decode(decode: Callable[[torch.Tensor], torch.Tensor], latent: torch.T
     scale = 0
     for i, y in enumerate(rows):
         for j, x in enumerate(cols):
+            check_interrupted()   # between tiles: /interrupt ends a huge decode within one tile
             part = decode(latent[:, :, y:y + tile, x:x + tile]).float()
             if out is None:
                 scale = part.shape[-1] // min(tile, w - x)
