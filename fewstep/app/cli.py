@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -49,13 +50,21 @@ def _err(text: str) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", type=Path, default=None, help="base folder of input/, output/, user/")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="base folder of input/, output/, temp/, user/ (the queue database) and, unless "
+                             "--models-dir is given, models/ (trainer checkpoints go to models/checkpoints/); "
+                             "default: $FEWSTEP_HOME, else the current folder")
     parser.add_argument("--models-dir", type=Path, action="append", default=[],
-                        help="models folder in ComfyUI's layout (repeatable)")
+                        help="models folder in ComfyUI's layout (repeatable); default: $FEWSTEP_MODELS_DIRS "
+                             f"(folders separated by {os.pathsep!r}), else HOME/models")
     parser.add_argument("--custom-nodes", type=Path, action="append", default=[],
-                        help="custom_nodes folder (repeatable; default HOME/custom_nodes)")
-    parser.add_argument("--cache", default=None, help="output cache: none | run | lru:N | ram:GB | vram:GB")
-    parser.add_argument("--no-builtin-nodes", action="store_true", help="load only external packs")
+                        help="custom_nodes folder of external node packs (repeatable); default: HOME/custom_nodes "
+                             "when it exists")
+    parser.add_argument("--cache", default=None,
+                        help="output cache: none | run | lru:N | ram:GB | vram:GB (default: lru:64 for serve, "
+                             "run for run)")
+    parser.add_argument("--no-builtin-nodes", action="store_true",
+                        help="load only external packs (default: built-in packs too)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,26 +72,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the web app")
     _common(serve)
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--auth-token", default=None)
-    serve.add_argument("--cors-origin", default=None)
-    serve.add_argument("--device", default=None)
+    serve.add_argument("--host", default=None,
+                       help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default: 8188, as ComfyUI)")
+    serve.add_argument("--auth-token", default=None,
+                       help="require this bearer token on every request (default: $FEWSTEP_AUTH_TOKEN, else none)")
+    serve.add_argument("--cors-origin", default=None,
+                       help="an Origin allowed cross-site, '*' for any (default: same origin only)")
+    serve.add_argument("--device", default=None, help="torch device: auto | cpu | cuda | cuda:N (default: auto)")
     run = sub.add_parser("run", help="run a graph headlessly (API or UI format)")
     _common(run)
-    run.add_argument("graph", type=Path)
-    run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE")
+    run.add_argument("graph", type=Path, help="graph file in API or editor (UI) format; a shipped template's "
+                                               "name (graphs/default.json) works from any folder")
+    run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                     help="override one input value before running (repeatable), e.g. 23.noise_seed=7")
     run.add_argument("--out", type=Path, default=None, help="output folder (default HOME/output)")
     run.add_argument("--target", action="append", default=None, help="only produce this node (repeatable)")
     nodes = sub.add_parser("nodes", help="list node packs, their nodes and load failures")
     _common(nodes)
-    nodes.add_argument("--json", action="store_true")
+    nodes.add_argument("--json", action="store_true", help="print packs, nodes and failures as JSON")
     nodes.add_argument("--verbose", "-v", action="store_true", help="also list node names")
-    bench = sub.add_parser("bench", help="benchmarks and tables (see `fewstep bench list`)")
-    bench.add_argument("what")
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="benchmarks and tables (`fewstep bench` lists them)")
+    bench.add_argument("what", nargs="?", default="list", help="which benchmark (default: list them all)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     evaluate = sub.add_parser("eval", help="evaluation grid of samplers x steps x guidance")
-    evaluate.add_argument("rest", nargs=argparse.REMAINDER)
+    evaluate.add_argument("rest", nargs=argparse.REMAINDER, help="its own options (`fewstep eval --help`)")
     return parser
 
 
@@ -125,7 +139,8 @@ def parse_set_value(port: Input, text: str, where: str) -> Any:
             for choice in port.resolved_choices():
                 if str(choice) == text:
                     return choice
-            raise ValueError(f"not one of {port.resolved_choices()[:20]}")
+            # every choice: a list cut short hid the sampler the user meant (20 of 24 shown)
+            raise ValueError(f"not one of: {', '.join(map(str, port.resolved_choices()))}")
     except ValueError as exc:
         raise UsageError(f"--set {where}={text}: {kind} expected ({exc})") from None
     raise UsageError(f"--set {where}: input is a linked {kind} input, not a value; connect it in the graph")
@@ -292,20 +307,36 @@ def entry_point_commands() -> dict[str, Any]:
 
 def run_command(key: str, rest: list[str]) -> int:
     """Run command ``key`` (``"eval"``, ``"bench <what>"``) with its own arguments ``rest``; exit code."""
+    if key in ("bench", "bench list"):
+        return list_commands()
     entry = entry_point_commands().get(key)
     if entry is not None:
         return int(entry.load()(rest) or 0)
-    from fewstep.app.registry import load_registry
-
-    commands: dict[str, Callable[[list[str]], int]] = load_registry().commands()
+    _err(f"'fewstep {key}' is not a built-in command; looking in the node packs' commands...")
+    commands = _pack_commands()
     if key in commands:
         return int(commands[key](rest) or 0)
     available = sorted({*entry_point_commands(), *commands})
-    if key == "bench list":
-        _out("\n".join(f"fewstep {name}" for name in available))
-        return EXIT_OK
     _err(f"unknown command 'fewstep {key}'; available: {', '.join(available)}")
     return EXIT_INVALID
+
+
+def _pack_commands() -> dict[str, Callable[[list[str]], int]]:
+    from fewstep.app.registry import load_registry
+
+    return load_registry().commands()
+
+
+def list_commands() -> int:
+    """Print the built-in commands at once (entry points: nothing imported), then the node packs' own
+    commands, which need the packs imported (seconds)."""
+    builtin = entry_point_commands()
+    _out("\n".join(f"fewstep {name}" for name in sorted(builtin)))
+    sys.stdout.flush()
+    extra = sorted(set(_pack_commands()) - set(builtin))
+    if extra:
+        _out("from node packs:\n" + "\n".join(f"fewstep {name}" for name in extra))
+    return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -328,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command("eval", argv[1:])
     if argv[:1] == ["bench"] and len(argv) > 1 and not argv[1].startswith("-"):
         return run_command(f"bench {argv[1]}", argv[2:])
+    if argv == ["bench"]:
+        return list_commands()
     args = build_parser().parse_args(argv)
     handlers = {"serve": cmd_serve, "run": cmd_run, "nodes": cmd_nodes, "bench": cmd_bench,
                 "eval": lambda a: run_command("eval", list(a.rest))}
