@@ -98,6 +98,7 @@ def create_app(config: Config, registry: Registry, executor: Executor, store: Jo
                          options.ws_queue_size)
     app.cleanup_ctx.append(_log_capture)
     app.cleanup_ctx.append(_queue_worker)
+    app.on_shutdown.append(_close_websockets)
     _add_pack_routes(app)
     add_routes(app)
     return app
@@ -180,6 +181,12 @@ async def _queue_worker(app: web.Application) -> AsyncIterator[None]:
     yield
     await asyncio.to_thread(runtime.worker.stop)
     comfy_runtime.unbind_server(bridge.emit)
+    await app[HUB].close_all()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    """Close editor sockets when shutdown starts: aiohttp waits for open handlers (up to 60 s) before it
+    runs cleanup contexts, so with an editor tab open Ctrl-C took 38-55 s."""
     await app[HUB].close_all()
 
 
