@@ -127,6 +127,16 @@ class NodeDef:
             return None
         return make_hook(getattr(instance, self.lazy_check_name))
 
+    @property
+    def reported_module(self) -> str:
+        """``python_module`` as ``/object_info`` reports it. The editor badges a node by this: ``nodes.*``
+        and ``comfy_extras.*`` as "Comfy Core", ``custom_nodes.<pack>.*`` as ``<pack>``, anything else as
+        unknown; our built-in packs (``fewstep.nodes.<pack>``) report ``custom_nodes.fewstep-<pack>`` so
+        each node shows the pack it comes from."""
+        if self.python_module.startswith(BUILTIN_MODULE_PREFIX):
+            return f"custom_nodes.fewstep-{self.pack}"
+        return self.python_module
+
     def object_info(self) -> dict[str, Any]:
         """ComfyUI's node-definition JSON (``/object_info``)."""
         schema = self.schema
@@ -139,7 +149,7 @@ class NodeDef:
             "name": self.class_type,
             "display_name": schema.display_name or self.class_type,
             "description": schema.description,
-            "python_module": self.python_module,
+            "python_module": self.reported_module,
             "category": schema.category,
             "output_node": schema.is_output_node,
         }
