@@ -218,6 +218,16 @@ def print_node_errors(error: dict[str, Any] | None, node_errors: dict[str, Any])
             _err(f"  node {node_id} ({entry.get('class_type')}): {item['message']}: {item.get('details', '')}")
 
 
+def _terminal_progress(prompt: dict[str, Any]) -> Any:
+    """A progress line on stderr when it is a terminal (node, step, loss ...); None otherwise, so logs and
+    pipes get only the output paths and errors."""
+    if not sys.stderr.isatty():
+        return None
+    from fewstep.app.terminal import TerminalProgress
+
+    return TerminalProgress(sys.stderr, {k: str(v.get("class_type")) for k, v in prompt.items() if isinstance(v, dict)})
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fewstep.app.api import use_paths
     from fewstep.app.cache import CacheSet
@@ -249,7 +259,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_node_errors(validation.error, validation.node_errors)
         return EXIT_INVALID
     executor.remember(prompt, args.target, validation, registry)  # execute() skips validating again
-    result = executor.execute(prompt, prompt_id=str(uuid.uuid4()), extra_data=extra_data, targets=args.target)
+    progress = _terminal_progress(prompt)
+    result = executor.execute(prompt, prompt_id=str(uuid.uuid4()), extra_data=extra_data, targets=args.target,
+                              **({"emit": progress} if progress is not None else {}))
+    if progress is not None:
+        progress.close()
     if result.status == "interrupted":
         _err("interrupted")
         return EXIT_INTERRUPTED

@@ -4,11 +4,17 @@ alone lists the benchmarks before any node pack is imported, a bad --set choice 
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from fewstep.app import cli
 from fewstep.app.api import Combo
+
+PACKS = Path(__file__).parent / "packs"
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -52,9 +58,30 @@ def test_bad_set_choice_lists_every_valid_value() -> None:
 
 
 def test_gitignore_covers_what_the_readme_commands_create() -> None:
-    from pathlib import Path
-
     repo = Path(__file__).resolve().parents[2]
     ignored = set((repo / ".gitignore").read_text().split())
     for made in ("/models/", "/input/", "/output/", "/temp/", "/user/", "/custom_nodes/", "/out/", "/eval.json"):
         assert made in ignored, made
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_run_shows_node_step_and_loss_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    graph = {"1": {"class_type": "StubInt", "inputs": {"value": 4}},
+             "2": {"class_type": "StubSlow", "inputs": {"value": ["1", 0], "steps": 3, "delay": 0.0}},
+             "3": {"class_type": "StubSave", "inputs": {"value": ["2", 0], "prefix": "tty"}}}
+    path = tmp_path / "graph.json"
+    path.write_text(json.dumps(graph))
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    args = ["run", str(path), "--home", str(tmp_path), "--custom-nodes", str(PACKS), "--no-builtin-nodes"]
+    assert cli.main(args) == 0
+    shown = terminal.getvalue()
+    assert "node 2 (StubSlow)  step 3/3  loss 0.3333" in shown and shown.endswith("\n")
+    assert capsys.readouterr().out.strip().endswith("tty_4.txt")   # stdout: the output paths only
+    monkeypatch.setattr(sys, "stderr", io.StringIO())                # not a terminal: no progress line
+    assert cli.main(args) == 0 and "step" not in sys.stderr.getvalue()
