@@ -64,6 +64,10 @@ def tiny_files(tmp_path_factory) -> dict[str, Path]:
                for k, v in clip_l.state_dict().items()})
     xl.update({"conditioner.embedders.1.model." + k: v for k, v in to_open_clip(clip_g).items()})
     _save(xl, files["sdxl"])
+    from test_sdxl_refiner import tiny_refiner_checkpoint
+
+    files["sdxl-refiner"] = root / "sdxl-refiner.safetensors"
+    _save(tiny_refiner_checkpoint()[0], files["sdxl-refiner"])
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(8)
@@ -85,6 +89,12 @@ FILE_INPUTS = {"ckpt_name": "checkpoints", "control_net_name": "controlnet", "mo
                "lora_name": "loras", "vae_name": "vae"}
 
 
+def _checkpoint_kind(name: str) -> str:
+    if "xl" in name:
+        return "sdxl-refiner" if "refiner" in name else "sdxl"
+    return "sd15-inpaint" if "inpaint" in name else "sd15"
+
+
 def _provide(prompt: dict[str, Any], models: Path, inputs: Path, files: dict[str, Path]) -> None:
     from PIL import Image
 
@@ -95,8 +105,7 @@ def _provide(prompt: dict[str, Any], models: Path, inputs: Path, files: dict[str
             if key in FILE_INPUTS:
                 folder = FILE_INPUTS[key]
                 kind = {"controlnet": "t2i" if "t2iadapter" in value.lower() else "cn", "upscale_models": "esrgan",
-                        "loras": "lora", "vae": "vae"}.get(folder, "sdxl" if "xl" in value.lower() else
-                                                           "sd15-inpaint" if "inpaint" in value.lower() else "sd15")
+                        "loras": "lora", "vae": "vae"}.get(folder, _checkpoint_kind(value.lower()))
                 target = models / folder / value
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if value.endswith(".safetensors"):

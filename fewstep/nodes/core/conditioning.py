@@ -227,6 +227,8 @@ class ComposedGuider:
         self.model = model
         self.scale = float(scale)
         self.positive = prepare(positive, h, w, model.schedule)
+        # entries of the negative prompt say so (the SDXL refiner conditions on it: aesthetic score 2.5)
+        negative = None if negative is None else [[c, {"prompt_type": "negative", **e}] for c, e in negative]
         self.negative = prepare(negative, h, w, model.schedule) if negative is not None else None
         if self.negative is not None:
             _share_control(self.positive, self.negative)

@@ -19,7 +19,8 @@ from fewstep.nodes.core.samplers import SamplerSpec
 from fewstep.nodes.core.threads import tiny_cpu_work
 
 
-def model_cond(conditioning: list[list[Any]] | None, latent: torch.Tensor, arch: str) -> dict[str, Any] | None:
+def model_cond(conditioning: list[list[Any]] | None, latent: torch.Tensor, arch: str,
+               negative: bool = False) -> dict[str, Any] | None:
     """CONDITIONING -> the model cond dict of ``UNetFn``. Only the first entry is used (area / multi-entry
     conditioning is not supported). SDXL gets ``time_ids`` = (orig h, orig w, crop top, crop left, target h,
     target w) (Podell et al. 2023, SDXL Sec. 2.2), defaulting to the image size."""
@@ -36,6 +37,13 @@ def model_cond(conditioning: list[list[Any]] | None, latent: torch.Tensor, arch:
         h, w = latent.shape[-2] * 8, latent.shape[-1] * 8
         ids = [extra.get("height", h), extra.get("width", w), extra.get("crop_h", 0), extra.get("crop_w", 0),
                extra.get("target_height", h), extra.get("target_width", w)]
+        cond.update(pooled=extra["pooled_output"], time_ids=torch.tensor([ids], dtype=torch.float32))
+    elif arch == "sdxl_refiner":
+        # the refiner's 5 numbers: size, crop and an aesthetic score (Podell et al. 2023, Sec. 2.5), by
+        # default 6 for the prompt and 2.5 for the negative prompt (ComfyUI's defaults)
+        h, w = latent.shape[-2] * 8, latent.shape[-1] * 8
+        score = extra.get("aesthetic_score", 2.5 if negative or extra.get("prompt_type") == "negative" else 6.0)
+        ids = [extra.get("height", h), extra.get("width", w), extra.get("crop_h", 0), extra.get("crop_w", 0), score]
         cond.update(pooled=extra["pooled_output"], time_ids=torch.tensor([ids], dtype=torch.float32))
     return cond
 
@@ -87,7 +95,7 @@ class GuiderSpec:
         pos = model_cond(self.positive, latent, arch)
         if self.negative is None:
             return BasicGuider(self.model, pos)
-        return CFGGuider(self.model, pos, model_cond(self.negative, latent, arch), self.cfg)
+        return CFGGuider(self.model, pos, model_cond(self.negative, latent, arch, negative=True), self.cfg)
 
 
 def progress_callback(total: int) -> Any:

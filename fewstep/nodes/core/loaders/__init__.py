@@ -124,7 +124,8 @@ def _load_sd(path: Path, dtype: Any, device: str, allow_pickle: bool | None) -> 
         parts = sd.load_diffusers_folder(path, dtype, device)
     else:
         parts = sd.load_single_file(read_state_dict(path, allow_pickle=allow_pickle), path, dtype, device)
-    tokenizers = [ClipTokenizer()] if parts.arch == "sd1" else [ClipTokenizer(), ClipTokenizer(pad_id=0)]
+    tokenizers = {"sd1": [ClipTokenizer()], "sdxl_refiner": [ClipTokenizer(pad_id=0)]}.get(
+        parts.arch, [ClipTokenizer(), ClipTokenizer(pad_id=0)])
     scale = float(parts.vae.config.scaling_factor)
     return (_sd_denoiser(parts.unet, parts.arch, path.name), TextEncoder(parts.arch, parts.text_encoders, tokenizers),
             VAEWrapper(parts.vae, scale))

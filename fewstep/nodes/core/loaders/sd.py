@@ -131,6 +131,8 @@ def load_single_file(state: dict[str, Any], path: Path, dtype: torch.dtype, devi
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     arch = detect(state)
+    if arch == "sdxl" and not any(k.startswith(K.CLIP_L_PREFIXES[1]) for k in state):
+        return _load_sdxl_refiner(state, path, dtype, device)
     try:
         unet_ldm = K.split_prefix(state, K.UNET_PREFIX)
         unet = _load_module(UNet2DConditionModel(**unet_config(unet_ldm, arch)), K.convert_unet(unet_ldm),
@@ -148,6 +150,30 @@ def load_single_file(state: dict[str, Any], path: Path, dtype: torch.dtype, devi
     except KeyError as exc:
         raise ModelFileError(f"{path}: unexpected {arch} checkpoint layout: {exc}") from exc
     return SDComponents(arch, unet, vae, encoders)
+
+
+REFINER_CLIP_G_PREFIX = "conditioner.embedders.0.model."
+
+
+def _load_sdxl_refiner(state: dict[str, Any], path: Path, dtype: torch.dtype, device: str) -> SDComponents:
+    """The SDXL refiner (Podell et al. 2023, Sec. 2.5): the SDXL UNet layout at other widths, conditioned on
+    OpenCLIP-G alone (embedder 0) and on 5 size numbers (aesthetic score instead of the target size)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    try:
+        unet_ldm = K.split_prefix(state, K.UNET_PREFIX)
+        unet = _load_module(UNet2DConditionModel(**unet_config(unet_ldm, "sdxl")), K.convert_unet(unet_ldm),
+                            "UNet", path, dtype, device)
+        vae_ldm = K.split_prefix(state, K.VAE_PREFIX)
+        vae = _load_module(AutoencoderKL(**vae_config(vae_ldm, "sdxl")), K.convert_vae(vae_ldm), "VAE", path,
+                           dtype, device)
+        clip_g = K.convert_open_clip(K.split_prefix(state, REFINER_CLIP_G_PREFIX))
+        model_g = CLIPTextModelWithProjection(CLIPTextConfig(**clip_config(clip_g, "clip_g")))
+        encoders = [_load_module(model_g, clip_g, "OpenCLIP-G", path, dtype, device)]
+    except KeyError as exc:
+        raise ModelFileError(f"{path}: unexpected SDXL refiner checkpoint layout: {exc}") from exc
+    return SDComponents("sdxl_refiner", unet, vae, encoders)
 
 
 def load_diffusers_folder(folder: Path, dtype: torch.dtype, device: str) -> SDComponents:
