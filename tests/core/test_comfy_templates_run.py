@@ -64,7 +64,12 @@ def tiny_files(tmp_path_factory) -> dict[str, Path]:
                for k, v in clip_l.state_dict().items()})
     xl.update({"conditioner.embedders.1.model." + k: v for k, v in to_open_clip(clip_g).items()})
     _save(xl, files["sdxl"])
+    from test_sd2 import tiny_sd2_checkpoint
     from test_sdxl_refiner import tiny_refiner_checkpoint
+
+    for kind, channels, v_pred in (("sd2-v", 4, True), ("sd2-inpaint", 9, False)):
+        files[kind] = root / f"{kind}.safetensors"
+        _save(tiny_sd2_checkpoint(channels, v_pred)[0], files[kind])
 
     files["sdxl-refiner"] = root / "sdxl-refiner.safetensors"
     _save(tiny_refiner_checkpoint()[0], files["sdxl-refiner"])
@@ -90,6 +95,8 @@ FILE_INPUTS = {"ckpt_name": "checkpoints", "control_net_name": "controlnet", "mo
 
 
 def _checkpoint_kind(name: str) -> str:
+    if "v2-" in name or "512-inpainting" in name:                    # SD 2.x: 768-v or 512 inpainting
+        return "sd2-inpaint" if "inpaint" in name else "sd2-v"
     if "xl" in name:
         return "sdxl-refiner" if "refiner" in name else "sdxl"
     return "sd15-inpaint" if "inpaint" in name else "sd15"

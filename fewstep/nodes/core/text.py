@@ -129,6 +129,9 @@ class TextEncoder:
                 return [[states.float(), {"pooled_output": pooled.float()}]]
             if self.kind == "sd1":
                 return self._encode_sd1(text)
+            if self.kind == "sd2":                        # OpenCLIP-H, penultimate layer through the final norm
+                states, pooled = self._weighted(0, text, -2, True, None)
+                return [[states.float(), {"pooled_output": pooled.float()}]]
             if self.kind == "sdxl_refiner":               # OpenCLIP-G alone, penultimate layer, pooled from G
                 states, pooled = self._weighted(0, text, -2, False, "clip_g")
                 return [[states.float(), {"pooled_output": pooled.float()}]]

@@ -83,11 +83,11 @@ class UNetFn:
         return out.to(x_in.device, x_in.dtype)
 
 
-def _sd_denoiser(unet: Any, arch: str, name: str) -> Any:
+def _sd_denoiser(unet: Any, arch: str, name: str, prediction: str = "eps") -> Any:
     from fewstep.nodes.core.denoiser import Denoiser, DiscreteVPSchedule
 
     schedule = DiscreteVPSchedule.from_config(1000, 0.00085, 0.012, "scaled_linear")
-    return Denoiser(UNetFn(unet), "eps", schedule, extras={"arch": arch, "name": name, "patches": []})
+    return Denoiser(UNetFn(unet), prediction, schedule, extras={"arch": arch, "name": name, "patches": []})
 
 
 def _load_builtin(name: str) -> tuple[Any, Any, Any]:
@@ -124,10 +124,10 @@ def _load_sd(path: Path, dtype: Any, device: str, allow_pickle: bool | None) -> 
         parts = sd.load_diffusers_folder(path, dtype, device)
     else:
         parts = sd.load_single_file(read_state_dict(path, allow_pickle=allow_pickle), path, dtype, device)
-    tokenizers = {"sd1": [ClipTokenizer()], "sdxl_refiner": [ClipTokenizer(pad_id=0)]}.get(
-        parts.arch, [ClipTokenizer(), ClipTokenizer(pad_id=0)])
+    tokenizers = {"sd1": [ClipTokenizer()], "sd2": [ClipTokenizer(pad_id=0)], "sdxl_refiner": [ClipTokenizer(pad_id=0)]
+                  }.get(parts.arch, [ClipTokenizer(), ClipTokenizer(pad_id=0)])
     scale = float(parts.vae.config.scaling_factor)
-    return (_sd_denoiser(parts.unet, parts.arch, path.name), TextEncoder(parts.arch, parts.text_encoders, tokenizers),
+    return (_sd_denoiser(parts.unet, parts.arch, path.name, parts.prediction), TextEncoder(parts.arch, parts.text_encoders, tokenizers),
             VAEWrapper(parts.vae, scale))
 
 

@@ -123,6 +123,7 @@ class SDComponents:
     unet: Any
     vae: Any
     text_encoders: list[Any]
+    prediction: str = "eps"
 
 
 def load_single_file(state: dict[str, Any], path: Path, dtype: torch.dtype, device: str) -> SDComponents:
@@ -133,6 +134,8 @@ def load_single_file(state: dict[str, Any], path: Path, dtype: torch.dtype, devi
     arch = detect(state)
     if arch == "sdxl" and not any(k.startswith(K.CLIP_L_PREFIXES[1]) for k in state):
         return _load_sdxl_refiner(state, path, dtype, device)
+    if arch == "sd1" and any(k.startswith(SD2_CLIP_H_PREFIX) for k in state):
+        return _load_sd2(state, path, dtype, device)
     try:
         unet_ldm = K.split_prefix(state, K.UNET_PREFIX)
         unet = _load_module(UNet2DConditionModel(**unet_config(unet_ldm, arch)), K.convert_unet(unet_ldm),
@@ -153,6 +156,35 @@ def load_single_file(state: dict[str, Any], path: Path, dtype: torch.dtype, devi
 
 
 REFINER_CLIP_G_PREFIX = "conditioner.embedders.0.model."
+SD2_CLIP_H_PREFIX = "cond_stage_model.model."
+# ComfyUI's test for SD2's v-prediction checkpoints (768-v): the spread of one LayerNorm bias of the last
+# output block, > 0.09 only in the v-trained weights (comfy/supported_models.py, SD20.model_type)
+SD2_V_PROBE = "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+
+
+def _load_sd2(state: dict[str, Any], path: Path, dtype: torch.dtype, device: str) -> SDComponents:
+    """SD 2.x (Rombach et al. 2022, the v2 release): the SD1 UNet layout with 64-channel heads and linear
+    projections, conditioned on OpenCLIP-H (an open_clip text tower, penultimate layer, layer-normed);
+    eps or v prediction (768-v), 4 input channels or 9 (512-inpainting)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    try:
+        unet_ldm = K.split_prefix(state, K.UNET_PREFIX)
+        config = unet_config(unet_ldm, "sd1")
+        config["attention_head_dim"] = [max(1, w // 64) for w in config["block_out_channels"]]
+        unet = _load_module(UNet2DConditionModel(**config), K.convert_unet(unet_ldm), "UNet", path, dtype, device)
+        vae_ldm = K.split_prefix(state, K.VAE_PREFIX)
+        vae = _load_module(AutoencoderKL(**vae_config(vae_ldm, "sd1")), K.convert_vae(vae_ldm), "VAE", path,
+                           dtype, device)
+        clip_h = K.convert_open_clip(K.split_prefix(state, SD2_CLIP_H_PREFIX))
+        model_h = CLIPTextModelWithProjection(CLIPTextConfig(**clip_config(clip_h, "clip_g")))
+        encoders = [_load_module(model_h, clip_h, "OpenCLIP-H", path, dtype, device)]
+    except KeyError as exc:
+        raise ModelFileError(f"{path}: unexpected SD2 checkpoint layout: {exc}") from exc
+    probe = unet_ldm.get(SD2_V_PROBE)
+    v_pred = config["in_channels"] == 4 and probe is not None and float(probe.float().std(unbiased=False)) > 0.09
+    return SDComponents("sd2", unet, vae, encoders, "v" if v_pred else "eps")
 
 
 def _load_sdxl_refiner(state: dict[str, Any], path: Path, dtype: torch.dtype, device: str) -> SDComponents:
