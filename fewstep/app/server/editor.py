@@ -1,9 +1,11 @@
 """The editor: the pinned ``comfyui-frontend-package`` static files at ``/``, our extensions under
 ``/extensions/fewstep/``, and ``graphs/`` as the template library (``/templates/...``).
 
-The template dialog of editor 1.58.1 reads ``/templates/index.json`` (a list of categories; ours is
-the ``default`` module) and loads ``/templates/<name>.json``, which must be a UI-format workflow. A graph
-``graphs/<name>.json`` is listed when it is UI format itself or has a UI twin ``<name>.ui.json``.
+The template dialog of editor 1.58.1 reads ``/templates/index.json`` (a list of categories; ours are one
+per node pack, all of the ``default`` module) and loads ``/templates/<name>.json``, which must be a
+UI-format workflow. A graph ``graphs/<name>.json`` is listed when it is UI format itself or has a UI twin
+``<name>.ui.json``; titles, descriptions and packs come from ``graphs/templates.json`` (see
+``fewstep.app.templates``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiohttp import web
 
 from fewstep.app.server.security import UnsafePath, safe_path
 from fewstep.app.server.state import OPTIONS, REGISTRY
+from fewstep.app.templates import TemplateInfo, grouped_templates
 
 if TYPE_CHECKING:
     from fewstep.app.registry import Registry
@@ -65,27 +68,22 @@ def graph_names(graphs_dir: Path) -> list[str]:
     return sorted(names, key=lambda n: n != "default")
 
 
-def _template_entry(graphs_dir: Path, name: str) -> dict[str, Any]:
-    description = ""
-    api_file = graphs_dir / f"{name}.json"
-    ui_file = ui_graph_file(graphs_dir, name)
-    for source in (api_file, ui_file):
-        try:
-            data = json.loads(source.read_text()) if source and source.is_file() else {}
-        except (json.JSONDecodeError, OSError):
-            data = {}
-        description = description or str((data.get("extra") or {}).get("description", "")
-                                         if isinstance(data, dict) else "")
-    return {"name": name, "title": name.replace("_", " "), "description": description or name,
+def _template_entry(info: TemplateInfo) -> dict[str, Any]:
+    return {"name": info.name, "title": info.title, "description": info.description or info.title,
             "mediaType": "image", "mediaSubtype": "png"}
 
 
+def templates_index(graphs_dir: Path) -> list[dict[str, Any]]:
+    """One category per node pack (``graphs/templates.json`` names pack, title and description of each
+    graph). Every category is module ``default`` so the editor loads its files from ``/templates/``; the
+    shared ``category`` makes editor 1.58 list the packs as one group in its side bar."""
+    groups = grouped_templates(graphs_dir, graph_names(graphs_dir))
+    return [{"moduleName": "default", "title": title, "category": "fewstep", "type": "image",
+             "templates": [_template_entry(info) for info in infos]} for title, infos in groups]
+
+
 async def get_templates_index(request: web.Request) -> web.Response:
-    graphs_dir = request.app[OPTIONS].graphs_dir
-    names = await asyncio.to_thread(graph_names, graphs_dir)
-    entries = [_template_entry(graphs_dir, n) for n in names]
-    return web.json_response([{"moduleName": "default", "title": "fewstep", "type": "image",
-                               "templates": entries}])
+    return web.json_response(await asyncio.to_thread(templates_index, request.app[OPTIONS].graphs_dir))
 
 
 def _thumbnail(graphs_dir: Path, name: str) -> bytes:
