@@ -106,11 +106,16 @@ def run_trainer(cfg_fields: dict[str, object], loss_factory: LossFactory, *, mod
 
 def run_folder(run_name: str, parts: list[str], kind: str = "distill") -> Path:
     """``<models>/checkpoints/<kind>/<run>-<hash>``: the hash covers ``parts`` (config fingerprint, teacher,
-    prompts ...), so a changed setting starts a new run and an unchanged one resumes."""
-    from fewstep.app.api import current_paths
+    prompts ...), so a changed setting starts a new run and an unchanged one resumes.
+
+    ``run_name`` is user input and the checkpointer deletes older ``step_*`` files in this folder: it goes
+    through the node API's safe-path rule (no absolute paths, ``..``, separators or links out), else
+    ValueError naming the input."""
+    from fewstep.app.api import current_paths, safe_child
 
     key = hashlib.sha256("\n".join(parts).encode())
-    return current_paths().model_dirs("checkpoints")[0] / kind / f"{run_name}-{key.hexdigest()[:10]}"
+    root = current_paths().model_dirs("checkpoints")[0] / kind
+    return safe_child(root, f"{run_name}-{key.hexdigest()[:10]}", "run_name", allow_subfolders=False)
 
 
 def initial_net(teacher: Denoiser, init: Denoiser | None, cfg: DistillConfig) -> tuple[nn.Module, tuple[str, ...]]:
