@@ -8,6 +8,7 @@ The MODEL's network is ``denoiser.model_fn``, which must be a ``torch.nn.Module`
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -39,21 +40,36 @@ CATEGORY = "fewstep/quantize"
 CONFIG_KEY = "mixdq_config"           # where a quantized MODEL keeps its QUANT_CONFIG (denoiser.extras)
 
 
+def _wrapped_unet(model_fn: Any) -> nn.Module | None:
+    """The nn.Module inside a core loader's ``UNetFn(unet)`` (a plain callable around a diffusers UNet)."""
+    inner = getattr(model_fn, "unet", None)
+    return inner if not isinstance(model_fn, nn.Module) and isinstance(inner, nn.Module) else None
+
+
 def network_of(model: Any) -> nn.Module:
-    """The MODEL's network (``model_fn``) as an nn.Module, or a clear error."""
+    """The MODEL's network as an nn.Module (``model_fn``, or the UNet a ``UNetFn`` wraps), or a clear error."""
     net = getattr(model, "model_fn", None)
+    inner = _wrapped_unet(net)
+    net = inner if inner is not None else net   # not `or`: an empty nn.Sequential is falsy
     if not isinstance(net, nn.Module):
         raise TypeError(f"MixDQ needs a MODEL whose network (model_fn) is a torch.nn.Module; got {type(net).__name__}")
     return net
 
 
 def with_network(model: Any, net: nn.Module, **extras: Any) -> Any:
-    """A clone of the MODEL wrapper running ``net`` (extras merged in)."""
-    return model.clone(model_fn=net, extras={**model.extras, **extras})
+    """A clone of the MODEL wrapper running ``net`` (extras merged in); a ``UNetFn`` keeps wrapping it."""
+    model_fn = model.model_fn
+    if _wrapped_unet(model_fn) is not None:
+        model_fn = dataclasses.replace(model_fn, unet=net)
+    else:
+        model_fn = net
+    return model.clone(model_fn=model_fn, extras={**model.extras, **extras})
 
 
 def make_runner(model: Any, guider: Any, sampler: Any, sigmas: torch.Tensor, latent: dict, seed: int):
     """runner(net) -> final latents of ``sampler`` with ``guider``'s denoiser swapped for one running net."""
+    if hasattr(guider, "build"):   # a core GUIDER link is a spec, built into a guider per latent shape
+        guider = guider.build(latent["samples"])
     if not hasattr(guider, "denoiser"):
         raise TypeError("MixDQCalibrate: the GUIDER must expose the denoiser it wraps (.denoiser)")
     shape = tuple(latent["samples"].shape)
