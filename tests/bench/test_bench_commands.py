@@ -12,7 +12,8 @@ import tomllib
 from fewstep.app.cli import COMMANDS_GROUP, entry_point_commands, main
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
-BUILTIN = ["bench executor", "bench sampling", "bench server", "eval", "bench distill", "bench tdm", "bench mixdq"]
+BUILTIN = ["bench executor", "bench sampling", "bench server", "eval", "bench distill", "bench tdm", "bench mixdq",
+           "bench templates"]
 
 
 def declared() -> dict[str, str]:
