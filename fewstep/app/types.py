@@ -51,8 +51,18 @@ STRING = DataType("STRING", "Python str.")
 BOOLEAN = DataType("BOOLEAN", "Python bool.")
 
 # fewstep's own ------------------------------------------------------------------------------------
-VIDEO = DataType("VIDEO", "dict: 'frames' -> float tensor [T, H, W, C] in 0..1, 'fps' -> float.")
-MESH = DataType("MESH", "trimesh.Trimesh (vertices [V, 3] float, faces [F, 3] int; optional vertex colours).")
+VIDEO = DataType(
+    "VIDEO",
+    "fewstep.nodes.core.video.Video (frozen): .frames float32 tensor [T, H, W, 3] in 0..1 on CPU (one clip in "
+    "IMAGE layout), .fps fractions.Fraction, .metadata Mapping[str, str]; ComfyUI's accessors get_components() "
+    "(.images, .frame_rate, .audio = None), get_dimensions() -> (width, height), get_duration() -> seconds.",
+)
+MESH = DataType(
+    "MESH",
+    "fewstep.nodes.core.mesh.Mesh (frozen): .vertices float32 [V, 3], .faces int64 [F, 3] wound outward, "
+    ".vertex_colors float [V, 3] in 0..1 or None; or fewstep.nodes.core.mesh.ArticulatedMesh: .parts "
+    "{name: Mesh} in rest pose, .joints tuple of Joint (revolute | prismatic; axis, origin, limits, parent, child).",
+)
 TRIPLANE = DataType("TRIPLANE", "dict: 'planes' -> tensor [3, C, R, R] (xy, xz, yz feature planes), 'decoder' -> nn.Module.")
 AR_MODEL = DataType("AR_MODEL", "an autoregressive image-token model wrapper with .sample(prompt_tokens, steps).")
 QUANT_CONFIG = DataType(
