@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fewstep.nodes.core.loaders import UNetFn
-from fewstep.nodes.mixdq.nodes import make_runner, network_of, with_network
+from fewstep.nodes.mixdq.networks import make_runner, network_of, with_network
 
 
 @dataclasses.dataclass

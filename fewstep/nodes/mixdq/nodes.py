@@ -7,13 +7,8 @@ The MODEL's network is ``denoiser.model_fn``, which must be a ``torch.nn.Module`
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from fewstep.app.api import (
     Boolean,
@@ -30,59 +25,15 @@ from fewstep.app.api import (
     report_progress,
 )
 from fewstep.nodes.core.train.seeds import fixed_seed
-from fewstep.nodes.mixdq.allocate import mixdq_config, uniform_config
-from fewstep.nodes.mixdq.calibrate import calibrate
-from fewstep.nodes.mixdq.layers import weight_bytes
-from fewstep.nodes.mixdq.quantize import load_quantized, quantize_network, save_quantized
-from fewstep.nodes.mixdq.sensitivity import Sensitivity, analyze
+
+if TYPE_CHECKING:
+    import torch
+
+# The library modules (and torch) are imported inside execute: `fewstep nodes` and the server's
+# /object_info list the nodes without paying torch's import (about 2 s).
 
 CATEGORY = "fewstep/quantize"
 CONFIG_KEY = "mixdq_config"           # where a quantized MODEL keeps its QUANT_CONFIG (denoiser.extras)
-
-
-def _wrapped_unet(model_fn: Any) -> nn.Module | None:
-    """The nn.Module inside a core loader's ``UNetFn(unet)`` (a plain callable around a diffusers UNet)."""
-    inner = getattr(model_fn, "unet", None)
-    return inner if not isinstance(model_fn, nn.Module) and isinstance(inner, nn.Module) else None
-
-
-def network_of(model: Any) -> nn.Module:
-    """The MODEL's network as an nn.Module (``model_fn``, or the UNet a ``UNetFn`` wraps), or a clear error."""
-    net = getattr(model, "model_fn", None)
-    inner = _wrapped_unet(net)
-    net = inner if inner is not None else net   # not `or`: an empty nn.Sequential is falsy
-    if not isinstance(net, nn.Module):
-        raise TypeError(f"MixDQ needs a MODEL whose network (model_fn) is a torch.nn.Module; got {type(net).__name__}")
-    return net
-
-
-def with_network(model: Any, net: nn.Module, **extras: Any) -> Any:
-    """A clone of the MODEL wrapper running ``net`` (extras merged in); a ``UNetFn`` keeps wrapping it."""
-    model_fn = model.model_fn
-    if _wrapped_unet(model_fn) is not None:
-        model_fn = dataclasses.replace(model_fn, unet=net)
-    else:
-        model_fn = net
-    return model.clone(model_fn=model_fn, extras={**model.extras, **extras})
-
-
-def make_runner(model: Any, guider: Any, sampler: Any, sigmas: torch.Tensor, latent: dict, seed: int):
-    """runner(net) -> final latents of ``sampler`` with ``guider``'s denoiser swapped for one running net."""
-    if hasattr(guider, "build"):   # a core GUIDER link is a spec, built into a guider per latent shape
-        guider = guider.build(latent["samples"])
-    if not hasattr(guider, "denoiser"):
-        raise TypeError("MixDQCalibrate: the GUIDER must expose the denoiser it wraps (.denoiser)")
-    shape = tuple(latent["samples"].shape)
-
-    @torch.no_grad()
-    def runner(net: nn.Module) -> torch.Tensor:
-        g = copy.copy(guider)
-        g.denoiser = with_network(model, net)
-        device = next(net.parameters()).device
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        x = torch.randn(shape, generator=gen).to(device) * sigmas[0].to(device)
-        return sampler(g, x, sigmas.to(device), cond=None, generator=torch.Generator(device="cpu").manual_seed(int(seed)))
-    return runner
 
 
 def _bits(text: str, what: str) -> tuple[int, ...]:
@@ -117,6 +68,10 @@ class MixDQCalibrate(Node):
     @classmethod
     def execute(cls, model: Any, guider: Any, sampler: Any, sigmas: torch.Tensor, latent: dict, seed: int,
                 weight_probe_bits: str, act_probe_bits: str, bos_aware: bool) -> NodeOutput:
+        from fewstep.nodes.mixdq.calibrate import calibrate
+        from fewstep.nodes.mixdq.networks import make_runner, network_of
+        from fewstep.nodes.mixdq.sensitivity import analyze
+
         net = network_of(model)
         runner = make_runner(model, guider, sampler, sigmas, latent, seed)
         calib = calibrate(net, runner)
@@ -149,6 +104,9 @@ class MixDQAllocate(Node):
     def execute(cls, sensitivity: dict, method: str, weight_bits: float, act_bits: int,
                 keep_fp_percent: float, bos_aware: bool, decoupled: bool, save_name: str,
                 content_2bit: bool = True) -> NodeOutput:
+        from fewstep.nodes.mixdq.allocate import mixdq_config, uniform_config
+        from fewstep.nodes.mixdq.sensitivity import Sensitivity
+
         sens = Sensitivity.from_metrics(sensitivity)
         if method == "uniform":
             config = uniform_config(sens, round(weight_bits), act_bits)
@@ -178,6 +136,10 @@ class MixDQQuantize(Node):
 
     @classmethod
     def execute(cls, model: Any, config: dict) -> NodeOutput:
+        from fewstep.nodes.mixdq.layers import weight_bytes
+        from fewstep.nodes.mixdq.networks import network_of, with_network
+        from fewstep.nodes.mixdq.quantize import quantize_network
+
         net = network_of(model)
         qnet = quantize_network(net, config)
         before, after = weight_bytes(net), weight_bytes(qnet)
@@ -201,6 +163,9 @@ class MixDQSave(Node):
 
     @classmethod
     def execute(cls, model: Any, filename: str) -> NodeOutput:
+        from fewstep.nodes.mixdq.networks import network_of
+        from fewstep.nodes.mixdq.quantize import save_quantized
+
         config = model.extras.get(CONFIG_KEY)
         if config is None:
             raise ValueError("MixDQSave: the MODEL is not quantized (connect MixDQQuantize's output)")
@@ -223,6 +188,9 @@ class QuantizedModelLoader(Node):
 
     @classmethod
     def execute(cls, base_model: Any, quant_name: str) -> NodeOutput:
+        from fewstep.nodes.mixdq.networks import network_of, with_network
+        from fewstep.nodes.mixdq.quantize import load_quantized
+
         path = current_paths().find_model("diffusion_models", quant_name)
         net, config = load_quantized(network_of(base_model), path)
         return NodeOutput(with_network(base_model, net, **{CONFIG_KEY: config}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fewstep.app.api import Combo, Float, Int, Link, Node, NodeOutput, Output, Schema
-from fewstep.nodes.core.train.distill_graph import PASS_THROUGH, common_fields, run_trainer, trainer_inputs
+from fewstep.nodes.core.train.trainer_schema import PASS_THROUGH, common_fields, trainer_inputs
 
 
 class MLCMDistill(Node):
@@ -44,6 +44,7 @@ class MLCMDistill(Node):
             num_segments=kw["segments"], substeps=kw["teacher_substeps"], student_steps=kw["student_steps"],
             perceptual_weight=kw.get("perceptual_weight", 0.0), reward_weight=kw.get("reward_weight", 0.0),
             reward_margin=kw.get("reward_margin", 1.0))
+        from fewstep.nodes.core.train.distill_graph import run_trainer
         from fewstep.nodes.mlcm.train import zoo_loss
 
         return run_trainer(fields, zoo_loss, init=kw.get("student"), **{k: kw.get(k) for k in PASS_THROUGH})

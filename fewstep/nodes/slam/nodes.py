@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fewstep.app.api import Int, Node, NodeOutput, Output, Schema
-from fewstep.nodes.core.train.distill_graph import PASS_THROUGH, common_fields, run_trainer, trainer_inputs
-from fewstep.nodes.slam.loss import node_loss
+from fewstep.nodes.core.train.trainer_schema import PASS_THROUGH, common_fields, trainer_inputs
 
 
 class SLAMDistill(Node):
@@ -25,6 +24,9 @@ class SLAMDistill(Node):
 
     @classmethod
     def execute(cls, **kw: Any) -> NodeOutput:
+        from fewstep.nodes.core.train.distill_graph import run_trainer
+        from fewstep.nodes.slam.loss import node_loss
+
         fields = common_fields(kw) | dict(method="slam", gamma_dim=kw["gamma_dim"])
         return run_trainer(fields, node_loss, **{k: kw.get(k) for k in PASS_THROUGH})
 

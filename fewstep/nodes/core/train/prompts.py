@@ -10,6 +10,7 @@ from torch import Tensor
 
 from fewstep.nodes.core.train.adapter import check_conditioning, encode_prompts, unet_of
 from fewstep.nodes.core.train.batches import DistillBatch
+from fewstep.nodes.core.train.trainer_schema import DEFAULT_PROMPTS  # noqa: F401 (re-exported)
 from fewstep.nodes.core.train.vp import Cond
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from fewstep.nodes.core.vae import VAEWrapper
 
 PROMPT_SOURCES = ("list", "procedural", "dataset")
-DEFAULT_PROMPTS = "a red circle\na blue square on the left\ntwo green triangles\na yellow star above a purple heart"
 
 
 class Dataset(Protocol):
