@@ -203,3 +203,15 @@ async def test_object_info_lists_files_of_this_apps_models_folder(aiohttp_client
     client = await aiohttp_client(app)
     info = await (await client.get("/api/object_info/PickLora")).json()
     assert info["PickLora"]["input"]["required"]["lora_name"][0] == ["style.safetensors"]
+
+
+async def test_bookmark_index_reads_empty_until_the_editor_writes_it(client: Any) -> None:
+    # Editor 1.58.1 reads workflows/.index.json (its bookmarks) whenever the workflow sidebar opens: a new
+    # user got a 404 in the console. It answers empty, is not listed as a workflow, and stores what is saved.
+    first = await client.get("/api/userdata/workflows%2F.index.json")
+    assert first.status == 200 and await first.json() == {"favorites": []}
+    assert await (await client.get("/api/userdata?dir=workflows&recurse=true")).json() == []
+    saved = json.dumps({"favorites": ["workflows/a.json"]})
+    assert (await client.post("/api/userdata/workflows%2F.index.json", data=saved)).status == 200
+    assert await (await client.get("/api/userdata/workflows%2F.index.json")).text() == saved
+    assert (await client.get("/api/userdata/workflows%2Fother.json")).status == 404

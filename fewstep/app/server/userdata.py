@@ -27,6 +27,9 @@ DEFAULT_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Notification.ShowVer
 # Files the editor probes at start-up; seeding them keeps start-up free of 404s.
 SEED_FILES = {"user.css": "/* your CSS for the editor */\n", "comfy.templates.json": "[]\n"}
 SEED_DIRS = ("workflows", "subgraphs")
+# Files the editor reads before it ever writes them, answered with their empty content while missing (not
+# written: the workflow sidebar would list them): the bookmark index, read when the sidebar opens.
+EMPTY_UNTIL_WRITTEN: dict[str, object] = {"workflows/.index.json": {"favorites": []}}
 
 
 def user_root(request: web.Request) -> Path:
@@ -149,6 +152,9 @@ def _user_file(request: web.Request, key: str = "file") -> Path:
 
 async def get_userdata_file(request: web.Request) -> web.StreamResponse:
     path = _user_file(request)
+    relative = path.relative_to(user_root(request)).as_posix()
+    if not path.exists() and relative in EMPTY_UNTIL_WRITTEN:
+        return web.json_response(EMPTY_UNTIL_WRITTEN[relative])
     if not path.is_file():
         raise web.HTTPNotFound(text=f"user file {request.match_info['file']!r} not found")
     return web.FileResponse(path)
@@ -193,6 +199,9 @@ async def post_userdata_file(request: web.Request) -> web.Response:
 
 async def delete_userdata_file(request: web.Request) -> web.Response:
     path = _user_file(request)
+    relative = path.relative_to(user_root(request)).as_posix()
+    if not path.exists() and relative in EMPTY_UNTIL_WRITTEN:
+        return web.json_response(EMPTY_UNTIL_WRITTEN[relative])
     if not path.is_file():
         raise web.HTTPNotFound(text=f"user file {request.match_info['file']!r} not found")
     path.unlink()
