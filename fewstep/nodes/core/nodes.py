@@ -206,6 +206,9 @@ class EmptyLatentImage(Node):
     @classmethod
     def define_schema(cls) -> Schema:
         return Schema(node_id="EmptyLatentImage", display_name="Empty Latent Image", category="latent",
+                      description="An empty latent of width/8 x height/8 (ComfyUI's rule for SD1.5 / SDXL). "
+                                  "The built-in tiny model's VAE upscales latents by 4, not 8, so it decodes "
+                                  "them to half the size asked: 128 x 128 gives a 64 x 64 image, its native size.",
                       inputs=[Int("width", 512, min=16, max=MAX_RESOLUTION, step=8),
                               Int("height", 512, min=16, max=MAX_RESOLUTION, step=8),
                               Int("batch_size", 1, min=1, max=4096)],
