@@ -238,14 +238,22 @@ class ComposedGuider:
         return self.model.schedule
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Any = None) -> torch.Tensor:
-        x0_c = evaluate(self.model, self.positive, x, sigma)
         if self.negative is None or self.scale == 1.0:
-            return x0_c
+            return evaluate(self.model, self.positive, x, sigma)
+        return self.predict_with_uncond(x, sigma, cond)[0]
+
+    def predict_with_uncond(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                            cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(guided x0, unconditional x0) for the CFG++ samplers (``nodes.core.sampler_math``); the negative
+        pass runs even at scale 1; without a negative prompt both are the positive prediction."""
+        x0_c = evaluate(self.model, self.positive, x, sigma)
+        if self.negative is None:
+            return x0_c, x0_c
         x0_u = evaluate(self.model, self.negative, x, sigma)
         multiplier = self.model.extras.get("rescale_cfg")
         if multiplier is not None:
-            return rescale_cfg(x, sigma, x0_c, x0_u, self.scale, float(multiplier))
-        return x0_u + self.scale * (x0_c - x0_u)
+            return rescale_cfg(x, sigma, x0_c, x0_u, self.scale, float(multiplier)), x0_u
+        return x0_u + self.scale * (x0_c - x0_u), x0_u
 
 
 class InpaintGuider:
@@ -271,6 +279,19 @@ class InpaintGuider:
         s = float(torch.as_tensor(sigma).reshape(-1)[0])
         x = x * m + self.model.noise_latent(latent, noise, s) * (1 - m)
         return self.inner(x, sigma, cond) * m + latent * (1 - m)
+
+    def predict_with_uncond(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                            cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked guided x0, unconditional x0 at the masked input): ComfyUI's CFG++ hook sees the
+        unconditional prediction inside KSamplerX0Inpaint, before the output mask."""
+        from fewstep.nodes.core.sampler_math import guided_and_uncond
+
+        m = self.mask.to(x.device, x.dtype)
+        latent, noise = self.latent.to(x.device, x.dtype), self.noise.to(x.device, x.dtype)
+        s = float(torch.as_tensor(sigma).reshape(-1)[0])
+        x = x * m + self.model.noise_latent(latent, noise, s) * (1 - m)
+        guided, uncond = guided_and_uncond(self.inner, x, sigma, cond)
+        return guided * m + latent * (1 - m), uncond
 
 
 def prepare_mask(mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:

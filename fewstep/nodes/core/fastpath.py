@@ -489,6 +489,14 @@ class GraphGuider:
         self.cache.stats.replays += 1
         return c.run(x, sig.to(torch.float32))
 
+    def predict_with_uncond(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                            cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CFG++ samplers' (guided, unconditional) pair: the captured graph returns only the guided x0,
+        so this runs the original guider eagerly (``nodes.core.sampler_math.guided_and_uncond``)."""
+        from fewstep.nodes.core.sampler_math import guided_and_uncond
+
+        return guided_and_uncond(self.original, x, sigma, cond if cond is not None else self.cond)
+
 
 def _rebuilt_guider(guider: Any, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor, Any], Any]:
     """``inner(x, sigma, tree)``: the guider's own code with a device-schedule denoiser and the

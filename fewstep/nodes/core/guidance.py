@@ -58,6 +58,13 @@ class BasicGuider:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Any = None) -> torch.Tensor:
         return self.denoiser(x, sigma, self.positive)
 
+    def predict_with_uncond(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                            cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, x0): without a negative prompt the unconditional prediction is the prediction itself, so the
+        CFG++ samplers reduce to their base samplers (ComfyUI passes zeros there, a degenerate x0)."""
+        x0 = self(x, sigma, cond)
+        return x0, x0
+
 
 class CFGGuider(BasicGuider):
     """Classifier-free guidance (Ho & Salimans 2022, eq. 6, applied to x0, which is equivalent to eps
@@ -75,14 +82,27 @@ class CFGGuider(BasicGuider):
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Any = None) -> torch.Tensor:
         if self.scale == 1.0 or self.negative is None:
             return self.denoiser(x, sigma, self.positive)
+        x_c, x_u = self._both(x, sigma)
+        return x_u + self.scale * (x_c - x_u)
+
+    def predict_with_uncond(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                            cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(guided x0, unconditional x0) for the CFG++ samplers. The negative pass runs even at scale 1
+        (ComfyUI's CFG++ samplers turn its cfg-1 shortcut off the same way)."""
+        if self.negative is None:
+            x0 = self.denoiser(x, sigma, self.positive)
+            return x0, x0
+        x_c, x_u = self._both(x, sigma)
+        return x_u + self.scale * (x_c - x_u), x_u
+
+    def _both(self, x: torch.Tensor, sigma: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(D(x, c), D(x, u)), as one batch of 2B when the two conds have matching shapes."""
         positive = expand_cond(self.positive, x.shape[0])
         negative = expand_cond(self.negative, x.shape[0])
         both = _cat_cond(positive, negative)
         if both is None:
-            x_c = self.denoiser(x, sigma, positive)
-            x_u = self.denoiser(x, sigma, negative)
-        else:
-            sig = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
-            sig = sig.expand(x.shape[0]) if sig.numel() == 1 else sig
-            x_c, x_u = self.denoiser(torch.cat([x, x]), torch.cat([sig, sig]), both).chunk(2)
-        return x_u + self.scale * (x_c - x_u)
+            return self.denoiser(x, sigma, positive), self.denoiser(x, sigma, negative)
+        sig = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        sig = sig.expand(x.shape[0]) if sig.numel() == 1 else sig
+        x_c, x_u = self.denoiser(torch.cat([x, x]), torch.cat([sig, sig]), both).chunk(2)
+        return x_c, x_u
