@@ -43,7 +43,7 @@ def card(name: str, stats: dict, cells: list[dict], device: str = "NVIDIA H200",
              f"step count {cfg['steps']} is an upper bound): loss {stats['loss_first']:.4f} at step 1, "
              f"{stats['loss_last_100']:.4f} averaged over the last 100 steps. Still a short run next to the papers' "
              "(TLCM: 12k + 2k iterations): see the table and the README for what it does and does not reach.", "",
-             "Command: `python -m fewstep.bench.mlcm.gpu_run --out DIR --minilm .carry/minilm --seconds 200 "
+             "Command: `python -m fewstep.bench.mlcm.gpu_run --out DIR --minilm MINILM_DIR --seconds 200 "
              "--stage2-seconds 55 --n 250` (or `python -m fewstep.bench.mlcm.students --out DIR --only "
              f"{'mlcm_stage1 mlcm' if stats['init'] else name}`).",
              "", f"## Evaluation ({n} held-out prompts, seed 1234 noise)",

@@ -1,6 +1,6 @@
 """The one GPU job behind the shipped students and the table's GPU columns.
 
-    python -m fewstep.bench.mlcm.gpu_run --out DIR --minilm .carry/minilm --seconds 210 --stage2-seconds 60 --n 300
+    python -m fewstep.bench.mlcm.gpu_run --out DIR --minilm MINILM_DIR --seconds 210 --stage2-seconds 60 --n 300
 
 Trains the stage-1 students (``nodes.mlcm.students``: lcm, mlcm_stage1 then MLCM stage 2 from it, slam,
 slam_g1) as concurrent processes on the one GPU (the tiny UNet is launch-bound, so parallel processes share

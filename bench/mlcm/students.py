@@ -1,6 +1,6 @@
 """Training the built-in teacher's students: one command trains LCM, MLCM (stage 1 + 2) and SLAM students.
 
-    python -m fewstep.bench.mlcm.students --out DIR [--minilm .carry/minilm] [--seconds 30]    # on a GPU
+    python -m fewstep.bench.mlcm.students --out DIR [--minilm MINILM_DIR] [--seconds 30]    # on a GPU
 
 Each student is written in the format that ``fewstep.nodes.mlcm.students`` loads (LoRA tensors + overrides,
 recipe in the metadata); ``students-report.json`` holds the steps, time and losses of each.

@@ -38,8 +38,8 @@ def card(mode: str, stats: dict, cells: list[dict], concept: str) -> str:
                 else "") + ".",
              f"**{stats['steps']} optimizer steps in {stats['seconds']:.0f} s** (time-capped): loss "
              f"{stats['loss_first']:.4f} at step 1, {stats['loss_last_20']:.4f} over the last 20 steps.", "",
-             "Command: `python -m fewstep.bench.pso.gpu_run --out DIR --minilm .carry/minilm --effnet "
-             ".carry/effnet_lite0_fp16.safetensors --seconds 165 --n 300 --batch 128` on an H200 "
+             "Command: `python -m fewstep.bench.pso.gpu_run --out DIR --minilm MINILM_DIR --effnet "
+             "EFFNET_FILE --seconds 165 --n 300 --batch 128` on an H200 "
              "(see `fewstep/nodes/pso/README.md`).", "",
              "## Evaluation (300 held-out prompts, seed 1234 noise; concept: 64 samples)",
              "| model | steps | FD-EffNet | attribute acc. | reward | concept attr. acc. | concept reward |",

@@ -1,6 +1,6 @@
 """The one GPU job behind the shipped PSO adapter and the table's latents.
 
-    python -m fewstep.bench.pso.gpu_run --out DIR --minilm .carry/minilm --effnet .carry/effnet_lite0_fp16.safetensors \
+    python -m fewstep.bench.pso.gpu_run --out DIR --minilm MINILM_DIR --effnet EFFNET_FILE \
         --seconds 290 --n 300
 
 Starting from the shipped MLCM student (4-step milestone sampler), within ``--seconds`` of training in total:

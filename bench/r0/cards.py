@@ -38,7 +38,7 @@ def card(name: str, report: dict, cells: list[dict], device: str) -> str:
              f"of the last 20: {_fmt(report['first'])} → {_fmt(report['last_20'])}.", "",
              "Command: the GPU job of `fewstep/nodes/r0/README.md` (\"The table\"; this arm ran with `--reward-chunk "
              f"{cfg['reward_chunk']}`), or alone: `python -m fewstep.bench.r0.students --arm {name} --out DIR --seconds S "
-             "--batch 128 --minilm .carry/minilm --effnet .carry/effnet_lite0_fp16.safetensors`.", "",
+             "--batch 128 --minilm MINILM_DIR --effnet EFFNET_FILE`.", "",
              "## Evaluation (300 held-out prompts, seed 1234 noise, η = 0)",
              "| row | steps | FD-EffNet | attribute acc. | scorer | probe | saturation | ms/img (batch 1, GPU shared with ~10 training jobs) |",
              "|---|---|---|---|---|---|---|---|"]

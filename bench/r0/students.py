@@ -2,7 +2,7 @@
 it in the format ``fewstep.nodes.r0.students`` loads, and writes ``<arm>-report.json`` (steps, time, the
 per-step rewards).
 
-    python -m fewstep.bench.r0.students --arm r0 --out DIR [--minilm .carry/minilm] [--seconds 240] [--device cuda]
+    python -m fewstep.bench.r0.students --arm r0 --out DIR [--minilm MINILM_DIR] [--seconds 240] [--device cuda]
 """
 
 from __future__ import annotations

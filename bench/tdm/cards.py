@@ -37,7 +37,7 @@ def card(name: str, stats: dict, cells: list[dict]) -> str:
              f"{cfg['huber_c']}, separate intervals {cfg['separate']}, seed {cfg['seed']}.",
              f"**{stats['steps']} optimizer steps in {stats['seconds']:.0f} s** (time-capped). This is a very short run: "
              "see the table and the README for what it does and does not reach.", "",
-             "Command: `python -m fewstep.bench.tdm.gpu_run --out DIR --minilm .carry/minilm --seconds 260 --n 300` "
+             "Command: `python -m fewstep.bench.tdm.gpu_run --out DIR --minilm MINILM_DIR --seconds 260 --n 300` "
              f"(or `python -m fewstep.bench.tdm.students --out DIR --only {name}`).", "",
              "## Evaluation (300 held-out prompts, noise seed 1234)",
              "| steps | FD-EffNet | attribute acc. | reward | ms/img (H200, batch 1) |", "|---|---|---|---|---|"]

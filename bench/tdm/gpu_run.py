@@ -1,6 +1,6 @@
 """The one GPU job behind the shipped TDM students and the table's latents.
 
-    python -m fewstep.bench.tdm.gpu_run --out DIR --minilm .carry/minilm --seconds 270 --n 300
+    python -m fewstep.bench.tdm.gpu_run --out DIR --minilm MINILM_DIR --seconds 270 --n 300
 
 Trains the three students of ``nodes.tdm.students`` within ``--seconds`` of wall time in total (split by the
 recipes' time shares; each stops on time, not on a step count), then generates every table cell's latents for

@@ -1,6 +1,6 @@
 """Training the TDM students of the built-in teacher: recipes, export as LoRA files, the one command.
 
-    python -m fewstep.bench.tdm.students --out DIR [--minilm .carry/minilm] [--seconds 280]    # on a GPU
+    python -m fewstep.bench.tdm.students --out DIR [--minilm MINILM_DIR] [--seconds 280]    # on a GPU
 
 The files are in the format ``fewstep.nodes.tdm.students`` loads. The fake score is a full copy of the teacher
 during training and is not shipped.

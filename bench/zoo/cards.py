@@ -14,8 +14,8 @@ from pathlib import Path
 
 from fewstep.nodes.zoo.models import N_CELLS, PREDICTION_TYPE, SCHEDULE, UNET_CONFIG, VAE_CONFIG
 
-COMMAND = ("python -m fewstep.nodes.zoo.train all --out DIR --minilm .carry/minilm "
-           "--effnet .carry/effnet_lite0_fp16.safetensors --total-seconds 535   # one H100, ~8.5 min; then "
+COMMAND = ("python -m fewstep.nodes.zoo.train all --out DIR --minilm MINILM_DIR "
+           "--effnet EFFNET_FILE --total-seconds 535   # one H100, ~8.5 min; then "
            "python -m fewstep.bench.zoo.cards "
            "DIR/report.json fewstep/nodes/zoo/weights")
 DATA = ("procedural scenes from `fewstep/nodes/zoo/data.py` (1-3 shapes, 6 colours x 5 shapes x 2 sizes on a 3x3 "
