@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fewstep.bench.r0.gpu_run", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--minilm", default=None)
-    p.add_argument("--effnet", default=None, help="default: EFFNET_FILE when present")
+    p.add_argument("--effnet", default=None, help="a pruned fp16 EfficientNet-Lite0 file (python -m fewstep.nodes.zoo.effnet FILE)")
     p.add_argument("--seconds", type=float, default=330.0, help="wall time of the whole job")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--device", default="cuda")
@@ -81,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "gpu_run.log")])
-    if args.effnet is None and Path("EFFNET_FILE").is_file():
-        args.effnet = "EFFNET_FILE"
     torch.set_num_threads(args.threads)
     until = time.time() + max(5.0, args.seconds - args.after)
     procs = spawn_arms(args, until)
