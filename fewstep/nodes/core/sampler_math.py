@@ -142,3 +142,12 @@ def dpmpp_2s_step(denoiser: Any, x: torch.Tensor, x0: torch.Tensor, sigma: torch
     r = r if bool(torch.isfinite(r)) else torch.tensor(0.5)
     d = (1 - 1 / (2 * r)) * x0 + (1 / (2 * r)) * x0_mid
     return renoise(denoiser, x, d, sigma, sigma_to, 0.0, None)
+
+
+def res_coefficients(h: torch.Tensor, c2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b1, b2) of the 2nd-order multistep RES step x' = e^{-h} x + h (b1 D + b2 D_old) (Zhang et al. 2023,
+    arXiv 2308.02157): b2 = phi2(-h) / c2, b1 = phi1(-h) - b2 with phi1(z) = (e^z - 1)/z,
+    phi2(z) = (phi1(z) - 1)/z and c2 the previous step's length relative to h (0/0 -> 0, as ComfyUI)."""
+    phi1 = torch.expm1(-h) / -h
+    phi2 = (phi1 - 1) / -h
+    return torch.nan_to_num(phi1 - phi2 / c2, nan=0.0), torch.nan_to_num(phi2 / c2, nan=0.0)

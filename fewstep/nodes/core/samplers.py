@@ -32,7 +32,17 @@ from fewstep.nodes.core.sampler_math import half_log_snr as _lam
 from fewstep.nodes.core.sampler_math import renoise as _renoise
 from fewstep.nodes.core.sampler_math import renoise_from as _renoise_from
 from fewstep.nodes.core.sampler_math import report as _report
+from fewstep.nodes.core.sampler_math import res_coefficients as _res_coefficients
 from fewstep.nodes.core.sampler_math import snr_ratio as _snr_ratio
+from fewstep.nodes.core.samplers_cfgpp import (
+    sample_dpmpp_2m_cfg_pp,
+    sample_dpmpp_2s_ancestral_cfg_pp,
+    sample_euler_ancestral_cfg_pp,
+    sample_euler_cfg_pp,
+    sample_gradient_estimation_cfg_pp,
+    sample_res_multistep_ancestral_cfg_pp,
+    sample_res_multistep_cfg_pp,
+)
 
 
 def sample_euler(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
@@ -525,14 +535,15 @@ def sample_gradient_estimation(denoiser: Any, x: torch.Tensor, sigmas: torch.Ten
                                ge_gamma: float = 2.0) -> torch.Tensor:
     """Gradient estimation (Permenter & Yuan 2024, "Interpreting and improving diffusion models from an
     optimization perspective", Alg. 2; ComfyUI ``gradient_estimation``): Euler with the direction
-    d_bar = gamma d_i + (1 - gamma) d_{i-1}, d = (x - x0)/sigma; gamma = 2 by default, plain Euler first."""
+    d_bar = gamma d_i + (1 - gamma) d_{i-1}, d = (x - x0)/sigma; gamma = 2 by default, plain Euler first,
+    x0 on the last step to sigma = 0 (as ComfyUI)."""
     d_prev = None
     for i in range(len(sigmas) - 1):
         x0 = denoiser(x, sigmas[i], cond)
         _report(callback, i, x, sigmas, x0)
         d = (x - x0) / sigmas[i]
         d_bar = d if d_prev is None else ge_gamma * d + (1 - ge_gamma) * d_prev
-        x = x + (sigmas[i + 1] - sigmas[i]) * d_bar
+        x = x0 if float(sigmas[i + 1]) == 0.0 else x + (sigmas[i + 1] - sigmas[i]) * d_bar
         d_prev = d
     return x
 
@@ -561,11 +572,7 @@ def sample_res_multistep(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *
         else:
             t, t_old, t_next, t_prev = (-s.log() for s in (sigma, sigma_down_old, sigma_down, sigmas[i - 1]))
             h = t_next - t
-            c2 = (t_prev - t_old) / h
-            phi1 = torch.expm1(-h) / -h
-            phi2 = (phi1 - 1) / -h
-            b2 = torch.nan_to_num(phi2 / c2, nan=0.0)
-            b1 = torch.nan_to_num(phi1 - phi2 / c2, nan=0.0)
+            b1, b2 = _res_coefficients(h, (t_prev - t_old) / h)
             x = (-h).exp() * x + h * (b1 * x0 + b2 * x0_old)
         if float(sigma_next) > 0 and eta > 0:
             x = x + s_noise * s_up * _noise(x, generator)
@@ -640,15 +647,19 @@ SamplerFn = Callable[..., torch.Tensor]
 # the GPU; ours always lives on the CPU (same noise on every device), so they are plain aliases.
 SAMPLERS: dict[str, SamplerFn] = {
     "euler": sample_euler,
+    "euler_cfg_pp": sample_euler_cfg_pp,
     "euler_ancestral": sample_euler_ancestral,
+    "euler_ancestral_cfg_pp": sample_euler_ancestral_cfg_pp,
     "heun": sample_heun,
     "dpm_2": sample_dpm_2,
     "dpm_2_ancestral": sample_dpm_2_ancestral,
     "lms": sample_lms,
     "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
+    "dpmpp_2s_ancestral_cfg_pp": sample_dpmpp_2s_ancestral_cfg_pp,
     "dpmpp_sde": sample_dpmpp_sde,
     "dpmpp_sde_gpu": sample_dpmpp_sde,
     "dpmpp_2m": sample_dpmpp_2m,
+    "dpmpp_2m_cfg_pp": sample_dpmpp_2m_cfg_pp,
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
     "dpmpp_2m_sde_gpu": sample_dpmpp_2m_sde,
     "dpmpp_2m_sde_heun": sample_dpmpp_2m_sde_heun,
@@ -658,14 +669,17 @@ SAMPLERS: dict[str, SamplerFn] = {
     "ddpm": sample_ddpm,
     "lcm": sample_lcm,
     "ipndm": sample_ipndm,
+    "res_multistep": sample_res_multistep,
+    "res_multistep_cfg_pp": sample_res_multistep_cfg_pp,
+    "res_multistep_ancestral": sample_res_multistep_ancestral,
+    "res_multistep_ancestral_cfg_pp": sample_res_multistep_ancestral_cfg_pp,
     "gradient_estimation": sample_gradient_estimation,
+    "gradient_estimation_cfg_pp": sample_gradient_estimation_cfg_pp,
+    "er_sde": sample_er_sde,
     "ddim": sample_ddim,
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
     "tcd": sample_tcd,
-    "res_multistep": sample_res_multistep,
-    "res_multistep_ancestral": sample_res_multistep_ancestral,
-    "er_sde": sample_er_sde,
 }
 
 
