@@ -29,7 +29,8 @@ class VideoComponents:
 
 def as_fps(value: Fraction | int | float | str) -> Fraction:
     """A frame rate as an exact fraction; floats become the nearest fraction with denominator ≤ 1001
-    (so 29.97 → 30000/1001, the NTSC rate). Raises ValueError for a rate that is not a positive number."""
+    (30000 / 1001 given as a float comes back as the NTSC fraction; 29.97 stays 2997/100).
+    Raises ValueError for a rate that is not a positive number."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
         raise ValueError(f"fps must be a positive number, got {type(value).__name__}")
     try:
