@@ -3,6 +3,7 @@ validation gaps, smaller leaks. Each test failed on the code before its fix."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -547,3 +548,52 @@ async def test_concurrent_previews_are_bounded(client: Any, config: Any, monkeyp
     answers = await asyncio.gather(*(client.get("/api/view?filename=a.png&preview=webp;50") for _ in range(8)))
     assert [a.status for a in answers] == [200] * 8
     assert peak[0] == PREVIEW_CONCURRENCY
+
+
+async def test_a_preview_is_decoded_once_per_file_version(client: Any, config: Any, monkeypatch: Any) -> None:
+    """Item 8: repeated previews of one image are served from the on-disk preview cache, not decoded again;
+    a changed file (new mtime/size) is decoded afresh."""
+    import os
+
+    from fewstep.app.server import files
+
+    target = config.paths().output_dir / "a.png"
+    target.write_bytes(_png())
+    decodes: list[str] = []
+    real = files._preview
+
+    def counting_preview(path: Any, spec: str, channel: str) -> Any:
+        decodes.append(spec)
+        return real(path, spec, channel)
+
+    monkeypatch.setattr(files, "_preview", counting_preview)
+    bodies = []
+    for _ in range(3):
+        answer = await client.get("/api/view?filename=a.png&preview=webp;50")
+        assert answer.status == 200 and answer.content_type == "image/webp"
+        bodies.append(await answer.read())
+    assert decodes == ["webp;50"] and bodies[0] == bodies[1] == bodies[2] and bodies[0][8:12] == b"WEBP"
+    assert (await client.get("/api/view?filename=a.png&preview=jpeg;80")).content_type == "image/jpeg"
+    assert decodes == ["webp;50", "jpeg;80"]
+    from PIL import Image
+
+    Image.new("RGB", (9, 7), (1, 2, 3)).save(target)
+    os.utime(target, ns=(1, 1))
+    answer = await client.get("/api/view?filename=a.png&preview=webp;50")
+    assert decodes[-1] == "webp;50" and len(decodes) == 3
+    import io
+
+    assert Image.open(io.BytesIO(await answer.read())).size == (9, 7)
+
+
+def test_preview_cache_is_pruned_to_its_byte_budget(tmp_path: Path) -> None:
+    import os
+
+    from fewstep.app.server.files import _prune
+
+    for i in range(5):
+        entry = tmp_path / f"{i}.webp"
+        entry.write_bytes(b"x" * 100)
+        os.utime(entry, (1000 + i, 1000 + i))
+    _prune(tmp_path, 250)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3.webp", "4.webp"]

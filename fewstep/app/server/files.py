@@ -67,6 +67,58 @@ def _preview(path: Path, spec: str, channel: str) -> tuple[bytes, str] | None:
     return buffer.getvalue(), f"image/{fmt}"
 
 
+# Encoded previews are kept on disk (``temp/.previews``), so an image is decoded once per content and format,
+# not on every request: a 400-megapixel PNG cost ~550 MB of memory for each /view?preview request.
+PREVIEW_DIR = ".previews"
+PREVIEW_CACHE_BYTES = 512 * 1024 * 1024
+
+
+def _preview_key(path: Path, spec: str, channel: str) -> str:
+    stat = path.stat()
+    text = f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|{spec}|{channel}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _cached_preview(path: Path, spec: str, channel: str, cache_dir: Path) -> tuple[bytes, str] | None:
+    """:func:`_preview` through the on-disk cache (key: the file's path, mtime and size, format, channel)."""
+    if not spec and channel == "rgba":
+        return None
+    key = _preview_key(path, spec, channel)
+    for hit in cache_dir.glob(f"{key}.*"):
+        try:
+            data = hit.read_bytes()
+        except OSError:   # pruned meanwhile by another request
+            break
+        hit.touch()
+        return data, f"image/{hit.suffix[1:]}"
+    converted = _preview(path, spec, channel)
+    if converted is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        target = cache_dir / f"{key}.{converted[1].split('/')[1]}"
+        partial = target.with_suffix(".part")
+        partial.write_bytes(converted[0])
+        partial.replace(target)
+        _prune(cache_dir, PREVIEW_CACHE_BYTES)
+    return converted
+
+
+def _prune(folder: Path, budget: int) -> None:
+    """Delete the least recently used files of ``folder`` until it holds at most ``budget`` bytes."""
+    entries = []
+    for entry in folder.iterdir():
+        try:
+            stat = entry.stat()
+        except OSError:
+            continue
+        entries.append((stat.st_mtime, stat.st_size, entry))
+    total = sum(size for _, size, _ in entries)
+    for _, size, entry in sorted(entries, key=lambda e: e[0]):
+        if total <= budget:
+            break
+        entry.unlink(missing_ok=True)
+        total -= size
+
+
 async def get_view(request: web.Request) -> web.StreamResponse:
     """``/view?filename=&type=output&subfolder=&preview=webp;90&channel=rgba``."""
     query = request.query
@@ -84,7 +136,9 @@ async def get_view(request: web.Request) -> web.StreamResponse:
     if is_image and (query.get("preview") or channel != "rgba"):
         try:
             async with request.app[RUNTIME].previews:   # memory: at most PREVIEW_CONCURRENCY decodes at once
-                converted = await asyncio.to_thread(_preview, path, query.get("preview", ""), channel)
+                cache_dir = paths_of(request).temp_dir / PREVIEW_DIR
+                converted = await asyncio.to_thread(_cached_preview, path, query.get("preview", ""), channel,
+                                                    cache_dir)
         except ImageTooLarge as exc:
             raise web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=str(exc)) from None
         except OSError as exc:   # not a decodable image after all
