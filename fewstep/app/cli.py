@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-origin", default=None,
                        help="an Origin allowed cross-site, '*' for any (default: same origin only)")
     serve.add_argument("--device", default=None, help="torch device: auto | cpu | cuda | cuda:N (default: auto)")
+    serve.add_argument("--worker", choices=("process", "thread"), default=None,
+                       help="where jobs run: process (default; /interrupt can end any job by restarting it) or "
+                            "thread (inside the server's process)")
+    serve.add_argument("--interrupt-grace", type=float, default=None, dest="interrupt_grace_s", metavar="SECONDS",
+                       help="process worker: how long an interrupted job may keep running before its process is "
+                            "restarted (default: 5)")
     run = sub.add_parser("run", help="run a graph headlessly (API or UI format)")
     _common(run)
     run.add_argument("graph", type=Path, help="graph file in API or editor (UI) format; a shipped template's "
@@ -109,7 +115,8 @@ def make_config(args: argparse.Namespace) -> Config:
         [config.home / "custom_nodes"] if (config.home / "custom_nodes").is_dir() else [])
     if args.cache:
         config.cache = args.cache
-    for name in ("host", "port", "auth_token", "cors_origin", "device"):
+    config.builtin_nodes = not getattr(args, "no_builtin_nodes", False)
+    for name in ("host", "port", "auth_token", "cors_origin", "device", "worker", "interrupt_grace_s"):
         if getattr(args, name, None) is not None:
             setattr(config, name, getattr(args, name))
     return config

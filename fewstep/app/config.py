@@ -22,6 +22,12 @@ class Config:
         cors_origin: an Origin allowed for cross-site requests ("*" for any); None = same-origin only.
         max_upload_mb / max_graph_mb: request size limits.
         device: "auto" (CUDA when available), "cpu" or "cuda[:i]".
+        worker: "process" (jobs run in a child process that /interrupt can kill and restart) or "thread"
+            (in the server's process: model caches shared with it, but a job stuck in one long call
+            cannot be ended).
+        builtin_nodes: load fewstep's own node packs (``--no-builtin-nodes`` turns them off).
+        interrupt_grace_s: with the process worker, how long an interrupted job may run before its process
+            is killed and restarted.
     """
 
     home: Path = field(default_factory=lambda: Path(os.environ.get("FEWSTEP_HOME", ".")))
@@ -36,6 +42,9 @@ class Config:
     max_graph_mb: float = 10.0
     device: str = "auto"
     preview_size: int = 512
+    worker: str = "process"
+    builtin_nodes: bool = True
+    interrupt_grace_s: float = 5.0
 
     @property
     def db_path(self) -> Path:

@@ -201,6 +201,11 @@ class JobStore:
         return self._write(f"UPDATE jobs SET status='cancelled', end_time=? WHERE status='pending' "
                            f"AND prompt_id IN ({marks})", [_ms(), *ids])
 
+    def requeue(self, prompt_id: str) -> bool:
+        """A running job back to pending with its number (it runs next again); False if it was not running."""
+        return self._write("UPDATE jobs SET status='pending', start_time=NULL WHERE status='running' "
+                           "AND prompt_id=?", [prompt_id]) > 0
+
     def recover(self) -> int:
         """At start: jobs left running by a dead process become interrupted (kept in history)."""
         with self._lock:

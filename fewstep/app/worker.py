@@ -12,7 +12,7 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from fewstep.app.executor import Executor, RunResult
 from fewstep.app.storage import Job, JobStore
@@ -25,6 +25,21 @@ def _no_emit(event: str, data: dict[str, Any], client_id: str | None) -> None:
     return None
 
 
+class Worker(Protocol):
+    """What the server needs of a queue worker: :class:`QueueWorker` (a thread) or
+    ``app.process_worker.ProcessWorker`` (a child process that /interrupt can kill)."""
+
+    emit: WorkerEmit
+    running_prompt_id: str | None
+
+    def start(self) -> None: ...
+    def stop(self, timeout: float = ...) -> None: ...
+    def wake(self) -> None: ...
+    def interrupt(self, prompt_id: str | None = None) -> bool: ...
+    def request_free(self, unload_models: bool, free_memory: bool) -> None: ...
+    def cache_stats(self) -> dict[str, Any]: ...
+
+
 class QueueWorker:
     """Runs queued jobs one at a time on its own thread.
 
@@ -34,14 +49,17 @@ class QueueWorker:
         emit: ``emit(event_type, data, client_id)`` for every event.
         idle_poll_s: how often an idle worker looks at the store without being woken (:meth:`wake`);
             only jobs enqueued by another process wait for it.
+        on_running: called with a job's prompt_id when it starts and with None when it has been recorded
+            (the process worker reports these to its parent).
     """
 
     def __init__(self, store: JobStore, executor: Executor, emit: WorkerEmit = _no_emit, *,
-                 idle_poll_s: float = 0.5) -> None:
+                 idle_poll_s: float = 0.5, on_running: Callable[[str | None], None] | None = None) -> None:
         self.store = store
         self.executor = executor
         self.emit = emit
         self.idle_poll_s = idle_poll_s
+        self.on_running = on_running
         self.running_prompt_id: str | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -107,6 +125,8 @@ class QueueWorker:
         with self._lock:
             self.running_prompt_id = job.prompt_id
             self._interrupt.clear()
+        if self.on_running is not None:
+            self.on_running(job.prompt_id)
         self._broadcast_status()
         client = job.client_id
         try:
@@ -121,6 +141,8 @@ class QueueWorker:
         self._record(job, result)
         with self._lock:
             self.running_prompt_id = None
+        if self.on_running is not None:
+            self.on_running(None)
         self.emit("executing", {"node": None, "prompt_id": job.prompt_id}, client)
         self._broadcast_status()
 
@@ -130,6 +152,11 @@ class QueueWorker:
             messages = [["execution_error", {"prompt_id": job.prompt_id, **result.error}]]
         self.store.finish(job.prompt_id, result.status, result.outputs, messages,
                           completed=result.status == "success")
+
+    def cache_stats(self) -> dict[str, Any]:
+        """The executor's cache statistics (``/system_stats``)."""
+        caches = getattr(self.executor, "caches", None)
+        return caches.stats() if caches is not None else {}
 
     def _broadcast_status(self) -> None:
         self.emit("status", {"status": {"exec_info": {"queue_remaining": self.store.queue_remaining()}}}, None)

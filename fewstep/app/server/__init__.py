@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # annotations only: the engine loads when build_app (or the c
     from fewstep.app.executor import Executor
     from fewstep.app.registry import Registry
     from fewstep.app.storage import JobStore
-    from fewstep.app.worker import QueueWorker
+    from fewstep.app.worker import Worker
 
 log = logging.getLogger("fewstep.server")
 
@@ -71,7 +71,7 @@ def default_options(config: Config) -> ServerOptions:
 
 
 def create_app(config: Config, registry: Registry, executor: Executor, store: JobStore,
-               worker: QueueWorker | None = None, *, options: ServerOptions | None = None) -> web.Application:
+               worker: Worker | None = None, *, options: ServerOptions | None = None) -> web.Application:
     """Build the server application.
 
     Args:
@@ -223,12 +223,19 @@ def build_app(config: Config) -> web.Application:
 
     config.ensure_dirs()
     with use_paths(config.paths()):  # packs may read folder_paths while they import
-        registry = load_registry(list(config.custom_nodes_dirs))
+        registry = load_registry(list(config.custom_nodes_dirs), builtin=config.builtin_nodes)
     for failure in registry.failures:
         log.warning("node pack %s failed to load: %s", failure.pack, failure.reason)
     caches = CacheSet(config.cache)
     executor = Executor(registry, caches, config.paths())
-    return create_app(config, registry, executor, JobStore(config.db_path))
+    worker = None   # the thread worker, built by create_app
+    if config.worker == "process":
+        from fewstep.app.process_worker import ProcessWorker
+
+        worker = ProcessWorker(config, grace_s=config.interrupt_grace_s, preview_size=config.preview_size)
+    elif config.worker != "thread":
+        raise ValueError(f"worker must be 'process' or 'thread', got {config.worker!r}")
+    return create_app(config, registry, executor, JobStore(config.db_path), worker)
 
 
 def run_server(config: Config) -> None:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from fewstep.app.server import editor, files, jobs, userdata
 from fewstep.app.server.security import json_object, read_json
-from fewstep.app.server.state import CONFIG, EXECUTOR, HUB, LOGS, OPTIONS, REGISTRY
+from fewstep.app.server.state import CONFIG, EXECUTOR, HUB, LOGS, OPTIONS, REGISTRY, RUNTIME
 
 if TYPE_CHECKING:
     from fewstep.app.registry import Registry
@@ -77,7 +77,10 @@ def _ram() -> tuple[int, int]:
         return 0, 0
 
 
-def _cache_stats(executor: Any) -> dict[str, Any]:
+def _cache_stats(worker: Any, executor: Any) -> dict[str, Any]:
+    """The running worker's caches (a process worker's live in its child), else the executor's."""
+    if worker is not None and hasattr(worker, "cache_stats"):
+        return worker.cache_stats()
     caches = getattr(executor, "caches", None)
     return caches.stats() if caches is not None else {}
 
@@ -116,7 +119,8 @@ async def get_system_stats(request: web.Request) -> web.Response:
                    "pytorch_version": getattr(torch, "__version__", "not loaded"),
                    "embedded_python": False, "argv": redact_argv(sys.argv)},
         "devices": await asyncio.to_thread(_devices),
-        "fewstep": {"caches": await asyncio.to_thread(_cache_stats, request.app[EXECUTOR]),
+        "fewstep": {"caches": await asyncio.to_thread(_cache_stats, request.app[RUNTIME].worker,
+                                                      request.app[EXECUTOR]),
                     "pack_failures": [{"pack": f.pack, "reason": f.reason} for f in registry.failures]},
     }
     return web.json_response(body)

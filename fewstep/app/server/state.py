@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # annotations only: the engine loads when the app is built
     from fewstep.app.registry import Registry
     from fewstep.app.server.ws import ClientHub
     from fewstep.app.storage import JobStore
-    from fewstep.app.worker import QueueWorker
+    from fewstep.app.worker import Worker
 
 MB = 1024 * 1024
 
@@ -78,7 +78,7 @@ class Runtime:
     """What exists only while the app runs: the queue worker (started in the app's cleanup context) and
     the bound on concurrent image previews."""
 
-    worker: QueueWorker | None = None
+    worker: Worker | None = None
     previews: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PREVIEW_CONCURRENCY))
 
 

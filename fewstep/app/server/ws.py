@@ -398,7 +398,8 @@ class ThreadBridge:
         self._states: dict[tuple[Any, ...], StateEncoder] = {}   # loop only: each job's encoded entries
 
     def emit(self, event: str, data: dict[str, Any], client_id: str | None = None) -> None:
-        if event == "preview":   # encoded here, in the worker thread
+        if event == "preview" and "frame" not in data:   # encoded here, in the worker thread (a worker
+            # process sends its previews encoded)
             image, mime = encode_preview(data["image"], self.preview_size)
             data = {"frame": PreviewFrame(image, mime, str(data.get("node_id")), str(data.get("prompt_id"))),
                     "node_id": data.get("node_id"), "prompt_id": data.get("prompt_id")}

@@ -197,5 +197,38 @@ class Explode(Node):
         raise ValueError(f"exploded: {why}")
 
 
+class Deaf(Node):
+    """Sleeps without ever checking for interrupts, like one huge matrix multiply: only killing its process
+    ends it early."""
+
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="Deaf", category="fewstep/test", is_output_node=True, not_idempotent=True,
+                      inputs=[Float("seconds", 600.0, min=0, max=100000)])
+
+    @classmethod
+    def execute(cls, seconds: float) -> NodeOutput:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(0.05)
+        return NodeOutput(ui={"text": ["woke up"]})
+
+
+class Crash(Node):
+    """Ends its process at once (a segfault or the kernel's OOM killer, as the worker sees it)."""
+
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="Crash", category="fewstep/test", is_output_node=True, not_idempotent=True,
+                      inputs=[Int("code", 3, min=0, max=255)])
+
+    @classmethod
+    def execute(cls, code: int) -> NodeOutput:
+        import os
+
+        os._exit(code)
+
+
 def entrypoint() -> list[type]:
-    return [SolidImage, SaveTestImage, ImageStats, TrainToy, SaveTestVideo, Preview3D, SlowCount, Explode]
+    return [SolidImage, SaveTestImage, ImageStats, TrainToy, SaveTestVideo, Preview3D, SlowCount, Explode, Deaf,
+            Crash]

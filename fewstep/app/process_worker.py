@@ -1,0 +1,283 @@
+"""The queue worker in a child process, so that ``/interrupt`` can end any job.
+
+A job stops at the next interrupt check (between nodes, sampler steps, decode tiles). Inside one call that
+never returns to Python — a huge matrix multiply, a custom node's endless loop — no check runs, and a thread
+cannot be stopped from outside. So ``fewstep serve`` runs the worker in a child process
+(:class:`ProcessWorker`): ``/interrupt`` first asks politely (the same event as the thread worker), and when
+the job is still running ``grace_s`` later, the child is killed and a fresh one started. The queue lives in
+the SQLite store both processes open, so nothing queued is lost; the killed job is recorded as interrupted,
+and a job the child had claimed but not yet reported goes back to the front of the queue.
+
+Protocol over one duplex pipe (pickled tuples):
+
+- parent → child: ``("wake",)``, ``("interrupt", prompt_id)``, ``("free", unload, free_memory)``, ``("stop",)``;
+- child → parent: ``("event", event, data, client_id)`` (previews arrive encoded), ``("running", prompt_id |
+  None)`` when a job starts / ends, ``("stats", cache_stats)`` after each job, ``("ready",)`` once started.
+
+What the child costs: its start-up imports the packs' node lists (no torch: they import it when they run,
+~0.2 s), and model caches live in the child, so a restart after a kill reloads the models of the next job.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from fewstep.app.config import Config
+from fewstep.app.storage import JobStore
+from fewstep.app.worker import WorkerEmit, _no_emit
+
+log = logging.getLogger("fewstep.worker")
+
+DEFAULT_GRACE_S = 5.0     # from /interrupt to killing a job that ignores it
+STOP_GRACE_S = 2.0        # from shutdown to killing a child that does not exit (Ctrl-C stops in <= 3 s)
+
+
+class ProcessWorker:
+    """Runs queued jobs one at a time in a child process (same interface as ``app.worker.QueueWorker``).
+
+    Args:
+        config: the server's configuration; the child loads the same packs and opens the same store.
+        emit: ``emit(event_type, data, client_id)`` for every event (rebound by the server).
+        grace_s: how long an interrupted job may keep running before its process is killed.
+        preview_size: longest side of live previews (encoded in the child).
+    """
+
+    def __init__(self, config: Config, emit: WorkerEmit = _no_emit, *, grace_s: float = DEFAULT_GRACE_S,
+                 preview_size: int = 512) -> None:
+        self.config = config
+        self.emit = emit
+        self.grace_s = grace_s
+        self.preview_size = preview_size
+        self.running_prompt_id: str | None = None
+        self.restarts = 0
+        self._stats: dict[str, Any] = {}
+        self._killed: str | None = None          # the job whose process we killed, until it is recorded
+        self._lock = threading.Lock()            # running_prompt_id, the child's handles, kill decisions
+        self._send_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._store: JobStore | None = None
+
+    # -- control (QueueWorker's interface) ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start the child (it recovers jobs a dead process left running, then runs pending ones)."""
+        self._stopping.clear()
+        self._store = JobStore(self.config.db_path)
+        self._spawn()
+
+    def stop(self, timeout: float = STOP_GRACE_S) -> None:
+        """Ask the child to interrupt its job and exit; kill it after ``timeout`` seconds."""
+        self._stopping.set()
+        self._send(("stop",))
+        with self._lock:
+            process = self._process
+        if process is not None:
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def wake(self) -> None:
+        self._send(("wake",))
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Interrupt the running job (only ``prompt_id`` when given); kill its process if it ignores that."""
+        with self._lock:
+            running = self.running_prompt_id
+            if running is None or (prompt_id is not None and prompt_id != running):
+                return False
+        self._send(("interrupt", running))
+        timer = threading.Timer(self.grace_s, self._kill_if_still_running, args=(running,))
+        timer.daemon = True
+        timer.start()
+        return True
+
+    def request_free(self, unload_models: bool, free_memory: bool) -> None:
+        self._send(("free", unload_models, free_memory))
+
+    def cache_stats(self) -> dict[str, Any]:
+        """The child's cache statistics as of its last finished job."""
+        with self._lock:
+            return dict(self._stats)
+
+    # -- the child's life --------------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        context = multiprocessing.get_context("spawn")   # no fork: the parent holds threads, sockets, CUDA
+        parent_end, child_end = context.Pipe()
+        process = context.Process(target=child_main, args=(self.config, child_end, self.preview_size),
+                                  name="fewstep-queue-worker", daemon=True)
+        process.start()
+        child_end.close()
+        with self._lock:
+            self._process, self._conn = process, parent_end
+        threading.Thread(target=self._read, args=(process, parent_end), name="fewstep-worker-pipe",
+                         daemon=True).start()
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            conn = self._conn
+        if conn is None:
+            return
+        try:
+            with self._send_lock:
+                conn.send(message)
+        except (OSError, ValueError):   # the child is gone; its replacement reads the store itself
+            pass
+
+    def _read(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            self._dispatch(message)
+        process.join(5)
+        if not self._stopping.is_set():
+            self._replace_dead_child(process)
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "event":
+            self.emit(message[1], message[2], message[3])
+        elif kind == "running":
+            with self._lock:
+                self.running_prompt_id = message[1]
+        elif kind == "stats":
+            with self._lock:
+                self._stats = message[1]
+
+    def _kill_if_still_running(self, prompt_id: str) -> None:
+        with self._lock:
+            if self.running_prompt_id != prompt_id or self._stopping.is_set() or self._process is None:
+                return
+            process, self._killed = self._process, prompt_id
+        log.warning("job %s ignored /interrupt for %.1f s: restarting the worker process", prompt_id,
+                    self.grace_s)
+        process.kill()   # the pipe reader sees the end and replaces the child
+
+    def _replace_dead_child(self, process: multiprocessing.process.BaseProcess) -> None:
+        """Record the job the dead child was running, put back one it had only claimed, start a new child."""
+        with self._lock:
+            if process is not self._process:
+                return
+            lost, self.running_prompt_id = self.running_prompt_id, None
+            killed, self._killed = self._killed is not None and self._killed == lost, None
+            self._conn = None
+        reason = ("it ignored /interrupt, so its worker process was restarted" if killed
+                  else f"its worker process died (exit code {process.exitcode})")
+        store = self._store
+        if store is not None:
+            for job in store.running():
+                if job.prompt_id == lost:
+                    self._record_lost(store, job.prompt_id, job.client_id, killed, reason)
+                else:   # claimed in the instant before the child could report it: it never ran
+                    store.requeue(job.prompt_id)
+        self.restarts += 1
+        if not self._stopping.is_set():
+            self._spawn()
+
+    def _record_lost(self, store: JobStore, prompt_id: str, client_id: str | None, killed: bool,
+                     reason: str) -> None:
+        now = int(time.time() * 1000)
+        if killed:
+            event = ("execution_interrupted", {"prompt_id": prompt_id, "node_id": None, "node_type": None,
+                                               "executed": [], "timestamp": now, "reason": reason})
+        else:
+            event = ("execution_error", {"prompt_id": prompt_id, "node_id": None, "node_type": None,
+                                         "executed": [], "exception_message": reason,
+                                         "exception_type": "WorkerDied", "traceback": [], "timestamp": now})
+        store.finish(prompt_id, "interrupted" if killed else "error", {}, [list(event)], completed=False)
+        self.emit(event[0], event[1], client_id)
+        self.emit("executing", {"node": None, "prompt_id": prompt_id}, client_id)
+        self.emit("status", {"status": {"exec_info": {"queue_remaining": store.queue_remaining()}}}, None)
+
+
+# -- the child process ---------------------------------------------------------------------------------
+def child_main(config: Config, conn: Connection, preview_size: int) -> None:
+    """Entry point of the worker process: build the executor as the server does, run a QueueWorker, and
+    obey the parent's messages until it says stop (or goes away)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group: the parent decides
+    from fewstep.app.worker import QueueWorker
+
+    send_lock = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with send_lock:
+            try:
+                conn.send(message)
+            except (OSError, ValueError):
+                pass
+
+    executor = build_executor(config)
+    worker = QueueWorker(JobStore(config.db_path), executor, _child_emit(send, preview_size),
+                         on_running=lambda prompt_id: _report_running(send, executor, prompt_id))
+    _bind_classic_runtime(worker.emit)
+    worker.start()
+    send(("ready",))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        if message[0] == "stop":
+            break
+        _obey(worker, message)
+    worker.stop(STOP_GRACE_S)
+
+
+def build_executor(config: Config) -> Any:
+    """The executor ``build_app`` makes: every pack of ``config``, its cache policy, its paths."""
+    from fewstep.app.api import use_paths
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import load_registry
+
+    with use_paths(config.paths()):   # packs may read folder_paths while they import
+        registry = load_registry(list(config.custom_nodes_dirs), builtin=config.builtin_nodes)
+    return Executor(registry, CacheSet(config.cache), config.paths())
+
+
+def _child_emit(send: Any, preview_size: int) -> WorkerEmit:
+    def emit(event: str, data: dict[str, Any], client_id: str | None) -> None:
+        if event == "preview" and "frame" not in data:   # images do not cross the pipe: their JPEG does
+            from fewstep.app.server.ws import PreviewFrame, encode_preview
+
+            image, mime = encode_preview(data["image"], preview_size)
+            data = {"frame": PreviewFrame(image, mime, str(data.get("node_id")), str(data.get("prompt_id"))),
+                    "node_id": data.get("node_id"), "prompt_id": data.get("prompt_id")}
+        send(("event", event, data, client_id))
+    return emit
+
+
+def _report_running(send: Any, executor: Any, prompt_id: str | None) -> None:
+    send(("running", prompt_id))
+    if prompt_id is None:
+        caches = getattr(executor, "caches", None)
+        send(("stats", caches.stats() if caches is not None else {}))
+
+
+def _bind_classic_runtime(emit: WorkerEmit) -> None:
+    from fewstep.app import comfy_runtime
+
+    if comfy_runtime.installed():   # PromptServer.instance.send_sync of classic packs reaches the clients
+        comfy_runtime.bind_server(emit)
+
+
+def _obey(worker: Any, message: tuple[Any, ...]) -> None:
+    kind = message[0]
+    if kind == "wake":
+        worker.wake()
+    elif kind == "interrupt":
+        worker.interrupt(message[1])
+    elif kind == "free":
+        worker.request_free(bool(message[1]), bool(message[2]))
