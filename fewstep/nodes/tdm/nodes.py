@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fewstep.app.api import Boolean, Combo, Float, Int, Link, Node, NodeOutput, Output, Schema, String
-from fewstep.nodes.core.train.trainer_schema import DEFAULT_PROMPTS
 from fewstep.nodes.core.train.seeds import fixed_seed
+from fewstep.nodes.core.train.trainer_schema import DEFAULT_PROMPTS
 
 CATEGORY = "fewstep/distill"
 
