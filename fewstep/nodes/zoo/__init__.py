@@ -1,10 +1,12 @@
 """Built-in tiny models (teacher, VAE, scorer, probe), their procedural data and training recipes.
 
-The nodes that load these models live in ``nodes.core`` (they wrap ``nodes.zoo.builtin``); this pack
-registers no nodes of its own.
+The nodes that load the image models live in ``nodes.core`` (they wrap ``nodes.zoo.builtin``); this pack
+registers the built-in video model's nodes (``nodes.zoo.video.nodes``).
 """
 
 
 def entrypoint() -> list[type]:
-    """No zoo-specific nodes: the core loaders expose the built-in models."""
-    return []
+    """The video model's loader and sampler; the core loaders expose the image models."""
+    from fewstep.nodes.zoo.video.nodes import NODES as VIDEO_NODES
+
+    return [*VIDEO_NODES]
