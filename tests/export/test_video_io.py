@@ -135,3 +135,10 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
         save_video(Video(smooth_clip(2), 8), tmp_path / "x.avi", "avi")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="letter case"):
         save_video(Video(smooth_clip(2), 8, {"a": "1", "A": "2"}), tmp_path / "x.webm", "webm")
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp", "png"])
+def test_a_still_clip_keeps_its_frame_count(tmp_path: Path, fmt: str) -> None:
+    # libwebp writes six identical frames as one still image without durations; the recorded count restores them
+    back = load_video(_save(Video(torch.full((6, 8, 8, 3), 0.5), 12), tmp_path, fmt))
+    assert back.num_frames == 6 and back.fps == 12

@@ -55,7 +55,7 @@ def from_uint8(frames: list[np.ndarray]) -> torch.Tensor:
 
 
 def save_video(video: Video, path: Path | str, format: VideoFormat, *, crf: float | None = None,
-               quality: int = 90, lossless: bool = False) -> Path:
+               quality: int = 90, lossless: bool = False, method: int = 4, compress_level: int = 4) -> Path:
     """Write ``video`` to ``path`` (a file, or a folder for ``frames``) with ``video.metadata`` inside.
 
     Args:
@@ -63,23 +63,28 @@ def save_video(video: Video, path: Path | str, format: VideoFormat, *, crf: floa
         crf: constant-rate factor for mp4 (0-51) and webm (0-63); None takes :data:`DEFAULT_CRF`.
         quality: WebP quality 0-100 (ignored when ``lossless``).
         lossless: lossless WebP.
+        method: WebP effort 0 (fastest) - 6 (slowest, smallest).
+        compress_level: zlib level 0-9 of PNG / APNG / frame folders.
 
     Returns the path written. Raises ValueError for an unknown format or an out-of-range setting.
     """
     path = Path(path)
     if format not in VIDEO_FORMATS:
         raise ValueError(f"unknown video format {format!r}; choose one of {', '.join(VIDEO_FORMATS)}")
+    if not 0 <= method <= 6 or not 0 <= compress_level <= 9:
+        raise ValueError(f"WebP method must be in [0, 6] and PNG compress_level in [0, 9], got {method}, "
+                         f"{compress_level}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if format in ("mp4", "webm"):
         _save_av(video, path, format, DEFAULT_CRF[format] if crf is None else float(crf))
     elif format == "gif":
         _save_gif(video, path)
     elif format == "webp":
-        _save_webp(video, path, quality, lossless)
+        _save_webp(video, path, quality, lossless, method)
     elif format == "png":
-        _save_apng(video, path)
+        _save_apng(video, path, compress_level)
     else:
-        _save_frames(video, path)
+        _save_frames(video, path, compress_level)
     return path
 
 
@@ -108,7 +113,8 @@ def load_video(path: Path | str, fps: Fraction | float | None = None) -> Video:
 
 
 def _fewstep_tag(video: Video) -> str:
-    return json.dumps({"fps": f"{video.fps.numerator}/{video.fps.denominator}", "keys": list(video.metadata)})
+    return json.dumps({"fps": f"{video.fps.numerator}/{video.fps.denominator}", "frames": video.num_frames,
+                       "keys": list(video.metadata)})
 
 
 def _check_metadata_keys(metadata: Mapping[str, str]) -> None:
@@ -212,8 +218,8 @@ def _durations_ms(video: Video) -> list[int]:
 
 def _save_gif(video: Video, path: Path) -> None:
     _check_metadata_keys(video.metadata)
-    comment = json.dumps({FEWSTEP_KEY: {"fps": f"{video.fps.numerator}/{video.fps.denominator}"},
-                          "metadata": dict(video.metadata)})
+    comment = json.dumps({FEWSTEP_KEY: {"fps": f"{video.fps.numerator}/{video.fps.denominator}",
+                                        "frames": video.num_frames}, "metadata": dict(video.metadata)})
     first, *rest = _pil_frames(video)
     # GIF stores delays in 10 ms units; Pillow rounds them. Browsers play delays under 20 ms at 100 ms, so
     # GIFs above 50 fps play slowly in browsers (the exact rate is still read back from the comment).
@@ -221,7 +227,7 @@ def _save_gif(video: Video, path: Path) -> None:
                comment=comment.encode("utf-8"), optimize=False, disposal=1)
 
 
-def _save_webp(video: Video, path: Path, quality: int, lossless: bool) -> None:
+def _save_webp(video: Video, path: Path, quality: int, lossless: bool, method: int) -> None:
     if not 0 <= quality <= 100:
         raise ValueError(f"WebP quality must be in [0, 100], got {quality}")
     _check_metadata_keys(video.metadata)
@@ -238,17 +244,17 @@ def _save_webp(video: Video, path: Path, quality: int, lossless: bool) -> None:
         exif[tag] = f"{key}:{value}"
         tag -= 1
     first.save(path, format="WEBP", save_all=True, append_images=rest, duration=_durations_ms(video), loop=0,
-               lossless=lossless, quality=quality, method=4, exif=exif)
+               lossless=lossless, quality=quality, method=method, exif=exif)
 
 
-def _save_apng(video: Video, path: Path) -> None:
+def _save_apng(video: Video, path: Path, compress_level: int) -> None:
     _check_metadata_keys(video.metadata)
     info = PngInfo()
     for key, value in {**video.metadata, FEWSTEP_KEY: _fewstep_tag(video)}.items():
         info.add_text(key, value)
     first, *rest = _pil_frames(video)
     first.save(path, format="PNG", save_all=True, append_images=rest, duration=_durations_ms(video), loop=0,
-               pnginfo=info, compress_level=4, default_image=False)
+               pnginfo=info, compress_level=compress_level, default_image=False)
 
 
 def _pillow_metadata(image: Image.Image) -> dict[str, str]:
@@ -291,12 +297,15 @@ def _load_pillow(path: Path) -> Video:
         fps, metadata = as_fps(Fraction(len(arrays) * 1000, 1) / Fraction(total_ms).limit_denominator(1000)), tags
     else:
         fps, metadata = Fraction(10), tags  # no timing at all: browsers' 100 ms default
-    return Video(from_uint8(_expand_merged(arrays, durations, fps)), fps, metadata)
+    frames = _expand_merged(arrays, durations, fps)
+    if record is not None and len(frames) != record.get("frames", len(frames)) and len(arrays) == 1:
+        frames = arrays * int(record["frames"])  # a clip of one repeated frame is written as a still image
+    return Video(from_uint8(frames), fps, metadata)
 
 
 def _expand_merged(arrays: list[np.ndarray], durations: list[float], fps: Fraction) -> list[np.ndarray]:
-    """Pillow merges runs of identical frames into one frame shown longer; repeat each frame by its
-    duration in frame periods so the frame count comes back."""
+    """Pillow (GIF, APNG) and libwebp merge runs of identical frames into one frame shown longer; repeat each
+    frame by its duration in frame periods so the frame count comes back."""
     if not durations or not all(durations):
         return arrays
     period = 1000 / float(fps)
@@ -311,14 +320,14 @@ def frame_name(index: int) -> str:
     return f"frame_{index:05d}.png"
 
 
-def _save_frames(video: Video, folder: Path) -> None:
+def _save_frames(video: Video, folder: Path, compress_level: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     first_info = PngInfo()
     for key, value in video.metadata.items():
         first_info.add_text(key, value)
     for index, array in enumerate(to_uint8(video.frames)):
         Image.fromarray(array).save(folder / frame_name(index), pnginfo=first_info if index == 0 else None,
-                                    compress_level=4)
+                                    compress_level=compress_level)
     sidecar = {"fps": f"{video.fps.numerator}/{video.fps.denominator}", "num_frames": video.num_frames,
                "metadata": dict(video.metadata)}
     (folder / FRAMES_SIDECAR).write_text(json.dumps(sidecar, indent=1))
