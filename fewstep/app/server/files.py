@@ -25,6 +25,11 @@ from fewstep.app.server.state import OPTIONS, PATHS, RUNTIME
 FILE_TYPES = ("input", "output", "temp")
 # Served as attachments so a crafted upload can never run script in the editor's origin.
 DOWNLOAD_ONLY = {".html", ".htm", ".js", ".mjs", ".css", ".svg", ".xhtml", ".xml"}
+# Media the savers write, typed without the host's mime.types: Python 3.11's own table lacks .webp and .glb
+# (they were served as application/octet-stream where /etc/mime.types is absent).
+MEDIA_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".gif": "image/gif", ".webp": "image/webp",
+               ".png": "image/png", ".glb": "model/gltf-binary", ".gltf": "model/gltf+json", ".obj": "model/obj",
+               ".ply": "application/octet-stream"}
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 
@@ -146,6 +151,8 @@ async def get_view(request: web.Request) -> web.StreamResponse:
         if converted is not None:
             return web.Response(body=converted[0], content_type=converted[1])
     response = web.FileResponse(path)
+    if path.suffix.lower() in MEDIA_TYPES:
+        response.content_type = MEDIA_TYPES[path.suffix.lower()]
     if path.suffix.lower() in DOWNLOAD_ONLY:
         response.headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
         response.headers["Content-Type"] = "application/octet-stream"
