@@ -12,7 +12,7 @@ The start position is drawn so the whole trajectory stays inside the frame; it i
 
 Held-out split: as in ``data.py``, a caption is held out when the SHA-1 of its text falls in one tenth
 of the hash space (``data._is_heldout`` rule, re-implemented here so the rule is visible): the splits
-never share a caption. Of the 360 captions (60 objects x 6 motions), 35 are held out.
+never share a caption. Of the 360 captions (60 objects x 6 motions), 39 are held out.
 """
 
 from __future__ import annotations

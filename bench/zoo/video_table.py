@@ -1,0 +1,105 @@
+"""The built-in video model's quality on held-out captions (one command).
+
+    fewstep bench video-model [--clips 39] [--steps 50 10 5] [--device cpu|cuda] [--out FILE.json]
+    fewstep bench video-model --from-report DIR/report.json [--out FILE.json]   # a training run's own eval
+
+Rows: real renders (a second draw of start positions: each metric's floor / ceiling), then the shipped
+model with Euler at each step count (50 = the teacher; its own 10- and 5-step Euler are the baselines a
+few-step student must beat), shift 3 and CFG 4 as shipped. One clip of 8 frames per held-out caption
+(39 captions), the same noise seeds in every row. Columns (``nodes.zoo.video.evaluate``): per-frame
+attribute accuracy (zoo probe, frames centred on the tracked object), motion accuracy (analytic
+tracker), FD-Clip3D (temporal Fréchet distance of the 3D-conv feature net) and per-frame FD-EffNet,
+both against real renders of the same captions; seconds per clip on the device named. Writes JSON and a
+markdown table (beside the JSON) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "video-model.json"
+COLUMNS = (("frame_attribute_accuracy", "frame attribute acc.", "{:.3f}"), ("motion_accuracy", "motion acc.", "{:.3f}"),
+           ("fd_clip3d", "FD-Clip3D", "{:.3f}"), ("fd_effnet_frames", "FD-EffNet (frames)", "{:.2f}"),
+           ("seconds_per_clip", "s / clip", "{:.2f}"))
+
+
+def measure(clip_count: int, steps: list[int], device: str, shift: float, cfg: float, seed: int) -> dict[str, Any]:
+    """Evaluate the shipped model and the real-render reference; returns the table's JSON."""
+    from fewstep.nodes.zoo.builtin import load_probe
+    from fewstep.nodes.zoo.effnet import load_efficientnet_lite0
+    from fewstep.nodes.zoo.video import clips
+    from fewstep.nodes.zoo.video import evaluate as ev
+    from fewstep.nodes.zoo.video.features import load_features
+    from fewstep.nodes.zoo.video.model import load_video_model
+
+    model = load_video_model(device=device)
+    probe, featnet, effnet = load_probe(device), load_features(device), load_efficientnet_lite0(device=device)
+    specs = ev.heldout_specs(clip_count, clips.FRAMES, seed)
+    reference = ev.render_specs(specs)
+    rows = {"real renders": ev.evaluate_reference(specs, reference, probe=probe, featnet=featnet, effnet=effnet)}
+    for n in steps:
+        logging.info("video-model: Euler %d steps", n)
+        rows[f"Euler {n} steps"] = ev.evaluate_model(model, specs, steps=n, shift=shift, cfg=cfg, probe=probe,
+                                                     featnet=featnet, reference=reference, effnet=effnet, seed=seed)
+    return {"rows": rows, "clips": len(specs), "frames": clips.FRAMES, "shift": shift, "cfg": cfg, "seed": seed,
+            "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "model": model.name,
+            "date": time.strftime("%Y-%m-%d", time.gmtime()), "dit": model.info.get("dit")}
+
+
+def from_report(path: Path) -> dict[str, Any]:
+    """The table of a training run's report.json (its held-out eval; FD-EffNet only if that run had it)."""
+    report = json.loads(path.read_text())
+    ev = report["eval"]
+    rows = {"real renders": ev["reference"]}
+    rows |= {f"Euler {v['steps']} steps": v for k, v in ev.items() if k.startswith("euler_")}
+    cfg = report["config"]
+    return {"rows": rows, "clips": cfg["eval_clips"], "frames": 8, "shift": cfg["eval_shift"], "cfg": cfg["eval_cfg"],
+            "seed": cfg["seed"], "device": report.get("device", "?"), "model": "training run " + str(path),
+            "date": report.get("finished", "?")}
+
+
+def markdown(table: dict[str, Any]) -> str:
+    head = "| row | " + " | ".join(c[1] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, row in table["rows"].items():
+        cells = [fmt.format(row[key]) if key in row else "-" for key, _, fmt in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"{table['clips']} held-out clips of {table['frames']} frames, shift {table['shift']:g}, "
+                 f"CFG {table['cfg']:g}, seed {table['seed']}; {table['model']} on {table['device']}, {table['date']}.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="fewstep bench video-model", description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", type=int, default=39, help="held-out clips, captions cycled (default 39: one each)")
+    p.add_argument("--steps", type=int, nargs="+", default=[50, 10, 5], help="Euler step counts (default 50 10 5)")
+    p.add_argument("--shift", type=float, default=3.0, help="schedule shift (default 3, as trained)")
+    p.add_argument("--cfg", type=float, default=4.0, help="CFG scale (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="noise and start-position seed (default 0)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default cuda when present, else cpu)")
+    p.add_argument("--from-report", type=Path, default=None, help="tabulate a training run's report.json instead")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.name} in "
+                                                                  "bench/zoo/results; markdown beside it)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    table = from_report(args.from_report) if args.from_report else measure(args.clips, args.steps, args.device,
+                                                                          args.shift, args.cfg, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(table, indent=1, default=str))
+    text = markdown(table)
+    args.out.with_suffix(".md").write_text(text + "\n")
+    print(text)  # noqa: T201 - the command's output
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
