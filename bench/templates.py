@@ -5,9 +5,10 @@
 For every API graph ``graphs/<name>.json`` (or the NAMEs given):
 - ``<name>.ui.json``, the UI twin, from ``fewstep.app.templates.api_to_ui`` (always rewritten: cheap);
 - ``<name>.png``, the thumbnail: the graph is run with ``fewstep run`` (a fresh home, so trainers start
-  from scratch) and its first output image is scaled to 256 px (nearest neighbour: demo images are 64 px
-  and should stay crisp). Only graphs whose sha256 differs from the lock, or without a thumbnail, are run
-  unless ``--all``;
+  from scratch) and its first output file becomes the picture: an image (or a video's first frame) scaled to
+  256 px (nearest neighbour: demo images are 64 px and should stay crisp), a mesh (GLB/OBJ/PLY) rendered
+  at 256 px by the export pack's shaded orthographic view. Only graphs whose sha256 differs from the lock,
+  or without a thumbnail, are run unless ``--all``;
 - ``templates.lock.json``: the sha256 of graph, twin and thumbnail.
 
 ``--check`` changes nothing and exits 1 when any twin, thumbnail or lock entry is stale (for CI).
@@ -21,8 +22,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fewstep.app.templates import LOCK, UI_SUFFIX, api_graph_names, api_to_ui, dump_json, sha256_file
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 THUMBNAIL_PX = 256
 RUN_TIMEOUT_S = 600
@@ -54,23 +59,48 @@ def _read_lock(graphs_dir: Path) -> dict[str, dict[str, str]]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def make_thumbnail(graphs_dir: Path, name: str) -> Path:
-    """Run the graph headlessly and save its first output image as ``<name>.png``."""
-    from PIL import Image
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".gif", ".webp")
+MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 
+
+def make_thumbnail(graphs_dir: Path, name: str) -> Path:
+    """Run the graph headlessly and save a picture of its first output file as ``<name>.png``."""
     with tempfile.TemporaryDirectory(prefix=f"fewstep-thumb-{name}-") as tmp:
         run = subprocess.run([sys.executable, "-m", "fewstep", "run", str(graphs_dir / f"{name}.json"),
                               "--home", tmp, "--out", str(Path(tmp) / "out")],
                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
-        images = [Path(line) for line in run.stdout.splitlines() if line.endswith(".png")]
-        if run.returncode != 0 or not images:
-            raise RuntimeError(f"{name}: fewstep run exited {run.returncode} with no image\n{run.stderr[-2000:]}")
-        image = Image.open(images[0]).convert("RGB")
-        scale = max(1, THUMBNAIL_PX // max(image.size))
-        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+        outputs = [Path(line) for line in run.stdout.splitlines()
+                   if line.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES + MESH_SUFFIXES)]
+        if run.returncode != 0 or not outputs:
+            raise RuntimeError(f"{name}: fewstep run exited {run.returncode} with no image, video or mesh\n"
+                               f"{run.stderr[-2000:]}")
         target = graphs_dir / f"{name}.png"
-        image.save(target, format="PNG", optimize=True)
+        thumbnail_of(outputs[0]).save(target, format="PNG", optimize=True)
     return target
+
+
+def thumbnail_of(path: Path) -> PILImage.Image:
+    """A PIL RGB picture of an output file: an image (an animated one's first frame), a video's first frame
+    (scaled up by a whole factor toward 256 px, nearest neighbour) or a mesh rendered at 256 x 256."""
+    from PIL import Image
+
+    suffix = path.suffix.lower()
+    if suffix in MESH_SUFFIXES:
+        from fewstep.nodes.core.mesh_io import load_mesh
+        from fewstep.nodes.export.preview import render_mesh
+
+        rgb, _ = render_mesh(load_mesh(path)[0], THUMBNAIL_PX, THUMBNAIL_PX)
+        return Image.fromarray(rgb)
+    if suffix in VIDEO_SUFFIXES:
+        from fewstep.nodes.core.video_io import load_video, to_uint8
+
+        image = Image.fromarray(to_uint8(load_video(path).frames[:1])[0])
+    else:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+    scale = max(1, THUMBNAIL_PX // max(image.size))
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
 def regenerate(graphs_dir: Path, names: list[str], *, force: bool) -> None:
