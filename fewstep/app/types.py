@@ -57,6 +57,11 @@ VIDEO = DataType(
     "IMAGE layout), .fps fractions.Fraction, .metadata Mapping[str, str]; ComfyUI's accessors get_components() "
     "(.images, .frame_rate, .audio = None), get_dimensions() -> (width, height), get_duration() -> seconds.",
 )
+VIDEO_MODEL = DataType(
+    "VIDEO_MODEL",
+    "fewstep.nodes.zoo.video.model.VideoModel: a text-to-video DiT (rectified flow) with its per-frame VAE, text "
+    "encoder and fps; .denoiser() -> a MODEL-style Denoiser over latents [B, T, C, h, w].",
+)
 MESH = DataType(
     "MESH",
     "fewstep.nodes.core.mesh.Mesh (frozen): .vertices float32 [V, 3], .faces int64 [F, 3] wound outward, "
@@ -79,8 +84,8 @@ ENV = DataType("ENV", "a gymnasium.Env factory (callable () -> Env).")
 
 ALL_TYPES: tuple[DataType, ...] = (
     IMAGE, MASK, LATENT, CONDITIONING, MODEL, CLIP, VAE, SIGMAS, SAMPLER, NOISE, GUIDER, INT, FLOAT,
-    STRING, BOOLEAN, VIDEO, MESH, TRIPLANE, AR_MODEL, QUANT_CONFIG, DATASET, TRAJECTORIES, REWARD_MODEL,
-    METRICS, POLICY, ENV,
+    STRING, BOOLEAN, VIDEO, VIDEO_MODEL, MESH, TRIPLANE, AR_MODEL, QUANT_CONFIG, DATASET, TRAJECTORIES,
+    REWARD_MODEL, METRICS, POLICY, ENV,
 )
 
 
