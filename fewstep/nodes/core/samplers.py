@@ -43,6 +43,21 @@ from fewstep.nodes.core.samplers_cfgpp import (
     sample_res_multistep_ancestral_cfg_pp,
     sample_res_multistep_cfg_pp,
 )
+from fewstep.nodes.core.samplers_solvers import (
+    sample_deis,
+    sample_dpm_adaptive,
+    sample_dpm_fast,
+    sample_heunpp2,
+    sample_ipndm_v,
+)
+from fewstep.nodes.core.samplers_stochastic import (
+    sample_exp_heun_2_x0,
+    sample_exp_heun_2_x0_sde,
+    sample_sa_solver,
+    sample_sa_solver_pece,
+    sample_seeds_2,
+    sample_seeds_3,
+)
 
 
 def sample_euler(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
@@ -169,15 +184,25 @@ def sample_dpmpp_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, co
 
 
 def sample_lcm(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
-               callback: Callback = None, generator: torch.Generator | None = None) -> torch.Tensor:
+               callback: Callback = None, generator: torch.Generator | None = None, s_noise: float = 1.0,
+               s_noise_end: float | None = None, noise_clip_std: float = 0.0) -> torch.Tensor:
     """Multistep consistency sampling (Song et al. 2023, CM Alg. 1; Luo et al. 2023, LCM Alg. 3):
-    predict x0, then re-noise it to the next level with fresh noise: x' = a' x0 + s' z."""
+    predict x0, then re-noise it to the next level with fresh noise: x' = a' x0 + s' c_i z. As ComfyUI's
+    ``lcm``: c_i runs linearly from ``s_noise`` to ``s_noise_end`` (default: constant) over the steps, and
+    ``noise_clip_std`` > 0 clips z to +-noise_clip_std std(z) before scaling."""
+    n = max(1, len(sigmas) - 1)
+    s_end = s_noise if s_noise_end is None else s_noise_end
     for i in range(len(sigmas) - 1):
         x0 = denoiser(x, sigmas[i], cond)
         _report(callback, i, x, sigmas, x0)
         x = x0
         if float(sigmas[i + 1]) > 0:
-            x = _alpha(denoiser, sigmas[i + 1]) * x0 + sigmas[i + 1] * _noise(x0, generator)
+            z = _noise(x0, generator)
+            if noise_clip_std > 0:
+                bound = noise_clip_std * float(z.std())
+                z = z.clamp(-bound, bound)
+            scale = s_noise + (s_end - s_noise) * (i / (n - 1) if n > 1 else 0.0)
+            x = _alpha(denoiser, sigmas[i + 1]) * x0 + sigmas[i + 1] * scale * z
     return x
 
 
@@ -642,8 +667,8 @@ def sample_er_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond:
 
 SamplerFn = Callable[..., torch.Tensor]
 
-# ComfyUI's sampler names that we implement, in ComfyUI's order (comfy/sampler_names.py: KSAMPLER_NAMES,
-# then "ddim", "uni_pc", "uni_pc_bh2"); "tcd" is ours. The "_gpu" names are ComfyUI's Brownian tree on
+# All of ComfyUI's KSampler names, in its order (comfy/samplers.py: KSAMPLER_NAMES, then "ddim", "uni_pc",
+# "uni_pc_bh2"); "tcd" is ours. The "_gpu" names are ComfyUI's Brownian tree on
 # the GPU; ours always lives on the CPU (same noise on every device), so they are plain aliases.
 SAMPLERS: dict[str, SamplerFn] = {
     "euler": sample_euler,
@@ -651,9 +676,14 @@ SAMPLERS: dict[str, SamplerFn] = {
     "euler_ancestral": sample_euler_ancestral,
     "euler_ancestral_cfg_pp": sample_euler_ancestral_cfg_pp,
     "heun": sample_heun,
+    "heunpp2": sample_heunpp2,
+    "exp_heun_2_x0": sample_exp_heun_2_x0,
+    "exp_heun_2_x0_sde": sample_exp_heun_2_x0_sde,
     "dpm_2": sample_dpm_2,
     "dpm_2_ancestral": sample_dpm_2_ancestral,
     "lms": sample_lms,
+    "dpm_fast": sample_dpm_fast,
+    "dpm_adaptive": sample_dpm_adaptive,
     "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
     "dpmpp_2s_ancestral_cfg_pp": sample_dpmpp_2s_ancestral_cfg_pp,
     "dpmpp_sde": sample_dpmpp_sde,
@@ -669,6 +699,8 @@ SAMPLERS: dict[str, SamplerFn] = {
     "ddpm": sample_ddpm,
     "lcm": sample_lcm,
     "ipndm": sample_ipndm,
+    "ipndm_v": sample_ipndm_v,
+    "deis": sample_deis,
     "res_multistep": sample_res_multistep,
     "res_multistep_cfg_pp": sample_res_multistep_cfg_pp,
     "res_multistep_ancestral": sample_res_multistep_ancestral,
@@ -676,6 +708,10 @@ SAMPLERS: dict[str, SamplerFn] = {
     "gradient_estimation": sample_gradient_estimation,
     "gradient_estimation_cfg_pp": sample_gradient_estimation_cfg_pp,
     "er_sde": sample_er_sde,
+    "seeds_2": sample_seeds_2,
+    "seeds_3": sample_seeds_3,
+    "sa_solver": sample_sa_solver,
+    "sa_solver_pece": sample_sa_solver_pece,
     "ddim": sample_ddim,
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
