@@ -150,16 +150,18 @@ def test_load3d_renders_views_headless_and_outputs_the_mesh(tmp_path: Path) -> N
     executor, paths = _executor(tmp_path)
     with use_paths(paths):
         mesh = X.MeshFromPrimitive.execute("torus", 24, 0.7, "position").values[0]
-        X.SaveGLB.execute(mesh, "model", format="ply")
+        assert X.SaveMesh.execute(mesh, "model", "ply").ui == {
+            "3d": [{"filename": "model_00001_.ply", "subfolder": "", "type": "output"}]}
     (paths.input_dir / "3d").mkdir(parents=True)
     shutil.copy(paths.output_dir / "model_00001_.ply", paths.input_dir / "3d" / "torus.ply")
-    prompt = {"1": {"class_type": "Load3D", "inputs": {"model_file": "3d/torus.ply", "width": 64, "height": 48}},
+    prompt = {"1": {"class_type": "Load3D", "inputs": {"model_file": "3d/torus.ply", "image": {}, "width": 64,
+                                                       "height": 48}},
               "2": {"class_type": "SaveGLB", "inputs": {"mesh": ["1", 6], "filename_prefix": "again"}},
               "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "view"}}}
     result, _ = _run(tmp_path, prompt)
     assert result.status == "success", result.error
     with use_paths(paths):
-        image, mask, mesh_path, normal, camera, recording, loaded = X.Load3D.execute("3d/torus.ply", 64, 48).values
+        image, mask, mesh_path, normal, camera, recording, loaded = X.Load3D.execute("3d/torus.ply", {}, 64, 48).values
     assert image.shape == (1, 48, 64, 3) and mask.shape == (1, 48, 64) and normal.shape == (1, 48, 64, 3)
     assert mesh_path == "3d/torus.ply" and camera is None and recording is None
     assert loaded.num_faces == mesh.num_faces
@@ -189,3 +191,23 @@ def test_bad_input_gives_clear_errors(tmp_path: Path) -> None:
         X.SaveVideo.execute(torch.zeros(2, 8, 8, 3), "v")
     with pytest.raises(ValueError, match="audio is not supported"):
         X.CreateVideo.execute(torch.zeros(2, 8, 8, 3), 8.0, audio={"waveform": torch.zeros(1, 1, 8)})
+
+
+def test_load3d_takes_the_viewer_capture(tmp_path: Path) -> None:
+    from PIL import Image
+
+    executor, paths = _executor(tmp_path)
+    (paths.input_dir / "3d").mkdir(parents=True)
+    (paths.temp_dir / "threed").mkdir(parents=True)
+    with use_paths(paths):
+        X.SaveMesh.execute(X.MeshFromPrimitive.execute("sphere", 12, 0.5, "red").values[0], "3d/ball", "glb")
+        shutil.move(paths.output_dir / "3d" / "ball_00001_.glb", paths.input_dir / "3d" / "ball.glb")
+        Image.new("RGB", (20, 10), (255, 0, 0)).save(paths.temp_dir / "threed" / "view.png")
+        Image.new("RGB", (20, 10), (0, 0, 255)).save(paths.temp_dir / "threed" / "normal.png")
+        capture = {"image": "threed/view.png [temp]", "mask": "threed/view.png [temp]",
+                   "normal": "threed/normal.png [temp]", "camera_info": {"zoom": 1}, "recording": ""}
+        image, mask, path, normal, camera, recording, mesh = X.Load3D.execute("3d/ball.glb", capture, 64, 64).values
+    assert image.shape == (1, 10, 20, 3) and float(image[..., 0].mean()) == 1.0
+    assert float(normal[..., 2].mean()) == 1.0 and camera == {"zoom": 1} and recording is None
+    assert mesh.num_faces > 0 and path == "3d/ball.glb"
+    assert "capture record" in str(X.Load3D.validate_inputs("3d/ball.glb", "not a dict"))

@@ -2,7 +2,8 @@
 with our extra options as optional inputs, so ComfyUI API graphs validate and run unchanged.
 
 - video: CreateVideo, GetVideoComponents, SaveVideo, LoadVideo, SaveWEBM, SaveAnimatedWEBP, SaveAnimatedPNG
-- 3D: SaveGLB, Preview3D, Load3D, and MeshFromPrimitive (a mesh from an analytic solid by marching cubes)
+- 3D: SaveGLB, Preview3D, Load3D, and ours: SaveMesh (GLB / OBJ / PLY) and MeshFromPrimitive (a mesh of an
+  analytic solid by marching cubes)
 
 Saved files go to the output folder under ``<prefix>_<counter:05>_.<ext>`` exactly as SaveImage names them;
 the graph goes into each file's metadata (see ``fewstep.nodes.core.video_io`` / ``mesh_io``).
@@ -216,22 +217,39 @@ class LoadVideo(Node):
 class SaveGLB(Node):
     @classmethod
     def define_schema(cls) -> Schema:
+        # Exactly ComfyUI's inputs: the editor adds a 3D-viewer widget to SaveGLB nodes after them, so an extra
+        # widget here would shift the positional widgets_values of saved workflows (SaveMesh has the options).
         return Schema(node_id="SaveGLB", display_name="Save 3D Model", category=MESH_CATEGORY, is_output_node=True,
-                      description="Saves a MESH under output/ (GLB by default, with the graph in asset.extras; an "
-                                  "articulated mesh keeps its joints as node animations) and shows it in the "
-                                  "editor's 3D viewer.",
-                      inputs=[Link("mesh", "MESH"), String("filename_prefix", "mesh/ComfyUI"),
-                              Combo("format", ["glb", "obj", "ply"], default="glb", optional=True,
-                                    tooltip="obj/ply join an articulated mesh's parts in the rest pose")],
+                      description="Saves a MESH as GLB under output/ (the graph in asset.extras; an articulated "
+                                  "mesh keeps its joints as node animations) and shows it in the editor's viewer.",
+                      inputs=[Link("mesh", "MESH"), String("filename_prefix", "mesh/ComfyUI")],
                       hidden=_GRAPH, outputs=[])
 
     @classmethod
-    def execute(cls, mesh: Any, filename_prefix: str = "mesh/ComfyUI", format: str = "glb", prompt: Any = None,
+    def execute(cls, mesh: Any, filename_prefix: str = "mesh/ComfyUI", prompt: Any = None,
                 extra_pnginfo: Any = None) -> NodeOutput:
         from fewstep.nodes.export.mesh import save_mesh_output
 
-        item = save_mesh_output(mesh, filename_prefix, format, prompt, extra_pnginfo)
-        return NodeOutput(ui={"3d": [item]})
+        return NodeOutput(ui={"3d": [save_mesh_output(mesh, filename_prefix, "glb", prompt, extra_pnginfo)]})
+
+
+class SaveMesh(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="SaveMesh", display_name="Save Mesh (GLB / OBJ / PLY)", category=MESH_CATEGORY,
+                      is_output_node=True,
+                      description="Saves a MESH under output/ as GLB, OBJ or PLY with vertex colours and the graph "
+                                  "inside (OBJ / PLY join an articulated mesh's parts in the rest pose).",
+                      inputs=[Link("mesh", "MESH"), String("filename_prefix", "mesh/fewstep"),
+                              Combo("format", ["glb", "obj", "ply"], default="glb")],
+                      hidden=_GRAPH, outputs=[])
+
+    @classmethod
+    def execute(cls, mesh: Any, filename_prefix: str, format: str, prompt: Any = None,
+                extra_pnginfo: Any = None) -> NodeOutput:
+        from fewstep.nodes.export.mesh import save_mesh_output
+
+        return NodeOutput(ui={"3d": [save_mesh_output(mesh, filename_prefix, format, prompt, extra_pnginfo)]})
 
 
 class Preview3D(Node):
@@ -268,14 +286,14 @@ class Load3D(Node):
                         "what the viewer shows; without it (headless) a shaded orthographic view is rendered. "
                         "The last output is the MESH itself (ours).",
             inputs=[Combo("model_file", _input_meshes, extra={"model_upload": True}),
-                    Link("image", "LOAD_3D", optional=True, tooltip="filled by the editor's 3D viewer"),
+                    Link("image", "LOAD_3D", tooltip="filled by the editor's 3D viewer; {} when run headless"),
                     Int("width", 1024, min=1, max=4096), Int("height", 1024, min=1, max=4096)],
             outputs=[Output("image", "IMAGE"), Output("mask", "MASK"), Output("mesh_path", "STRING"),
                      Output("normal", "IMAGE"), Output("camera_info", "LOAD3D_CAMERA"),
                      Output("recording_video", "VIDEO"), Output("mesh", "MESH")])
 
     @classmethod
-    def execute(cls, model_file: str, width: int, height: int, image: Any = None) -> NodeOutput:
+    def execute(cls, model_file: str, image: Any, width: int, height: int) -> NodeOutput:
         from fewstep.nodes.export.mesh import load_3d_outputs
 
         return NodeOutput(*load_3d_outputs(model_file, image, width, height))
@@ -316,5 +334,5 @@ class MeshFromPrimitive(Node):
 
 NODES: tuple[type, ...] = (
     CreateVideo, GetVideoComponents, SaveVideo, SaveWEBM, SaveAnimatedWEBP, SaveAnimatedPNG, LoadVideo,
-    SaveGLB, Preview3D, Load3D, MeshFromPrimitive,
+    SaveGLB, SaveMesh, Preview3D, Load3D, MeshFromPrimitive,
 )
