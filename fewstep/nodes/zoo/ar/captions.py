@@ -49,8 +49,21 @@ def sentence_embeddings(texts: list[str], encoder: object | None = None, batch: 
         from ..lean import load_minilm
 
         encoder = load_minilm()
-    chunks = [encoder.encode(texts[i:i + batch])[1].float() for i in range(0, len(texts), batch)]
+    chunks = [_pooled(encoder, texts[i:i + batch]) for i in range(0, len(texts), batch)]
     return torch.cat(chunks) if chunks else torch.zeros(0, 384)
+
+
+def _pooled(encoder: object, texts: list[str]) -> torch.Tensor:
+    """``MiniLMTextEncoder.encode(texts)[1]`` computed on the real tokens only: the 77-token padding is cut to
+    the longest caption (padded keys are masked anyway), about 3x less work for these short captions."""
+    ids, mask = encoder.tokenize(texts)
+    t = int(mask.sum(1).max())
+    ids, mask = ids[:, :t].to(encoder.device), mask[:, :t].to(encoder.device)
+    if encoder.id_map is not None:
+        ids = encoder.id_map[ids]
+    states = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()   # [B, t, 384]
+    m = mask.unsqueeze(-1).float()
+    return torch.nn.functional.normalize((states * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +104,7 @@ def read_cache(folder: str | Path, split: str, n: int | None = None) -> CaptionS
     folder = Path(folder)
     if not (folder / CACHE_FILE).is_file():
         raise FileNotFoundError(f"AR caption cache: no {CACHE_FILE} in {folder} (write it with "
-                                f"`python -m fewstep.nodes.zoo.ar.train captions --out {folder}`)")
+                                f"`python -m fewstep.nodes.zoo.ar.captions {folder}`)")
     meta = json.loads((folder / CACHE_META).read_text())[split]
     scenes = data.make_split(split, int(meta["n"]), seed=int(meta["seed"]))
     captions = [data.caption(s) for s in scenes]
@@ -109,3 +122,11 @@ def embed_split(split: str, n: int, seed: int = 0, encoder: object | None = None
     scenes = data.make_split(split, n, seed=seed)
     captions = [data.caption(s) for s in scenes]
     return CaptionSet(split, seed, scenes, captions, sentence_embeddings(captions, encoder))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m fewstep.nodes.zoo.ar.captions OUT_DIR")
+    write_cache(sys.argv[1])

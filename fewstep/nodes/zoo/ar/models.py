@@ -164,10 +164,10 @@ class ARConfig:
         cond_dropout: fraction of training rows whose caption is replaced by the null token (CFG).
     """
 
-    vocab_size: int = 512
+    vocab_size: int = 1024
     seq_len: int = 64
     dim: int = 128
-    n_layers: int = 6
+    n_layers: int = 5
     n_heads: int = 4
     cond_dim: int = 384
     rope_base: float = 10_000.0

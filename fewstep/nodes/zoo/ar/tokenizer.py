@@ -40,7 +40,7 @@ class VQConfig:
     image_size: int = 64
     patch: int = 8
     dim: int = 16
-    codebook_size: int = 512
+    codebook_size: int = 1024
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch:
@@ -152,7 +152,7 @@ class VQTokenizer(nn.Module):
 # ----------------------------------------------------------------------------- fitting
 def _kmeans_pp_init(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k-means++ seeding (Arthur & Vassilvitskii 2007): each next centre drawn with prob ~ D(x)^2."""
-    centres = [x[torch.randint(len(x), (1,), generator=generator)].squeeze(0)]
+    centres = [x[torch.randint(len(x), (1,), generator=generator, device=x.device)].squeeze(0)]
     d2 = ((x - centres[0]) ** 2).sum(-1)
     for _ in range(k - 1):
         nxt = x[torch.multinomial(d2.clamp_min(1e-12), 1, generator=generator)].squeeze(0)
@@ -187,10 +187,11 @@ def fit_tokenizer(images: torch.Tensor, config: VQConfig | None = None, *, kmean
     or a few centres, the rest of the codebook covers the shape edges and interiors.
     """
     tok = VQTokenizer(config)
-    g = torch.Generator().manual_seed(seed)
+    tok = tok.to(images.device)
+    g = torch.Generator(images.device).manual_seed(seed)
     patches = tok.patchify(images.float()).reshape(-1, tok.config.patch_dim)
     if len(patches) > max_patches:
-        patches = patches[torch.randperm(len(patches), generator=g)[:max_patches]]
+        patches = patches[torch.randperm(len(patches), generator=g, device=images.device)[:max_patches]]
     mean = patches.mean(0)
     _, _, vh = torch.linalg.svd(patches - mean, full_matrices=False)   # principal directions, rows of vh
     basis = vh[: tok.config.dim].T.contiguous()                         # [P, D]
