@@ -45,6 +45,9 @@ MULTILINE_HEIGHT = 110  # a STRING text area's minimum height in editor 1.58
 CHAR_WIDTH, WIDTH_PAD = 7.5, 45
 MIN_WIDTH, MAX_WIDTH = 220, 660
 IMAGE_SINK_SIZE = (260, 300)  # SaveImage / PreviewImage grow to show their image; reserve the room
+# The editor puts its 3D viewer on these and sizes a new one to at least 400 x 550 (load3d / saveMesh
+# extensions' nodeCreated), but a loaded workflow keeps its saved size: smaller, the viewer is 0 px high.
+VIEWER_3D_NODES, VIEWER_3D_SIZE = ("SaveGLB", "Preview3D", "Load3D"), (400, 550)
 COLUMN_GAP, ROW_GAP = 60, 40
 
 
@@ -131,6 +134,8 @@ def _frontend_entries(port: Input) -> list[Any]:
 def _estimate_size(schema: Schema, title: str) -> list[int]:
     if schema.node_id in ("SaveImage", "PreviewImage"):
         return list(IMAGE_SINK_SIZE)
+    if schema.node_id in VIEWER_3D_NODES:
+        return list(VIEWER_3D_SIZE)
     slots = max(sum(1 for p in schema.inputs if not p.is_widget), len(schema.outputs))
     widgets = [p for p in schema.inputs if p.is_widget]
     height = slots * SLOT_HEIGHT + 10

@@ -1,0 +1,81 @@
+"""The export templates in a real browser: the editor (1.58.1) plays SaveVideo's MP4 on the node and loads
+SaveGLB's GLB into its 3D viewer, from what our nodes return and /view serves. Same server and chromium
+setup as tests/browser (built-in packs, the real graphs/ folder)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
+from test_editor import (  # noqa: E402  (tests/browser holds the shared chromium helpers)
+    ARTIFACTS,
+    CHROMIUM,
+    HAVE_CHROMIUM,
+    REPO,
+    PageLog,
+    _free_port,
+    _open_graph_file,
+    run_in_chromium,
+    serve_in_thread,
+)
+
+from fewstep.app.config import Config  # noqa: E402
+from fewstep.app.registry import load_registry  # noqa: E402
+from fewstep.app.server import create_app  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not HAVE_CHROMIUM, reason=f"chromium not found at {CHROMIUM}")
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.storage import JobStore
+
+    config = Config(home=tmp_path_factory.mktemp("home"), port=_free_port(), auth_token=None)
+    config.ensure_dirs()
+    registry = load_registry([], entry_points=False, builtin=True)
+    app = create_app(config, registry, Executor(registry, CacheSet(config.cache), config.paths()),
+                     JobStore(config.db_path))
+    yield from serve_in_thread(app, config.port)
+
+
+def test_video_and_mesh_templates_preview_in_the_editor(real_server: str, tmp_path: Path) -> None:
+    log = PageLog(real_server)
+    run_in_chromium(tmp_path / "chromium-profile", ARTIFACTS / "export-previews.png", log,
+                    lambda page: _scenario(page, real_server, log), timeout_ms=90_000)
+
+
+def _scenario(page: Any, server: str, log: PageLog) -> None:
+    page.goto(server + "/")
+    page.wait_for_function("() => window.app?.graph && window.LiteGraph?.registered_node_types?.SaveGLB")
+    page.wait_for_timeout(1500)
+    _open_graph_file(page, REPO / "graphs" / "export_mesh.ui.json", "SaveGLB")
+    with page.expect_response(lambda r: "/api/view" in r.url and ".glb" in r.url and r.status == 200) as glb:
+        page.click("[data-testid='queue-button']")
+    assert glb.value.headers["content-type"] == "model/gltf-binary"
+    # the editor's SaveGLB extension took our {"3d": [ref]} and pointed its viewer at the file
+    page.wait_for_function("""() => {
+        const node = window.app.graph._nodes.find(n => n.type === 'SaveGLB');
+        return node?.properties?.['Last Time Model File'] === 'mesh/fewstep_00001_.glb'
+            && node.properties['Last Time Model Folder'] === 'output'
+            && node.widgets?.some(w => w.type === 'load3D');
+    }""")
+    page.wait_for_timeout(2000)                                        # let the viewer draw the torus
+    page.screenshot(path=str(ARTIFACTS / "export-mesh.png"))
+    _open_graph_file(page, REPO / "graphs" / "export_video.ui.json", "SaveVideo")
+    with page.expect_response(lambda r: "/api/view" in r.url and ".mp4" in r.url and r.status in (200, 206)) as mp4:
+        page.click("[data-testid='queue-button']")
+    assert mp4.value.headers["content-type"] == "video/mp4"
+    # {"images": [ref], "animated": [true]} -> a <video> on the node that the browser decodes
+    page.wait_for_function("""() => [...document.querySelectorAll('video')].some(
+        v => v.src.includes('fewstep_00001_.mp4') && v.readyState >= 2 && v.videoWidth === 64)""")
+    assert log.page_errors == [], log.page_errors
+    assert log.failed == [], log.failed
+    assert log.external == [], log.external
+    assert log.console_errors == [], log.console_errors
