@@ -79,8 +79,18 @@ DATASET = DataType("DATASET", "a torch Dataset of dicts ('image' [H,W,C] 0..1 an
 TRAJECTORIES = DataType("TRAJECTORIES", "dict: 'x' -> tensor [N, S, C, h, w] states, 'sigmas' -> [S], 'cond' -> CONDITIONING.")
 REWARD_MODEL = DataType("REWARD_MODEL", "callable (IMAGE [B,H,W,C], prompts: list[str]) -> tensor [B] of rewards, differentiable.")
 METRICS = DataType("METRICS", "dict[str, float | int | str]: named numbers, shown as a table in the editor.")
-POLICY = DataType("POLICY", "an RL policy (torch nn.Module) with .act(obs) -> action.")
-ENV = DataType("ENV", "a gymnasium.Env factory (callable () -> Env).")
+POLICY = DataType(
+    "POLICY",
+    "fewstep.nodes.culture.runs.Policy: .net (PopulationActorCritic, M GRU actor-critics; "
+    "step(obs [M,N,D], h [M,N,H], reset [M,N]) -> logits [M,N,A], value [M,N], h'), .env (the EnvConfig it was "
+    "trained on), .social (trained with oracles), .history (metrics per PPO update).",
+)
+ENV = DataType(
+    "ENV",
+    "fewstep.nodes.culture.runs.EnvConfig: a frozen description of a vectorised multi-trial environment "
+    "(memory_sequence | tsp); .make(batch, others, fixed_tasks, num_trials, device) -> TrialEnv of B episodes "
+    "as tensors.",
+)
 
 ALL_TYPES: tuple[DataType, ...] = (
     IMAGE, MASK, LATENT, CONDITIONING, MODEL, CLIP, VAE, SIGMAS, SAMPLER, NOISE, GUIDER, INT, FLOAT,
