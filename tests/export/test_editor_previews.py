@@ -1,9 +1,10 @@
-"""The export templates in a real browser: the editor (1.58.1) plays SaveVideo's MP4 on the node and loads
-SaveGLB's GLB into its 3D viewer, from what our nodes return and /view serves. Same server and chromium
+"""Export previews in a real browser: the editor (1.58.1) loads the export_mesh template's GLB into its 3D
+viewer and plays SaveVideo's MP4 on the node, from what our nodes return and /view serves. Same server and chromium
 setup as tests/browser (built-in packs, the real graphs/ folder)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,13 +46,25 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from serve_in_thread(app, config.port)
 
 
-def test_video_and_mesh_templates_preview_in_the_editor(real_server: str, tmp_path: Path) -> None:
+def test_mesh_template_and_saved_video_preview_in_the_editor(real_server: str, tmp_path: Path) -> None:
     log = PageLog(real_server)
     run_in_chromium(tmp_path / "chromium-profile", ARTIFACTS / "export-previews.png", log,
-                    lambda page: _scenario(page, real_server, log), timeout_ms=90_000)
+                    lambda page: _scenario(page, real_server, log, tmp_path), timeout_ms=60_000)
 
 
-def _scenario(page: Any, server: str, log: PageLog) -> None:
+def _write_clip_graph(folder: Path) -> Path:
+    """An API graph (the editor opens those too): 6 flat 64x64 frames -> CreateVideo -> SaveVideo mp4."""
+    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 6,
+                                                         "color": 0x3366CC}},
+             "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 6}},
+             "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/fewstep",
+                                                        "format": "mp4", "codec": "h264"}}}
+    path = folder / "clip.json"
+    path.write_text(json.dumps(graph))
+    return path
+
+
+def _scenario(page: Any, server: str, log: PageLog, folder: Path) -> None:
     page.goto(server + "/")
     page.wait_for_function("() => window.app?.graph && window.LiteGraph?.registered_node_types?.SaveGLB")
     page.wait_for_timeout(1500)
@@ -68,7 +81,7 @@ def _scenario(page: Any, server: str, log: PageLog) -> None:
     }""")
     page.wait_for_timeout(2000)                                        # let the viewer draw the torus
     page.screenshot(path=str(ARTIFACTS / "export-mesh.png"))
-    _open_graph_file(page, REPO / "graphs" / "export_video.ui.json", "SaveVideo")
+    _open_graph_file(page, _write_clip_graph(folder), "SaveVideo")
     with page.expect_response(lambda r: "/api/view" in r.url and ".mp4" in r.url and r.status in (200, 206)) as mp4:
         page.click("[data-testid='queue-button']")
     assert mp4.value.headers["content-type"] == "video/mp4"
