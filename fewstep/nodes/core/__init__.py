@@ -7,10 +7,11 @@ from __future__ import annotations
 def entrypoint() -> list[type]:
     """The core node classes (ComfyUI names), by category module, then the metric nodes."""
     from fewstep.nodes.core import nodes_conditioning, nodes_image, nodes_latent, nodes_sampling
+    from fewstep.nodes.core.ar.nodes import NODES as AR_NODES
     from fewstep.nodes.core.metric_nodes import METRIC_NODES
     from fewstep.nodes.core.nodes import NODES
     from fewstep.nodes.core.nodes_compare import NODES as COMPARE_NODES
 
     return [*NODES, *nodes_latent.NODES, *nodes_conditioning.NODES, *nodes_image.NODES, *nodes_sampling.NODES,
-            *METRIC_NODES, *COMPARE_NODES]
+            *METRIC_NODES, *COMPARE_NODES, *AR_NODES]
 
