@@ -6,6 +6,7 @@ Noise follows ComfyUI's convention so seeds reproduce: a CPU ``torch.Generator``
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from fewstep.nodes.core import fastpath
 from fewstep.nodes.core.denoiser import Denoiser
 from fewstep.nodes.core.guidance import BasicGuider, CFGGuider
+from fewstep.nodes.core.interrupts import checks_between_modules
 from fewstep.nodes.core.loaders.lora import applied
 from fewstep.nodes.core.samplers import SamplerSpec
 from fewstep.nodes.core.threads import tiny_cpu_work
@@ -135,7 +137,8 @@ def run(guider: GuiderSpec, sampler: SamplerSpec, sigmas: torch.Tensor, latent: 
         from fewstep.nodes.core.conditioning import InpaintGuider
 
         built = InpaintGuider(built, model, samples, noise.generate(latent), latent["noise_mask"])
-    with applied(model.extras.get("patches", [])), tiny_cpu_work(device, samples[0].numel()):
+    checks = checks_between_modules() if torch.device(device).type == "cpu" else contextlib.nullcontext()
+    with applied(model.extras.get("patches", [])), tiny_cpu_work(device, samples[0].numel()), checks:
         # CUDA: the fast path (graph-replayed guider call, no syncs in the loop); elsewhere exactly sampler(...)
         out = fastpath.sample(sampler, built, x, sigmas.float(), callback=callback, generator=generator)
     return {**latent, "samples": out.float().cpu()}, {**latent, "samples": last.get("x0", out).float().cpu()}
