@@ -53,12 +53,15 @@ def test_mesh_template_and_saved_video_preview_in_the_editor(real_server: str, t
 
 
 def _write_clip_graph(folder: Path) -> Path:
-    """An API graph (the editor opens those too): 6 flat 64x64 frames -> CreateVideo -> SaveVideo mp4."""
+    """An API graph (the editor opens those too): 6 flat 64x64 frames -> CreateVideo -> SaveVideo as mp4 and
+    as gif."""
     graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 6,
                                                          "color": 0x3366CC}},
              "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 6}},
              "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/fewstep",
-                                                        "format": "mp4", "codec": "h264"}}}
+                                                        "format": "mp4", "codec": "h264"}},
+             "4": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/fewstep",
+                                                        "format": "gif", "codec": "auto"}}}
     path = folder / "clip.json"
     path.write_text(json.dumps(graph))
     return path
@@ -87,7 +90,10 @@ def _scenario(page: Any, server: str, log: PageLog, folder: Path) -> None:
     assert mp4.value.headers["content-type"] == "video/mp4"
     # {"images": [ref], "animated": [true]} -> a <video> on the node that the browser decodes
     page.wait_for_function("""() => [...document.querySelectorAll('video')].some(
-        v => v.src.includes('fewstep_00001_.mp4') && v.readyState >= 2 && v.videoWidth === 64)""")
+        v => v.src.includes('.mp4') && v.readyState >= 2 && v.videoWidth === 64)""")
+    # a GIF comes back as {"video": [ref]}: frontend/video.js shows it in an <img> (a <video> cannot play GIF)
+    page.wait_for_function("""() => [...document.querySelectorAll('img.fewstep-video')].some(
+        img => img.src.includes('.gif') && img.complete && img.naturalWidth === 64)""")
     assert log.page_errors == [], log.page_errors
     assert log.failed == [], log.failed
     assert log.external == [], log.external
