@@ -9,7 +9,6 @@ from fewstep.nodes.disa.schedules import (
     FixedHeadSteps,
     LinearHeadSteps,
     TwoStageHeadSteps,
-    clipped_timesteps,
     make_schedule,
     total_head_steps,
 )
@@ -64,8 +63,9 @@ def test_bad_arguments_are_value_errors() -> None:
         make_schedule("exp", 50, 5)
 
 
-def test_clipped_timesteps_start_at_950_and_end_at_0() -> None:
-    ts = clipped_timesteps(5)
-    assert ts[0] == 950 and ts[-1] == 0 and len(ts) == 5
-    assert ts == sorted(ts, reverse=True)
-    assert clipped_timesteps(1) == [950]
+def test_clip_at_950_reaches_the_head_sampler() -> None:
+    from fewstep.nodes.disa.schedules import CLIP_TIMESTEP
+    from fewstep.nodes.zoo.ar.models import respaced_timesteps
+
+    ts = respaced_timesteps(5, CLIP_TIMESTEP)
+    assert ts[-1] == 950 and ts[0] == 0 and len(ts) == 5

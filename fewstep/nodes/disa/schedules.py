@@ -22,9 +22,9 @@ import math
 from dataclasses import dataclass
 
 # The paper clips the respaced DDPM timesteps of the MAR head at 950 of 1000 (``create_diffusion(
-# clip_timesteps=950)``): the noisiest head step starts at t = 950, not 999.
+# clip_timesteps=950)``): the noisiest head step starts at t = 950, not 999. Pass it to the MAR sampler
+# as ``sample_mar(..., head_t_max=CLIP_TIMESTEP)`` (``zoo.ar.models.respaced_timesteps`` spaces the steps).
 CLIP_TIMESTEP = 950
-TRAIN_TIMESTEPS = 1000
 
 
 def _check(upper: int, lower: int) -> None:
@@ -113,15 +113,3 @@ def total_head_steps(schedule: LinearHeadSteps | CosineHeadSteps | TwoStageHeadS
                      iterations: int) -> int:
     """Σ_k T(k): the head's network evaluations per token group over a whole MAR run."""
     return sum(schedule(k, iterations) for k in range(iterations))
-
-
-def clipped_timesteps(steps: int, clip: int = CLIP_TIMESTEP, train_steps: int = TRAIN_TIMESTEPS) -> list[int]:
-    """``steps`` DDPM timesteps from ``clip`` down to 0, evenly spaced (noisiest first), as DiSA respaces the
-    MAR head with ``clip_timesteps=950``: the first head step starts at t = 950, not ``train_steps`` − 1."""
-    if steps < 1:
-        raise ValueError(f"head steps must be >= 1, got {steps}")
-    if not 0 < clip < train_steps:
-        raise ValueError(f"clip must be in 1..{train_steps - 1}, got {clip}")
-    if steps == 1:
-        return [clip]
-    return [round(clip - i * clip / (steps - 1)) for i in range(steps)]

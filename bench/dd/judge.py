@@ -1,0 +1,43 @@
+"""Judging generated images of the held-out scenes: FD-EffNet against real renders and probe accuracy.
+
+Shared by the DD and DiSA tables. FD-EffNet (``fewstep.nodes.core.metrics``) is the Fréchet distance of
+EfficientNet-Lite0 pooled features; with a few hundred images it carries a positive bias that depends on N,
+so only rows judged on the same N are compared. The real reference is one render of each held-out scene.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fewstep.nodes.zoo import data
+
+
+class Judge:
+    """EfficientNet-Lite0 features of the real renders (computed once) and the zoo's attribute probe."""
+
+    def __init__(self, scenes: list[data.Scene], device: str = "cpu") -> None:
+        from fewstep.nodes.core.metrics import effnet_features
+        from fewstep.nodes.zoo.builtin import load_probe
+        from fewstep.nodes.zoo.effnet import load_efficientnet_lite0
+
+        self.scenes, self.device = scenes, device
+        self.effnet = load_efficientnet_lite0(device=device)
+        self.probe = load_probe(device)
+        real = np.stack([np.asarray(data.render(s), dtype=np.float32) / 255.0 for s in scenes])
+        self.real = effnet_features(torch.from_numpy(real).to(device), self.effnet)
+
+    def __call__(self, images: torch.Tensor) -> dict[str, float]:
+        """images [N, 64, 64, 3] in 0..1 (N = len(scenes), same order) -> fd_effnet, probe accuracies."""
+        from fewstep.nodes.core.metrics import effnet_features, frechet_distance
+
+        if len(images) != len(self.scenes):
+            raise ValueError(f"Judge: {len(images)} images for {len(self.scenes)} scenes")
+        images = images.clamp(0, 1).to(self.device)
+        fd = frechet_distance(effnet_features(images, self.effnet), self.real)
+        return {"fd_effnet": fd, **self.probe.evaluate(images, self.scenes)}
+
+
+def to_image(chw: torch.Tensor) -> torch.Tensor:
+    """Tokenizer output [B, 3, 64, 64] (unclamped) -> IMAGE [B, 64, 64, 3] in 0..1."""
+    return chw.clamp(0, 1).permute(0, 2, 3, 1).float()
