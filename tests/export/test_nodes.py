@@ -211,3 +211,17 @@ def test_load3d_takes_the_viewer_capture(tmp_path: Path) -> None:
     assert float(normal[..., 2].mean()) == 1.0 and camera == {"zoom": 1} and recording is None
     assert mesh.num_faces > 0 and path == "3d/ball.glb"
     assert "capture record" in str(X.Load3D.validate_inputs("3d/ball.glb", "not a dict"))
+
+
+def test_input_listings_skip_links_out_and_other_files(tmp_path: Path) -> None:
+    paths = Paths(input_dir=tmp_path / "input")
+    (paths.input_dir / "3d" / "sub").mkdir(parents=True)
+    for name in ("a.mp4", "b.webm", "note.txt", "3d/m.glb", "3d/sub/n.obj"):
+        (paths.input_dir / name).write_bytes(b"x")
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(b"x")
+    (paths.input_dir / "link.mp4").symlink_to(outside)
+    with use_paths(paths):
+        assert X.LoadVideo.define_schema().input("file").resolved_choices() == ["a.mp4", "b.webm"]
+        assert X.Load3D.define_schema().input("model_file").resolved_choices() == ["3d/m.glb", "3d/sub/n.obj"]
+        assert "Invalid video file" in str(X.LoadVideo.validate_inputs("link.mp4"))

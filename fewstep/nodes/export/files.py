@@ -85,14 +85,16 @@ def input_file(name: str, what: str) -> Path:
     return path
 
 
-def list_input_files(suffixes: tuple[str, ...], subfolder: str = "") -> list[str]:
-    """Names (with sub-folders, '/'-separated) under input/``subfolder`` whose suffix is one of ``suffixes``;
-    links leading out of input/ are not listed."""
+def list_input_files(suffixes: tuple[str, ...], subfolder: str = "", *, recursive: bool = False) -> list[str]:
+    """Names ('/'-separated, relative to input/) of the files in input/``subfolder`` (and below it when
+    ``recursive``, as ComfyUI lists input/3d) whose suffix is one of ``suffixes``; links leading out of input/
+    are not listed."""
     root = current_paths().input_dir
     base = root / subfolder if subfolder else root
     if not base.is_dir():
         return []
     resolved_root = root.resolve()
-    found = [path for path in base.rglob("*") if path.is_file() and path.suffix.lower() in suffixes
+    entries = base.rglob("*") if recursive else base.iterdir()
+    found = [path for path in entries if path.is_file() and path.suffix.lower() in suffixes
              and path.resolve().is_relative_to(resolved_root)]
     return sorted(path.relative_to(root).as_posix() for path in found)

@@ -274,7 +274,7 @@ class Preview3D(Node):
 
 
 def _input_meshes() -> list[str]:
-    return list_input_files(MESH_SUFFIXES, "3d")
+    return list_input_files(MESH_SUFFIXES, "3d", recursive=True)
 
 
 class Load3D(Node):
