@@ -201,7 +201,7 @@ def test_model_sampling_discrete() -> None:
     edm = S.ModelSamplingContinuousEDM.execute(model, "v_prediction", 120.0, 0.002).values[0]
     assert edm.prediction == "v" and edm.schedule.sigma_max == 120.0
     with pytest.raises(ValueError):
-        S.ModelSamplingContinuousEDM.execute(model, "edm", 120.0, 0.002)
+        S.ModelSamplingContinuousEDM.execute(model, "edm_playground_v2.5", 120.0, 0.002)
 
 
 def test_conditioning_ops() -> None:

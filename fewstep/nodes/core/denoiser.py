@@ -26,7 +26,7 @@ import torch
 
 from fewstep.nodes.core.train.vp import DiscreteVPSchedule
 
-PREDICTION_TYPES = ("eps", "v", "x0", "flow")
+PREDICTION_TYPES = ("eps", "v", "x0", "flow", "edm")
 
 
 def _as_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
@@ -95,6 +95,25 @@ class EDMSchedule:
         return (torch.as_tensor(t, dtype=torch.float32) * 4).exp()
 
 
+@dataclass(frozen=True, eq=False)
+class CosmosRFlowSchedule(EDMSchedule):
+    """A rectified-flow network sampled in EDM space (ComfyUI's ``cosmos_rflow``; NVIDIA Cosmos): x = x0 +
+    sigma eps (alpha = 1) is the flow sample x_rf = (1 - t) x0 + t eps scaled by 1 + sigma, t = sigma / (1 + sigma):
+    the net sees c_in x = x / (1 + sigma) at timestep t; sigma_at(t) = t / (1 - t), capped at sigma_max."""
+
+    def c_in(self, sigma: torch.Tensor) -> torch.Tensor:
+        return 1.0 / (sigma + 1.0)
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32)
+        return sigma / (sigma + 1)
+
+    def sigma_at(self, t: torch.Tensor | float) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float32)
+        return torch.where(t >= self.sigma_max / (self.sigma_max + 1), torch.tensor(self.sigma_max),
+                           t / (1 - t).clamp_min(1e-12))
+
+
 Schedule = DiscreteVPSchedule | FlowSchedule | EDMSchedule
 ModelFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
@@ -118,8 +137,10 @@ class Denoiser:
             raise ValueError(f"prediction must be one of {PREDICTION_TYPES}, got {prediction!r}")
         if prediction == "v" and isinstance(schedule, FlowSchedule):
             raise ValueError("v-prediction is defined for VP schedules, not for a FlowSchedule")
-        if prediction == "flow" and not isinstance(schedule, FlowSchedule):
-            raise ValueError("flow prediction needs a FlowSchedule")
+        if prediction == "flow" and not isinstance(schedule, FlowSchedule | CosmosRFlowSchedule):
+            raise ValueError("flow prediction needs a FlowSchedule or a CosmosRFlowSchedule")
+        if prediction == "edm" and not isinstance(schedule, EDMSchedule):
+            raise ValueError("EDM (F) prediction needs an EDMSchedule: its sigma_data sets the preconditioning")
         self.model_fn = model_fn
         self.prediction = prediction
         self.schedule = schedule
@@ -153,8 +174,15 @@ class Denoiser:
             # x = alpha x0 + sigma eps  =>  x0 = (x - sigma eps) / alpha
             return (x - s * out) / self.schedule.alpha(s).to(x.dtype)
         if self.prediction == "flow":
-            # velocity v = eps - x0 and x = (1 - sigma) x0 + sigma eps  =>  x0 = x - sigma v
-            return x - s * out
+            # velocity v = eps - x0 and x_rf = (1 - t) x0 + t eps  =>  x0 = x_rf - t v. For a FlowSchedule x_rf = x
+            # and t = sigma (c_in = 1); a rectified-flow net sampled in EDM space (Cosmos) sees x_rf = c_in x with
+            # t = c_in sigma, c_in = 1 / (1 + sigma): both are x0 = c_in (x - sigma v)
+            return self.schedule.c_in(s).to(x.dtype) * (x - s * out)
+        if self.prediction == "edm":
+            # Karras et al. 2022, eq. 7 and Table 1: D = c_skip x + c_out F, c_skip = sd^2 / (s^2 + sd^2),
+            # c_out = s sd / sqrt(s^2 + sd^2) with sd = schedule.sigma_data
+            sd = self.schedule.sigma_data
+            return x * sd**2 / (s**2 + sd**2) + out * s * sd / (s**2 + sd**2) ** 0.5
         # v-prediction (Salimans & Ho 2022, Sec. 4 / App. D): v = a eps - b x0 with a, b the VP
         # coefficients a = 1/sqrt(1+s^2), b = s/sqrt(1+s^2)  =>  x0 = x / (1+s^2) - s/sqrt(1+s^2) v
         return x / (s**2 + 1) - s / (s**2 + 1) ** 0.5 * out

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fewstep.nodes.core.denoiser import Denoiser, DiscreteVPSchedule, EDMSchedule
+from fewstep.nodes.core.denoiser import CosmosRFlowSchedule, Denoiser, DiscreteVPSchedule, EDMSchedule
 
 SAMPLING_PREDICTION = {"eps": "eps", "v_prediction": "v", "lcm": "eps", "x0": "x0"}
 LCM_ORIGINAL_STEPS = 50          # LCM's skipping-step grid: every 20th of 1000 timesteps (Luo et al. 2023, Sec. 4.3)
@@ -77,11 +77,32 @@ def model_sampling_discrete(model: Denoiser, sampling: str, zsnr: bool) -> Denoi
                        extras=extras)
 
 
+# ComfyUI's ModelSamplingContinuousEDM modes: (our prediction type, sigma_data, schedule class).
+EDM_SAMPLING: dict[str, tuple[str, float, type[EDMSchedule]]] = {
+    "v_prediction": ("v", 1.0, EDMSchedule),
+    "edm": ("edm", 0.5, EDMSchedule),
+    "eps": ("eps", 1.0, EDMSchedule),
+    "cosmos_rflow": ("flow", 1.0, CosmosRFlowSchedule),
+}
+
+
 def model_sampling_edm(model: Denoiser, sampling: str, sigma_max: float, sigma_min: float) -> Denoiser:
-    """ComfyUI's ModelSamplingContinuousEDM for eps / v_prediction networks: a continuous log-sigma
-    timestep c_noise = ln(sigma) / 4 with c_in = 1 / sqrt(sigma^2 + 1) (Karras et al. 2022, Table 1, with
-    sigma_data = 1 as ComfyUI uses for these two)."""
-    if sampling not in ("eps", "v_prediction"):
-        raise ValueError(f"ModelSamplingContinuousEDM: sampling {sampling!r} is not supported (eps, v_prediction)")
-    schedule = EDMSchedule(sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=1.0)
-    return model.clone(prediction=SAMPLING_PREDICTION[sampling], schedule=schedule, boundary=None)
+    """ComfyUI's ModelSamplingContinuousEDM: a continuous schedule on [sigma_min, sigma_max] in EDM space
+    (x = x0 + sigma eps) with the log-sigma timestep c_noise = ln(sigma) / 4 (Karras et al. 2022, Table 1):
+    - ``eps`` / ``v_prediction``: c_in = 1 / sqrt(sigma^2 + 1), eps or v output (sigma_data = 1, as ComfyUI);
+    - ``edm``: EDM's own preconditioning with sigma_data = 0.5, D = c_skip x + c_out F (eq. 7);
+    - ``cosmos_rflow``: a rectified-flow net in EDM space, timestep sigma / (1 + sigma)
+      (:class:`~fewstep.nodes.core.denoiser.CosmosRFlowSchedule`).
+    ``edm_playground_v2.5`` (EDM plus Playground v2.5's per-channel latent normalisation) is refused: our
+    LATENT is already in the checkpoint VAE's scaled space and the sampler applies no second latent format."""
+    if sampling == "edm_playground_v2.5":
+        raise ValueError("ModelSamplingContinuousEDM: edm_playground_v2.5 needs Playground v2.5's latent format "
+                         "(per-channel mean / std), which fewstep does not apply; use 'edm' for the EDM "
+                         "parameterisation alone")
+    if sampling not in EDM_SAMPLING:
+        raise ValueError(f"ModelSamplingContinuousEDM: sampling must be one of {sorted(EDM_SAMPLING)}, got {sampling!r}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"ModelSamplingContinuousEDM: need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    prediction, sigma_data, schedule_class = EDM_SAMPLING[sampling]
+    schedule = schedule_class(sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=sigma_data)
+    return model.clone(prediction=prediction, schedule=schedule, boundary=None)

@@ -126,6 +126,70 @@ class PolyexponentialScheduler(Node):
         return NodeOutput(polyexponential_sigmas(steps, sigma_min, sigma_max, rho))
 
 
+class AlignYourStepsScheduler(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="AlignYourStepsScheduler", category="sampling/custom_sampling/schedulers",
+                      inputs=[Combo("model_type", ["SD1", "SDXL", "SVD"]), Int("steps", 10, min=1, max=10000),
+                              Float("denoise", 1.0, min=0.0, max=1.0, step=0.01)],
+                      outputs=_sigmas_out())
+
+    @classmethod
+    def execute(cls, model_type: str, steps: int, denoise: float) -> NodeOutput:
+        from fewstep.nodes.core.schedules import align_your_steps
+
+        return NodeOutput(align_your_steps(model_type, steps, denoise))
+
+
+class BetaSamplingScheduler(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        shape = dict(min=0.0, max=50.0, step=0.01, round=False)
+        return Schema(node_id="BetaSamplingScheduler", category="sampling/custom_sampling/schedulers",
+                      inputs=[Link("model", "MODEL"), Int("steps", 20, min=1, max=10000), Float("alpha", 0.6, **shape),
+                              Float("beta", 0.6, **shape)],
+                      outputs=_sigmas_out())
+
+    @classmethod
+    def execute(cls, model: Any, steps: int, alpha: float, beta: float) -> NodeOutput:
+        from fewstep.nodes.core.schedules import beta as beta_schedule
+
+        return NodeOutput(beta_schedule(model.schedule, steps, alpha, beta).float())
+
+
+class LaplaceScheduler(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="LaplaceScheduler", category="sampling/custom_sampling/schedulers",
+                      inputs=[Int("steps", 20, min=1, max=10000), *_range_inputs(),
+                              Float("mu", 0.0, min=-10.0, max=10.0, step=0.1, round=False),
+                              Float("beta", 0.5, min=0.0, max=10.0, step=0.1, round=False)],
+                      outputs=_sigmas_out())
+
+    @classmethod
+    def execute(cls, steps: int, sigma_max: float, sigma_min: float, mu: float, beta: float) -> NodeOutput:
+        from fewstep.nodes.core.schedules import laplace_sigmas
+
+        return NodeOutput(laplace_sigmas(steps, sigma_min, sigma_max, mu, beta))
+
+
+class VPScheduler(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="VPScheduler", category="sampling/custom_sampling/schedulers",
+                      inputs=[Int("steps", 20, min=1, max=10000),
+                              Float("beta_d", 19.9, min=0.0, max=5000.0, step=0.01, round=False),
+                              Float("beta_min", 0.1, min=0.0, max=5000.0, step=0.01, round=False),
+                              Float("eps_s", 0.001, min=0.0, max=1.0, step=0.0001, round=False)],
+                      outputs=_sigmas_out())
+
+    @classmethod
+    def execute(cls, steps: int, beta_d: float, beta_min: float, eps_s: float) -> NodeOutput:
+        from fewstep.nodes.core.schedules import vp_sigmas
+
+        return NodeOutput(vp_sigmas(steps, beta_d, beta_min, eps_s))
+
+
 class ManualSigmas(Node):
     @classmethod
     def define_schema(cls) -> Schema:
@@ -185,6 +249,61 @@ class FlipSigmas(Node):
         if float(flipped[0]) == 0.0:
             flipped[0] = 0.0001
         return NodeOutput(flipped)
+
+
+class SetFirstSigma(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="SetFirstSigma", category="sampling/custom_sampling/sigmas",
+                      inputs=[Link("sigmas", "SIGMAS"), Float("sigma", 136.0, min=0.0, max=20000.0, step=0.001,
+                                                                round=False)],
+                      outputs=_sigmas_out())
+
+    @classmethod
+    def execute(cls, sigmas: torch.Tensor, sigma: float) -> NodeOutput:
+        if sigmas.numel() == 0:
+            raise ValueError("SetFirstSigma: the SIGMAS list is empty")
+        sigmas = sigmas.clone()
+        sigmas[0] = sigma
+        return NodeOutput(sigmas)
+
+
+class ExtendIntermediateSigmas(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="ExtendIntermediateSigmas", category="sampling/custom_sampling/sigmas",
+                      inputs=[Link("sigmas", "SIGMAS"), Int("steps", 2, min=1, max=100),
+                              Float("start_at_sigma", -1.0, min=-1.0, max=20000.0, step=0.01, round=False),
+                              Float("end_at_sigma", 12.0, min=0.0, max=20000.0, step=0.01, round=False),
+                              Combo("spacing", ["linear", "cosine", "sine"])],
+                      outputs=_sigmas_out())
+
+    @classmethod
+    def execute(cls, sigmas: torch.Tensor, steps: int, start_at_sigma: float, end_at_sigma: float,
+                spacing: str) -> NodeOutput:
+        from fewstep.nodes.core.schedules import extend_intermediate
+
+        return NodeOutput(extend_intermediate(sigmas, steps, start_at_sigma, end_at_sigma, spacing))
+
+
+class SamplingPercentToSigma(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="SamplingPercentToSigma", category="sampling/custom_sampling/sigmas",
+                      inputs=[Link("model", "MODEL"), Float("sampling_percent", 0.0, min=0.0, max=1.0, step=0.0001),
+                              Boolean("return_actual_sigma", False)],
+                      outputs=[Output("sigma_value", "FLOAT")])
+
+    @classmethod
+    def execute(cls, model: Any, sampling_percent: float, return_actual_sigma: bool) -> NodeOutput:
+        from fewstep.nodes.core.conditioning import percent_to_sigma
+
+        # 0 and 1 map to +inf / 0 for range checks; "actual" gives the model's sigma_max / sigma_min there
+        if return_actual_sigma and sampling_percent in (0.0, 1.0):
+            schedule = model.schedule
+            return NodeOutput(float(schedule.sigma_max if sampling_percent == 0.0 else schedule.sigma_min))
+        sigma = percent_to_sigma(model.schedule, sampling_percent)
+        return NodeOutput(999999999.9 if sigma == float("inf") else sigma)
 
 
 # -- samplers with knobs ---------------------------------------------------------------------------------
@@ -281,6 +400,140 @@ class SamplerLMS(Node):
         return NodeOutput(get_sampler("lms", order=order))
 
 
+class SamplerEulerAncestralCFGPP(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="SamplerEulerAncestralCFGPP", display_name="SamplerEulerAncestralCFG++",
+                      category="sampling/custom_sampling/samplers",
+                      inputs=[Float("eta", 1.0, min=0.0, max=1.0, step=0.01, round=False),
+                              Float("s_noise", 1.0, min=0.0, max=10.0, step=0.01, round=False)],
+                      outputs=_sampler_out())
+
+    @classmethod
+    def execute(cls, eta: float, s_noise: float) -> NodeOutput:
+        from fewstep.nodes.core.samplers import get_sampler
+
+        return NodeOutput(get_sampler("euler_ancestral_cfg_pp", eta=eta, s_noise=s_noise))
+
+
+class SamplerEulerCFGpp(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="SamplerEulerCFGpp", display_name="SamplerEulerCFG++", category="_for_testing",
+                      inputs=[Combo("version", ["regular", "alternative"])], outputs=_sampler_out())
+
+    @classmethod
+    def execute(cls, version: str) -> NodeOutput:
+        from fewstep.nodes.core.samplers import SamplerSpec, get_sampler
+        from fewstep.nodes.core.samplers_cfgpp import sample_euler_cfg_pp_alternative
+
+        if version == "alternative":
+            return NodeOutput(SamplerSpec("euler_cfg_pp_alternative", sample_euler_cfg_pp_alternative))
+        return NodeOutput(get_sampler("euler_cfg_pp"))
+
+
+class SamplerDPMAdaptative(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        knob = dict(min=0.0, max=100.0, step=0.01, round=False)
+        return Schema(node_id="SamplerDPMAdaptative", category="sampling/custom_sampling/samplers",
+                      inputs=[Int("order", 3, min=2, max=3), Float("rtol", 0.05, **knob), Float("atol", 0.0078, **knob),
+                              Float("h_init", 0.05, **knob), Float("pcoeff", 0.0, **knob), Float("icoeff", 1.0, **knob),
+                              Float("dcoeff", 0.0, **knob), Float("accept_safety", 0.81, **knob), _eta(0.0),
+                              _s_noise()],
+                      outputs=_sampler_out())
+
+    @classmethod
+    def execute(cls, order: int, rtol: float, atol: float, h_init: float, pcoeff: float, icoeff: float,
+                dcoeff: float, accept_safety: float, eta: float, s_noise: float) -> NodeOutput:
+        from fewstep.nodes.core.samplers import get_sampler
+
+        return NodeOutput(get_sampler("dpm_adaptive", order=order, rtol=rtol, atol=atol, h_init=h_init, pcoeff=pcoeff,
+                                      icoeff=icoeff, dcoeff=dcoeff, accept_safety=accept_safety, eta=eta,
+                                      s_noise=s_noise))
+
+
+def power_noise_scaler(lam: torch.Tensor, exponent: float) -> torch.Tensor:
+    """s(lambda) = lambda^exponent: ER-SDE's noise scale for the reverse-time SDE (exponent eta + 1)."""
+    return lam**exponent
+
+
+class SamplerER_SDE(Node):  # noqa: N801
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="SamplerER_SDE", category="sampling/custom_sampling/samplers",
+                      inputs=[Combo("solver_type", ["ER-SDE", "Reverse-time SDE", "ODE"]),
+                              Int("max_stage", 3, min=1, max=3), _eta(), _s_noise()],
+                      outputs=_sampler_out())
+
+    @classmethod
+    def execute(cls, solver_type: str, max_stage: int, eta: float, s_noise: float) -> NodeOutput:
+        from functools import partial
+
+        from fewstep.nodes.core.samplers import get_sampler
+
+        if solver_type == "ODE" or (solver_type == "Reverse-time SDE" and eta == 0):
+            eta, s_noise = 0.0, 0.0
+        scaler = None if solver_type == "ER-SDE" else partial(power_noise_scaler, exponent=eta + 1)
+        return NodeOutput(get_sampler("er_sde", s_noise=s_noise, max_stage=max_stage, noise_scaler=scaler))
+
+
+class SamplerSASolver(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="SamplerSASolver", category="sampling/custom_sampling/samplers",
+                      inputs=[Link("model", "MODEL"), Float("eta", 1.0, min=0.0, max=10.0, step=0.01, round=False),
+                              Float("sde_start_percent", 0.2, min=0.0, max=1.0, step=0.001),
+                              Float("sde_end_percent", 0.8, min=0.0, max=1.0, step=0.001), _s_noise(),
+                              Int("predictor_order", 3, min=1, max=6), Int("corrector_order", 4, min=0, max=6),
+                              Boolean("use_pece", False), Boolean("simple_order_2", False)],
+                      outputs=_sampler_out())
+
+    @classmethod
+    def execute(cls, model: Any, eta: float, sde_start_percent: float, sde_end_percent: float, s_noise: float,
+                predictor_order: int, corrector_order: int, use_pece: bool, simple_order_2: bool) -> NodeOutput:
+        from fewstep.nodes.core.samplers import get_sampler
+
+        # the SDE window is resolved against the sampled model's own schedule when sampling runs
+        return NodeOutput(get_sampler("sa_solver", eta=eta, sde_start_percent=sde_start_percent,
+                                      sde_end_percent=sde_end_percent, s_noise=s_noise,
+                                      predictor_order=predictor_order, corrector_order=corrector_order,
+                                      use_pece=use_pece, simple_order_2=simple_order_2))
+
+
+class SamplerSEEDS2(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="SamplerSEEDS2", category="sampling/custom_sampling/samplers",
+                      inputs=[Combo("solver_type", ["phi_1", "phi_2"]), _eta(), _s_noise(),
+                              Float("r", 0.5, min=0.01, max=1.0, step=0.01, round=False)],
+                      outputs=_sampler_out())
+
+    @classmethod
+    def execute(cls, solver_type: str, eta: float, s_noise: float, r: float) -> NodeOutput:
+        from fewstep.nodes.core.samplers import get_sampler
+
+        return NodeOutput(get_sampler("seeds_2", eta=eta, s_noise=s_noise, r=r, solver_type=solver_type))
+
+
+class SamplerLCMUpscale(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="SamplerLCMUpscale", category="sampling/custom_sampling/samplers",
+                      inputs=[Float("scale_ratio", 1.0, min=0.1, max=20.0, step=0.01),
+                              Int("scale_steps", -1, min=-1, max=1000),
+                              Combo("upscale_method", ["bislerp", "nearest-exact", "bilinear", "area", "bicubic"])],
+                      outputs=_sampler_out())
+
+    @classmethod
+    def execute(cls, scale_ratio: float, scale_steps: int, upscale_method: str) -> NodeOutput:
+        from fewstep.nodes.core.samplers import SamplerSpec, sample_lcm_upscale
+
+        return NodeOutput(SamplerSpec("lcm_upscale", sample_lcm_upscale, {
+            "total_upscale": scale_ratio, "upscale_method": upscale_method,
+            "upscale_steps": None if scale_steps < 0 else scale_steps}))
+
+
 # -- model patches ---------------------------------------------------------------------------------------
 
 
@@ -331,7 +584,10 @@ class RescaleCFG(Node):
 
 NODES: tuple[type[Node], ...] = (
     SamplerCustom, DisableNoise, SDTurboScheduler, KarrasScheduler, ExponentialScheduler, PolyexponentialScheduler,
-    ManualSigmas, SplitSigmas, SplitSigmasDenoise, FlipSigmas, SamplerDPMPP_2M_SDE, SamplerDPMPP_3M_SDE,
-    SamplerDPMPP_SDE, SamplerDPMPP_2S_Ancestral, SamplerEulerAncestral, SamplerLMS, ModelSamplingDiscrete,
-    ModelSamplingContinuousEDM, RescaleCFG,
+    AlignYourStepsScheduler, BetaSamplingScheduler, LaplaceScheduler, VPScheduler,
+    ManualSigmas, SplitSigmas, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, ExtendIntermediateSigmas,
+    SamplingPercentToSigma, SamplerDPMPP_2M_SDE, SamplerDPMPP_3M_SDE,
+    SamplerDPMPP_SDE, SamplerDPMPP_2S_Ancestral, SamplerEulerAncestral, SamplerLMS, SamplerEulerAncestralCFGPP,
+    SamplerEulerCFGpp, SamplerDPMAdaptative, SamplerER_SDE, SamplerSASolver, SamplerSEEDS2, SamplerLCMUpscale,
+    ModelSamplingDiscrete, ModelSamplingContinuousEDM, RescaleCFG,
 )

@@ -206,6 +206,31 @@ def sample_lcm(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: An
     return x
 
 
+def sample_lcm_upscale(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
+                       callback: Callback = None, generator: torch.Generator | None = None,
+                       total_upscale: float = 2.0, upscale_method: str = "bislerp",
+                       upscale_steps: int | None = None) -> torch.Tensor:
+    """LCM sampling that enlarges the latent between steps (ComfyUI's SamplerLCMUpscale): after step i < k the x0
+    prediction is resized to scale u_i of the input size, u = linspace(1, total_upscale, k + 1)[1:],
+    k = upscale_steps (default len(sigmas) // 2), then re-noised: x' = a' resize(x0) + s' z. The output is
+    total_upscale times larger than the input when k < steps."""
+    from fewstep.nodes.core.latent_ops import scale_latent
+
+    k = max(len(sigmas) // 2 + 1, 2) - 1 if upscale_steps is None else min(upscale_steps + 1, len(sigmas) + 1) - 1
+    scales = torch.linspace(1.0, total_upscale, k + 1, dtype=torch.float64)[1:].tolist()
+    height, width = x.shape[-2:]
+    for i in range(len(sigmas) - 1):
+        x0 = denoiser(x, sigmas[i], cond)
+        _report(callback, i, x, sigmas, x0)
+        x = x0
+        if i < len(scales):
+            x = scale_latent(x0, upscale_method, round(width * scales[i]), round(height * scales[i]), "disabled")
+            x = x.to(x0.dtype)
+        if float(sigmas[i + 1]) > 0:
+            x = _alpha(denoiser, sigmas[i + 1]) * x + sigmas[i + 1] * _noise(x, generator)
+    return x
+
+
 def sample_tcd(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
                callback: Callback = None, generator: torch.Generator | None = None,
                gamma: float = 0.3) -> torch.Tensor:
@@ -621,7 +646,8 @@ def _er_noise_scaler(lam: torch.Tensor) -> torch.Tensor:
 
 def sample_er_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
                   callback: Callback = None, generator: torch.Generator | None = None,
-                  s_noise: float = 1.0, max_stage: int = 3) -> torch.Tensor:
+                  s_noise: float = 1.0, max_stage: int = 3,
+                  noise_scaler: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Extended reverse-time SDE solver (Cui et al. 2023, "Elucidating the solution space of extended
     reverse-time SDE for diffusion models", ER-SDE-Solver-3; ComfyUI ``er_sde``). With lambda = sigma / a
     (noise-to-signal), s(.) the noise scale function and r = s(lambda') / s(lambda):
@@ -630,7 +656,9 @@ def sample_er_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond:
            + a' (dl^2 / 2 + S2 s(lambda')) D2    D2 = second divided difference          (stage 3)
            + a' sqrt(lambda'^2 - lambda^2 r^2) z,
     S1 = int 1/s, S2 = int (l - lambda)/s over [lambda', lambda], by a 200-point Riemann sum from lambda'
-    as ComfyUI; stage min(max_stage, i + 1); x0 on the last step."""
+    as ComfyUI; stage min(max_stage, i + 1); x0 on the last step. ``noise_scaler`` replaces s(.) (ComfyUI's
+    SamplerER_SDE: s(l) = l^(eta + 1) is the reverse-time SDE, s(l) = l with s_noise 0 the ODE)."""
+    scaler = _er_noise_scaler if noise_scaler is None else noise_scaler
     points = torch.arange(0, 200, dtype=torch.float32)
     lams = sigmas / _alpha(denoiser, sigmas)
     x0_old = d_old = None
@@ -644,19 +672,19 @@ def sample_er_sde(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond:
         else:
             lam, lam_next = lams[i], lams[i + 1]
             a, a_next = _alpha(denoiser, sigma), _alpha(denoiser, sigma_next)
-            r = _er_noise_scaler(lam_next) / _er_noise_scaler(lam)
+            r = scaler(lam_next) / scaler(lam)
             x = (a_next / a) * r * x + a_next * (1 - r) * x0
             if stage >= 2:
                 dl = lam_next - lam
                 step = -dl / 200.0
                 pos = lam_next + points.to(lams.device) * step
-                scaled = _er_noise_scaler(pos)
+                scaled = scaler(pos)
                 d1 = (x0 - x0_old) / (lam - lams[i - 1])
-                x = x + a_next * (dl + (1 / scaled).sum() * step * _er_noise_scaler(lam_next)) * d1
+                x = x + a_next * (dl + (1 / scaled).sum() * step * scaler(lam_next)) * d1
                 if stage >= 3:
                     s_u = ((pos - lam) / scaled).sum() * step
                     d2 = (d1 - d_old) / ((lam - lams[i - 2]) / 2)
-                    x = x + a_next * (dl**2 / 2 + s_u * _er_noise_scaler(lam_next)) * d2
+                    x = x + a_next * (dl**2 / 2 + s_u * scaler(lam_next)) * d2
                 d_old = d1
             if s_noise > 0:
                 std = (lam_next**2 - lam**2 * r**2).sqrt().nan_to_num(nan=0.0)

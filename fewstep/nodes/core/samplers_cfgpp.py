@@ -177,3 +177,16 @@ def sample_gradient_estimation_cfg_pp(denoiser: Any, x: torch.Tensor, sigmas: to
                 x = x + (ge_gamma - 1) * (d - d_prev) * (sigma_next - sigma)
         d_prev = d
     return x
+
+
+def sample_euler_cfg_pp_alternative(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
+                                    callback: Callback = None,
+                                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """The "alternative" Euler CFG++ of ComfyUI's SamplerEulerCFGpp (its ``sample_euler_pp``): plain Euler
+    x' = x + (s' - s) d with d = (x - 2 D_g + D_u) / s, the slope of the guided prediction reflected
+    through the unconditional one (a = 1). It is not in the KSampler list."""
+    for i in range(len(sigmas) - 1):
+        x0, x0_u = guided_and_uncond(denoiser, x, sigmas[i], cond)
+        report(callback, i, x, sigmas, x0)
+        x = x + (sigmas[i + 1] - sigmas[i]) * (x - 2 * x0 + x0_u) / sigmas[i]
+    return x

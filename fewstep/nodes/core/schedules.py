@@ -160,6 +160,85 @@ def kl_optimal(schedule: Schedule, n: int) -> torch.Tensor:
     return _append_zero(sigmas)
 
 
+# Align Your Steps (Sabour et al. 2024, "Align Your Steps: optimizing sampling schedules in diffusion models",
+# the published 10-step schedules at https://research.nvidia.com/labs/toronto-ai/AlignYourSteps/howto.html;
+# ComfyUI's AlignYourStepsScheduler): optimised for SD1.5, SDXL (both in SD's sigma range) and SVD.
+AYS_NOISE_LEVELS: dict[str, tuple[float, ...]] = {
+    "SD1": (14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+            0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582),
+    "SDXL": (14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+             0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582),
+    "SVD": (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
+}
+
+
+def loglinear_interp(sigmas: Sequence[float], n: int) -> torch.Tensor:
+    """n points of a decreasing sigma list, piecewise linear in log sigma over a uniform [0, 1] grid (the AYS
+    authors' recipe for step counts other than the published one): both ends are kept."""
+    logs = torch.tensor(list(sigmas), dtype=torch.float64).log().flip(0)            # increasing
+    grid = torch.linspace(0, 1, n, dtype=torch.float64) * (len(logs) - 1)           # in source intervals
+    lower = grid.floor().long().clamp(max=len(logs) - 2)
+    frac = grid - lower
+    return (logs[lower] + frac * (logs[lower + 1] - logs[lower])).exp().flip(0)
+
+
+def align_your_steps(model_type: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """AYS sigmas [k + 1] ending in 0: the published 10-step list for ``model_type``, log-linearly
+    interpolated to steps + 1 points, of which the last round(steps denoise) + 1 are kept (img2img starts
+    part way down) and the final one set to 0; denoise <= 0 gives an empty list (as ComfyUI)."""
+    if model_type not in AYS_NOISE_LEVELS:
+        raise ValueError(f"Align Your Steps has schedules for {sorted(AYS_NOISE_LEVELS)}, not {model_type!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if denoise <= 0.0:
+        return torch.zeros(0)
+    kept = steps if denoise >= 1.0 else round(steps * denoise)
+    levels = AYS_NOISE_LEVELS[model_type]
+    sigmas = torch.tensor(levels, dtype=torch.float64) if steps + 1 == len(levels) else \
+        loglinear_interp(levels, steps + 1)
+    sigmas = sigmas[-(kept + 1):].clone()
+    sigmas[-1] = 0.0
+    return sigmas.float()
+
+
+def vp_sigmas(n: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+    """The continuous VP schedule (Song et al. 2021, SDE paper, eq. 33; k-diffusion ``get_sigmas_vp``):
+    t uniform from 1 to eps_s, sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1); then 0."""
+    t = torch.linspace(1, eps_s, n, dtype=torch.float64)
+    return _append_zero(torch.special.expm1(beta_d * t**2 / 2 + beta_min * t).sqrt())
+
+
+def laplace_sigmas(n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:
+    """The Laplace schedule (Hang et al. 2024, "Improved noise schedule for diffusion training"; ComfyUI's
+    LaplaceScheduler): log sigma follows the Laplace(mu, beta) quantile function at n uniform points of
+    [0, 1] (1e-5 keeps the ends finite), clamped to [sigma_min, sigma_max]. As ComfyUI, no 0 is appended."""
+    u = torch.linspace(0, 1, n, dtype=torch.float64)
+    log_sigma = mu - beta * torch.sign(0.5 - u) * torch.log(1 - 2 * (0.5 - u).abs() + 1e-5)
+    return log_sigma.exp().clamp(sigma_min, sigma_max).float()
+
+
+def extend_intermediate(sigmas: torch.Tensor, steps: int, start_at_sigma: float, end_at_sigma: float,
+                        spacing: str) -> torch.Tensor:
+    """ComfyUI's ExtendIntermediateSigmas: every step whose start sigma lies in [end_at_sigma, start_at_sigma]
+    (start < 0: no upper bound) is split into ``steps`` sub-steps at s + f(u) (s' - s), u = 1/steps, ...,
+    (steps - 1)/steps, with f(u) = u ("linear"), sin(pi u / 2) ("cosine") or 1 - cos(pi u / 2) ("sine")."""
+    shapes = {"linear": lambda u: u, "cosine": lambda u: torch.sin(u * math.pi / 2),
+              "sine": lambda u: 1 - torch.cos(u * math.pi / 2)}
+    if spacing not in shapes:
+        raise ValueError(f"spacing must be one of {sorted(shapes)}, got {spacing!r}")
+    upper = float("inf") if start_at_sigma < 0 else start_at_sigma
+    fractions = shapes[spacing](torch.linspace(0, 1, steps + 1, dtype=torch.float64)[1:-1])
+    out: list[float] = []
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        out.append(sigma)
+        if end_at_sigma <= sigma <= upper:
+            out.extend((sigma + fractions * (sigma_next - sigma)).tolist())
+    if len(sigmas) > 0:
+        out.append(float(sigmas[-1]))
+    return torch.tensor(out, dtype=torch.float32)
+
+
 SchedulerFn = Callable[[Schedule, int], torch.Tensor]
 
 # ComfyUI's scheduler names (comfy/samplers.py SCHEDULER_NAMES) that we implement.
