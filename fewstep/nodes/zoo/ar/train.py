@@ -66,15 +66,16 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # one H100, shared with other jobs: ~2.5 min per model (measured in bench/zoo/results/ar_gpu.json)
+    # one H100, shared with other jobs: 140 s per model (planned; not run yet, see the model cards)
     "gpu": Preset(VQConfig(codebook_size=1024), 4096, 8192, 6,
                   ARConfig(), Recipe(steps=40_000, batch_size=256, lr=1e-3, warmup=300, seconds=140),
                   MARConfig(), Recipe(steps=40_000, batch_size=256, lr=1e-3, warmup=300, seconds=140)),
-    # the CPU demo of this checkout: minutes on 2 cores, smaller models
+    # the CPU demo shipped from this checkout: one thread of a shared 2-core machine, 10 min per model
     "cpu": Preset(VQConfig(codebook_size=512), 2048, 8192, 2,
-                  ARConfig(vocab_size=512, dim=96, n_layers=4, n_heads=4), Recipe(steps=1500, batch_size=64, warmup=100, seconds=480),
-                  MARConfig(dim=96, n_layers=3, n_heads=4, head_width=128),
-                  Recipe(steps=1500, batch_size=64, warmup=100, seconds=480)),
+                  ARConfig(vocab_size=512, dim=96, n_layers=4, n_heads=4),
+                  Recipe(steps=100_000, batch_size=32, lr=2e-3, warmup=50, seconds=600),
+                  MARConfig(dim=96, n_layers=3, n_heads=4, head_width=128, head_blocks=2),
+                  Recipe(steps=100_000, batch_size=32, lr=2e-3, warmup=50, seconds=600)),
     # smoke test of the driver
     "tiny": Preset(VQConfig(codebook_size=64), 256, 256, 1,
                    ARConfig(vocab_size=64, dim=32, n_layers=1, n_heads=2), Recipe(steps=3, batch_size=8, warmup=1),
