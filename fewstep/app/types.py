@@ -69,7 +69,12 @@ MESH = DataType(
     "{name: Mesh} in rest pose, .joints tuple of Joint (revolute | prismatic; axis, origin, limits, parent, child).",
 )
 TRIPLANE = DataType("TRIPLANE", "dict: 'planes' -> tensor [3, C, R, R] (xy, xz, yz feature planes), 'decoder' -> nn.Module.")
-AR_MODEL = DataType("AR_MODEL", "an autoregressive image-token model wrapper with .sample(prompt_tokens, steps).")
+AR_MODEL = DataType(
+    "AR_MODEL",
+    "fewstep.nodes.core.ar.bundle.ARModelBundle: kind ('ar' = next-token ARTransformer over VQ token ids | 'mar' "
+    "= masked-AR MARModel over continuous tokens), model, tokenizer (VQTokenizer, images [B,3,64,64] <-> [B,64] "
+    "tokens), name; sampled by fewstep.nodes.core.ar.sampling.sample_ar / sample_mar (ARSampler / MARSampler).",
+)
 QUANT_CONFIG = DataType(
     "QUANT_CONFIG",
     "dict: 'weight_bits' -> {layer_name: int}, 'act_bits' -> {layer_name: int}, 'keep_fp' -> list[str], "
