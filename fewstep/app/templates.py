@@ -134,8 +134,6 @@ def _frontend_entries(port: Input) -> list[Any]:
 def _estimate_size(schema: Schema, title: str) -> list[int]:
     if schema.node_id in ("SaveImage", "PreviewImage"):
         return list(IMAGE_SINK_SIZE)
-    if schema.node_id in VIEWER_3D_NODES:
-        return list(VIEWER_3D_SIZE)
     slots = max(sum(1 for p in schema.inputs if not p.is_widget), len(schema.outputs))
     widgets = [p for p in schema.inputs if p.is_widget]
     height = slots * SLOT_HEIGHT + 10
@@ -143,7 +141,10 @@ def _estimate_size(schema: Schema, title: str) -> list[int]:
     for port in widgets:   # a seed control or upload button is a widget row of its own
         height += (MULTILINE_HEIGHT if port.multiline else WIDGET_HEIGHT) + WIDGET_HEIGHT * len(_frontend_entries(port))
     width = int(max(len(t) for t in texts) * CHAR_WIDTH) + WIDTH_PAD
-    return [min(max(width, MIN_WIDTH), MAX_WIDTH), height + 10]
+    size = [min(max(width, MIN_WIDTH), MAX_WIDTH), height + 10]
+    if schema.node_id in VIEWER_3D_NODES:   # the viewer's minimum; a long title still widens the node
+        size = [max(size[0], VIEWER_3D_SIZE[0]), max(size[1], VIEWER_3D_SIZE[1])]
+    return size
 
 
 def _columns(prompt: dict[str, dict[str, Any]]) -> dict[str, int]:
