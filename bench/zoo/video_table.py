@@ -54,15 +54,44 @@ def measure(clip_count: int, steps: list[int], device: str, shift: float, cfg: f
 
 
 def from_report(path: Path) -> dict[str, Any]:
-    """The table of a training run's report.json (its held-out eval; FD-EffNet only if that run had it)."""
+    """The table of a training run's report.json (its held-out eval). Where the run also saved its clips
+    (``eval_clips.npz`` beside the report) and FD-EffNet is missing, it is measured here on those clips."""
     report = json.loads(path.read_text())
     ev = report["eval"]
-    rows = {"real renders": ev["reference"]}
-    rows |= {f"Euler {v['steps']} steps": v for k, v in ev.items() if k.startswith("euler_")}
+    rows = {"real renders": dict(ev["reference"])}
+    rows |= {f"Euler {v['steps']} steps": dict(v) for k, v in ev.items() if k.startswith("euler_")}
     cfg = report["config"]
+    clips_file = path.parent / "eval_clips.npz"
+    if clips_file.is_file() and "fd_effnet_frames" not in rows["real renders"]:
+        _add_fd_effnet(rows, clips_file, cfg)
     return {"rows": rows, "clips": cfg["eval_clips"], "frames": 8, "shift": cfg["eval_shift"], "cfg": cfg["eval_cfg"],
-            "seed": cfg["seed"], "device": report.get("device", "?"), "model": "training run " + str(path),
-            "date": report.get("finished", "?")}
+            "seed": cfg["seed"], "device": report.get("device", "?"), "model": "training run " + path.parent.name,
+            "date": report.get("finished", "?"), "dit": report.get("parameters")}
+
+
+def _add_fd_effnet(rows: dict[str, dict[str, Any]], clips_file: Path, cfg: dict[str, Any]) -> None:
+    """Per-frame FD-EffNet of the saved clips against the saved reference (real renders of the same captions);
+    the real-render row re-renders the second draw of starts exactly as ``evaluate_reference`` does."""
+    import random
+
+    import numpy as np
+
+    from fewstep.nodes.core.metrics import fd_effnet
+    from fewstep.nodes.zoo.effnet import load_efficientnet_lite0
+    from fewstep.nodes.zoo.video import clips
+    from fewstep.nodes.zoo.video import evaluate as ev
+
+    saved = np.load(clips_file)
+    effnet = load_efficientnet_lite0()
+    frames = lambda a: torch.from_numpy(np.asarray(a)).flatten(0, 1).float() / 255.0  # noqa: E731
+    reference = frames(saved["reference"])
+    specs = ev.heldout_specs(cfg["eval_clips"], clips.FRAMES, cfg["seed"])
+    rng = random.Random("reference:1")
+    again = [clips.sample_start(s.shape, s.colour, s.size, s.motion, s.frames, rng) for s in specs]
+    rows["real renders"]["fd_effnet_frames"] = fd_effnet(frames(ev.render_specs(again).numpy()), reference, effnet)
+    for key in saved.files:
+        if key.startswith("euler_"):
+            rows[f"Euler {key.split('_')[1]} steps"]["fd_effnet_frames"] = fd_effnet(frames(saved[key]), reference, effnet)
 
 
 def markdown(table: dict[str, Any]) -> str:

@@ -111,10 +111,10 @@ def evaluate_reference(specs: list[clips.ClipSpec], reference: torch.Tensor, *, 
     return evaluate_clips(render_specs(again), again, probe=probe, featnet=featnet, reference=reference, effnet=effnet)
 
 
-def evaluate_model(model: Any, specs: list[clips.ClipSpec], *, steps: int, shift: float, cfg: float,
-                   probe: Any, featnet: ClipFeatureNet, reference: torch.Tensor, effnet: Any = None,
-                   seed: int = 0, batch: int = 16, sampler: str = "flow_euler") -> dict[str, float]:
-    """Generate one clip per spec (its caption) with ``model`` and measure it; adds seconds per clip."""
+def generate_clips(model: Any, specs: list[clips.ClipSpec], *, steps: int, shift: float, cfg: float, seed: int = 0,
+                   batch: int = 16, sampler: str = "flow_euler") -> tuple[torch.Tensor, float]:
+    """One clip per spec (its caption), batches seeded ``seed + first index``: (frames ``[N, T, 64, 64, 3]``
+    float in 0..1, seconds per clip)."""
     from fewstep.nodes.zoo.video.model import generate
 
     t0, parts = time.time(), []
@@ -123,7 +123,15 @@ def evaluate_model(model: Any, specs: list[clips.ClipSpec], *, steps: int, shift
         frames, _ = generate(model, [s.caption() for s in chunk], frames=chunk[0].frames, steps=steps, shift=shift,
                              cfg=cfg, seed=seed + i, sampler=sampler)
         parts.append(frames)
-    seconds = time.time() - t0
-    out = evaluate_clips(torch.cat(parts), specs, probe=probe, featnet=featnet, reference=reference, effnet=effnet)
+    return torch.cat(parts), (time.time() - t0) / max(len(specs), 1)
+
+
+def evaluate_model(model: Any, specs: list[clips.ClipSpec], *, steps: int, shift: float, cfg: float,
+                   probe: Any, featnet: ClipFeatureNet, reference: torch.Tensor, effnet: Any = None,
+                   seed: int = 0, batch: int = 16, sampler: str = "flow_euler") -> dict[str, float]:
+    """Generate one clip per spec with ``model`` (:func:`generate_clips`) and measure it."""
+    frames, seconds = generate_clips(model, specs, steps=steps, shift=shift, cfg=cfg, seed=seed, batch=batch,
+                                     sampler=sampler)
+    out = evaluate_clips(frames, specs, probe=probe, featnet=featnet, reference=reference, effnet=effnet)
     return {**out, "steps": steps, "shift": shift, "cfg": cfg, "sampler": sampler, "clips": len(specs),
-            "seconds_per_clip": seconds / max(len(specs), 1)}
+            "seconds_per_clip": seconds}

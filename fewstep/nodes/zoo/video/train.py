@@ -293,8 +293,11 @@ def build_sets(rendered: dict[int, tuple[torch.Tensor, list[clips.ClipSpec]]], m
 
 
 def evaluate_stage(cfg: VideoTrainConfig, model: VideoModel, featnet: ClipFeatureNet, device: torch.device,
-                   use_effnet: bool) -> dict:
-    """Held-out quality of ``model`` at each of ``cfg.eval_steps`` Euler steps, plus the real-clip floor."""
+                   use_effnet: bool, out_dir: Path | None = None) -> dict:
+    """Held-out quality of ``model`` at each of ``cfg.eval_steps`` Euler steps, plus the real-clip floor.
+
+    With ``out_dir``, the clips are also saved (``eval_clips.npz``, uint8: ``reference`` and ``euler_<n>``) so
+    that FD-EffNet can be measured later where the EfficientNet package is installed."""
     from fewstep.nodes.zoo.builtin import load_probe
     from fewstep.nodes.zoo.video import evaluate as ev
 
@@ -308,11 +311,17 @@ def evaluate_stage(cfg: VideoTrainConfig, model: VideoModel, featnet: ClipFeatur
     reference = ev.render_specs(specs)
     out = {"reference": ev.evaluate_reference(specs, reference, probe=probe, featnet=featnet, effnet=effnet),
            "features_heldout": feature_accuracy(featnet, reference, specs)}
+    kept = {"reference": reference.numpy()}
     for steps in cfg.eval_steps:
-        out[f"euler_{steps}"] = ev.evaluate_model(model, specs, steps=steps, shift=cfg.eval_shift, cfg=cfg.eval_cfg,
-                                                  probe=probe, featnet=featnet, reference=reference, effnet=effnet,
-                                                  seed=cfg.seed)
+        frames, seconds = ev.generate_clips(model, specs, steps=steps, shift=cfg.eval_shift, cfg=cfg.eval_cfg,
+                                            seed=cfg.seed)
+        metrics = ev.evaluate_clips(frames, specs, probe=probe, featnet=featnet, reference=reference, effnet=effnet)
+        out[f"euler_{steps}"] = {**metrics, "steps": steps, "shift": cfg.eval_shift, "cfg": cfg.eval_cfg,
+                                 "sampler": "flow_euler", "clips": len(specs), "seconds_per_clip": seconds}
+        kept[f"euler_{steps}"] = (frames * 255).round().byte().numpy()
         log.info("eval %d steps: %s", steps, out[f"euler_{steps}"])
+        if out_dir is not None:
+            np.savez_compressed(out_dir / "eval_clips.npz", **kept)
     return out
 
 
@@ -363,7 +372,7 @@ def run(cfg: VideoTrainConfig, out: Path, text: TokenEncoder, device: torch.devi
     dit, report["dit"] = train_dit(cfg, sets, model, captions, device)
     report["parameters"] = sum(p.numel() for p in dit.parameters())
     save_outputs(out, cfg, report, dit, featnet)
-    report["eval"] = evaluate_stage(cfg, model, featnet, device, use_effnet)
+    report["eval"] = evaluate_stage(cfg, model, featnet, device, use_effnet, out)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     save_outputs(out, cfg, report, dit, featnet)
     return report
