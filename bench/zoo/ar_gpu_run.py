@@ -86,6 +86,12 @@ def evaluate(tok: VQTokenizer, ar: torch.nn.Module, mar: torch.nn.Module, held: 
     return rows, {"ar_tokens": tokens.to(torch.int16).cpu(), "mar_latents": latents.half().cpu()}
 
 
+def _summary(preset: str, device: torch.device, log: list[dict[str, float]]) -> dict[str, object]:
+    last = log[-1] if log else {}
+    return {"preset": preset, "device": str(device), "steps": last.get("step"), "seconds": last.get("seconds"),
+            "final_loss": last.get("loss"), "date": time.strftime("%Y-%m-%d", time.gmtime())}
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     preset = train.PRESETS[args.preset]
@@ -96,16 +102,17 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     t0 = time.perf_counter()
     train_set, held = _caption_sets(args.cache, preset, args.n_eval)
     tok = train.fit_vq(train_set.scenes[: preset.vq_images], preset.vq, device=device)
-    builtin.save_model(tok, "vq", args.out, {"train_scenes": preset.vq_images})
+    builtin.save_model(tok, "vq", args.out, {"training": {"preset": args.preset, "device": str(device),
+                                                          "train_scenes": preset.vq_images}})
     tokens, latents = train.encode_dataset(tok, train_set.scenes, preset.variants)
     report["data_seconds"] = time.perf_counter() - t0
     LOG.info("tokenizer + data: %.0f s", report["data_seconds"])
     ar, report["ar_log"] = train.train_ar(tokens, train_set, replace(preset.ar, vocab_size=preset.vq.codebook_size),
                                           preset.ar_recipe, device)
-    builtin.save_model(ar, "ar", args.out, {"train_log": report["ar_log"][-1:]})
+    builtin.save_model(ar, "ar", args.out, {"training": _summary(args.preset, device, report["ar_log"])})
     mar_cfg = replace(preset.mar, token_dim=preset.vq.dim, token_scale=float(tok.latent_std))
     mar, report["mar_log"] = train.train_mar(latents, train_set, mar_cfg, preset.mar_recipe, device)
-    builtin.save_model(mar, "mar", args.out, {"train_log": report["mar_log"][-1:]})
+    builtin.save_model(mar, "mar", args.out, {"training": _summary(args.preset, device, report["mar_log"])})
     # evaluate the saved files (fp16 round trip included), as a user would load them
     tok = builtin.load_tokenizer(args.out, device)
     ar, mar = builtin.load_ar(args.out, device), builtin.load_mar(args.out, device)
