@@ -13,18 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from fewstep.app.api import custom_type
 from fewstep.nodes.core.ar.nodes import BUILTIN_AR_MODELS
 from fewstep.nodes.zoo.ar.models import ARTransformer, MARModel
 from fewstep.nodes.zoo.ar.tokenizer import VQTokenizer
 
-AR_TOKENIZER = custom_type("AR_TOKENIZER", "fewstep.nodes.zoo.ar.tokenizer.VQTokenizer: images [B,3,64,64] <-> "
-                                           "token grids (encode/decode, encode_continuous/decode_continuous).")
-AR_TOKENS = custom_type("AR_TOKENS", "fewstep.nodes.core.ar.bundle.ARTokens: .tokens long [B, L] (discrete) or "
-                                     ".latents float [B, L, D] (continuous, tokenizer units); exactly one is set.")
-HEAD_STEP_SCHEDULE = custom_type("HEAD_STEP_SCHEDULE", "callable (iteration: int, iterations: int) -> int: diffusion "
-                                                       "steps of a MAR head at each AR iteration "
-                                                       "(fewstep.nodes.core.ar.sampling.HeadStepSchedule).")
+AR_TOKENIZER = "AR_TOKENIZER"
+AR_TOKENS = "AR_TOKENS"
+HEAD_STEP_SCHEDULE = "HEAD_STEP_SCHEDULE"
 
 
 @dataclass
