@@ -75,6 +75,17 @@ AR_MODEL = DataType(
     "= masked-AR MARModel over continuous tokens), model, tokenizer (VQTokenizer, images [B,3,64,64] <-> [B,64] "
     "tokens), name; sampled by fewstep.nodes.core.ar.sampling.sample_ar / sample_mar (ARSampler / MARSampler).",
 )
+DD_PAIRS = DataType(
+    "DD_PAIRS",
+    "fewstep.nodes.dd.pairs.PairStore: a folder of Distilled Decoding pairs (noise [L, D] -> the AR teacher's "
+    "tokens [L] through the flow map, caption index) in safetensors shards, with manifest.json, prompts.json and "
+    "conds.safetensors; .load(), .conds(), .prompts().",
+)
+DD_MODEL = DataType(
+    "DD_MODEL",
+    "fewstep.nodes.dd.graph.DDBundle: .generator (DDGenerator: noise [B, L, D] -> all L tokens in one pass), "
+    ".tokenizer (the teacher's VQ tokenizer), .t_list (trained starts, e.g. (0, 24): 1 or 2 steps), .cfg, .name.",
+)
 QUANT_CONFIG = DataType(
     "QUANT_CONFIG",
     "dict: 'weight_bits' -> {layer_name: int}, 'act_bits' -> {layer_name: int}, 'keep_fp' -> list[str], "
@@ -99,8 +110,8 @@ ENV = DataType(
 
 ALL_TYPES: tuple[DataType, ...] = (
     IMAGE, MASK, LATENT, CONDITIONING, MODEL, CLIP, VAE, SIGMAS, SAMPLER, NOISE, GUIDER, INT, FLOAT,
-    STRING, BOOLEAN, VIDEO, VIDEO_MODEL, MESH, TRIPLANE, AR_MODEL, QUANT_CONFIG, DATASET, TRAJECTORIES,
-    REWARD_MODEL, METRICS, POLICY, ENV,
+    STRING, BOOLEAN, VIDEO, VIDEO_MODEL, MESH, TRIPLANE, AR_MODEL, DD_PAIRS, DD_MODEL, QUANT_CONFIG, DATASET,
+    TRAJECTORIES, REWARD_MODEL, METRICS, POLICY, ENV,
 )
 
 
