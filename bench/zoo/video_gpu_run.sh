@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The built-in video model on one GPU (about 6 minutes on an H100 shared with other drivers), from the repo root:
 #     OUT=<dir> bash bench/zoo/video_gpu_run.sh          # TINY=1: a smoke-sized run (CPU is fine)
-# Trains the 3D-conv feature net (~40 s) and the video DiT (200 s), then evaluates on held-out captions at
+# Trains the 3D-conv feature net (~40 s) and the video DiT (250 s), then evaluates on held-out captions at
 # 50 / 10 / 5 Euler steps (python -m fewstep.nodes.zoo.video.train --preset gpu). Reads the MiniLM token
 # states from .gpu_cache/video/text_tokens.safetensors (written here by
 # `python -m fewstep.nodes.zoo.video.train --out x --write-text-cache .gpu_cache/video/text_tokens.safetensors`);

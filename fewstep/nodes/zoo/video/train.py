@@ -50,7 +50,7 @@ class VideoTrainConfig:
     dit_preset: str = "tiny"
     clips_per_length: int = 6000        # training clips rendered per clip length
     lengths: tuple[int, ...] = (8, 16)   # clip lengths (frames) trained on
-    dit_seconds: float = 200.0
+    dit_seconds: float = 250.0
     dit_batch: int = 128
     dit_lr: float = 4e-4
     warmup: int = 300
@@ -214,7 +214,7 @@ def train_features(cfg: VideoTrainConfig, sets: dict[int, dict], model: VideoMod
         frames = part["frames"][idx].to(device).float() / 255.0
         half = cfg.feat_batch // 2
         if half:
-            frames[:half] = model.decode(part["latents"][idx[:half]].float()).to(device)
+            frames[:half] = model.decode(part["latents"][idx[:half].to(device)].float()).to(device)
         target = {k: v[idx] for k, v in part["targets"].items()}
         with _autocast(device):
             loss = classification_loss(net, frames, target)
