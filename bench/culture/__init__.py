@@ -1,0 +1,1 @@
+"""Cultural accumulation benchmark (issue 22)."""
