@@ -160,6 +160,35 @@ class TextEncoder:
         states, pooled = self._weighted(0, text, None, True, None)
         return [[states.float(), {"pooled_output": pooled.float()}]]
 
+    def encode_sdxl(self, text_g: str, text_l: str) -> list[list[Any]]:
+        """SDXL CONDITIONING with separate prompts for OpenCLIP-G and CLIP-L (ComfyUI's CLIPTextEncodeSDXL):
+        ``[[states [1, 77 k, 768 + 1280], {"pooled_output": pooled from G}]]``; when one prompt needs more
+        77-token windows, the other encoder's states are padded with its empty-prompt window (as ComfyUI pads
+        the shorter token list with empty tokens)."""
+        import torch
+
+        from fewstep.nodes.core.loaders.lora import applied
+
+        if self.kind != "sdxl":
+            raise ValueError(f"CLIPTextEncodeSDXL needs an SDXL CLIP (CLIP-L + OpenCLIP-G), got a {self.kind!r} CLIP")
+        with torch.no_grad(), applied(self.patches):
+            states_l, _ = self._weighted(0, text_l, -2, False, "clip_l")
+            states_g, pooled = self._weighted(1, text_g, -2, False, "clip_g")
+            windows = max(states_l.shape[1], states_g.shape[1])
+            states_l = self._pad_windows(0, states_l, windows, "clip_l")
+            states_g = self._pad_windows(1, states_g, windows, "clip_g")
+        return [[torch.cat([states_l, states_g], dim=-1).float(), {"pooled_output": pooled.float()}]]
+
+    def _pad_windows(self, index: int, states: Any, length: int, key: str) -> Any:
+        """states [1, T, D] extended to [1, length, D] with the encoder's empty-prompt window [1, 77, D]."""
+        import torch
+
+        if states.shape[1] >= length:
+            return states
+        empty, _ = self._weighted(index, "", -2, False, key)
+        repeats = (length - states.shape[1]) // empty.shape[1]
+        return torch.cat([states, *([empty] * repeats)], dim=1)
+
     def _encode_sdxl(self, text: str) -> list[list[Any]]:
         import torch
 
