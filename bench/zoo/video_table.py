@@ -27,7 +27,7 @@ import torch
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "video-model.json"
 COLUMNS = (("frame_attribute_accuracy", "frame attribute acc.", "{:.3f}"), ("motion_accuracy", "motion acc.", "{:.3f}"),
            ("fd_clip3d", "FD-Clip3D", "{:.3f}"), ("fd_effnet_frames", "FD-EffNet (frames)", "{:.2f}"),
-           ("seconds_per_clip", "s / clip", "{:.2f}"))
+           ("seconds_per_clip", "s / clip (batched)", "{:.2f}"), ("latency_s", "s / clip (batch 1)", "{:.1f}"))
 
 
 def measure(clip_count: int, steps: list[int], device: str, shift: float, cfg: float, seed: int) -> dict[str, Any]:
@@ -94,6 +94,26 @@ def _add_fd_effnet(rows: dict[str, dict[str, Any]], clips_file: Path, cfg: dict[
             rows[f"Euler {key.split('_')[1]} steps"]["fd_effnet_frames"] = fd_effnet(frames(saved[key]), reference, effnet)
 
 
+def latency(steps: list[int], device: str, shift: float, cfg: float, repeats: int = 2) -> dict[int, float]:
+    """Best-of-``repeats`` wall seconds of one 8-frame clip (batch 1, CFG: two DiT rows per step, VAE decode
+    included; text encoding excluded) at each step count, on ``device`` with the torch threads it has."""
+    from fewstep.nodes.zoo.video.model import generate, load_video_model
+
+    model = load_video_model(device=device)
+    generate(model, ["a small red circle moving right"], steps=2, shift=shift, cfg=cfg)  # warm-up
+    out = {}
+    for n in steps:
+        times = []
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            generate(model, ["a small red circle moving right"], steps=n, shift=shift, cfg=cfg, seed=r)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        out[n] = min(times)
+    return out
+
+
 def markdown(table: dict[str, Any]) -> str:
     head = "| row | " + " | ".join(c[1] for c in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
@@ -103,6 +123,8 @@ def markdown(table: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"{table['clips']} held-out clips of {table['frames']} frames, shift {table['shift']:g}, "
                  f"CFG {table['cfg']:g}, seed {table['seed']}; {table['model']} on {table['device']}, {table['date']}.")
+    if "latency_device" in table:
+        lines.append(f"Batch-1 latency measured on {table['latency_device']}.")
     return "\n".join(lines)
 
 
@@ -116,12 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default cuda when present, else cpu)")
     p.add_argument("--from-report", type=Path, default=None, help="tabulate a training run's report.json instead")
+    p.add_argument("--latency", action="store_true",
+                   help="also time one clip at batch 1 per step count on --device (adds the last column)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.name} in "
                                                                   "bench/zoo/results; markdown beside it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     table = from_report(args.from_report) if args.from_report else measure(args.clips, args.steps, args.device,
                                                                           args.shift, args.cfg, args.seed)
+    if args.latency:
+        steps = args.steps
+        for n, seconds in latency(steps, args.device, args.shift, args.cfg).items():
+            table["rows"].setdefault(f"Euler {n} steps", {})["latency_s"] = seconds
+        table["latency_device"] = f"{args.device} ({torch.get_num_threads()} threads)"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(table, indent=1, default=str))
     text = markdown(table)
