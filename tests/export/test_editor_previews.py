@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
 from test_editor import (  # noqa: E402  (tests/browser holds the shared chromium helpers)
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.skipif(not HAVE_CHROMIUM, reason=f"chromium not found a
 
 
 @pytest.fixture(scope="module")
-def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     from fewstep.app.cache import CacheSet
     from fewstep.app.executor import Executor
     from fewstep.app.storage import JobStore
@@ -43,13 +44,28 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     registry = load_registry([], entry_points=False, builtin=True)
     app = create_app(config, registry, Executor(registry, CacheSet(config.cache), config.paths()),
                      JobStore(config.db_path))
-    yield from serve_in_thread(app, config.port)
+    for url in serve_in_thread(app, config.port):
+        yield url, config.paths().output_dir
 
 
-def test_mesh_template_and_saved_video_preview_in_the_editor(real_server: str, tmp_path: Path) -> None:
-    log = PageLog(real_server)
+def test_mesh_template_and_saved_video_preview_in_the_editor(real_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, output_dir = real_server
+    _write_articulated_glb(output_dir / "articulated" / "cabinet.glb")
+    log = PageLog(url)
     run_in_chromium(tmp_path / "chromium-profile", ARTIFACTS / "export-previews.png", log,
-                    lambda page: _scenario(page, real_server, log, tmp_path), timeout_ms=60_000)
+                    lambda page: _scenario(page, url, log, tmp_path), timeout_ms=60_000)
+
+
+def _write_articulated_glb(path: Path) -> None:
+    """A box with a hinged lid and a drawer as an animated GLB (what SaveGLB writes for an ArticulatedMesh)."""
+    from fewstep.nodes.core.mesh import ArticulatedMesh, Joint
+    from fewstep.nodes.core.mesh_io import save_articulated_glb
+    from fewstep.nodes.export.primitives import primitive_mesh
+
+    body, lid = primitive_mesh("cube", 16, 0.5, "grey"), primitive_mesh("cylinder", 16, 0.3, "red")
+    lid = lid.transformed(torch.eye(3), torch.tensor([0.0, 0.6, 0.0]))
+    joints = (Joint("hinge", "revolute", (1.0, 0.0, 0.0), (0.0, 0.4, -0.4), (0.0, 1.2), "body", "lid"),)
+    save_articulated_glb(ArticulatedMesh({"body": body, "lid": lid}, joints), path)
 
 
 def _write_clip_graph(folder: Path) -> Path:
@@ -94,6 +110,20 @@ def _scenario(page: Any, server: str, log: PageLog, folder: Path) -> None:
     # a GIF comes back as {"video": [ref]}: frontend/video.js shows it in an <img> (a <video> cannot play GIF)
     page.wait_for_function("""() => [...document.querySelectorAll('img.fewstep-video')].some(
         img => img.src.includes('.gif') && img.complete && img.naturalWidth === 64)""")
+    # an articulated (animated) GLB in the viewer through Preview3D's {"result": [path, ...]}
+    articulated = {"1": {"class_type": "Preview3D", "inputs": {"model_file": "articulated/cabinet.glb"}}}
+    (folder / "articulated.json").write_text(json.dumps(articulated))
+    assert page.locator("button[aria-label='Playback speed']").count() == 0   # none for the static torus
+    _open_graph_file(page, folder / "articulated.json", "Preview3D")
+    with page.expect_response(lambda r: "cabinet.glb" in r.url and r.status == 200):
+        page.click("[data-testid='queue-button']")
+    page.wait_for_function("""() => window.app.graph._nodes.find(n => n.type === 'Preview3D')
+        ?.widgets?.find(w => w.name === 'model_file')?.value === 'articulated/cabinet.glb'""")
+    # the viewer found the joint's node animation: it shows its animation controls (play, speed, clip), which
+    # it renders only for a model with animation clips
+    page.wait_for_selector("button[aria-label='Playback speed']", state="attached")
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "export-articulated.png"))
     assert log.page_errors == [], log.page_errors
     assert log.failed == [], log.failed
     assert log.external == [], log.external
