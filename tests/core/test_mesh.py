@@ -115,3 +115,12 @@ def test_posed_rotates_about_the_axis_through_the_origin_and_composes_down_the_t
     torch.testing.assert_close(posed["lid"].vertices[0], torch.tensor([1.0, 1.0, 0.0]), atol=1e-6, rtol=0)
     # the knob slides 0.5 along the lid's x axis, which the hinge turned to +y: (1, 1.5, 0)
     torch.testing.assert_close(posed["knob"].vertices[0], torch.tensor([1.0, 1.5, 0.0]), atol=1e-6, rtol=0)
+
+
+def test_articulated_mesh_pickles() -> None:
+    import pickle
+
+    joint = Joint("j", "prismatic", (0, 0, 1), (0, 0, 0), (0, 1), "a", "b")
+    articulated = ArticulatedMesh({"a": _tri(), "b": _tri()}, (joint,))
+    back = pickle.loads(pickle.dumps(articulated))
+    assert back.joints == (joint,) and torch.equal(back.parts["b"].vertices, articulated.parts["b"].vertices)

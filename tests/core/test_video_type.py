@@ -62,3 +62,11 @@ def test_bad_frames_are_refused_with_the_reason(frames: object, message: str) ->
 def test_bad_metadata_is_refused() -> None:
     with pytest.raises(ValueError, match="str to str"):
         Video(_frames(), 24, {"prompt": {"1": {}}})  # type: ignore[dict-item]
+
+
+def test_pickles_for_worker_processes() -> None:
+    import pickle
+
+    video = Video(_frames(), Fraction(30000, 1001), {"prompt": "{}"})
+    back = pickle.loads(pickle.dumps(video))
+    assert torch.equal(back.frames, video.frames) and back.fps == video.fps and dict(back.metadata) == {"prompt": "{}"}

@@ -185,6 +185,10 @@ class ArticulatedMesh:
         object.__setattr__(self, "joints", tuple(self.joints))
         _check_joint_tree(self.parts, self.joints)
 
+    def __reduce__(self) -> tuple[type[ArticulatedMesh], tuple[dict[str, Mesh], tuple[Joint, ...]]]:
+        """Pickle with a plain dict (the read-only mapping view itself cannot be pickled)."""
+        return ArticulatedMesh, (dict(self.parts), self.joints)
+
     def root(self) -> str:
         """The one part that is no joint's child."""
         children = {joint.child for joint in self.joints}

@@ -104,6 +104,10 @@ class Video:
     def get_frame_rate(self) -> Fraction:
         return self.fps
 
+    def __reduce__(self) -> tuple[type[Video], tuple[torch.Tensor, Fraction, dict[str, str]]]:
+        """Pickle with a plain dict (the read-only mapping view itself cannot be pickled)."""
+        return Video, (self.frames, self.fps, dict(self.metadata))
+
     def with_metadata(self, extra: Mapping[str, str]) -> Video:
         """The same clip with ``extra`` merged over its metadata."""
         return Video(self.frames, self.fps, {**self.metadata, **extra})
