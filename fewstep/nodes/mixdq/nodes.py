@@ -68,16 +68,21 @@ class MixDQCalibrate(Node):
     @classmethod
     def execute(cls, model: Any, guider: Any, sampler: Any, sigmas: torch.Tensor, latent: dict, seed: int,
                 weight_probe_bits: str, act_probe_bits: str, bos_aware: bool) -> NodeOutput:
+        from fewstep.nodes.core.threads import tiny_cpu_work
         from fewstep.nodes.mixdq.calibrate import calibrate
         from fewstep.nodes.mixdq.networks import make_runner, network_of
         from fewstep.nodes.mixdq.sensitivity import analyze
 
         net = network_of(model)
         runner = make_runner(model, guider, sampler, sigmas, latent, seed)
-        calib = calibrate(net, runner)
-        sens = analyze(net, runner, calib, weight_bits=_bits(weight_probe_bits, "weight_probe_bits"),
-                       act_bits=_bits(act_probe_bits, "act_probe_bits"), bos_aware=bos_aware,
-                       progress=lambda i, n: report_progress(i, n))
+        # one thread for tiny CPU work, as sampling does: the built-in UNet at batch 1 took 1.2 s of CPU per
+        # call on 2 threads of the busy 2-core machine (OpenMP workers spinning), which made the ~600 probe
+        # calls of a demo calibration run over 10 minutes
+        with tiny_cpu_work(next(net.parameters()).device, latent["samples"][0].numel()):
+            calib = calibrate(net, runner)
+            sens = analyze(net, runner, calib, weight_bits=_bits(weight_probe_bits, "weight_probe_bits"),
+                           act_bits=_bits(act_probe_bits, "act_probe_bits"), bos_aware=bos_aware,
+                           progress=lambda i, n: report_progress(i, n))
         return NodeOutput(sens.to_metrics())
 
 
