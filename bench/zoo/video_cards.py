@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fewstep.nodes.zoo.video.dit import PRESETS
+
 GPU_COMMAND = "OUT=DIR bash bench/zoo/video_gpu_run.sh   # = python -m fewstep.nodes.zoo.video.train --preset gpu"
 DATA = ("procedural clips from `fewstep/nodes/zoo/video/clips.py`: one shape of the zoo's scene vocabulary "
         "(5 shapes x 6 colours x 2 sizes) moving left / right / up / down (2.5 px per frame), bouncing (14 px hops, "
@@ -39,15 +41,25 @@ def _eval_table(ev: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def dit_card(report: dict[str, Any], hardware: str, command: str) -> str:
+DEMO_NOTE = ("**CPU demo training.** These weights come from a short run on a 2-core CPU shared with other jobs "
+             "(the `cpu` preset: a smaller DiT with 4x4 patches, a few hundred clips, minutes of training), so the "
+             "graphs run without a GPU. They are far from what the recipe can reach: the GPU recipe "
+             "(`OUT=DIR bash bench/zoo/video_gpu_run.sh`, the `tiny` DiT with 2x2 patches, 12,000 clips of 8 and 16 "
+             "frames) has not run yet.\n\n")
+
+
+def dit_card(report: dict[str, Any], hardware: str, command: str, demo: bool = False) -> str:
     cfg, dit, dev = report["config"], report["dit"], report.get("device", "?")
+    note = DEMO_NOTE if demo else ""
+    patch = PRESETS[cfg["dit_preset"]].patch
     return f"""# fewstep-tiny-video: the built-in text-to-video model
 
+{note}
 A rectified-flow video DiT ({report['parameters']:,} parameters, fp16) over the per-frame latents of
 `fewstep-tiny-vae` (64x64x3 -> 16x16x4 per frame), conditioned on all-MiniLM-L6-v2 token states.
-Architecture: `fewstep/nodes/zoo/video/dit.py` (config in `fewstep-tiny-video.json`): 2x2 patches (64 tokens
-per frame), full 3D self-attention over all (frame, h, w) tokens in frame-major order, cross-attention to the
-text tokens, factorised 3D position tables, adaLN-single timestep conditioning, diffusers `Attention` /
+Architecture: `fewstep/nodes/zoo/video/dit.py` (config in `fewstep-tiny-video.json`: preset
+`{cfg['dit_preset']}`, {patch}x{patch} patches), full 3D self-attention over all (frame, h, w) tokens in
+frame-major order, cross-attention to the text tokens, factorised 3D position tables, adaLN-single timestep conditioning, diffusers `Attention` /
 `FeedForward` / `Timesteps`. Each block's self-attention is a swappable `attention_fn` (for masked / sparse
 attention). Velocity prediction v = eps - x0, timestep input sigma * 1000; sample with
 `nodes.core.video_sampling` (Euler on the shifted schedule, shift {cfg['eval_shift']:g}, CFG {cfg['eval_cfg']:g}).
@@ -76,19 +88,21 @@ captions). Reproduce on the shipped weights with `fewstep bench video-model`.
 """
 
 
-def features_card(report: dict[str, Any], hardware: str, command: str) -> str:
+def features_card(report: dict[str, Any], hardware: str, command: str, demo: bool = False) -> str:
     f, acc = report["features"], report["eval"].get("features_heldout", {})
     accs = ", ".join(f"{k.replace('_accuracy', '')} {v:.3f}" for k, v in acc.items())
+    note = DEMO_NOTE if demo else ""
     return f"""# fewstep-tiny-video-features: the 3D-conv clip feature net (temporal FD)
 
+{note}
 Four strided 3D convolutions over `[B, 3, T, 64, 64]` clips, global average pooling to 64-d features, linear
 heads for motion (6), shape (5), colour (6) and size (2) (`fewstep/nodes/zoo/video/features.py`). Its features
 give FD-Clip3D, our stand-in for FVD (I3D weights are not available offline); values compare only between our
 own runs.
 
 ## Data and recipe
-{DATA}. Cross-entropy summed over the heads; half of each batch passed through the VAE (decoded clips read
-like renders). AdamW lr {f['lr']:g}, batch {f['batch']}, {f['steps']} steps in {f['seconds']:.0f} s on
+{DATA}. Cross-entropy summed over the heads; a share {report['config']['feat_vae_mix']:g} of each batch passed
+through the VAE (decoded clips read like renders). AdamW lr {f['lr']:g}, batch {f['batch']}, {f['steps']} steps in {f['seconds']:.0f} s on
 {report.get('device', '?')} ({hardware}); final loss {f['final_loss']:.4f}.
 
 Command: `{command}`.
@@ -107,10 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("weights", type=Path)
     p.add_argument("--hardware", required=True, help='e.g. "one H100" or "CPU demo, 2 shared cores"')
     p.add_argument("--command", default=GPU_COMMAND)
+    p.add_argument("--demo", action="store_true", help="label the weights as a CPU demo training")
     args = p.parse_args(argv)
     report = json.loads(args.report.read_text())
-    (args.weights / "fewstep-tiny-video.md").write_text(dit_card(report, args.hardware, args.command))
-    (args.weights / "fewstep-tiny-video-features.md").write_text(features_card(report, args.hardware, args.command))
+    dit = dit_card(report, args.hardware, args.command, args.demo)
+    (args.weights / "fewstep-tiny-video.md").write_text(dit)
+    feats = features_card(report, args.hardware, args.command, args.demo)
+    (args.weights / "fewstep-tiny-video-features.md").write_text(feats)
     return 0
 
 
