@@ -86,10 +86,42 @@ def evaluate(tok: VQTokenizer, ar: torch.nn.Module, mar: torch.nn.Module, held: 
     return rows, {"ar_tokens": tokens.to(torch.int16).cpu(), "mar_latents": latents.half().cpu()}
 
 
-def _summary(preset: str, device: torch.device, log: list[dict[str, float]]) -> dict[str, object]:
+def _summary(args: argparse.Namespace, device: torch.device, log: list[dict[str, float]]) -> dict[str, object]:
+    """What a model card needs of one training: preset, device, steps, time, loss, date, resumed-from."""
     last = log[-1] if log else {}
-    return {"preset": preset, "device": str(device), "steps": last.get("step"), "seconds": last.get("seconds"),
-            "final_loss": last.get("loss"), "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    before = {}
+    if args.resume is not None:  # steps of the run this one continued
+        for kind in ("ar", "mar"):
+            meta = builtin.read_meta(kind, args.resume).get("training", {}) if kind in builtin.available(args.resume) else {}
+            before[kind] = meta
+    return {"preset": args.preset, "device": str(device), "steps": last.get("step"), "seconds": last.get("seconds"),
+            "final_loss": last.get("loss"), "date": time.strftime("%Y-%m-%d", time.gmtime()),
+            "command": " ".join(sys.argv), "continued_from": before or None}
+
+
+def _tokenizer(args: argparse.Namespace, preset: train.Preset, train_set: captions.CaptionSet,
+               device: torch.device) -> VQTokenizer:
+    """The resumed run's tokenizer, or a fresh fit saved into ``--out``."""
+    if args.resume is not None:
+        tok = builtin.load_tokenizer(args.resume, device)
+        meta = builtin.read_meta("vq", args.resume).get("training", {})
+    else:
+        tok = train.fit_vq(train_set.scenes[: preset.vq_images], preset.vq, device=device)
+        meta = {"preset": args.preset, "device": str(device), "train_scenes": preset.vq_images,
+                "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    builtin.save_model(tok, "vq", args.out, {"training": meta})
+    return tok
+
+
+def _copy_untrained(args: argparse.Namespace) -> None:
+    """With ``--only``, the other model comes unchanged from ``--resume`` so ``--out`` is complete."""
+    import shutil
+
+    for kind in ("ar", "mar"):
+        if kind not in args.only and args.resume is not None and args.resume != args.out:
+            src = args.resume / builtin.KINDS[kind]
+            shutil.copy(src, args.out / src.name)
+            shutil.copy(src.with_suffix(".json"), args.out / src.with_suffix(".json").name)
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -101,18 +133,22 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         report["gpu"] = torch.cuda.get_device_name(device)
     t0 = time.perf_counter()
     train_set, held = _caption_sets(args.cache, preset, args.n_eval)
-    tok = train.fit_vq(train_set.scenes[: preset.vq_images], preset.vq, device=device)
-    builtin.save_model(tok, "vq", args.out, {"training": {"preset": args.preset, "device": str(device),
-                                                          "train_scenes": preset.vq_images}})
+    tok = _tokenizer(args, preset, train_set, device)
     tokens, latents = train.encode_dataset(tok, train_set.scenes, preset.variants)
     report["data_seconds"] = time.perf_counter() - t0
     LOG.info("tokenizer + data: %.0f s", report["data_seconds"])
-    ar, report["ar_log"] = train.train_ar(tokens, train_set, replace(preset.ar, vocab_size=preset.vq.codebook_size),
-                                          preset.ar_recipe, device)
-    builtin.save_model(ar, "ar", args.out, {"training": _summary(args.preset, device, report["ar_log"])})
-    mar_cfg = replace(preset.mar, token_dim=preset.vq.dim, token_scale=float(tok.latent_std))
-    mar, report["mar_log"] = train.train_mar(latents, train_set, mar_cfg, preset.mar_recipe, device)
-    builtin.save_model(mar, "mar", args.out, {"training": _summary(args.preset, device, report["mar_log"])})
+    if "ar" in args.only:
+        init = builtin.load_ar(args.resume, device) if args.resume else None
+        ar_cfg = init.config if init is not None else replace(preset.ar, vocab_size=preset.vq.codebook_size)
+        ar, report["ar_log"] = train.train_ar(tokens, train_set, ar_cfg, preset.ar_recipe, device, init)
+        builtin.save_model(ar, "ar", args.out, {"training": _summary(args, device, report["ar_log"])})
+    if "mar" in args.only:
+        init_mar = builtin.load_mar(args.resume, device) if args.resume else None
+        mar_cfg = init_mar.config if init_mar is not None else replace(
+            preset.mar, token_dim=preset.vq.dim, token_scale=float(tok.latent_std))
+        mar, report["mar_log"] = train.train_mar(latents, train_set, mar_cfg, preset.mar_recipe, device, init_mar)
+        builtin.save_model(mar, "mar", args.out, {"training": _summary(args, device, report["mar_log"])})
+    _copy_untrained(args)
     # evaluate the saved files (fp16 round trip included), as a user would load them
     tok = builtin.load_tokenizer(args.out, device)
     ar, mar = builtin.load_ar(args.out, device), builtin.load_mar(args.out, device)
@@ -132,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", choices=sorted(train.PRESETS), default="gpu")
     p.add_argument("--device", default="auto")
     p.add_argument("--n-eval", type=int, default=256, help="held-out captions evaluated")
+    p.add_argument("--resume", type=Path, default=None, help="continue from the models in this folder (its tokenizer)")
+    p.add_argument("--only", nargs="+", choices=["ar", "mar"], default=["ar", "mar"], help="models to train")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",

@@ -153,11 +153,11 @@ def test_ar_loss_falls_when_fitting_one_caption():
     torch.manual_seed(0)
     model = ARTransformer(TINY_AR)
     tokens, cond = torch.randint(0, 32, (1, 16)).expand(8, -1), torch.randn(1, 384).expand(8, -1)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     first = float(model.loss(tokens, cond).detach())
-    for _ in range(60):
+    for _ in range(25):
         loss = model.loss(tokens, cond, torch.Generator().manual_seed(0))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss.detach()) < 0.25 * first   # ln 32 = 3.47 -> memorised
+    assert float(loss.detach()) < 0.3 * first   # from ln 32 = 3.47 towards memorised (measured 0.014x)

@@ -173,11 +173,13 @@ def _batch_rows(n_rows: int, variants: int, batch: int, gen: torch.Generator,
 
 
 def train_ar(tokens: torch.Tensor, captions: CaptionSet, config: ARConfig, recipe: Recipe,
-             device: torch.device | str) -> tuple[ARTransformer, list[dict[str, float]]]:
-    """Train an ``ARTransformer`` on tokens ``[V, N, L]`` of the caption set's scenes."""
+             device: torch.device | str, init: ARTransformer | None = None) -> tuple[ARTransformer, list[dict[str, float]]]:
+    """Train an ``ARTransformer`` on tokens ``[V, N, L]`` of the caption set's scenes (from ``init`` when given)."""
     device = torch.device(device)
     torch.manual_seed(recipe.seed)
     model = ARTransformer(config).to(device)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     toks, cond = tokens.to(device).long(), captions.embeddings.to(device)
 
     def batch_loss(step: int, gen: torch.Generator) -> torch.Tensor:
@@ -188,11 +190,13 @@ def train_ar(tokens: torch.Tensor, captions: CaptionSet, config: ARConfig, recip
 
 
 def train_mar(latents: torch.Tensor, captions: CaptionSet, config: MARConfig, recipe: Recipe,
-              device: torch.device | str) -> tuple[MARModel, list[dict[str, float]]]:
-    """Train a ``MARModel`` on continuous tokens ``[V, N, L, D]`` of the caption set's scenes."""
+              device: torch.device | str, init: MARModel | None = None) -> tuple[MARModel, list[dict[str, float]]]:
+    """Train a ``MARModel`` on continuous tokens ``[V, N, L, D]`` of the caption set's scenes (from ``init``)."""
     device = torch.device(device)
     torch.manual_seed(recipe.seed)
     model = MARModel(config).to(device)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     lat, cond = latents.to(device).float(), captions.embeddings.to(device)
 
     def batch_loss(step: int, gen: torch.Generator) -> torch.Tensor:
