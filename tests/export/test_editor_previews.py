@@ -51,9 +51,13 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 def test_mesh_template_and_saved_video_preview_in_the_editor(real_server: tuple[str, Path], tmp_path: Path) -> None:
     url, output_dir = real_server
     _write_articulated_glb(output_dir / "articulated" / "cabinet.glb")
+    _write_articulated_glb(output_dir.parent / "input" / "3d" / "cabinet.glb")
     log = PageLog(url)
     run_in_chromium(tmp_path / "chromium-profile", ARTIFACTS / "export-previews.png", log,
                     lambda page: _scenario(page, url, log, tmp_path), timeout_ms=60_000)
+    # Load3D ran on the viewer's capture (uploaded to temp/threed/), not on a headless render
+    captured = sorted(p.name for p in (output_dir.parent / "temp" / "threed").glob("*.png"))
+    assert any(name.startswith("scene") for name in captured) and any("mask" in n for n in captured), captured
 
 
 def _write_articulated_glb(path: Path) -> None:
@@ -124,7 +128,26 @@ def _scenario(page: Any, server: str, log: PageLog, folder: Path) -> None:
     page.wait_for_selector("button[aria-label='Playback speed']", state="attached")
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "export-articulated.png"))
+    _load3d_captures_the_viewer(page, folder)
     assert log.page_errors == [], log.page_errors
     assert log.failed == [], log.failed
     assert log.external == [], log.external
     assert log.console_errors == [], log.console_errors
+
+
+def _load3d_captures_the_viewer(page: Any, folder: Path) -> None:
+    """Load3D in the editor: on Run the viewer's capture (screenshots uploaded to temp/) is its image input,
+    and our node turns it into IMAGE: a 96x80 view reaches PreviewImage."""
+    graph = {"1": {"class_type": "Load3D", "inputs": {"model_file": "3d/cabinet.glb", "image": {}, "width": 96,
+                                                      "height": 80}},
+             "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    (folder / "load3d.json").write_text(json.dumps(graph))
+    _open_graph_file(page, folder / "load3d.json", "Load3D")
+    page.wait_for_timeout(2000)                                         # the viewer loads the model
+    with page.expect_response(lambda r: "/api/view" in r.url and "ComfyUI_temp_" in r.url and r.status == 200):
+        page.click("[data-testid='queue-button']")
+    page.wait_for_function("""() => {
+        const node = window.app.graph._nodes.find(n => n.type === 'PreviewImage');
+        return node?.imgs?.length && node.imgs[0].complete && node.imgs[0].naturalWidth === 96
+            && node.imgs[0].naturalHeight === 80;
+    }""")
