@@ -81,3 +81,32 @@ def test_edm_preconditioning_recovers_the_data_from_the_ideal_output() -> None:
     model = model_sampling_edm(base.clone(model_fn=ideal), "edm", 80.0, 0.002)
     x = x0 + s * torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(model(x, sigma), x0, rtol=1e-4, atol=1e-4)
+
+
+def test_percent_to_sigma_of_edm_schedules_is_log_linear() -> None:
+    # ComfyUI's ModelSamplingContinuousEDM.percent_to_sigma: exp((ln smax - ln smin)(1 - p) + ln smin); it sets
+    # sa_solver's SDE window and ConditioningSetTimestepRange on EDM models
+    from fewstep.nodes.core.conditioning import percent_to_sigma
+
+    base = Denoiser(_net, "eps", DiscreteVPSchedule.from_config())
+    for mode in ("edm", "cosmos_rflow"):
+        schedule = model_sampling_edm(base, mode, 80.0, 0.002).schedule
+        for p in (0.2, 0.5, 0.8):
+            expected = math.exp((math.log(80.0) - math.log(0.002)) * (1 - p) + math.log(0.002))
+            assert percent_to_sigma(schedule, p) == pytest.approx(expected, rel=1e-9)
+        assert percent_to_sigma(schedule, 0.0) == float("inf") and percent_to_sigma(schedule, 1.0) == 0.0
+
+
+def test_model_sampling_continuous_v_matches_comfyui() -> None:
+    # ComfyUI: ModelSamplingContinuousV + V_PREDICTION, sigma_data 1: x_in = x / sqrt(s^2 + 1), t = atan(s) 2/pi,
+    # D = x / (s^2 + 1) - out s / sqrt(s^2 + 1)
+    from fewstep.nodes.core.nodes_sampling import ModelSamplingContinuousV
+
+    base = Denoiser(_net, "eps", DiscreteVPSchedule.from_config())
+    model = ModelSamplingContinuousV.execute(base, "v_prediction", 500.0, 0.03).values[0]
+    x = torch.randn(len(SIGMAS), 2, 3, 3, generator=torch.Generator().manual_seed(3)) * 5
+    s = SIGMAS.reshape(-1, 1, 1, 1)
+    out = _net(x / (s**2 + 1) ** 0.5, SIGMAS.atan() / math.pi * 2, None)
+    torch.testing.assert_close(model(x, SIGMAS), x / (s**2 + 1) - out * s / (s**2 + 1) ** 0.5, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.schedule.sigma_at(model.schedule.timestep(SIGMAS)), SIGMAS, rtol=1e-4, atol=0)
+    assert model.schedule.sigma_max == 500.0

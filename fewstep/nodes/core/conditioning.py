@@ -21,6 +21,7 @@ existing fast route (``sampling.model_cond`` + ``guidance.CFGGuider``); only ric
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +44,17 @@ def is_rich(conditioning: list[list[Any]] | None) -> bool:
 
 def percent_to_sigma(schedule: Any, percent: float) -> float:
     """The sigma reached after ``percent`` of the model's timesteps, counted from the top (ComfyUI's
-    ``percent_to_sigma``): 0 -> +inf (always active), 1 -> 0, else sigma at timestep (1 - p) t_max."""
+    ``percent_to_sigma``): 0 -> +inf (always active), 1 -> 0, else sigma at timestep (1 - p) t_max; for the
+    continuous EDM schedules log-linear from sigma_max to sigma_min (ComfyUI's ModelSamplingContinuousEDM)."""
+    from fewstep.nodes.core.denoiser import EDMSchedule
+
     if percent <= 0.0:
         return float("inf")
     if percent >= 1.0:
         return 0.0
+    if isinstance(schedule, EDMSchedule):
+        lo, hi = math.log(schedule.sigma_min), math.log(schedule.sigma_max)
+        return math.exp((hi - lo) * (1.0 - percent) + lo)
     t_max = float(schedule.timestep(torch.tensor(float(schedule.sigma_max))))
     return float(schedule.sigma_at(torch.tensor((1.0 - percent) * t_max)))
 

@@ -114,6 +114,18 @@ class CosmosRFlowSchedule(EDMSchedule):
                            t / (1 - t).clamp_min(1e-12))
 
 
+@dataclass(frozen=True, eq=False)
+class ContinuousVSchedule(EDMSchedule):
+    """EDM-space sampling with an arctangent timestep (ComfyUI's ModelSamplingContinuousV, for continuous-time
+    v-prediction nets): t = (2 / pi) atan(sigma) in [0, 1), sigma_at(t) = tan(pi t / 2)."""
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(sigma, dtype=torch.float32).atan() * (2 / torch.pi)
+
+    def sigma_at(self, t: torch.Tensor | float) -> torch.Tensor:
+        return (torch.as_tensor(t, dtype=torch.float32) * (torch.pi / 2)).tan()
+
+
 Schedule = DiscreteVPSchedule | FlowSchedule | EDMSchedule
 ModelFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 

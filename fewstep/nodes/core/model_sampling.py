@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
-from fewstep.nodes.core.denoiser import CosmosRFlowSchedule, Denoiser, DiscreteVPSchedule, EDMSchedule
+from fewstep.nodes.core.denoiser import (
+    ContinuousVSchedule,
+    CosmosRFlowSchedule,
+    Denoiser,
+    DiscreteVPSchedule,
+    EDMSchedule,
+)
 
 SAMPLING_PREDICTION = {"eps": "eps", "v_prediction": "v", "lcm": "eps", "x0": "x0"}
 LCM_ORIGINAL_STEPS = 50          # LCM's skipping-step grid: every 20th of 1000 timesteps (Luo et al. 2023, Sec. 4.3)
@@ -106,3 +112,13 @@ def model_sampling_edm(model: Denoiser, sampling: str, sigma_max: float, sigma_m
     prediction, sigma_data, schedule_class = EDM_SAMPLING[sampling]
     schedule = schedule_class(sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=sigma_data)
     return model.clone(prediction=prediction, schedule=schedule, boundary=None)
+
+
+def model_sampling_continuous_v(model: Denoiser, sigma_max: float, sigma_min: float) -> Denoiser:
+    """ComfyUI's ModelSamplingContinuousV (its only mode, v_prediction): EDM space with c_in = 1 / sqrt(sigma^2 + 1),
+    a v-prediction net (sigma_data 1) and the arctangent timestep of
+    :class:`~fewstep.nodes.core.denoiser.ContinuousVSchedule`."""
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"ModelSamplingContinuousV: need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    schedule = ContinuousVSchedule(sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=1.0)
+    return model.clone(prediction="v", schedule=schedule, boundary=None)

@@ -569,6 +569,24 @@ class ModelSamplingContinuousEDM(Node):
         return NodeOutput(model_sampling_edm(model, sampling, sigma_max, sigma_min))
 
 
+class ModelSamplingContinuousV(Node):
+    @classmethod
+    def define_schema(cls) -> Schema:
+        sigma = dict(min=0.0, max=1000.0, step=0.001, round=False)
+        return Schema(node_id="ModelSamplingContinuousV", category="advanced/model",
+                      inputs=[Link("model", "MODEL"), Combo("sampling", ["v_prediction"]),
+                              Float("sigma_max", 500.0, **sigma), Float("sigma_min", 0.03, **sigma)],
+                      outputs=[Output("MODEL", "MODEL")])
+
+    @classmethod
+    def execute(cls, model: Any, sampling: str, sigma_max: float, sigma_min: float) -> NodeOutput:
+        from fewstep.nodes.core.model_sampling import model_sampling_continuous_v
+
+        if sampling != "v_prediction":
+            raise ValueError(f"ModelSamplingContinuousV: sampling must be 'v_prediction', got {sampling!r}")
+        return NodeOutput(model_sampling_continuous_v(model, sigma_max, sigma_min))
+
+
 class RescaleCFG(Node):
     @classmethod
     def define_schema(cls) -> Schema:
@@ -589,5 +607,5 @@ NODES: tuple[type[Node], ...] = (
     SamplingPercentToSigma, SamplerDPMPP_2M_SDE, SamplerDPMPP_3M_SDE,
     SamplerDPMPP_SDE, SamplerDPMPP_2S_Ancestral, SamplerEulerAncestral, SamplerLMS, SamplerEulerAncestralCFGPP,
     SamplerEulerCFGpp, SamplerDPMAdaptative, SamplerER_SDE, SamplerSASolver, SamplerSEEDS2, SamplerLCMUpscale,
-    ModelSamplingDiscrete, ModelSamplingContinuousEDM, RescaleCFG,
+    ModelSamplingDiscrete, ModelSamplingContinuousEDM, ModelSamplingContinuousV, RescaleCFG,
 )
