@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     from fewstep.nodes.zoo.ar.builtin import load_mar, load_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tok = load_tokenizer(args.src or args.mar_dir)
+    tok = load_tokenizer(args.mar_dir)
     if args.src is not None:                                  # judge a GPU run's tokens here
         result = json.loads((args.src / "disa_rows.json").read_text())
         tokens = load_file(str(args.src / "disa_tokens.safetensors"))
