@@ -12,6 +12,9 @@
 No sampler keeps state between calls.
 
 Writing the marginal as x = a x0 + s eps, lambda = log(a / s) is the half log-SNR of Lu et al. 2022.
+The shared step arithmetic is in ``sampler_math``; the CFG++ family in ``samplers_cfgpp``, DEIS / iPNDM-v /
+Heun++ / DPM-Solver-fast and -adaptive in ``samplers_solvers``, SEEDS and SA-Solver in ``samplers_stochastic``;
+``SAMPLERS`` below registers them all under ComfyUI's names.
 """
 
 from __future__ import annotations
