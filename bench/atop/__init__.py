@@ -1,0 +1,1 @@
+"""ATOP benchmark: articulation fit accuracy on the procedural objects (``fewstep bench atop``)."""
