@@ -60,8 +60,8 @@ def _ipndm_v_weights(h: list[torch.Tensor]) -> list[torch.Tensor]:
     Order 2: (1 + rho/2, -rho/2), rho = h0/h1. Order 3 adds t1 = (1 - h0^2 / (3 h1 (h1 + h2))) / 2 as
     (+t1, -(1 + h1/h2) t1, + t1 h1/h2). Order 4 adds t2 = [(1 - h0/(3 H1))/2 + (1 - h0/(2 H1)) h0/(6 H2)]
     H1 H2 h0 / (h1 G1 G2) with H1 = h0 + h1, H2 = H1 + h2, G1 = h1 + h2, G2 = G1 + h3 and R = h1 G1/(h2 (h2 + h3)):
-    (+t2, -(1 + h1/h2 + R) t2, (h1/h2 + R (1 + h2/h3)) t2, -R h1/h2 t2) — the published coefficients as
-    ComfyUI uses them (they sum to 1 on uniform grids only)."""
+    (+t2, -(1 + h1/h2 + R) t2, (h1/h2 + R (1 + h2/h3)) t2, -R h1/h2 t2) — the coefficients as ComfyUI uses
+    them; the order-4 ones sum to 1 only on uniform grids (1.0034 for steps 0.5, 1, 2, 3; measured)."""
     order = len(h)
     if order == 1:
         return [torch.ones_like(h[0])]
