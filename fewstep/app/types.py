@@ -68,7 +68,13 @@ MESH = DataType(
     ".vertex_colors float [V, 3] in 0..1 or None; or fewstep.nodes.core.mesh.ArticulatedMesh: .parts "
     "{name: Mesh} in rest pose, .joints tuple of Joint (revolute | prismatic; axis, origin, limits, parent, child).",
 )
-TRIPLANE = DataType("TRIPLANE", "dict: 'planes' -> tensor [3, C, R, R] (xy, xz, yz feature planes), 'decoder' -> nn.Module.")
+TRIPLANE = DataType(
+    "TRIPLANE",
+    "fewstep.nodes.core.render.triplane.Triplane: .planes tensor [3, C, R, R] or [B, 3, C, R, R] (xy, xz, yz "
+    "feature planes; row = second coordinate), .decoder (TriplaneDecoder: concatenated bilinear features [.., 3C] "
+    "-> SDF, RGB in 0..1), .bound (the planes span [-bound, bound]^3); .field(points [N, M, 3]) -> (sdf [N, M], "
+    "rgb [N, M, 3]) renders with fewstep.nodes.core.render.volume.render_field.",
+)
 AR_MODEL = DataType(
     "AR_MODEL",
     "fewstep.nodes.core.ar.bundle.ARModelBundle: kind ('ar' = next-token ARTransformer over VQ token ids | 'mar' "
