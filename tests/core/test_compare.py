@@ -3,6 +3,7 @@ every row, CFG only where asked), and the per-row metrics (probe reads, weight m
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -183,6 +184,17 @@ def test_sweep_metrics_per_row_with_attached_numbers() -> None:
     assert metrics["true · 2 steps | weights MB"] == pytest.approx(1.0)
     assert metrics["blank · 2 steps | mean_weight_bits"] == 4.0
     assert not any("FD-EffNet" in key for key in metrics)                     # fd_reference = 0 skips FD
+
+
+@pytest.mark.parametrize(("n", "m"), [(4, 64), (7, 5), (30, 40)])
+def test_few_sample_frechet_distance_equals_the_matrix_square_root_form(n: int, m: int) -> None:
+    from fewstep.nodes.core.metrics import frechet_distance
+
+    rng = np.random.default_rng(n * m)
+    a, b = rng.normal(size=(n, 24)), 0.5 + 2.0 * rng.normal(size=(m, 24))
+    # both sides hold rank-deficient covariances when n or m < 24, where sqrtm is only accurate to ~1e-6
+    assert C.frechet_distance_few(a, b) == pytest.approx(frechet_distance(a, b), rel=1e-6)
+    assert C.frechet_distance_few(a, a) == pytest.approx(0.0, abs=1e-9)
 
 
 # ------------------------------------------------------------------------------------------ drawing
