@@ -161,3 +161,18 @@ def test_ar_loss_falls_when_fitting_one_caption():
         loss.backward()
         opt.step()
     assert float(loss.detach()) < 0.3 * first   # from ln 32 = 3.47 towards memorised (measured 0.014x)
+
+
+def test_head_sampler_clamps_a_wild_x0_estimate(mar):
+    """A badly wrong eps (here a constant 1e3) sends x0 = (x - sqrt(1-ab) eps) / sqrt(ab) far out; the final
+    token is the last x0 estimate, so with the clamp it stays within +-x0_clip (whitened units)."""
+
+    class WildEps(torch.nn.Module):
+        def forward(self, x, t, z):
+            return torch.full_like(x, 1e3)
+
+    mar.diffusion = WildEps()
+    clamped = mar.sample_head(torch.zeros(4, 32), 50, generator=torch.Generator().manual_seed(0))
+    wild = mar.sample_head(torch.zeros(4, 32), 50, generator=torch.Generator().manual_seed(0), x0_clip=None)
+    assert clamped.abs().max() <= 10.0 * TINY_MAR.token_scale + 1e-4
+    assert wild.abs().max() > 100 * TINY_MAR.token_scale

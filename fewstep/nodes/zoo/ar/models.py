@@ -12,7 +12,7 @@ null embedding (dropped for 10% of training rows, for classifier-free guidance).
 ``forward(tokens, cond)`` gives logits ``[B, L, K]`` where ``logits[:, i]`` is ``p(q_i | q_<i, cond)``.
 
 ``MARModel``: MAR-style masked autoregressive model (Li et al. 2024, arXiv 2406.11838) over continuous
-tokens (the tokenizer's pre-quantisation PCA latents, divided by ``token_scale`` to unit RMS). A
+tokens (the tokenizer's pre-quantisation PCA latents, whitened per dimension by ``token_std``). A
 bidirectional transformer sees the known tokens, a learned mask token at unknown positions and the caption
 prefix, and gives a condition vector z per position; a small MLP with adaLN (MAR's SimpleMLPAdaLN) is a
 per-token diffusion model ``eps(x_t, t, z)`` trained with the DDPM loss on masked positions only.
@@ -358,7 +358,8 @@ class MARConfig:
         cond_dim: caption embedding size (MiniLM: 384).
         head_width / head_blocks: the per-token MLP diffusion head.
         diffusion_steps: training timesteps of the head (cosine schedule).
-        token_scale: continuous tokens are divided by this (the tokenizer's ``latent_std``) inside the model.
+        token_scale: initial value of the per-dimension token scale (buffer ``token_std`` [D]); training sets
+            ``token_std`` to the per-dimension std of the training tokens, so the model sees whitened tokens.
         mask_ratio_min: training masks a fraction ~ N(1, 0.25) truncated to [mask_ratio_min, 1] (MAR).
         cond_dropout: fraction of training rows with the null caption (CFG).
         diffusion_batch_mul: each masked token's head loss is averaged over this many (t, noise) draws (MAR: 4).
@@ -397,6 +398,9 @@ class MARModel(nn.Module):
         self.apply(_init_weights)
         self.diffusion = DiffusionHead(c.token_dim, c.dim, c.head_width, c.head_blocks)
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(c.diffusion_steps).float(), persistent=False)
+        # PCA coordinates have very unequal variances (the first ~20x the last): each dimension is divided by its
+        # own std so the head's unit-variance noise matches every coordinate
+        self.register_buffer("token_std", torch.full((c.token_dim,), float(c.token_scale)))
 
     # ------------------------------------------------------------------ transformer
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor | None, *,
@@ -411,7 +415,7 @@ class MARModel(nn.Module):
         c = self.config
         if tokens.ndim != 3 or tokens.shape[1:] != (c.seq_len, c.token_dim):
             raise ValueError(f"MARModel: tokens must be [B, {c.seq_len}, {c.token_dim}], got {tuple(tokens.shape)}")
-        x = self.token_in(tokens.to(self.pos.dtype) / c.token_scale)                      # [B, L, dim]
+        x = self.token_in(tokens.to(self.pos.dtype) / self.token_std.to(self.pos.dtype))   # [B, L, dim]
         x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
         x = torch.cat([self.prefix(cond, null, x.shape[0]).to(x.dtype), x], 1) + self.pos  # [B, 1+L, dim]
         for layer in self.layers:
@@ -430,7 +434,7 @@ class MARModel(nn.Module):
         """
         c = self.config
         m = c.diffusion_batch_mul
-        x0 = (target / c.token_scale).repeat(m, 1)                                        # [m N, D]
+        x0 = (target / self.token_std.to(target.dtype)).repeat(m, 1)                      # [m N, D]
         zz = z.repeat(m, 1)
         t = _draw("randint", (x0.shape[0],), generator, x0.device, c.diffusion_steps)
         eps = _draw("randn", tuple(x0.shape), generator, x0.device).to(x0.dtype)
@@ -441,7 +445,8 @@ class MARModel(nn.Module):
 
     @torch.no_grad()
     def sample_head(self, z: torch.Tensor, steps: int, *, temperature: float = 1.0, cfg_scale: float = 1.0,
-                    generator: torch.Generator | None = None, t_max: int | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None, t_max: int | None = None,
+                    x0_clip: float | None = 10.0) -> torch.Tensor:
         """Ancestral DDPM sampling of the head on ``steps`` respaced timesteps (MAR's ``DiffLoss.sample``).
 
         Args:
@@ -450,6 +455,9 @@ class MARModel(nn.Module):
             temperature: multiplies the noise added at each step (MAR's tau).
             cfg_scale: eps = eps_u + s (eps_c - eps_u).
             t_max: the noisiest timestep (default diffusion_steps - 1; DiSA uses 950).
+            x0_clip: clamp the x0 estimate to +-x0_clip (whitened units; None = off). At t = 999 of the cosine
+                schedule sqrt(alpha_bar) = 5e-5, so eps errors reach x0 multiplied by 2e4: without the clamp the
+                CPU demo model's tokens came out with std 985 instead of 0.5 (with it, or with t_max = 950: 0.42).
         Returns:
             tokens ``[N, D]`` in tokenizer units.
         """
@@ -463,6 +471,8 @@ class MARModel(nn.Module):
             ab_prev = float(ab_all[ts[i - 1]]) if i > 0 else 1.0
             eps = self._eps(x, ts[i], z, cfg_scale, n)
             x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+            if x0_clip is not None:
+                x0 = x0.clamp(-x0_clip, x0_clip)
             beta = 1 - ab / ab_prev                                   # respaced beta_i
             # posterior q(x_{t_prev} | x_t, x0) (DDPM eq. 7) with the respaced betas
             mean = (math.sqrt(ab_prev) * beta * x0 + math.sqrt(1 - beta) * (1 - ab_prev) * x) / (1 - ab)
@@ -472,7 +482,7 @@ class MARModel(nn.Module):
                 x = mean + math.sqrt(var) * temperature * noise
             else:
                 x = mean
-        return x * c.token_scale
+        return x * self.token_std.to(x.dtype)
 
     def _eps(self, x: torch.Tensor, t: int, z: torch.Tensor, cfg_scale: float, n: int) -> torch.Tensor:
         xx = torch.cat([x, x]) if cfg_scale != 1.0 else x

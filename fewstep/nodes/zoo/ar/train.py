@@ -195,9 +195,11 @@ def train_mar(latents: torch.Tensor, captions: CaptionSet, config: MARConfig, re
     device = torch.device(device)
     torch.manual_seed(recipe.seed)
     model = MARModel(config).to(device)
+    lat, cond = latents.to(device).float(), captions.embeddings.to(device)
     if init is not None:
         model.load_state_dict(init.state_dict())
-    lat, cond = latents.to(device).float(), captions.embeddings.to(device)
+    else:
+        model.token_std.copy_(lat.reshape(-1, lat.shape[-1]).std(0).clamp_min(1e-4))       # [D]
 
     def batch_loss(step: int, gen: torch.Generator) -> torch.Tensor:
         var, rows = _batch_rows(lat.shape[1], lat.shape[0], recipe.batch_size, gen, device)
