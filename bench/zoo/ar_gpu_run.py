@@ -90,7 +90,7 @@ def _summary(args: argparse.Namespace, device: torch.device, log: list[dict[str,
     """What a model card needs of one training: preset, device, steps, time, loss, date, resumed-from."""
     last = log[-1] if log else {}
     before = {}
-    if args.resume is not None:  # steps of the run this one continued
+    if args.resume is not None and not args.from_scratch:  # steps of the run this one continued
         for kind in ("ar", "mar"):
             meta = builtin.read_meta(kind, args.resume).get("training", {}) if kind in builtin.available(args.resume) else {}
             before[kind] = meta
@@ -138,12 +138,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     report["data_seconds"] = time.perf_counter() - t0
     LOG.info("tokenizer + data: %.0f s", report["data_seconds"])
     if "ar" in args.only:
-        init = builtin.load_ar(args.resume, device) if args.resume else None
+        init = builtin.load_ar(args.resume, device) if args.resume and not args.from_scratch else None
         ar_cfg = init.config if init is not None else replace(preset.ar, vocab_size=preset.vq.codebook_size)
         ar, report["ar_log"] = train.train_ar(tokens, train_set, ar_cfg, preset.ar_recipe, device, init)
         builtin.save_model(ar, "ar", args.out, {"training": _summary(args, device, report["ar_log"])})
     if "mar" in args.only:
-        init_mar = builtin.load_mar(args.resume, device) if args.resume else None
+        init_mar = builtin.load_mar(args.resume, device) if args.resume and not args.from_scratch else None
         mar_cfg = init_mar.config if init_mar is not None else replace(
             preset.mar, token_dim=preset.vq.dim, token_scale=float(tok.latent_std))
         mar, report["mar_log"] = train.train_mar(latents, train_set, mar_cfg, preset.mar_recipe, device, init_mar)
@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--n-eval", type=int, default=256, help="held-out captions evaluated")
     p.add_argument("--resume", type=Path, default=None, help="continue from the models in this folder (its tokenizer)")
+    p.add_argument("--from-scratch", action="store_true", help="with --resume: reuse only the tokenizer")
     p.add_argument("--only", nargs="+", choices=["ar", "mar"], default=["ar", "mar"], help="models to train")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
