@@ -94,12 +94,18 @@ def _add_fd_effnet(rows: dict[str, dict[str, Any]], clips_file: Path, cfg: dict[
             rows[f"Euler {key.split('_')[1]} steps"]["fd_effnet_frames"] = fd_effnet(frames(saved[key]), reference, effnet)
 
 
-def latency(steps: list[int], device: str, shift: float, cfg: float, repeats: int = 2) -> dict[int, float]:
+def latency(steps: list[int], device: str, shift: float, cfg: float, repeats: int = 2,
+            preset: str | None = None) -> dict[int, float]:
     """Best-of-``repeats`` wall seconds of one 8-frame clip (batch 1, CFG: two DiT rows per step, VAE decode
-    included; text encoding excluded) at each step count, on ``device`` with the torch threads it has."""
+    included; text encoding excluded) at each step count, on ``device`` with the torch threads it has.
+    ``preset``: time a randomly initialised DiT of that preset instead of the shipped one (speed does not
+    depend on the weights' values)."""
+    from fewstep.nodes.zoo.video.dit import PRESETS, VideoDiT
     from fewstep.nodes.zoo.video.model import generate, load_video_model
 
     model = load_video_model(device=device)
+    if preset is not None:
+        model.dit = VideoDiT(PRESETS[preset]).eval().requires_grad_(False).to(device)
     generate(model, ["a small red circle moving right"], steps=2, shift=shift, cfg=cfg)  # warm-up
     out = {}
     for n in steps:
@@ -140,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-report", type=Path, default=None, help="tabulate a training run's report.json instead")
     p.add_argument("--latency", action="store_true",
                    help="also time one clip at batch 1 per step count on --device (adds the last column)")
+    p.add_argument("--latency-preset", default=None, help="time a random DiT of this preset (e.g. tiny) instead")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.name} in "
                                                                   "bench/zoo/results; markdown beside it)")
     args = p.parse_args(argv)
@@ -148,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                           args.shift, args.cfg, args.seed)
     if args.latency:
         steps = args.steps
-        for n, seconds in latency(steps, args.device, args.shift, args.cfg).items():
+        for n, seconds in latency(steps, args.device, args.shift, args.cfg, preset=args.latency_preset).items():
             table["rows"].setdefault(f"Euler {n} steps", {})["latency_s"] = seconds
-        table["latency_device"] = f"{args.device} ({torch.get_num_threads()} threads)"
+        which = f"a random '{args.latency_preset}' DiT" if args.latency_preset else "the shipped DiT"
+        table["latency_device"] = f"{args.device} ({torch.get_num_threads()} threads), {which}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(table, indent=1, default=str))
     text = markdown(table)
