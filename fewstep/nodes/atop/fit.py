@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from fewstep.nodes.atop.evidence import MotionEvidence
+from fewstep.nodes.atop.objects import merge
 from fewstep.nodes.core.mesh import ArticulatedMesh, Joint, Mesh
 from fewstep.nodes.core.render.camera import Cameras
 from fewstep.nodes.core.render.raster import (
@@ -152,8 +153,6 @@ def _scene(mesh: ArticulatedMesh, part: str) -> _Scene:
         raise ValueError(f"part {part!r} is not in the mesh (parts: {sorted(mesh.parts)})")
     if len(mesh.parts) < 2:
         raise ValueError("articulation fit needs a mesh of at least two parts (a body and the moving part)")
-    from fewstep.nodes.atop.objects import merge
-
     others = [m for name, m in mesh.parts.items() if name != part]
     body = merge(others) if all(m.vertex_colors is not None for m in others) else others[0]
     verts = torch.cat([m.vertices for m in mesh.parts.values()])
