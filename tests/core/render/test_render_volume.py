@@ -14,6 +14,7 @@ from fewstep.nodes.core.render.triplane import (
     TriplaneDecoder,
     TriplaneDecoderConfig,
     sample_triplane,
+    sdf_grid,
 )
 from fewstep.nodes.core.render.volume import (
     NeuSAlpha,
@@ -154,3 +155,20 @@ def test_triplane_field_renders_per_object_and_passes_gradients_to_planes():
     assert grad.shape == (4, 5, 3) and torch.isfinite(grad).all()
     with pytest.raises(ValueError, match="channels"):
         Triplane(planes[:, :, :2].detach(), decoder)
+
+
+def test_triplane_sdf_grid_feeds_marching_cubes():
+    from fewstep.nodes.core.mesh import mesh_from_sdf_grid
+
+    decoder = TriplaneDecoder(TriplaneDecoderConfig(channels=2, hidden=8, sphere_radius=0.6))
+    torch.nn.init.zeros_(decoder.net[-1].weight)
+    torch.nn.init.zeros_(decoder.net[-1].bias)                  # SDF = |p| − 0.6 exactly (the sphere prior)
+    triplane = Triplane(torch.randn(2, 3, 2, 8, 8), decoder, bound=1.0)
+    grid = sdf_grid(triplane, 33, index=1)
+    axis = torch.linspace(-1, 1, 33)
+    assert grid[16, 16, 16] == pytest.approx(-0.6) and grid[32, 16, 16] == pytest.approx(0.4)
+    assert grid[20, 10, 30] == pytest.approx(float(torch.stack([axis[20], axis[10], axis[30]]).norm()) - 0.6, abs=1e-6)
+    mesh = mesh_from_sdf_grid(grid, (-1.0, 1.0))
+    assert torch.allclose(mesh.vertices.norm(dim=1), torch.full((mesh.num_vertices,), 0.6), atol=0.01)
+    with pytest.raises(ValueError, match="out of range"):
+        sdf_grid(triplane, 9, index=2)

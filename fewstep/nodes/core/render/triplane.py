@@ -105,3 +105,20 @@ class Triplane:
         grouped = points.reshape(b, -1, 3)                                          # [B, views · M, 3]
         sdf, rgb = self.decoder(sample_triplane(planes, grouped, self.bound), grouped)
         return sdf.reshape(n, -1), rgb.reshape(n, -1, 3)
+
+
+@torch.no_grad()
+def sdf_grid(triplane: Triplane, resolution: int, index: int = 0, chunk: int = 65536) -> torch.Tensor:
+    """SDF of object ``index`` on a cubic grid [R, R, R] over [-bound, bound]³, laid out as
+    :func:`fewstep.nodes.core.mesh.mesh_from_sdf_grid` reads it: ``grid[i, j, k]`` at
+    (x, y, z) = −bound + (i, j, k) · 2 bound / (R − 1). Use with ``bounds=(-bound, bound)``."""
+    if resolution < 2:
+        raise ValueError(f"sdf_grid needs resolution >= 2, got {resolution}")
+    if not 0 <= index < triplane.batch:
+        raise ValueError(f"object index {index} out of range for a batch of {triplane.batch}")
+    planes = triplane.planes if triplane.planes.ndim == 5 else triplane.planes[None]
+    axis = torch.linspace(-triplane.bound, triplane.bound, resolution, dtype=planes.dtype, device=planes.device)
+    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(1, -1, 3)   # [1, R³, 3]
+    values = [triplane.decoder(sample_triplane(planes[index:index + 1], part, triplane.bound), part)[0]
+              for part in points.split(chunk, dim=1)]
+    return torch.cat(values, dim=1).reshape(resolution, resolution, resolution)
