@@ -228,6 +228,14 @@ def test_grid_places_each_image_in_its_cell_and_draws_labels_and_table() -> None
     assert 0 < ink(head, head + 32, table_x, table_x + 50) < value_b / 2              # row A: a dash
 
 
+def test_labels_wrap_within_their_column_even_one_long_word() -> None:
+    face = C.font(13)
+    text = "a large red cross, a small purple square and weight_bytes_quantized_in_one_word"
+    lines = C.wrap(text, face, 84)
+    assert len(lines) > 3 and all(face.getlength(line) <= 84 for line in lines)
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")           # nothing lost or reordered
+
+
 def test_grid_refuses_more_images_than_cells_and_numbers_missing_labels() -> None:
     with pytest.raises(ValueError, match="do not fit"):
         C.draw_grid(torch.zeros(5, 4, 4, 3), ["a", "b"], ["x", "y"])

@@ -292,17 +292,23 @@ def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def wrap(text: str, face: Any, width: int) -> list[str]:
-    """Greedy word wrap to ``width`` px; a word longer than the width keeps its own line."""
+    """Greedy word wrap to ``width`` px; a word wider than that is broken between characters."""
     lines: list[str] = []
     for paragraph in str(text).splitlines() or [""]:
         line = ""
         for word in paragraph.split(" "):
             trial = f"{line} {word}".strip()
-            if line and face.getlength(trial) > width:
-                lines.append(line)
-                line = word
-            else:
+            if face.getlength(trial) <= width:
                 line = trial
+                continue
+            if line:
+                lines.append(line)
+            line = ""
+            for char in word:                      # "weight_bytes_quant" in a 84 px column
+                if line and face.getlength(line + char) > width:
+                    lines.append(line)
+                    line = ""
+                line += char
         lines.append(line)
     return lines
 
@@ -351,7 +357,8 @@ def draw_grid(images: torch.Tensor, rows: Sequence[str], columns: Sequence[str],
                          "give one label per row and per column")
     face = font(style.font_px)
     names = table[0] if table else []
-    col_lines = [wrap(c, face, style.tile) for c in columns] + [wrap(n, face, style.value_width) for n in names]
+    col_lines = [wrap(c, face, style.tile) for c in columns]
+    col_lines += [wrap(n.replace("_", " "), face, style.value_width) for n in names]   # snake_case keys wrap
     line_h = style.font_px + 3
     head = style.pad + line_h * max(len(lines) for lines in col_lines) + style.gap
     left = style.pad + style.label_width + style.gap
@@ -372,7 +379,7 @@ def draw_grid(images: torch.Tensor, rows: Sequence[str], columns: Sequence[str],
                 canvas.paste(_to_pil(images[r * n_cols + c], style.tile), (x_of[c], y))
         for x, name in zip(x_of[n_cols:], names, strict=True):
             value = table[1].get((row, name)) if table else None
-            text = "–" if value is None else format_value(value)
+            text = "-" if value is None else format_value(value)   # (Pillow's default font has no en dash)
             draw.text((x, y + (style.tile - line_h) // 2), text, font=face, fill=TEXT)
     return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)[None]
 
