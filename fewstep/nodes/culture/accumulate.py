@@ -173,10 +173,14 @@ def in_context_generations(net: PopulationActorCritic, make_env: EnvMaker, tasks
         raise ValueError("in-context accumulation needs at least 2 trials per episode")
     b = tasks.shape[0]
     fixed = tasks.repeat_interleave(population, 0)                                    # row = task·P + member
+    # the environment shows ``count`` others: the best ``count`` members, ascending (a smaller population
+    # repeats its lowest-ranked member first, so the best stays in the last slot as in training)
+    slots = torch.arange(population - first_others.count, population).clamp(min=0).to(tasks.device)
     out, prev = [], start
     for g in range(first_generation, generations):
         others = first_others if prev is None else PolicyOthers(
-            net, prev.reset_state.repeat_interleave(population, 0), prev.reset_obs.repeat_interleave(population, 0))
+            net, prev.reset_state[:, slots].repeat_interleave(population, 0),
+            prev.reset_obs[:, slots].repeat_interleave(population, 0))
         env = make_env(b * population, others, fixed, num_trials)
         prev = _sorted_generation(play_episode(net, env, gen), b, population)
         out.append(prev)

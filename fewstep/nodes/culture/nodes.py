@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,22 @@ def _device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextmanager
+def _cpu_threads(device: str) -> Iterator[None]:
+    """One torch thread while training on the CPU, restored after. The tensors are tiny ([32, 64] GRU steps):
+    measured on the shared 2-core machine (load ~18), 3 PPO updates took 228 s with 2 threads and 9 s with 1
+    (the thread pool spin-waits); the example graphs need this to finish in about a minute."""
+    import torch
+
+    before = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _run_folder(run_name: str, kind: str, fields: dict[str, object]) -> Path:
@@ -48,8 +66,9 @@ def _progress(total: int):  # noqa: ANN202 - a closure over the engine's progres
     from fewstep.nodes.core.train.loop import report_training
 
     def hook(u: int, metrics: dict[str, float]) -> None:
-        shown = {k: v for k, v in metrics.items() if k in ("return", "actor", "value", "entropy")}
-        report_training(u + 1, total, shown | {"step": float(u + 1)})
+        # ``value`` is the progress event's own field: the value-function loss travels as ``value_loss``
+        shown = {k: v for k, v in metrics.items() if k in ("loss", "return", "entropy")}
+        report_training(u + 1, total, shown | {"value_loss": metrics["value"], "step": float(u + 1)})
     return hook
 
 
@@ -61,16 +80,20 @@ class CultureEnvironment(Node):
         return Schema(
             node_id="CultureEnvironment", display_name="RL Environment (cultural accumulation)", category=CATEGORY,
             description="Memory Sequence: guess a hidden digit sequence, +1 per right digit, a wrong one ends the "
-                        "trial. TSP: visit every city once from city 0 seeing only your moves and rewards. Episodes "
+                        "trial. TSP: visit every city once from city 0 seeing only your moves and rewards. Goal "
+                        "Sequence: visit 3 goals of a grid in a hidden cyclic order (3x3 egocentric view). Episodes "
                         "are K trials of one task; P noisy oracles act beside the agent, visible with a "
                         "probability annealed 1 → 0 over the trials.",
-            inputs=[Combo("environment", ["memory_sequence", "tsp"]),
-                    Int("size", 3, min=2, max=64, tooltip="digit types (Memory Sequence) or cities (TSP, paper code 6)"),
-                    Int("trial_length", 24, min=1, max=256, tooltip="Memory Sequence digits per trial (paper 24)"),
+            inputs=[Combo("environment", ["memory_sequence", "tsp", "goal_sequence"]),
+                    Int("size", 3, min=2, max=64, tooltip="digit types (Memory Sequence), cities (TSP, paper code 6) or "
+                        "grid side (Goal Sequence, paper 7)"),
+                    Int("trial_length", 24, min=1, max=256, tooltip="Memory Sequence digits per trial (paper 24); Goal "
+                        "Sequence steps per trial (code 50)"),
                     Int("num_trials", 4, min=2, max=64, tooltip="K trials per episode (paper: 4; TSP code 8)"),
                     Int("num_others", 3, min=1, max=16, tooltip="P oracles / previous-generation agents (paper 3)"),
                     Float("oracle_strength", 0.5, min=0.0, max=100.0, step=0.05,
-                          tooltip="Memory Sequence: oracle accuracy p = 1 - 1/U(1, 1+s); TSP: temperature U(0, s)"),
+                          tooltip="Memory Sequence: oracle accuracy p = 1 - 1/U(1, 1+s); TSP: temperature U(0, s); "
+                          "Goal Sequence: the oracle acts at random with probability 1/(1+s)"),
                     Int("task_seed", 420, min=0, max=2**31 - 1, tooltip="seed of the fixed evaluation tasks")],
             outputs=[Output("ENV", "ENV")])
 
@@ -138,14 +161,15 @@ class CultureTrainInContext(Node):
         trials = episode_trials or env.num_trials
         folder = _run_folder(run_name, "train", config_fields(env, cfg, hidden=hidden, embed=embed, seed=seed,
                                                               social=social, trials=trials))
-        policy = train_in_context(env, cfg, hidden, embed, seed, social=social, num_trials=trials, folder=folder,
-                                  checkpoint_every=checkpoint_every, device=_device(),
-                                  on_update=_progress(cfg.num_updates))
+        with _cpu_threads(_device()):
+            policy = train_in_context(env, cfg, hidden, embed, seed, social=social, num_trials=trials, folder=folder,
+                                      checkpoint_every=checkpoint_every, device=_device(),
+                                      on_update=_progress(cfg.num_updates))
         last = policy.history[-1] if policy.history else {}
         metrics = {"updates": len(policy.history), "env_steps": cfg.num_updates * cfg.num_envs * cfg.num_steps} | {
             k: round(v, 4) for k, v in last.items() if k == "return" or k.startswith("trial_")}
         return NodeOutput(policy, metrics, ui={"metrics": [metrics],
-                                               "loss": [h.get("return", 0.0) for h in policy.history]})
+                                               "loss": [h.get("loss", 0.0) for h in policy.history]})
 
 
 class CultureInContextGenerations(Node):
@@ -177,11 +201,12 @@ class CultureInContextGenerations(Node):
         folder = _run_folder(run_name, "generations", config_fields(
             policy.env, None, seed=seed, tasks=tasks, population=population,
             weights=_weights_digest(policy)))
-        gens = run_in_context(policy, generations, tasks, population, seed, folder=folder,
-                              on_generation=lambda g, _: report_training(g + 1, generations, {"generation": g}))
-        k = policy.env.num_trials
-        oracle = trial_curve(policy, k, max(tasks, 64), seed, follow_oracle=True)
-        rl2 = trial_curve(baseline, generations * k, tasks, seed) if baseline is not None else None
+        with _cpu_threads(str(policy.net.gru_ih.device.type)):
+            gens = run_in_context(policy, generations, tasks, population, seed, folder=folder,
+                                  on_generation=lambda g, _: report_training(g + 1, generations, {"generation": g}))
+            k = policy.env.num_trials
+            oracle = trial_curve(policy, k, max(tasks, 64), seed, follow_oracle=True)
+            rl2 = trial_curve(baseline, generations * k, tasks, seed) if baseline is not None else None
         metrics, image = in_context_summary(gens, k, oracle, rl2, policy.env.name)
         return NodeOutput(metrics, _image(image), ui={"metrics": [metrics]})
 
@@ -233,14 +258,15 @@ class CultureInWeights(Node):
         iw = InWeightsConfig(population=population, generations=generations, resets=resets)
         fields = config_fields(env, cfg, hidden=hidden, embed=embed, seed=seed, iw=iw.__dict__)
         device = _device()
-        social = run_in_weights(env, cfg, iw, hidden, embed, seed, device=device,
-                                folder=_run_folder(run_name, "in_weights", fields))
-        single = None
-        if baseline_factor:
-            long_cfg = replace(cfg, total_steps=cfg.total_steps * baseline_factor)
-            single = run_in_weights(env, long_cfg, replace(iw, generations=1), hidden, embed, seed, social=False,
-                                    device=device, folder=_run_folder(run_name, "in_weights_single",
-                                                                      fields | {"factor": baseline_factor}))
+        with _cpu_threads(device):
+            social = run_in_weights(env, cfg, iw, hidden, embed, seed, device=device,
+                                    folder=_run_folder(run_name, "in_weights", fields))
+            single = None
+            if baseline_factor:
+                long_cfg = replace(cfg, total_steps=cfg.total_steps * baseline_factor)
+                single = run_in_weights(env, long_cfg, replace(iw, generations=1), hidden, embed, seed, social=False,
+                                        device=device, folder=_run_folder(run_name, "in_weights_single",
+                                                                          fields | {"factor": baseline_factor}))
         metrics, image = in_weights_summary(social, single, baseline_factor)
         policy = Policy(social.best, replace(env, num_trials=1), True)
         return NodeOutput(policy, metrics, _image(image), ui={"metrics": [metrics]})

@@ -75,7 +75,7 @@ def line_plot(series: list[Series], *, title: str, xlabel: str, ylabel: str,
     draw.text((4, top - 16), ylabel, fill=(0, 0, 0))
     for value, label in hlines:
         _dash(draw, px(x0, value), px(x1, value), (0, 0, 0), True)
-        draw.text((w - right + 6, px(x0, value)[1] - 6), label[:22], fill=(0, 0, 0))
+        draw.text((left + 4, px(x0, value)[1] - 12), label[:40], fill=(0, 0, 0))     # inside, clear of the legend
     legend_y = top
     for s in series:
         pts = [px(a, b) for a, b in zip(s.x, s.y, strict=True) if math.isfinite(b)]

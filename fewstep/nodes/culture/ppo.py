@@ -198,7 +198,7 @@ def replay(net: PopulationActorCritic, roll: Rollout, cols: Tensor) -> tuple[Ten
 
 def update(net: PopulationActorCritic, optimizer: torch.optim.Optimizer, roll: Rollout, last_value: Tensor,
            cfg: PPOConfig, loss_fn: PPOLoss, gen: torch.Generator) -> dict[str, float]:
-    """GAE then ``epochs`` × ``minibatches`` clipped-PPO steps; returns mean loss parts."""
+    """GAE then ``epochs`` × ``minibatches`` clipped-PPO steps; returns the mean loss and its parts."""
     adv, targets = gae(roll.rewards, roll.values, roll.dones, last_value, cfg.gamma, cfg.gae_lambda)
     n = roll.obs.shape[2]
     stats: dict[str, float] = {}
@@ -212,7 +212,7 @@ def update(net: PopulationActorCritic, optimizer: torch.optim.Optimizer, roll: R
             loss.sum().backward()
             clip_per_member(net, cfg.max_grad_norm)
             optimizer.step()
-            for key, value in parts.items():
+            for key, value in (parts | {"loss": loss}).items():
                 stats[key] = stats.get(key, 0.0) + float(value.detach().mean()) / (cfg.epochs * cfg.minibatches)
     return stats
 

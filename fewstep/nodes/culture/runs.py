@@ -35,10 +35,11 @@ from fewstep.nodes.culture.envs import (
     memory_tasks,
     tsp_tasks,
 )
+from fewstep.nodes.culture.gridenv import GoalSequence, GridOracle, goal_tasks
 from fewstep.nodes.culture.ppo import PPOConfig, make_optimizer
 from fewstep.nodes.culture.ppo import train as ppo_train
 
-ENV_NAMES = ("memory_sequence", "tsp")
+ENV_NAMES = ("memory_sequence", "tsp", "goal_sequence")
 Hook = Callable[[int, dict[str, float]], None]
 
 
@@ -47,13 +48,15 @@ class EnvConfig:
     """An environment family (the ENV link type): what ``make`` builds for a batch.
 
     Args:
-        name: ``memory_sequence`` (digits) or ``tsp`` (cities).
-        size: digit types (MemSeq, paper 3 in-context / 10 in-weights) or cities (TSP, code 6).
-        length: MemSeq trial length (paper 24); unused by TSP.
+        name: ``memory_sequence`` (digits), ``tsp`` (cities) or ``goal_sequence`` (a grid with 3 goals).
+        size: digit types (MemSeq, paper 3 in-context / 10 in-weights), cities (TSP, code 6) or the grid's side
+            (Goal Sequence, paper 7).
+        length: trial length (MemSeq digits, paper 24; Goal Sequence steps, code 50); unused by TSP.
         num_trials: K trials per episode (paper 4 MemSeq, code 8 TSP; 1 = in-weights).
         num_others: P others (oracles / previous generation; paper code 3, in-weights 5).
         oracle_strength: MemSeq: oracle accuracy p = 1 − 1/U(1, 1 + s) (code ``other_max_len``, 0.5);
-            TSP: oracle temperature τ ~ U(0, s) (code ``temp_scale``, 0.5).
+            TSP: oracle temperature τ ~ U(0, s) (code ``temp_scale``, 0.5); Goal Sequence: the oracle takes a
+            uniform action with probability ε = 1/(1 + s) (one oracle body, whatever ``num_others``).
         task_seed: seed of the fixed evaluation tasks (and of the one in-weights task).
     """
 
@@ -75,6 +78,9 @@ class EnvConfig:
              device: torch.device | str) -> TrialEnv:
         if self.name == "memory_sequence":
             return MemorySequence(batch, self.size, self.length, num_trials, others, fixed_tasks=fixed, device=device)
+        if self.name == "goal_sequence":
+            return GoalSequence(batch, num_trials, others, size=self.size, trial_length=self.length,
+                                fixed_tasks=fixed, device=device)
         return TravellingSalesman(batch, self.size, num_trials, others, fixed_tasks=fixed, device=device)
 
     def maker(self, device: torch.device | str) -> Callable[[int, Others, Tensor | None, int], TrialEnv]:
@@ -84,23 +90,30 @@ class EnvConfig:
         """The noisy oracles of training (Alg. 1)."""
         if self.name == "memory_sequence":
             return MemoryOracles(self.num_others, self.oracle_strength)
+        if self.name == "goal_sequence":
+            return GridOracle(1.0 / (1.0 + self.oracle_strength))
         return TSPOracles(self.num_others, self.oracle_strength)
 
     def random_others(self) -> Others:
         """Generation 0's others at evaluation (code: MemSeq oracles of accuracy 0, TSP temperature 10)."""
         if self.name == "memory_sequence":
             return MemoryOracles(self.num_others, 0.0, accuracy=0.0)
+        if self.name == "goal_sequence":
+            return GridOracle(1.0)
         return TSPOracles(self.num_others, 10.0, temperature=10.0)
 
     def tasks(self, count: int, device: torch.device | str) -> Tensor:
         """``count`` fixed tasks drawn from ``task_seed`` (the same on every device)."""
         gen = torch.Generator().manual_seed(self.task_seed)
-        made = memory_tasks(count, self.size, self.length, gen) if self.name == "memory_sequence" \
-            else tsp_tasks(count, self.size, gen)
-        return made.to(device)
+        if self.name == "memory_sequence":
+            return memory_tasks(count, self.size, self.length, gen).to(device)
+        if self.name == "goal_sequence":
+            return goal_tasks(count, self.size, 3, gen).to(device)
+        return tsp_tasks(count, self.size, gen).to(device)
 
     def agent(self, hidden: int, embed: int) -> AgentConfig:
-        return AgentConfig(self.size * (self.num_others + 1) + 3, self.size, hidden, embed)
+        probe = self.make(1, self.oracles(), None, 1, "cpu")
+        return AgentConfig(probe.obs_dim, probe.num_actions, hidden, embed)
 
 
 @dataclass
@@ -195,6 +208,10 @@ def run_in_context(policy: Policy, generations: int, tasks: int, population: int
                    folder: Path | None = None, on_generation: Callable[[int, Generation], None] | None = None
                    ) -> list[Generation]:
     """Alg. 2 over ``tasks`` fixed tasks; with ``folder`` each generation is saved and a re-run resumes."""
+    if policy.env.name == "goal_sequence":
+        raise ValueError("in-context generations replay a previous agent's actions, but Goal Sequence's other "
+                         "agent is a body in the grid: train on goal_sequence with its oracle, and run the "
+                         "generational loop on memory_sequence or tsp")
     device = policy.net.gru_ih.device
     saver = Checkpointer(folder, every=1, keep=10_000) if folder is not None else None
     done = _load_generations(saver, device)[:generations]
