@@ -157,17 +157,20 @@ def train_job(preset: Preset, job: str, out: Path, device: str, seed: int = 0) -
 
 
 def in_weights_job(preset: Preset, out: Path, device: str, seed: int = 0) -> None:
-    """In-weights generations + the single agent trained ``baseline_factor``× one generation's steps."""
+    """In-weights generations from scratch, the same with head resets (each later generation starts from the
+    previous best with its last two layers re-initialised), and the single agent trained ``baseline_factor``×
+    one generation's steps."""
     env, iw, g = preset.memseq_iw, preset.iw, preset.iw.generations
     cfg = preset.ppo_iw
     seconds = preset.seconds.get("in_weights")
     if seconds is not None:
         per = _probe_seconds(replace(env, num_trials=1), replace(cfg, num_envs=cfg.num_envs * iw.population),
                              preset.hidden, preset.embed, 1, device)
-        updates = max(int(seconds * 0.9 / (g + preset.baseline_factor) / per), 2)
+        updates = max(int(seconds * 0.9 / (2 * g + preset.baseline_factor) / per), 2)
         cfg = replace(cfg, total_steps=updates * cfg.num_envs * cfg.num_steps)
     start = time.perf_counter()
     social = run_in_weights(env, cfg, iw, preset.hidden, preset.embed, seed, device=device)
+    resets = run_in_weights(env, cfg, replace(iw, resets=True), preset.hidden, preset.embed, seed, device=device)
     long_cfg = replace(cfg, total_steps=cfg.total_steps * preset.baseline_factor)
     single = run_in_weights(env, long_cfg, replace(iw, generations=1), preset.hidden, preset.embed, seed,
                             device=device, social=False)
@@ -176,6 +179,7 @@ def in_weights_job(preset: Preset, out: Path, device: str, seed: int = 0) -> Non
         "env": asdict(env), "ppo": asdict(cfg), "iw": asdict(iw), "baseline_factor": preset.baseline_factor,
         "seconds": time.perf_counter() - start, "device": device,
         "generation_scores": social.scores, "generation_best": social.best_scores(), "curves": social.curves,
+        "resets_best": resets.best_scores(),
         "single_scores": single.scores[0], "single_best": single.best_scores()[0], "single_curve": single.curves[0],
         "steps_per_generation": cfg.total_steps, "single_steps": long_cfg.total_steps}, indent=1))
 

@@ -115,7 +115,10 @@ def in_weights_plot(out: Path) -> dict[str, object]:
     data = json.loads((out / "in_weights.json").read_text())
     best = data["generation_best"]
     xs = [float(i) for i in range(len(best))]
-    line_plot([Series(xs, best, viridis(0.6), "best per gen")], title="In-weights accumulation",
+    lines = [Series(xs, best, viridis(0.6), "from scratch")]
+    if data.get("resets_best"):
+        lines.append(Series(xs, data["resets_best"], viridis(0.1), "head resets"))
+    line_plot(lines, title="In-weights accumulation",
               xlabel="generation", ylabel="final score", hlines=[(data["single_best"], f"single {data['baseline_factor']}x")]
               ).save(out / "in_weights.png")
     return data
@@ -156,9 +159,11 @@ def markdown(result: dict[str, object]) -> str:
     iw = result.get("in_weights")
     if iw:
         lines += ["**In-weights Memory Sequence** (best member's score on the fixed sequence, others hidden):", "",
-                  "| generation | best score | steps |", "|---|---|---|"]
-        lines += [f"| {g} | {_f(s)} | {iw['steps_per_generation']} |" for g, s in enumerate(iw["generation_best"])]
-        lines += [f"| single agent, {iw['baseline_factor']}× one generation | {_f(iw['single_best'])} | {iw['single_steps']} |",
+                  "| generation | best score (from scratch) | best score (head resets) | steps |", "|---|---|---|---|"]
+        resets = iw.get("resets_best") or [None] * len(iw["generation_best"])
+        lines += [f"| {g} | {_f(s)} | {_f(r)} | {iw['steps_per_generation']} |"
+                  for g, (s, r) in enumerate(zip(iw["generation_best"], resets, strict=True))]
+        lines += [f"| single agent, {iw['baseline_factor']}× one generation | {_f(iw['single_best'])} | | {iw['single_steps']} |",
                   "", f"Paper: {PAPER['in_weights']}.", ""]
     return "\n".join(lines)
 
