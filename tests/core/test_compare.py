@@ -151,6 +151,24 @@ def test_add_model_chains_rows_and_attaches_metrics() -> None:
     assert both[1].metrics == {"mean_weight_bits": 8.0} and both[0].metrics == {}
 
 
+def test_sweep_node_lays_out_steps_across_and_keys_metrics_by_row() -> None:
+    from fewstep.nodes.core.nodes_compare import CompareSweep
+
+    model = _model()
+    sweep = C.contenders("A", [model], [get_sampler("euler")], [sgm_uniform(model.schedule, n) for n in (1, 2)], 1.0)
+    sweep += C.contenders("B", [model], [get_sampler("euler")], [sgm_uniform(model.schedule, n) for n in (1, 2)], 1.0)
+    out = CompareSweep.execute(tuple(sweep), ToyClip(), ToyVae(), {"samples": torch.zeros(1, 4, 8, 8)},
+                               "ab\n\nabcd\n", "", 0, "steps × prompts", 0)
+    images, rows, columns, metrics = out.values
+    assert images.shape == (8, 8, 8, 3)                                      # 2 models x 2 step counts x 2 prompts
+    assert rows == "A\nB"
+    assert columns.splitlines() == ["1 step · ab", "1 step · abcd", "2 steps · ab", "2 steps · abcd"]
+    assert {"A | s/image · 1 step", "B | s/image · 2 steps"} <= set(metrics)
+    assert out.ui == {"metrics": [metrics]}
+    with pytest.raises(ValueError, match="SWEEP is empty"):
+        CompareSweep.execute((), ToyClip(), ToyVae(), {"samples": torch.zeros(1, 4, 8, 8)}, "ab", "", 0, "prompts", 0)
+
+
 # ------------------------------------------------------------------------------------------ metrics
 
 
