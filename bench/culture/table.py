@@ -194,12 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--jobs", nargs="*", default=None, help="train only these jobs (default: all missing ones)")
     p.add_argument("--no-eval", action="store_true", help="train only (the GPU driver evaluates once at the end)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (tasks and evaluation draws stay fixed)")
     p.add_argument("--list-jobs", action="store_true", help="print the preset's job names and exit")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: measured fastest on a busy 2-core box)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    out = args.out or RESULTS / args.preset
+    out = args.out or RESULTS / (args.preset + (f"_seed{args.seed}" if args.seed else ""))
     preset = J.PRESETS[args.preset]
     if args.list_jobs:
         sys.stdout.write(" ".join(J.all_jobs(preset)) + "\n")
@@ -210,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         log.info("training %s", job)
         if job == "in_weights":
-            J.in_weights_job(preset, out, args.device)
+            J.in_weights_job(preset, out, args.device, args.seed)
         else:
-            J.train_job(preset, job, out, args.device)
+            J.train_job(preset, job, out, args.device, args.seed)
     if not args.no_eval:
         evaluate(args.preset, out, args.device)
         sys.stdout.write((out / "table.md").read_text() + "\n")
