@@ -69,7 +69,7 @@ def line_plot(series: list[Series], *, title: str, xlabel: str, ylabel: str,
         yv = y0 + (y1 - y0) * i / 4
         draw.text((4, px(x0, yv)[1] - 6), f"{yv:.1f}", fill=(0, 0, 0))
         xv = x0 + (x1 - x0) * i / 4
-        draw.text((px(xv, y0)[0] - 8, h - bottom + 4), f"{xv:.0f}", fill=(0, 0, 0))
+        draw.text((px(xv, y0)[0] - 8, h - bottom + 4), f"{xv:.1f}" if x1 - x0 < 8 else f"{xv:.0f}", fill=(0, 0, 0))
     draw.text((left, 8), title, fill=(0, 0, 0))
     draw.text(((w - right) // 2, h - 16), xlabel, fill=(0, 0, 0))
     draw.text((4, top - 16), ylabel, fill=(0, 0, 0))
