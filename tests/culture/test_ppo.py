@@ -88,12 +88,13 @@ def test_ppo_learns_a_fixed_memory_sequence():
     fixed = torch.tensor([[2, 0, 1]]).expand(16, 3)
     env = MemorySequence(16, 3, 3, 1, SilentOthers(1), fixed_tasks=fixed)
     net = PopulationActorCritic(AgentConfig(env.obs_dim, 3, hidden=16, embed=16), seed=0)
-    cfg = PPOConfig(lr=3e-3, num_envs=16, num_steps=16, total_steps=16 * 16 * 40, epochs=2, minibatches=2,
+    # lr 1e-2, 20 updates: all 3 digits right by the end for training seeds 0, 1, 2 (measured, 2-4 s each)
+    cfg = PPOConfig(lr=1e-2, num_envs=16, num_steps=16, total_steps=16 * 16 * 20, epochs=2, minibatches=2,
                     ent_coef=0.0, anneal_lr=False)
     hist = train(net, env, cfg, seed=0)
     first = sum(h["trial_0"] for h in hist[:3]) / 3
     last = sum(h["trial_0"] for h in hist[-3:]) / 3
-    assert first < 1.0 and last > 2.0, (first, last)
+    assert first < 1.0 and last > 2.5, (first, last)
 
 
 def test_config_errors_are_actionable():
