@@ -146,19 +146,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-report", type=Path, default=None, help="tabulate a training run's report.json instead")
     p.add_argument("--latency", action="store_true",
                    help="also time one clip at batch 1 per step count on --device (adds the last column)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the quality rows of an existing --out JSON and only (re)measure --latency")
     p.add_argument("--latency-preset", default=None, help="time a random DiT of this preset (e.g. tiny) instead")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.name} in "
                                                                   "bench/zoo/results; markdown beside it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    table = from_report(args.from_report) if args.from_report else measure(args.clips, args.steps, args.device,
-                                                                          args.shift, args.cfg, args.seed)
+    if args.reuse and args.out.is_file():
+        table = json.loads(args.out.read_text())
+    elif args.from_report:
+        table = from_report(args.from_report)
+    else:
+        table = measure(args.clips, args.steps, args.device, args.shift, args.cfg, args.seed)
     if args.latency:
         steps = args.steps
         for n, seconds in latency(steps, args.device, args.shift, args.cfg, preset=args.latency_preset).items():
             table["rows"].setdefault(f"Euler {n} steps", {})["latency_s"] = seconds
         which = f"a random '{args.latency_preset}' DiT" if args.latency_preset else "the shipped DiT"
-        table["latency_device"] = f"{args.device} ({torch.get_num_threads()} threads), {which}"
+        table["latency_device"] = f"{args.device} (generation on one thread), {which}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(table, indent=1, default=str))
     text = markdown(table)
