@@ -203,9 +203,10 @@ class FlowMatchingLoss:
 
 
 # ----------------------------------------------------------------------------- stages
-def train_features(cfg: VideoTrainConfig, sets: dict[int, dict], model: VideoModel,
+def train_features(cfg: VideoTrainConfig, sets: dict[int, dict], model: VideoModel | None,
                    device: torch.device) -> tuple[ClipFeatureNet, dict]:
-    """Feature net on clips of every length; half of each batch round-trips through the VAE."""
+    """Feature net on clips of every length; a share ``cfg.feat_vae_mix`` of each batch round-trips through
+    the VAE of ``model`` (None: renders only, ``feat_vae_mix`` must be 0)."""
     net = ClipFeatureNet().to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.feat_lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -215,7 +216,7 @@ def train_features(cfg: VideoTrainConfig, sets: dict[int, dict], model: VideoMod
         idx = torch.randint(0, len(part["frames"]), (cfg.feat_batch,), generator=gen)
         frames = part["frames"][idx].to(device).float() / 255.0
         half = int(cfg.feat_batch * cfg.feat_vae_mix)
-        if half:
+        if half and model is not None:
             frames[:half] = model.decode(part["latents"][idx[:half].to(device)].float()).to(device)
         target = {k: v[idx] for k, v in part["targets"].items()}
         with _autocast(device):
@@ -380,6 +381,22 @@ def run(cfg: VideoTrainConfig, out: Path, text: TokenEncoder, device: torch.devi
     return report
 
 
+def run_features_only(cfg: VideoTrainConfig, out: Path, device: torch.device, workers: int) -> dict:
+    """Only the feature net, on renders (no VAE round trip); writes its weights and ``features-report.json``."""
+    from fewstep.nodes.zoo.video import evaluate as ev
+
+    rendered = render_sets(cfg, workers)
+    sets = {length: {"frames": frames, "specs": specs, "targets": targets(specs)}
+            for length, (frames, specs) in rendered.items()}
+    net, stats = train_features(replace(cfg, feat_vae_mix=0.0), sets, None, device)
+    specs = ev.heldout_specs(cfg.eval_clips, clips.FRAMES, cfg.seed)
+    report = {"config": asdict(cfg), "features": stats, "device": str(device),
+              "features_heldout": feature_accuracy(net, ev.render_specs(specs), specs)}
+    save_outputs(out, cfg, {}, None, net)
+    (out / "features-report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train the built-in video model (DiT + feature net) and evaluate it.")
     p.add_argument("--out", required=True, type=Path, help="folder for weights, configs and report.json")
@@ -390,6 +407,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--workers", type=int, default=8, help="processes rendering clips (default 8)")
     p.add_argument("--dit-seconds", type=float, default=None, help="override the preset's DiT training time")
+    p.add_argument("--features-only", action="store_true", help="train only the feature net (renders, no VAE)")
+    p.add_argument("--feat-seconds", type=float, default=None, help="override the preset's feature-net time")
+    p.add_argument("--clips", type=int, default=None, help="override the preset's clips per length")
     p.add_argument("--effnet", action="store_true", help="also measure FD-EffNet (needs the EfficientNet package)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -398,7 +418,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     cfg = TRAIN_PRESETS[args.preset]
     cfg = cfg if args.dit_seconds is None else replace(cfg, dit_seconds=args.dit_seconds)
+    cfg = cfg if args.feat_seconds is None else replace(cfg, feat_seconds=args.feat_seconds)
+    cfg = cfg if args.clips is None else replace(cfg, clips_per_length=args.clips)
     device = torch.device(args.device)
+    if args.features_only:
+        run_features_only(cfg, args.out, device, args.workers)
+        return
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
