@@ -1,6 +1,6 @@
 """Loading every pack (what ``fewstep run`` and the server do at start) must not import the heavy
 libraries: each costs seconds of CPU on a 2-core machine (diffusers ~10 s, transformers ~9 s, peft ~9 s,
-scipy ~1.4 s, timm several s) and only model loaders / trainers / metrics that need them may import them,
+scipy ~1.4 s, timm several s; torch itself ~2 s) and only model loaders / trainers / metrics that need them may import them,
 inside the function that does."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ["diffusers", "transformers", "peft", "scipy", "timm"]
+HEAVY = ["torch", "diffusers", "transformers", "peft", "scipy", "timm"]
 
 
 @pytest.fixture(scope="module")
@@ -29,5 +29,4 @@ def loaded_after_registry() -> set[str]:
 
 @pytest.mark.parametrize("module", HEAVY)
 def test_loading_packs_does_not_import(module: str, loaded_after_registry: set[str]) -> None:
-    assert "torch" in loaded_after_registry          # the probe did load the packs' node modules
     assert module not in loaded_after_registry
