@@ -59,10 +59,12 @@ def tiny_teacher(folder: Path, captions: CaptionSet) -> Path:
     return folder
 
 
-def build(teacher_dir: Path, captions_dir: Path, out: Path, scratch: Path, budget: str, device: str) -> dict:
+def build(teacher_dir: Path, captions_dir: Path, out: Path, scratch: Path, budget: str, device: str,
+          train_seconds: float | None = None) -> dict:
     from fewstep.nodes.zoo.ar.builtin import load_ar, load_tokenizer
 
     n_pairs, pair_s, steps, train_s, batch, n_eval, marg = BUDGETS[budget]
+    train_s = train_seconds if train_seconds is not None else train_s
     train_caps = read_cache(captions_dir, "train")
     held = read_cache(captions_dir, "heldout", n_eval)
     if budget == "tiny" and not (teacher_dir / "fewstep-tiny-ar.safetensors").is_file():
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scratch", type=Path, default=None, help="pairs and checkpoints (default: OUT/../dd_scratch)")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke test on the CPU")
     p.add_argument("--cpu-demo", action="store_true", help="the CPU demo budget (8192 pairs, <= 12 min training)")
+    p.add_argument("--train-seconds", type=float, default=None,
+                   help="wall-time cap of this call's training (default: the budget's); a re-run resumes the run")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() and budget == "gpu" else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = True
     scratch = args.scratch or args.out.parent / f"{args.out.name}_dd_scratch"
-    result = build(args.teacher, args.captions, args.out, scratch, budget, device)
+    result = build(args.teacher, args.captions, args.out, scratch, budget, device, args.train_seconds)
     LOG.info("%s", json.dumps(result["rows"], indent=1))
     return 0
 

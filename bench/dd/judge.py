@@ -27,15 +27,24 @@ class Judge:
         real = np.stack([np.asarray(data.render(s), dtype=np.float32) / 255.0 for s in scenes])
         self.real = effnet_features(torch.from_numpy(real).to(device), self.effnet)
 
-    def __call__(self, images: torch.Tensor) -> dict[str, float]:
-        """images [N, 64, 64, 3] in 0..1 (N = len(scenes), same order) -> fd_effnet, probe accuracies."""
-        from fewstep.nodes.core.metrics import effnet_features, frechet_distance
+    def __call__(self, images: torch.Tensor, reference: np.ndarray | None = None) -> dict[str, float]:
+        """images [N, 64, 64, 3] in 0..1 (N = len(scenes), same order) -> fd_effnet, probe accuracies, and with
+        ``reference`` features (e.g. the teacher's samples) ``fd_to_reference``."""
+        from fewstep.nodes.core.metrics import frechet_distance
 
         if len(images) != len(self.scenes):
             raise ValueError(f"Judge: {len(images)} images for {len(self.scenes)} scenes")
         images = images.clamp(0, 1).to(self.device)
-        fd = frechet_distance(effnet_features(images, self.effnet), self.real)
-        return {"fd_effnet": fd, **self.probe.evaluate(images, self.scenes)}
+        feats = self.features(images)
+        out = {"fd_effnet": frechet_distance(feats, self.real), **self.probe.evaluate(images, self.scenes)}
+        if reference is not None:
+            out["fd_to_reference"] = frechet_distance(feats, reference)
+        return out
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        from fewstep.nodes.core.metrics import effnet_features
+
+        return effnet_features(images.clamp(0, 1).to(self.device), self.effnet)
 
 
 def to_image(chw: torch.Tensor) -> torch.Tensor:

@@ -26,10 +26,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def judge_rows(rows: list[dict], tokens: dict[str, torch.Tensor], tokenizer: torch.nn.Module, scenes: list) -> None:
+    """FD to real renders, FD to the teacher's own samples (the first row: how close to what is distilled),
+    probe accuracy."""
     j = Judge(scenes)
+    teacher = j.features(to_image(tokenizer.decode(tokens[rows[0]["method"]].long())))
     for row in rows:
-        row |= j(to_image(tokenizer.decode(tokens[row["method"]].long())))
-        LOG.info("%s: FD %.2f, attribute acc %.3f", row["method"], row["fd_effnet"], row["attribute_accuracy"])
+        row |= j(to_image(tokenizer.decode(tokens[row["method"]].long())), teacher)
+        row["fd_to_teacher"] = row.pop("fd_to_reference")
+        LOG.info("%s: FD %.2f (to teacher %.2f), attribute acc %.3f", row["method"], row["fd_effnet"],
+                 row["fd_to_teacher"], row["attribute_accuracy"])
 
 
 def from_gpu(gpu_dir: Path, teacher_dir: Path | None) -> dict:
@@ -72,10 +77,12 @@ def on_cpu(n: int, generator: Path | None, setup: EvalSetup) -> dict:
 
 def markdown(result: dict) -> str:
     teacher_ms = result["rows"][0]["ms_per_image"]
-    lines = [f"| method | network calls | FD-EffNet ↓ | attribute acc. ↑ | teacher NLL / token | ms / img "
-             f"({result['device']}, batch 1) | speed-up |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| method | network calls | FD-EffNet to renders ↓ | FD-EffNet to teacher ↓ | attribute acc. ↑ | "
+             f"teacher NLL / token | ms / img ({result['device']}, batch 1) | speed-up |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['method']} | {r['calls']} | {r.get('fd_effnet', float('nan')):.2f} | "
+                     f"{r.get('fd_to_teacher', float('nan')):.2f} | "
                      f"{r.get('attribute_accuracy', float('nan')):.3f} | {r['teacher_nll']:.2f} | "
                      f"{r['ms_per_image']:.1f} | {teacher_ms / r['ms_per_image']:.1f}× |")
     return "\n".join(lines)

@@ -112,9 +112,11 @@ def latency_ms(run: object, cond: torch.Tensor, device: str, repeats: int = 3) -
     return statistics.median(times)
 
 
-def variance_curve(model: torch.nn.Module, cond: torch.Tensor, device: str, cfg: float) -> list[dict]:
-    return conditional_variance(model, cond.to(device), iterations=16, head_steps=50, samples=16, cfg_scale=cfg,
-                                generator=torch.Generator().manual_seed(99))
+def variance_curves(model: torch.nn.Module, cond: torch.Tensor, device: str, cfg: float) -> dict[str, list[dict]]:
+    """The head's conditional variance per iteration, with the sampler's CFG ramp and without guidance."""
+    return {f"cfg {s:g}": conditional_variance(model, cond.to(device), iterations=16, head_steps=50, samples=16,
+                                               cfg_scale=s, generator=torch.Generator().manual_seed(99))
+            for s in dict.fromkeys((cfg, 1.0))}
 
 
 def judge(tokens: dict[str, torch.Tensor], cells: list[dict], scenes: list, tokenizer: torch.nn.Module) -> None:
@@ -137,9 +139,8 @@ def markdown(result: dict) -> str:
 
 
 def plots(result: dict, folder: Path) -> None:
-    var = result["variance"]
     (folder / "disa_variance.svg").write_text(svg_plot(
-        {"head-sample variance": [(v["progress"], v["variance"]) for v in var]},
+        {name: [(v["progress"], v["variance"]) for v in var] for name, var in result["variance"].items()},
         title="MAR head: variance of the next tokens' conditional vs AR progress",
         xlabel="fraction of tokens already generated", ylabel="variance (tokenizer units²)"))
     if all("fd_effnet" in c for c in result["rows"]):
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "disa.json", help="JSON path (or folder with --tokens-only)")
     p.add_argument("--tokens-only", action="store_true", help="generate + time only (GPU); judge later with --from")
     p.add_argument("--from", dest="src", type=Path, default=None, help="judge tokens written by --tokens-only")
+    p.add_argument("--variance-only", action="store_true",
+                   help="recompute the variance curves into an existing --out JSON and redraw the plots")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     return run(args)
@@ -172,6 +175,13 @@ def run(args: argparse.Namespace) -> int:
     from fewstep.nodes.zoo.ar.builtin import load_mar, load_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.variance_only:
+        result = json.loads(args.out.read_text())
+        _, cond = captions(32, args.captions)
+        result["variance"] = variance_curves(load_mar(args.mar_dir, device), cond, device, result["cfg"])
+        args.out.write_text(json.dumps(result, indent=1))
+        plots(result, args.out.parent)
+        return 0
     tok = load_tokenizer(args.mar_dir)
     if args.src is not None:                                  # judge a GPU run's tokens here
         result = json.loads((args.src / "disa_rows.json").read_text())
@@ -182,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         scenes, cond = captions(args.n, args.captions)
         tokens, cells = generate(model, cond, device, args.cfg)
         result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "n": args.n, "cfg": args.cfg,
-                  "rows": cells, "variance": variance_curve(model, cond[:32], device, args.cfg)}
+                  "rows": cells, "variance": variance_curves(model, cond[:32], device, args.cfg)}
         if args.tokens_only:
             args.out.mkdir(parents=True, exist_ok=True)
             save_file({k: v.half().contiguous() for k, v in tokens.items()}, str(args.out / "disa_tokens.safetensors"))

@@ -147,3 +147,23 @@ def test_bad_step_set_and_wrong_model_kind_are_clear_errors(tmp_path: Path) -> N
     graph["1"]["inputs"]["mar"] = 1
     result = _executor(tmp_path).execute(graph, prompt_id="f")
     assert result.status == "error" and "MAR model" in str(result.error)
+
+
+def _shipped_graph_result(tmp_path: Path, name: str) -> Any:
+    import json
+
+    graph = json.loads((Path(__file__).resolve().parents[2] / "graphs" / f"{name}.json").read_text())
+    return _executor(tmp_path).execute(graph, prompt_id=name)
+
+
+@pytest.mark.slow  # the shipped models end to end (about a minute on 2 busy cores); the stub graphs above are fast
+@pytest.mark.parametrize("name", ["dd_generate", "disa_mar"])
+def test_shipped_example_graphs_run_on_the_cpu(tmp_path: Path, name: str) -> None:
+    from fewstep.nodes.zoo.ar import builtin
+
+    needed = {"dd_generate": {"ar", "vq"}, "disa_mar": {"mar", "vq"}}[name]
+    if not needed <= set(builtin.available()):
+        pytest.skip(f"the built-in {sorted(needed)} weights are not shipped in this checkout")
+    result = _shipped_graph_result(tmp_path, name)
+    assert result.status == "success", result.error
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4
