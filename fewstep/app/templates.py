@@ -132,8 +132,9 @@ def _frontend_entries(port: Input) -> list[Any]:
 
 
 def _estimate_size(schema: Schema, title: str) -> list[int]:
+    title_width = int(len(title) * CHAR_WIDTH) + WIDTH_PAD   # the editor widens a node to its title, uncapped
     if schema.node_id in ("SaveImage", "PreviewImage"):
-        return list(IMAGE_SINK_SIZE)
+        return [max(IMAGE_SINK_SIZE[0], title_width), IMAGE_SINK_SIZE[1]]
     slots = max(sum(1 for p in schema.inputs if not p.is_widget), len(schema.outputs))
     widgets = [p for p in schema.inputs if p.is_widget]
     height = slots * SLOT_HEIGHT + 10
@@ -141,7 +142,7 @@ def _estimate_size(schema: Schema, title: str) -> list[int]:
     for port in widgets:   # a seed control or upload button is a widget row of its own
         height += (MULTILINE_HEIGHT if port.multiline else WIDGET_HEIGHT) + WIDGET_HEIGHT * len(_frontend_entries(port))
     width = int(max(len(t) for t in texts) * CHAR_WIDTH) + WIDTH_PAD
-    size = [min(max(width, MIN_WIDTH), MAX_WIDTH), height + 10]
+    size = [max(min(max(width, MIN_WIDTH), MAX_WIDTH), title_width), height + 10]
     if schema.node_id in VIEWER_3D_NODES:   # the viewer's minimum; a long title still widens the node
         size = [max(size[0], VIEWER_3D_SIZE[0]), max(size[1], VIEWER_3D_SIZE[1])]
     return size
