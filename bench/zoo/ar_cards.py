@@ -22,7 +22,7 @@ DATA = ("## Data\nProcedural scenes of `fewstep/nodes/zoo/data.py` (1-3 shapes, 
         "(`make_split('train', 8192, seed=0)`, each scene rendered in {variants} jitter variants); every figure uses "
         "the disjoint `heldout` split (caption-hash split: no held-out caption occurs in training).\n")
 CPU_NOTE = ("**CPU demo.** The GPU recipe (`bash bench/zoo/ar_gpu_run.sh`, preset `gpu`: codebook 1024, "
-            "width 128, 140 s per model on an H100) has not run yet (no GPU this session). These weights come from "
+            "width 128, 140 s per model on an H100) has not run yet (no GPU was available on 2026-12-07). These weights come from "
             "the `cpu` preset on one thread of a shared 2-core machine, 10-20 minutes per model: treat them as a "
             "working demo of the pipeline, not as a good model.\n")
 
