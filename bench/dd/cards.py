@@ -48,10 +48,11 @@ distribution). Teacher NLL: the teacher's negative log-likelihood per token of t
 rows are the paper's "onestep*" baselines; their marginals are estimated from 4 teacher samples per caption (their
 ms include drawing those). Times are batch 1 on a shared 2-core CPU (noisy).
 
-**Limits.** A CPU demo: 2,349 steps on 8,192 pairs is far from the paper's recipe (the GPU driver
+**Limits.** A CPU demo: 4,000 steps on 8,192 pairs is far from the paper's recipe (the GPU driver
 `bench/dd/gpu_run.sh` is written for 262k pairs, not run). The generator places objects of the right colours in
-the right cells but leaves out parts of them (probe accuracy 0.19 vs the teacher's 0.24); by FD to the teacher's
-samples one step is no better than the naive baselines, by the teacher's likelihood it is far better.
+the right cells but leaves out parts of them (probe accuracy 0.19 vs the teacher's 0.24, below the marginal
+mosaic's 0.28). `fewstep bench dd` without `--gpu-dir` samples the teacher rows with the *shipped* teacher, which
+this generator was not distilled from: compare its DD rows with the teacher rows of this card, not of that run.
 
 **License.** GPL-3.0-or-later (ours); trained from our own teacher on generated data.
 """
