@@ -45,6 +45,7 @@ class LinearHeadSteps:
 
     upper: int = 50
     lower: int = 5
+    t_max: int = CLIP_TIMESTEP   # the head's noisiest timestep (the MAR sampler node passes it on)
 
     def __post_init__(self) -> None:
         _check(self.upper, self.lower)
@@ -59,6 +60,7 @@ class CosineHeadSteps:
 
     upper: int = 50
     lower: int = 5
+    t_max: int = CLIP_TIMESTEP   # the head's noisiest timestep (the MAR sampler node passes it on)
 
     def __post_init__(self) -> None:
         _check(self.upper, self.lower)
@@ -74,6 +76,7 @@ class TwoStageHeadSteps:
 
     upper: int = 50
     lower: int = 5
+    t_max: int = CLIP_TIMESTEP   # the head's noisiest timestep (the MAR sampler node passes it on)
 
     def __post_init__(self) -> None:
         _check(self.upper, self.lower)
@@ -88,6 +91,7 @@ class FixedHeadSteps:
     """The same ``steps`` at every iteration (the baseline with many steps, or the few-steps control)."""
 
     steps: int = 50
+    t_max: int = CLIP_TIMESTEP
 
     def __post_init__(self) -> None:
         _check(self.steps, self.steps)

@@ -91,3 +91,24 @@ def test_ar_tokens_hold_exactly_one_kind():
         ARTokens()
     with pytest.raises(ValueError):
         ARTokens(tokens=torch.zeros(1, 64, dtype=torch.long), latents=torch.zeros(1, 64, 8))
+
+
+def test_mar_sampler_node_passes_a_schedules_noisiest_head_timestep(tokenizer, monkeypatch):
+    """DiSA's schedules clip the head's noisiest timestep at 950 (t_max); the node hands it to sample_mar,
+    and a schedule without t_max keeps the default (None = 999)."""
+    from fewstep.nodes.core.ar import sampling
+    from fewstep.nodes.disa.schedules import CLIP_TIMESTEP, LinearHeadSteps
+
+    seen = []
+    real = sampling.sample_mar
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("head_t_max"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_mar", spy)
+    kw = dict(ar_model=_mar_bundle(tokenizer), positive=_positive(), batch_size=1, seed=0, iterations=2,
+              head_steps=2, temperature=1.0, cfg=1.0)
+    MARSampler.execute(head_step_schedule=LinearHeadSteps(3, 1), **kw)
+    MARSampler.execute(head_step_schedule=lambda k, n: 2, **kw)
+    assert seen == [CLIP_TIMESTEP, None]

@@ -189,7 +189,8 @@ class MARSampler(Node):
         cond = caption_condition(positive, batch_size, model.config.cond_dim, model.pos.device)
         schedule = head_step_schedule if head_step_schedule is not None else ConstantHeadSteps(head_steps)
         latents = sample_mar(model, cond, iterations=iterations, head_steps=schedule, temperature=temperature,
-                             cfg_scale=cfg, generator=torch.Generator().manual_seed(seed), callback=_progress)
+                             cfg_scale=cfg, generator=torch.Generator().manual_seed(seed), callback=_progress,
+                             head_t_max=getattr(schedule, "t_max", None))   # DiSA's schedules clip at 950
         grid = ARTokens(latents=latents)
         return NodeOutput(grid.decode(ar_model.tokenizer), grid)
 
