@@ -23,7 +23,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fewstep.app.api import InterruptedError_, Paths, use_paths
 from fewstep.app.cache import CacheSet
@@ -37,6 +37,9 @@ from fewstep.app.plan import Plan, PlanMemo, make_plan, signature, still_valid
 from fewstep.app.registry import NodeDef, Registry
 from fewstep.app.scheduler import DependencyCycleError, Interrupted, NodeFailed, Scheduler
 from fewstep.app.validation import Validation, validate_prompt
+
+if TYPE_CHECKING:
+    from fewstep.app.config import Config
 
 __all__ = ["Executor", "RunResult", "Run", "Emit", "now_ms", "summarize", "is_out_of_memory"]
 
@@ -396,3 +399,14 @@ class Run:
         self.result.status = "error"
         self.result.error = error
         return self.result
+
+
+def build_executor(config: Config) -> Executor:
+    """The server's executor for ``config``: every pack (built-ins when ``config.builtin_nodes``, then its
+    custom_nodes folders and entry points), its cache policy, its paths. ``fewstep serve`` builds it once in
+    the server and once in each worker process."""
+    from fewstep.app.registry import load_registry
+
+    with use_paths(config.paths()):   # packs may read folder_paths while they import
+        registry = load_registry(list(config.custom_nodes_dirs), builtin=config.builtin_nodes)
+    return Executor(registry, CacheSet(config.cache), config.paths())

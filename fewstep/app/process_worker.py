@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from fewstep.app.config import Config
-from fewstep.app.storage import JobStore
+from fewstep.app.storage import JobStore, interrupted_message
 from fewstep.app.worker import WorkerEmit, _no_emit
 
 log = logging.getLogger("fewstep.worker")
@@ -188,15 +188,13 @@ class ProcessWorker:
 
     def _record_lost(self, store: JobStore, prompt_id: str, client_id: str | None, killed: bool,
                      reason: str) -> None:
-        now = int(time.time() * 1000)
         if killed:
-            event = ("execution_interrupted", {"prompt_id": prompt_id, "node_id": None, "node_type": None,
-                                               "executed": [], "timestamp": now, "reason": reason})
+            event = interrupted_message(prompt_id, reason)
         else:
-            event = ("execution_error", {"prompt_id": prompt_id, "node_id": None, "node_type": None,
-                                         "executed": [], "exception_message": reason,
-                                         "exception_type": "WorkerDied", "traceback": [], "timestamp": now})
-        store.finish(prompt_id, "interrupted" if killed else "error", {}, [list(event)], completed=False)
+            event = ["execution_error", {"prompt_id": prompt_id, "node_id": None, "node_type": None,
+                                         "executed": [], "exception_message": reason, "exception_type": "WorkerDied",
+                                         "traceback": [], "timestamp": int(time.time() * 1000)}]
+        store.finish(prompt_id, "interrupted" if killed else "error", {}, [event], completed=False)
         self.emit(event[0], event[1], client_id)
         self.emit("executing", {"node": None, "prompt_id": prompt_id}, client_id)
         self.emit("status", {"status": {"exec_info": {"queue_remaining": store.queue_remaining()}}}, None)
@@ -207,6 +205,7 @@ def child_main(config: Config, conn: Connection, preview_size: int) -> None:
     """Entry point of the worker process: build the executor as the server does, run a QueueWorker, and
     obey the parent's messages until it says stop (or goes away)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group: the parent decides
+    from fewstep.app.executor import build_executor
     from fewstep.app.worker import QueueWorker
 
     send_lock = threading.Lock()
@@ -233,18 +232,6 @@ def child_main(config: Config, conn: Connection, preview_size: int) -> None:
             break
         _obey(worker, message)
     worker.stop(STOP_GRACE_S)
-
-
-def build_executor(config: Config) -> Any:
-    """The executor ``build_app`` makes: every pack of ``config``, its cache policy, its paths."""
-    from fewstep.app.api import use_paths
-    from fewstep.app.cache import CacheSet
-    from fewstep.app.executor import Executor
-    from fewstep.app.registry import load_registry
-
-    with use_paths(config.paths()):   # packs may read folder_paths while they import
-        registry = load_registry(list(config.custom_nodes_dirs), builtin=config.builtin_nodes)
-    return Executor(registry, CacheSet(config.cache), config.paths())
 
 
 def _child_emit(send: Any, preview_size: int) -> WorkerEmit:

@@ -211,9 +211,7 @@ class JobStore:
         with self._lock:
             rows = self._db.execute("SELECT prompt_id FROM jobs WHERE status='running'").fetchall()
         for row in rows:
-            message = ["execution_interrupted", {"prompt_id": row[0], "node_id": None, "node_type": None,
-                                                 "executed": [], "timestamp": _ms(),
-                                                 "reason": "the server stopped while this job ran"}]
+            message = interrupted_message(row[0], "the server stopped while this job ran")
             self.finish(row[0], "interrupted", {}, [message], completed=False)
         return len(rows)
 
@@ -295,6 +293,13 @@ class JobStore:
 # encoder recurses) and take the whole listing with it. Admission refuses such rows now; older
 # databases may still hold one.
 MAX_READ_DEPTH = 200
+
+
+def interrupted_message(prompt_id: str, reason: str) -> list[Any]:
+    """The ``execution_interrupted`` history message of a job that no node could report on (its process
+    stopped): ComfyUI's fields, no node, and why."""
+    return ["execution_interrupted", {"prompt_id": prompt_id, "node_id": None, "node_type": None,
+                                      "executed": [], "timestamp": _ms(), "reason": reason}]
 
 
 def _loads(text: str | None, default: Any) -> Any:

@@ -215,19 +215,14 @@ def terminal_logging(logger: logging.Logger) -> None:
 
 def build_app(config: Config) -> web.Application:
     """The production app: real registry, caches, executor and SQLite store from ``config``."""
-    from fewstep.app.api import use_paths
-    from fewstep.app.cache import CacheSet
-    from fewstep.app.executor import Executor
-    from fewstep.app.registry import load_registry
+    from fewstep.app.executor import build_executor
     from fewstep.app.storage import JobStore
 
     config.ensure_dirs()
-    with use_paths(config.paths()):  # packs may read folder_paths while they import
-        registry = load_registry(list(config.custom_nodes_dirs), builtin=config.builtin_nodes)
+    executor = build_executor(config)
+    registry = executor.registry
     for failure in registry.failures:
         log.warning("node pack %s failed to load: %s", failure.pack, failure.reason)
-    caches = CacheSet(config.cache)
-    executor = Executor(registry, caches, config.paths())
     worker = None   # the thread worker, built by create_app
     if config.worker == "process":
         from fewstep.app.process_worker import ProcessWorker

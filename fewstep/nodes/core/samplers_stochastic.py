@@ -70,12 +70,17 @@ class _SeedsNoise:
         return self.z
 
 
-def _seeds_point(denoiser: Any, sigma: torch.Tensor, lam: torch.Tensor, h: torch.Tensor, r: float,
-                 eta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sigma_r, decay_r, a_r) at lambda + r h: a stage there is x_r = decay_r x - a_r (data term), with
-    decay_r = (s_r / s) e^{-r h eta} the SDE's contraction of x."""
+def _seeds_stage(denoiser: Any, x: torch.Tensor, data: torch.Tensor, sigma: torch.Tensor, lam: torch.Tensor,
+                 h: torch.Tensor, r: float, eta: float, noise: _SeedsNoise | None, s_noise: float,
+                 cond: Any) -> torch.Tensor:
+    """The denoised prediction at a stage at lambda + r h: x_r = decay_r x - a_r data (+ the stage's share of
+    the step's noise), with decay_r = (s_r / s) e^{-r h eta} the SDE's contraction of x and a_r = alpha(s_r);
+    returns D(x_r, s_r)."""
     sigma_r = _sigma_at_lambda(denoiser, lam + r * h)
-    return sigma_r, sigma_r / sigma * (-r * h * eta).exp(), alpha_at(denoiser, sigma_r)
+    x_r = sigma_r / sigma * (-r * h * eta).exp() * x - alpha_at(denoiser, sigma_r) * data
+    if noise is not None:
+        x_r = x_r + noise.to(r) * sigma_r * s_noise
+    return denoiser(x_r, sigma_r, cond)
 
 
 def sample_seeds_2(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Any = None,
@@ -102,11 +107,7 @@ def sample_seeds_2(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond
         h = lam_next - lam
         h_eta = h * (1 + eta)
         noise = _SeedsNoise(x, h, eta, generator) if noisy else None
-        sigma_2, decay_2, a_2 = _seeds_point(denoiser, sigma, lam, h, r, eta)
-        x_2 = decay_2 * x - a_2 * _ei_h_phi_1(-r * h_eta) * x0
-        if noise is not None:
-            x_2 = x_2 + noise.to(r) * sigma_2 * s_noise
-        x0_2 = denoiser(x_2, sigma_2, cond)
+        x0_2 = _seeds_stage(denoiser, x, _ei_h_phi_1(-r * h_eta) * x0, sigma, lam, h, r, eta, noise, s_noise, cond)
         decay = sigma_next / sigma * (-h * eta).exp()
         a_next = alpha_at(denoiser, sigma_next)
         if solver_type == "phi_1":
@@ -156,18 +157,11 @@ def sample_seeds_3(denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, *, cond
         h = lam_next - lam
         h_eta = h * (1 + eta)
         noise = _SeedsNoise(x, h, eta, generator) if noisy else None
-        sigma_2, decay_2, a_2 = _seeds_point(denoiser, sigma, lam, h, r_1, eta)
-        x_2 = decay_2 * x - a_2 * _ei_h_phi_1(-r_1 * h_eta) * x0
-        if noise is not None:
-            x_2 = x_2 + noise.to(r_1) * sigma_2 * s_noise
-        x0_2 = denoiser(x_2, sigma_2, cond)
+        x0_2 = _seeds_stage(denoiser, x, _ei_h_phi_1(-r_1 * h_eta) * x0, sigma, lam, h, r_1, eta, noise, s_noise,
+                            cond)
         a32 = r_2 / r_1 * _ei_h_phi_2(-r_2 * h_eta)
         a31 = _ei_h_phi_1(-r_2 * h_eta) - a32
-        sigma_3, decay_3, a_3 = _seeds_point(denoiser, sigma, lam, h, r_2, eta)
-        x_3 = decay_3 * x - a_3 * (a31 * x0 + a32 * x0_2)
-        if noise is not None:
-            x_3 = x_3 + noise.to(r_2) * sigma_3 * s_noise
-        x0_3 = denoiser(x_3, sigma_3, cond)
+        x0_3 = _seeds_stage(denoiser, x, a31 * x0 + a32 * x0_2, sigma, lam, h, r_2, eta, noise, s_noise, cond)
         b3 = _ei_h_phi_2(-h_eta) / r_2
         b1 = _ei_h_phi_1(-h_eta) - b3
         x = sigma_next / sigma * (-h * eta).exp() * x - alpha_at(denoiser, sigma_next) * (b1 * x0 + b3 * x0_3)

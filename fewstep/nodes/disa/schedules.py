@@ -40,8 +40,8 @@ def _progress(iteration: int, iterations: int) -> float:
 
 
 @dataclass(frozen=True)
-class LinearHeadSteps:
-    """T(k) falls linearly from ``upper`` (first iteration) to ``lower`` (last); DiSA's default (MAR: 50 → 5)."""
+class _Annealed:
+    """Head steps falling from ``upper`` (first AR iteration) to ``lower`` (last); subclasses give the shape."""
 
     upper: int = 50
     lower: int = 5
@@ -49,21 +49,19 @@ class LinearHeadSteps:
 
     def __post_init__(self) -> None:
         _check(self.upper, self.lower)
+
+
+@dataclass(frozen=True)
+class LinearHeadSteps(_Annealed):
+    """T(k) falls linearly from ``upper`` (first iteration) to ``lower`` (last); DiSA's default (MAR: 50 → 5)."""
 
     def __call__(self, iteration: int, iterations: int) -> int:
         return self.lower + math.floor((1 - _progress(iteration, iterations)) * (self.upper - self.lower) + 1e-9)
 
 
 @dataclass(frozen=True)
-class CosineHeadSteps:
+class CosineHeadSteps(_Annealed):
     """T(k) follows a half cosine from ``upper`` to ``lower`` (stays high longer, then drops)."""
-
-    upper: int = 50
-    lower: int = 5
-    t_max: int = CLIP_TIMESTEP   # the head's noisiest timestep (the MAR sampler node passes it on)
-
-    def __post_init__(self) -> None:
-        _check(self.upper, self.lower)
 
     def __call__(self, iteration: int, iterations: int) -> int:
         frac = (math.cos(math.pi * _progress(iteration, iterations)) + 1) / 2
@@ -71,15 +69,8 @@ class CosineHeadSteps:
 
 
 @dataclass(frozen=True)
-class TwoStageHeadSteps:
+class TwoStageHeadSteps(_Annealed):
     """``upper`` steps for the first half of the AR iterations, ``lower`` for the second half."""
-
-    upper: int = 50
-    lower: int = 5
-    t_max: int = CLIP_TIMESTEP   # the head's noisiest timestep (the MAR sampler node passes it on)
-
-    def __post_init__(self) -> None:
-        _check(self.upper, self.lower)
 
     def __call__(self, iteration: int, iterations: int) -> int:
         _progress(iteration, iterations)
