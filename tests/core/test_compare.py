@@ -206,13 +206,13 @@ def test_sweep_metrics_per_row_with_attached_numbers() -> None:
 
 @pytest.mark.parametrize(("n", "m"), [(4, 64), (7, 5), (30, 40)])
 def test_few_sample_frechet_distance_equals_the_matrix_square_root_form(n: int, m: int) -> None:
-    from fewstep.nodes.core.metrics import frechet_distance
+    from fewstep.nodes.core.metrics import frechet_distance, frechet_distance_few
 
     rng = np.random.default_rng(n * m)
     a, b = rng.normal(size=(n, 24)), 0.5 + 2.0 * rng.normal(size=(m, 24))
     # both sides hold rank-deficient covariances when n or m < 24, where sqrtm is only accurate to ~1e-6
-    assert C.frechet_distance_few(a, b) == pytest.approx(frechet_distance(a, b), rel=1e-6)
-    assert C.frechet_distance_few(a, a) == pytest.approx(0.0, abs=1e-9)
+    assert frechet_distance_few(a, b) == pytest.approx(frechet_distance(a, b), rel=1e-6)
+    assert frechet_distance_few(a, a) == pytest.approx(0.0, abs=1e-9)
 
 
 # ------------------------------------------------------------------------------------------ drawing

@@ -202,27 +202,6 @@ def probe_reads(images: torch.Tensor, scenes: Sequence[Any], probe: Any = None) 
     return [h["count"] == 1 and h["colour"] == h["shape"] == h["objects"] for h in hits]
 
 
-def frechet_distance_few(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """The Fréchet distance of ``metrics.frechet_distance`` (FID, Heusel et al. 2017, eq. 6), exact, for few
-    samples: ``|mu_a - mu_b|^2 + tr S_a + tr S_b - 2 tr (S_a S_b)^{1/2}``, [N, D] and [M, D] features.
-
-    With centred features X_a [N, D], X_b [M, D], S_a = X_a^T X_a / (N-1) and S_b = X_b^T X_b / (M-1), so the
-    non-zero eigenvalues of S_a S_b are those of C C^T / ((N-1)(M-1)) with C = X_a X_b^T [N, M]: hence
-    tr (S_a S_b)^{1/2} = ||C||_* / sqrt((N-1)(M-1)) (nuclear norm). An [N, M] SVD instead of a D x D matrix
-    square root: for D = 1280, N = 4, M = 64, scipy's sqrtm took 6.7 s of CPU per call on this machine."""
-    if feats_a.ndim != 2 or feats_b.ndim != 2 or feats_a.shape[1] != feats_b.shape[1]:
-        raise ValueError(f"frechet_distance: need [N, D] arrays of one D, got {feats_a.shape} and {feats_b.shape}")
-    n, m = len(feats_a), len(feats_b)
-    if min(n, m) < 2:
-        raise ValueError("frechet_distance: need at least 2 samples on each side")
-    a, b = feats_a.astype(np.float64), feats_b.astype(np.float64)
-    xa, xb = a - a.mean(0), b - b.mean(0)
-    cross = np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
-    trace_a, trace_b = (xa**2).sum() / (n - 1), (xb**2).sum() / (m - 1)
-    value = ((a.mean(0) - b.mean(0)) ** 2).sum() + trace_a + trace_b - 2 * cross
-    return float(max(value, 0.0))
-
-
 def weight_megabytes(model: Any) -> float | None:
     """MB (10^6 bytes) of the MODEL network's parameters and buffers as held in memory (a quantized layer's
     integer codes and scales are buffers), or None when the network is not a torch module."""
@@ -240,7 +219,7 @@ def sweep_metrics(sweep: Sequence[Contender], images: torch.Tensor, seconds: Seq
     (0 = skip); attribute accuracy and the fraction of images whose scene the probe reads exactly (prompts of
     the built-in scene grammar only); then the contender's own metrics."""
     rows = [c.label for c in sweep]
-    from fewstep.nodes.core.metrics import effnet_features, reference_images
+    from fewstep.nodes.core.metrics import effnet_features, frechet_distance_few, reference_images
     from fewstep.nodes.zoo.effnet import load_efficientnet_lite0
 
     per_row = images.reshape(len(rows), len(prompts), *images.shape[1:])

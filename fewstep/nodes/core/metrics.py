@@ -20,10 +20,7 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     The matrix square root uses ``scipy.linalg.sqrtm``; its tiny imaginary part (numerical) is dropped."""
     import scipy.linalg
 
-    if feats_a.ndim != 2 or feats_b.ndim != 2 or feats_a.shape[1] != feats_b.shape[1]:
-        raise ValueError(f"frechet_distance: need [N, D] arrays of one D, got {feats_a.shape} and {feats_b.shape}")
-    if min(len(feats_a), len(feats_b)) < 2:
-        raise ValueError("frechet_distance: need at least 2 samples on each side")
+    _check_features(feats_a, feats_b)
     a, b = feats_a.astype(np.float64), feats_b.astype(np.float64)
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
@@ -33,6 +30,31 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
         root = scipy.linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
     value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root.real)
     return float(max(value, 0.0))
+
+
+def frechet_distance_few(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """The Fréchet distance of ``metrics.frechet_distance`` (FID, Heusel et al. 2017, eq. 6), exact, for few
+    samples: ``|mu_a - mu_b|^2 + tr S_a + tr S_b - 2 tr (S_a S_b)^{1/2}``, [N, D] and [M, D] features.
+
+    With centred features X_a [N, D], X_b [M, D], S_a = X_a^T X_a / (N-1) and S_b = X_b^T X_b / (M-1), so the
+    non-zero eigenvalues of S_a S_b are those of C C^T / ((N-1)(M-1)) with C = X_a X_b^T [N, M]: hence
+    tr (S_a S_b)^{1/2} = ||C||_* / sqrt((N-1)(M-1)) (nuclear norm). An [N, M] SVD instead of a D x D matrix
+    square root: for D = 1280, N = 4, M = 64, scipy's sqrtm took 6.7 s of CPU per call on this machine."""
+    _check_features(feats_a, feats_b)
+    n, m = len(feats_a), len(feats_b)
+    a, b = feats_a.astype(np.float64), feats_b.astype(np.float64)
+    xa, xb = a - a.mean(0), b - b.mean(0)
+    cross = np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
+    trace_a, trace_b = (xa**2).sum() / (n - 1), (xb**2).sum() / (m - 1)
+    value = ((a.mean(0) - b.mean(0)) ** 2).sum() + trace_a + trace_b - 2 * cross
+    return float(max(value, 0.0))
+
+
+def _check_features(feats_a: np.ndarray, feats_b: np.ndarray) -> None:
+    if feats_a.ndim != 2 or feats_b.ndim != 2 or feats_a.shape[1] != feats_b.shape[1]:
+        raise ValueError(f"frechet_distance: need [N, D] arrays of one D, got {feats_a.shape} and {feats_b.shape}")
+    if min(len(feats_a), len(feats_b)) < 2:
+        raise ValueError("frechet_distance: need at least 2 samples on each side")
 
 
 def reference_images(n: int, seed: int = 0, split: str = "heldout") -> tuple[torch.Tensor, list[str]]:
