@@ -140,7 +140,7 @@ class CompareSweep(Node):
 
 
 def _lines(text: str) -> list[str]:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = _labels(text)
     if not lines:
         raise ValueError("give at least one prompt (one per line)")
     return lines
