@@ -11,8 +11,9 @@ def entrypoint() -> list[type]:
     from fewstep.nodes.core.metric_nodes import METRIC_NODES
     from fewstep.nodes.core.nodes import NODES
     from fewstep.nodes.core.nodes_compare import NODES as COMPARE_NODES
+    from fewstep.nodes.core.nodes_guidance import NODES as GUIDANCE_NODES
     from fewstep.nodes.core.nodes_vae_text import NODES as VAE_TEXT_NODES
 
     return [*NODES, *nodes_latent.NODES, *nodes_conditioning.NODES, *nodes_image.NODES, *nodes_sampling.NODES,
-            *METRIC_NODES, *COMPARE_NODES, *AR_NODES, *VAE_TEXT_NODES]
+            *GUIDANCE_NODES, *METRIC_NODES, *COMPARE_NODES, *AR_NODES, *VAE_TEXT_NODES]
 

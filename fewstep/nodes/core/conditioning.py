@@ -28,6 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fewstep.nodes.core.apg import APGState
+
 FEATHER = 8          # latent cells over which an inner area edge fades in (ComfyUI's rr = 8)
 RICH_KEYS = ("area", "mask", "start_percent", "end_percent", "control")
 
@@ -222,9 +224,20 @@ def rescale_cfg(x: torch.Tensor, sigma: torch.Tensor | float, x0_c: torch.Tensor
     return x_vp - v_final * s / k
 
 
+def cfg_combine(model: Any, x: torch.Tensor, sigma: torch.Tensor | float, x0_c: torch.Tensor,
+                x0_u: torch.Tensor, scale: float) -> torch.Tensor:
+    """``D_u + scale (D_c - D_u)``, or RescaleCFG's version when the model carries ``extras["rescale_cfg"]``
+    (ComfyUI's ``cfg_function``)."""
+    multiplier = model.extras.get("rescale_cfg")
+    if multiplier is not None:
+        return rescale_cfg(x, sigma, x0_c, x0_u, scale, float(multiplier))
+    return x0_u + scale * (x0_c - x0_u)
+
+
 class ComposedGuider:
     """CFG over rich conditioning: ``D = D_u + scale (D_c - D_u)`` with D_c, D_u from :func:`evaluate`;
-    RescaleCFG when the model carries ``extras["rescale_cfg"]``. ``scale == 1`` skips the negative.
+    RescaleCFG when the model carries ``extras["rescale_cfg"]``, APG (``nodes.core.apg``) when it carries
+    ``extras["apg"]``. ``scale == 1`` skips the negative.
 
     It exposes ``model`` (not ``denoiser``), so the CUDA fast path leaves it eager."""
 
@@ -239,6 +252,8 @@ class ComposedGuider:
         self.negative = prepare(negative, h, w, model.schedule) if negative is not None else None
         if self.negative is not None:
             _share_control(self.positive, self.negative)
+        settings = model.extras.get("apg")
+        self.apg = None if settings is None else APGState(settings)     # per run: APG's momentum state
 
     @property
     def schedule(self) -> Any:
@@ -246,7 +261,11 @@ class ComposedGuider:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Any = None) -> torch.Tensor:
         if self.negative is None or self.scale == 1.0:
-            return evaluate(self.model, self.positive, x, sigma)
+            x0_c = evaluate(self.model, self.positive, x, sigma)
+            if self.apg is None:
+                return x0_c
+            # ComfyUI's cfg-1 shortcut hands APG a zero unconditional prediction (see nodes.core.apg)
+            return self._combine(x, sigma, x0_c, torch.zeros_like(x0_c))
         return self.predict_with_uncond(x, sigma, cond)[0]
 
     def predict_with_uncond(self, x: torch.Tensor, sigma: torch.Tensor | float,
@@ -255,12 +274,19 @@ class ComposedGuider:
         pass runs even at scale 1; without a negative prompt both are the positive prediction."""
         x0_c = evaluate(self.model, self.positive, x, sigma)
         if self.negative is None:
-            return x0_c, x0_c
+            if self.apg is None:
+                return x0_c, x0_c
+            zeros = torch.zeros_like(x0_c)
+            return self._combine(x, sigma, x0_c, zeros), zeros
         x0_u = evaluate(self.model, self.negative, x, sigma)
-        multiplier = self.model.extras.get("rescale_cfg")
-        if multiplier is not None:
-            return rescale_cfg(x, sigma, x0_c, x0_u, self.scale, float(multiplier)), x0_u
-        return x0_u + self.scale * (x0_c - x0_u), x0_u
+        return self._combine(x, sigma, x0_c, x0_u), x0_u
+
+    def _combine(self, x: torch.Tensor, sigma: torch.Tensor | float, x0_c: torch.Tensor,
+                 x0_u: torch.Tensor) -> torch.Tensor:
+        """ComfyUI's order: the pre-CFG step (APG rewrites D_c), then CFG or RescaleCFG."""
+        if self.apg is not None:
+            x0_c = self.apg.modified_cond(x0_c, x0_u, sigma, self.scale)
+        return cfg_combine(self.model, x, sigma, x0_c, x0_u, self.scale)
 
 
 class InpaintGuider:

@@ -91,7 +91,8 @@ class GuiderSpec:
     def build(self, latent: torch.Tensor) -> Any:
         from fewstep.nodes.core.conditioning import ComposedGuider, is_rich
 
-        if is_rich(self.positive) or is_rich(self.negative) or "rescale_cfg" in self.model.extras:
+        patched = "rescale_cfg" in self.model.extras or "apg" in self.model.extras
+        if is_rich(self.positive) or is_rich(self.negative) or patched:
             return ComposedGuider(self.model, self.positive, self.negative, self.cfg, latent)
         arch = self.model.extras.get("arch", "sd1")
         pos = model_cond(self.positive, latent, arch)
@@ -142,3 +143,16 @@ def run(guider: GuiderSpec, sampler: SamplerSpec, sigmas: torch.Tensor, latent: 
         # CUDA: the fast path (graph-replayed guider call, no syncs in the loop); elsewhere exactly sampler(...)
         out = fastpath.sample(sampler, built, x, sigmas.float(), callback=callback, generator=generator)
     return {**latent, "samples": out.float().cpu()}, {**latent, "samples": last.get("x0", out).float().cpu()}
+
+
+def add_noise(model: Denoiser, noise: Any, sigmas: torch.Tensor, latent: dict[str, Any]) -> dict[str, Any]:
+    """ComfyUI's AddNoise: the latent noised to ``scale`` = |sigmas[0] - sigmas[-1]| (sigmas[0] for a single
+    value) by the model's forward process, ``alpha(scale) latent + scale noise`` (``Denoiser.noise_latent``;
+    latent + scale noise for VP/EDM models, (1 - scale) latent + scale noise for flow models). NaN and
+    infinities become 0; empty sigmas return the latent unchanged."""
+    if len(sigmas) == 0:
+        return latent
+    samples = latent["samples"].float()
+    scale = float((sigmas[0] - sigmas[-1]).abs()) if len(sigmas) > 1 else float(sigmas[0])
+    noisy = model.noise_latent(samples, noise.generate(latent).to(samples.device), scale)
+    return {**latent, "samples": torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)}
