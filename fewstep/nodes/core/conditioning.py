@@ -164,10 +164,11 @@ def prepare(conditioning: list[list[Any]], h: int, w: int, schedule: Any) -> lis
     return entries
 
 
-def _entry_cond(entry: Entry, crop: torch.Tensor, sigma: float, arch: str, schedule: Any) -> dict[str, Any]:
+def _entry_cond(entry: Entry, x: torch.Tensor, crop: torch.Tensor, sigma: float, arch: str,
+                schedule: Any) -> dict[str, Any]:
     from fewstep.nodes.core.sampling import model_cond
 
-    cond = model_cond([[entry.states, entry.extra]], crop, arch)
+    cond = crop_concat(model_cond([[entry.states, entry.extra]], crop, arch), entry.box, *x.shape[-2:])
     if entry.control is not None:
         active = entry.control.active(schedule, sigma)
         if active:
@@ -188,7 +189,7 @@ def evaluate(denoiser: Any, entries: list[Entry], x: torch.Tensor, sigma: torch.
         y0, y1, x0, x1 = entry.box
         crop = x[:, :, y0:y1, x0:x1]
         weight = entry.weight.to(x.device, x.dtype)
-        x0_pred = denoiser(crop, sigma, _entry_cond(entry, crop, s, arch, denoiser.schedule))
+        x0_pred = denoiser(crop, sigma, _entry_cond(entry, x, crop, s, arch, denoiser.schedule))
         out[:, :, y0:y1, x0:x1] += x0_pred * weight
         total[:, :, y0:y1, x0:x1] += weight
     return out / total
@@ -343,12 +344,33 @@ def inpaint_concat(cond: dict[str, Any], x_in: torch.Tensor, channels: int) -> t
     image latent], resized to x_in [B, C, h, w] and not scaled by c_in. Without InpaintModelConditioning the
     whole image is "to paint": mask 1 and a zero latent."""
     b, _, h, w = x_in.shape
-    mask, image = cond.get("concat_mask"), cond.get("concat_latent_image")
-    if mask is None or image is None:
+    if cond.get("concat_mask") is None or cond.get("concat_latent_image") is None:
         parts = [torch.ones(b, 1, h, w), torch.zeros(b, channels - 1, h, w)]
     else:
-        mask = F.interpolate(mask.float().reshape(-1, 1, *mask.shape[-2:]), size=(h, w), mode="bilinear")
-        image = F.interpolate(image.float(), size=(h, w), mode="bilinear") if image.shape[-2:] != (h, w) else image
+        mask, image = concat_at_size(cond, h, w)
         parts = [mask[:1].expand(b, -1, -1, -1) if mask.shape[0] != b else mask,
                  image[:1].expand(b, -1, -1, -1) if image.shape[0] != b else image]
     return torch.cat([p.float() for p in parts], dim=1).to(x_in.device, x_in.dtype)
+
+
+def concat_at_size(cond: dict[str, Any], h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask [B, 1, h, w], masked-image latent [B, C, h, w]) of InpaintModelConditioning resized (bilinear)
+    to a latent of h x w cells, the mask rounded to 0 / 1 after resizing (ComfyUI's ``concat_cond``)."""
+    mask, image = cond["concat_mask"].float(), cond["concat_latent_image"].float()
+    mask = mask.reshape(-1, 1, *mask.shape[-2:])
+    if mask.shape[-2:] != (h, w):
+        mask = F.interpolate(mask, size=(h, w), mode="bilinear")
+    if image.shape[-2:] != (h, w):
+        image = F.interpolate(image, size=(h, w), mode="bilinear")
+    return mask.round(), image
+
+
+def crop_concat(cond: dict[str, Any], box: tuple[int, int, int, int], h: int, w: int) -> dict[str, Any]:
+    """The model cond of an entry evaluated on the area ``box`` (y0, y1, x0, x1) of an h x w latent: the
+    inpainting concat (mask, masked-image latent) is taken at the full latent's size and cut to the area, as
+    the latent is (ComfyUI crops every noise-shaped model cond to the area: ``CONDNoiseShape``)."""
+    if cond.get("concat_mask") is None or cond.get("concat_latent_image") is None or box == (0, h, 0, w):
+        return cond
+    y0, y1, x0, x1 = box
+    mask, image = concat_at_size(cond, h, w)
+    return {**cond, "concat_mask": mask[..., y0:y1, x0:x1], "concat_latent_image": image[..., y0:y1, x0:x1]}
