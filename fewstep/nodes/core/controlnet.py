@@ -8,7 +8,8 @@ scaled by its strength.
 
 Files: the LDM layout (``input_blocks.*``, ``zero_convs.*``, ``input_hint_block.*``, ``middle_block_out.*``,
 optionally under ``control_model.``) goes through diffusers' own converter; the diffusers layout
-(``controlnet_cond_embedding.*``) loads as is. The architecture is read from the tensors' shapes (no
+(``controlnet_cond_embedding.*``) loads as is. "Difference" ControlNets (a ``difference`` key; the copied
+UNet weights stored as ControlNet - UNet) get the model's UNet weights added back (DiffControlNetLoader). The architecture is read from the tensors' shapes (no
 config download), so full-size and tiny test networks load alike.
 """
 
@@ -163,11 +164,52 @@ def t2i_to_diffusers_layout(state: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
+def t2i_light_to_diffusers_layout(state: dict[str, Any]) -> dict[str, Any] | None:
+    """Light T2I-Adapter weights (TencentARC's ``Adapter_light``, which ComfyUI detects by
+    ``body.0.in_conv.weight``: per level ``body.{l}.in_conv`` (1x1), ``body.{l}.body.{r}.block1/block2`` (resnet
+    blocks at a quarter of the width), ``body.{l}.out_conv`` (1x1)) in diffusers' ``LightAdapter`` names
+    (``adapter.body.{l}.in_conv``, ``adapter.body.{l}.resnets.{r}.*``, ``adapter.body.{l}.out_conv``); None when
+    ``state`` is no light adapter."""
+    if "adapter.body.0.out_conv.weight" in state:
+        return state
+    if "body.0.in_conv.weight" not in state or "body.0.out_conv.weight" not in state:
+        return None
+    out = {}
+    for key, value in state.items():
+        if m := re.match(r"body\.(\d+)\.body\.(\d+)\.(block1|block2)\.(weight|bias)$", key):
+            out[f"adapter.body.{m[1]}.resnets.{m[2]}.{m[3]}.{m[4]}"] = value
+        elif m := re.match(r"body\.(\d+)\.(in_conv|out_conv)\.(weight|bias)$", key):
+            out[f"adapter.body.{m[1]}.{m[2]}.{m[3]}"] = value
+        else:
+            raise ValueError(f"unsupported light T2I-Adapter layout (key {key!r})")
+    return out
+
+
+def _light_adapter(sd: dict[str, Any]) -> tuple[Any, int]:
+    """(diffusers LightAdapter-type T2IAdapter, control-image channels) for diffusers-layout light weights. Its
+    last level keeps the width of the one before (diffusers' layout; ComfyUI's 320, 640, 1280, 1280 fits)."""
+    from diffusers import T2IAdapter as DiffusersT2IAdapter
+
+    levels = _count(sd, r"adapter\.body\.(\d+)\.")
+    widths = [int(sd[f"adapter.body.{i}.out_conv.weight"].shape[0]) for i in range(levels)]
+    if levels < 2 or widths[-1] != widths[-2]:
+        raise ValueError(f"light T2I-Adapter with level widths {widths}: only adapters whose last two levels "
+                         "have one width (as the published ones, 320 640 1280 1280) are supported")
+    in_channels = int(sd["adapter.body.0.in_conv.weight"].shape[1]) // 64           # after an 8x pixel unshuffle
+    net = DiffusersT2IAdapter(in_channels=in_channels, channels=widths[:-1],
+                              num_res_blocks=_count(sd, r"adapter\.body\.0\.resnets\.(\d+)\."),
+                              downscale_factor=8, adapter_type="light_adapter")
+    return net, in_channels
+
+
 def _load_t2i(sd: dict[str, Any], path: Path, dtype: Any, device: str) -> T2IAdapter:
     from diffusers import T2IAdapter as DiffusersT2IAdapter
 
     from fewstep.nodes.core.loaders.sd import _load_module
 
+    if "adapter.body.0.out_conv.weight" in sd:
+        light, in_channels = _light_adapter(sd)
+        return T2IAdapter(_load_module(light, sd, "T2I-Adapter (light)", path, dtype, device), in_channels, path.name)
     levels = _count(sd, r"adapter\.body\.(\d+)\.")
     channels = [int(sd[f"adapter.body.{i}.resnets.0.block1.weight"].shape[0]) for i in range(levels)]
     unshuffled = int(sd["adapter.conv_in.weight"].shape[1])                  # in_channels * 8 * 8
@@ -178,8 +220,28 @@ def _load_t2i(sd: dict[str, Any], path: Path, dtype: Any, device: str) -> T2IAda
     return T2IAdapter(_load_module(net, sd, "T2I-Adapter", path, dtype, device), in_channels, path.name)
 
 
-def load_controlnet(path: Path, *, allow_pickle: bool | None = None) -> ControlNet | T2IAdapter:
-    """A ControlNet (LDM or diffusers layout) or T2I-Adapter single file, on the device the checkpoints use."""
+def add_base_weights(sd: dict[str, Any], unet: torch.nn.Module, path: Path) -> dict[str, Any]:
+    """A "difference" ControlNet made whole: every weight it shares with the UNet (same diffusers name: the
+    trainable copy's conv_in, time embedding, down and mid blocks) is stored as ControlNet - UNet, so the UNet's
+    weight is added back (ComfyUI's diff loading, done in float32); the zero convolutions and the hint encoder,
+    which the UNet lacks, are stored whole."""
+    base = unet.state_dict()
+    out = {}
+    for key, value in sd.items():
+        if key in base:
+            if base[key].shape != value.shape:
+                raise ValueError(f"{path.name}: difference weight {key} has shape {tuple(value.shape)}, the model's "
+                                 f"is {tuple(base[key].shape)}: this diff ControlNet was made for another model")
+            value = (value.float() + base[key].detach().float().cpu()).to(value.dtype)
+        out[key] = value
+    return out
+
+
+def load_controlnet(path: Path, *, allow_pickle: bool | None = None,
+                    base_unet: torch.nn.Module | None = None) -> ControlNet | T2IAdapter:
+    """A ControlNet (LDM or diffusers layout) or T2I-Adapter (full or light) single file, on the device the
+    checkpoints use. ``base_unet``: the model's UNet, needed by "difference" ControlNets (a ``difference`` key
+    marks them; ComfyUI's DiffControlNetLoader); ignored for full files."""
     from diffusers import ControlNetModel
 
     from fewstep.nodes.core.loaders import pick_device
@@ -191,13 +253,23 @@ def load_controlnet(path: Path, *, allow_pickle: bool | None = None) -> ControlN
     def load() -> ControlNet | T2IAdapter:
         state = read_state_dict(path, allow_pickle=allow_pickle)
         adapter = t2i_to_diffusers_layout(state)
+        if adapter is None:
+            adapter = t2i_light_to_diffusers_layout(state)
         if adapter is not None:
             return _load_t2i(adapter, path, dtype, device)
+        difference = state.pop("difference", None) is not None
+        if difference and base_unet is None:
+            raise ValueError(f"{path.name} is a difference ControlNet (weights stored relative to a UNet): load "
+                             "it with DiffControlNetLoader, which adds the model's weights")
         sd = to_diffusers_layout(state)
+        if difference:
+            sd = add_base_weights(sd, base_unet, path)
         net = _load_module(ControlNetModel(**controlnet_config(sd)), sd, "ControlNet", path, dtype, device)
         return ControlNet(net, path.name)
 
-    return cached(path, dtype, device, load)
+    # a diff file becomes a different network on every base model: the base joins the cache key
+    key_dtype = dtype if base_unet is None else f"{dtype}+base{id(base_unet)}"
+    return cached(path, key_dtype, device, load)
 
 
 # -- Canny edges (the ``Canny`` node; Canny 1986), in torch ---------------------------------------------

@@ -221,8 +221,13 @@ class DiffControlNetLoader(Node):
     @classmethod
     def execute(cls, model: Any, control_net_name: str) -> NodeOutput:
         # full ControlNets load as with ControlNetLoader; "difference" files (weights stored as deltas to
-        # the UNet) are refused by the loader with a clear error
-        return NodeOutput(_load_controlnet(control_net_name))
+        # the UNet) get the model's UNet weights added (controlnet.add_base_weights)
+        from fewstep.nodes.core.controlnet import load_controlnet
+
+        unet = getattr(model.model_fn, "unet", None)
+        if unet is None:
+            raise ValueError("DiffControlNetLoader needs an SD1.x / SDXL UNet model (from a checkpoint loader)")
+        return NodeOutput(load_controlnet(current_paths().find_model("controlnet", control_net_name), base_unet=unet))
 
 
 def apply_control(conditioning: Conditioning, control_net: Any, image: torch.Tensor, strength: float,
