@@ -197,3 +197,25 @@ def test_apg_momentum_runs_over_the_calls_and_restarts_when_sigma_rises() -> Non
         running = (c - u) if running is None or restart else -0.5 * running + (c - u)
         expected = _apg_reference(c, u, 4.0, 0.0, 0.0, guidance=running)
         torch.testing.assert_close(guider(x, s), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_add_noise_then_dual_cfg_sampling_through_the_nodes() -> None:
+    """AddNoise -> SamplerCustomAdvanced(DisableNoise, DualCFGGuider, euler, GITS sigmas) equals Euler steps on
+    the DualCFG formula written out here."""
+    from fewstep.nodes.core import nodes as N
+    from fewstep.nodes.core import nodes_sampling as NS
+
+    model = _toy(_offsets("a", "b", "n"))
+    latent = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))}
+    sigmas = G.GITSScheduler.execute(1.2, 3, 1.0).values[0]
+    noisy = G.AddNoise.execute(model, RandomNoiseSpec(2), sigmas, latent).values[0]
+    guider = G.DualCFGGuider.execute(model, _cond("a"), _cond("b"), _cond("n"), 2.0, 4.0, "regular").values[0]
+    sampler = N.KSamplerSelect.execute("euler").values[0]
+    out = N.SamplerCustomAdvanced.execute(NS.DisableNoise.execute().values[0], guider, sampler, sigmas,
+                                          noisy).values[0]["samples"]
+    x = noisy["samples"].clone()
+    for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        d1, d2, dn = (model(x, s, {"context": k}) for k in ("a", "b", "n"))
+        x0 = dn + 4.0 * (d2 - dn) + 2.0 * (d1 - d2)
+        x = x + (s_next - s) * (x - x0) / s
+    torch.testing.assert_close(out, x, rtol=1e-5, atol=1e-5)
