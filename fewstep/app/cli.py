@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one input value before running (repeatable), e.g. 23.noise_seed=7")
     run.add_argument("--out", type=Path, default=None, help="output folder (default HOME/output)")
     run.add_argument("--target", action="append", default=None, help="only produce this node (repeatable)")
+    run.add_argument("--nproc", type=int, default=1,
+                     help="run the graph in N processes under torch's elastic launcher (torchrun), one per GPU "
+                          "(gloo on CPU): trainer nodes train data-parallel at the same global batch, rank 0 "
+                          "reports, checkpoints and writes the outputs (default: 1)")
     nodes = sub.add_parser("nodes", help="list node packs, their nodes and load failures")
     _common(nodes)
     nodes.add_argument("--json", action="store_true", help="print packs, nodes and failures as JSON")
@@ -236,16 +240,46 @@ def _terminal_progress(prompt: dict[str, Any]) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from fewstep.app import launch
+
+    if args.nproc != 1 and not launch.in_worker():
+        return _launch_run(args)
+    launch.select_local_gpu()
+    config = make_config(args)
+    paths = config.paths()
+    with launch.rank_output_dir(args.out if args.out is not None else paths.output_dir) as out:
+        try:
+            code = _run_graph(args, config, replace(paths, output_dir=out))
+        finally:
+            launch.leave_process_group()
+    return code
+
+
+def _launch_run(args: argparse.Namespace) -> int:
+    """``--nproc N``: N workers, each running this same command (see ``fewstep.app.launch``)."""
+    from fewstep.app import launch
+
+    run_parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    argv = ["-m", "fewstep.app.cli", "run", *launch.run_argv(run_parser, args, drop=["nproc"])]
+    try:
+        launch.launch(args.nproc, argv)
+    except ValueError as exc:
+        _err(f"error: {exc}")
+        return EXIT_INVALID
+    except launch.LaunchFailed as exc:
+        _err(f"error: {exc}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _run_graph(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    from fewstep.app import launch
     from fewstep.app.api import use_paths
     from fewstep.app.cache import CacheSet
     from fewstep.app.executor import Executor
     from fewstep.app.registry import load_registry
     from fewstep.app.validation import validate_prompt
 
-    config = make_config(args)
-    paths = config.paths()
-    if args.out is not None:
-        paths = replace(paths, output_dir=args.out)
     with use_paths(paths):  # packs may read folder_paths while they import
         registry = load_registry(config.custom_nodes_dirs, builtin=not args.no_builtin_nodes)
     for failure in registry.failures:
@@ -266,7 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_node_errors(validation.error, validation.node_errors)
         return EXIT_INVALID
     executor.remember(prompt, args.target, validation, registry)  # execute() skips validating again
-    progress = _terminal_progress(prompt)
+    progress = _terminal_progress(prompt) if launch.worker_rank() == 0 else None
     result = executor.execute(prompt, prompt_id=str(uuid.uuid4()), extra_data=extra_data, targets=args.target,
                               **({"emit": progress} if progress is not None else {}))
     if progress is not None:
@@ -282,8 +316,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err(f"error: node {error.get('node_id')} ({error.get('node_type')}) failed: "
              f"{error.get('exception_type')}: {error.get('exception_message')}")
         return EXIT_FAILED
-    for path in output_files(result.outputs, paths):
-        _out(str(path))
+    if launch.worker_rank() == 0:                 # the other ranks' outputs went to a temp folder
+        for path in output_files(result.outputs, paths):
+            _out(str(path))
     return EXIT_OK
 
 

@@ -29,14 +29,30 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fewstep.app.api import current_context
+from fewstep.nodes.core.train.distributed import (
+    World,
+    any_rank,
+    barrier,
+    broadcast_module,
+    current_world,
+    data_parallel,
+    from_main,
+    join,
+    mean_over_ranks,
+)
 
 CKPT_PATTERN = re.compile(r"^step_(\d{8})\.safetensors$")
+RANK_STRIDE = 0x9E3779B97F4A7C15  # odd 64-bit constant (2^64 / golden ratio): ranks' seeds far apart
 
 
-def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator for training step ``step`` of run ``seed`` (independent of how the run got there)."""
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu", rank: int = 0) -> torch.Generator:
+    """A generator for training step ``step`` of run ``seed`` (independent of how the run got there).
+
+    ``rank`` r > 0 of a data-parallel run gets its own stream (its share of the global batch); rank 0 draws
+    what a 1-process run draws.
+    """
     gen = torch.Generator(device=device)
-    gen.manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
+    gen.manual_seed((int(seed) * 1_000_003 + int(step) + int(rank) * RANK_STRIDE) % (2**63 - 1))
     return gen
 
 
@@ -167,10 +183,11 @@ def report_training(step: int, total: int, metrics: dict[str, float], preview: A
     """Send a training progress event (raises the engine's interrupt when the job was stopped).
 
     The ``progress`` websocket message gets ``value=step, max=total`` plus the metrics as named numbers
-    (``loss``, ``lr``, ``step``), which ``frontend/loss_curve.js`` plots live. No-op outside the executor.
+    (``loss``, ``lr``, ``step``), which ``frontend/loss_curve.js`` plots live. No-op outside the executor and
+    on data-parallel ranks other than 0 (rank 0 reports for the run).
     """
     ctx = current_context()
-    if ctx is not None:
+    if ctx is not None and current_world().is_main:
         ctx.progress(step, total, preview, **{k: float(v) for k, v in metrics.items()})
 
 
@@ -249,41 +266,60 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
         preview_fn: Callable[[int], Any] | None = None) -> TrainState:
     """Train ``student`` for ``spec.total_steps`` steps, resuming from the latest checkpoint if any.
 
+    Under torchrun (``fewstep run --nproc N``) the run is data-parallel over the N processes (see
+    ``nodes.core.train.distributed``): the step's gradients are averaged over ranks, the loss recorded and
+    reported is the mean over ranks, rank 0 alone reports progress and writes checkpoints.
+
     Args:
         student: the module whose trainable parameters the optimizer holds.
         optimizer: built over ``trainable_parameters(student)`` in that order.
-        step_fn: ``step_fn(step, generator) -> scalar loss`` with every random draw from ``generator``.
+        step_fn: ``step_fn(step, generator) -> scalar loss`` with every random draw from ``generator``; in a
+            data-parallel run it draws this rank's share (``local_batch_size``) of the batch.
         spec: see :class:`FitSpec`.
         target / ema: the EMA target module and its updater (saved and restored with the run).
         preview_fn: ``preview_fn(step) -> PIL image`` sent with the progress event.
     Returns: the :class:`TrainState` (losses of all steps, incl. those before a resume).
     """
+    world = join(spec.device)
     state, ckptr = TrainState(), spec.checkpointer
-    latest = ckptr.latest() if ckptr else None
+    latest = from_main(ckptr.latest() if ckptr else None, world)
     if latest is not None:
         state = _restore(Checkpointer.load(latest), student, target, optimizer, spec)
+    if target is not None:
+        broadcast_module(target, world)                 # the student itself is broadcast by DDP
+    run_step = data_parallel(student, step_fn, world, spec.device)
     params = list(trainable_parameters(student).values())
     deadline = None if spec.max_seconds is None else time.monotonic() + spec.max_seconds
     try:
         while state.step < spec.total_steps:
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and any_rank(time.monotonic() > deadline, world):
                 break                                   # the final checkpoint below records where
-            _one_step(student, optimizer, step_fn, spec, state, params, ema)
-            if ckptr and ckptr.every and state.step % ckptr.every == 0:
+            _one_step(run_step, optimizer, spec, state, params, ema, world)
+            if ckptr and ckptr.every and state.step % ckptr.every == 0 and world.is_main:
                 ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
-            preview = None
-            if preview_fn is not None and spec.preview_every and state.step % spec.preview_every == 0:
-                preview = preview_fn(state.step)
-            report_training(state.step, spec.total_steps,
-                            {"loss": state.losses[-1], "lr": spec.lr_at(state.step - 1), "step": state.step},
-                            preview)
-        if ckptr and state.step and not _saved_at(ckptr, state.step):
-            ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
+            if world.is_main:
+                _report(state, spec, preview_fn)
+        _save_final(ckptr, world, student, target, optimizer, state, spec)
+        barrier(world)
     except BaseException:
-        if ckptr and state.step and not _saved_at(ckptr, state.step):
-            ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
+        _save_final(ckptr, world, student, target, optimizer, state, spec)
         raise
     return state
+
+
+def _report(state: TrainState, spec: FitSpec, preview_fn: Callable[[int], Any] | None) -> None:
+    preview = None
+    if preview_fn is not None and spec.preview_every and state.step % spec.preview_every == 0:
+        preview = preview_fn(state.step)
+    report_training(state.step, spec.total_steps,
+                    {"loss": state.losses[-1], "lr": spec.lr_at(state.step - 1), "step": state.step}, preview)
+
+
+def _save_final(ckptr: Checkpointer | None, world: World, student: nn.Module, target: nn.Module | None,
+                optimizer: torch.optim.Optimizer, state: TrainState, spec: FitSpec) -> None:
+    """Rank 0 saves step ``state.step`` unless it is on disk already (no collective: also after a failure)."""
+    if ckptr and state.step and world.is_main and not _saved_at(ckptr, state.step):
+        ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
 
 
 def _saved_at(ckptr: Checkpointer, step: int) -> bool:
@@ -291,21 +327,22 @@ def _saved_at(ckptr: Checkpointer, step: int) -> bool:
     return latest is not None and latest.name == f"step_{step:08d}.safetensors"
 
 
-def _one_step(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable, spec: FitSpec,
-              state: TrainState, params: list[nn.Parameter], ema: EMA | None) -> None:
+def _one_step(run_step: Callable, optimizer: torch.optim.Optimizer, spec: FitSpec, state: TrainState,
+              params: list[nn.Parameter], ema: EMA | None, world: World) -> None:
     for group in optimizer.param_groups:
         group["lr"] = spec.lr_at(state.step)
     optimizer.zero_grad(set_to_none=True)
-    loss = step_fn(state.step, step_generator(spec.seed, state.step, spec.device))
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"training loss is {loss.item()} at step {state.step}")
-    loss.backward()
+    loss = run_step(state.step, step_generator(spec.seed, state.step, spec.device, rank=world.rank))
+    reported = mean_over_ranks(loss, world)             # every rank sees a non-finite loss of any rank
+    if not torch.isfinite(reported):
+        raise FloatingPointError(f"training loss is {reported.item()} at step {state.step}")
+    loss.backward()                                     # data-parallel: DDP averages the gradients here
     if spec.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
     optimizer.step()
     if ema is not None:
         ema.update()
-    state.losses.append(float(loss.detach()))
+    state.losses.append(float(reported))
     state.step += 1
 
 

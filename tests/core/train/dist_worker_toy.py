@@ -1,0 +1,69 @@
+"""A torchrun worker for the data-parallel tests: a toy regression through ``fit`` (run by ``launch`` or directly).
+
+python dist_worker_toy.py OUT_DIR [--steps N] [--batch B] [--every E] [--data draws|fixed] [--die-rank R --die-step K]
+
+``--data draws``: each rank draws its share of the batch from its step generator (the trainers' way);
+``fixed``: the global batch of step n is fixed and rank r takes rows r·B/N ... (r+1)·B/N - 1, so a 2-process run
+must reproduce the 1-process run's weights exactly. Each rank writes ``rank<r>.json`` (losses, weights, resume step).
+``--die-rank/--die-step``: that rank kills itself with SIGKILL at that step (a worker dying mid-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fewstep.nodes.core.train.distributed import current_world, local_batch_size
+from fewstep.nodes.core.train.loop import EMA, Checkpointer, FitSpec, fit
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--every", type=int, default=0)
+    parser.add_argument("--data", choices=("draws", "fixed"), default="draws")
+    parser.add_argument("--die-rank", type=int, default=-1)
+    parser.add_argument("--die-step", type=int, default=-1)
+    args = parser.parse_args(argv)
+    torch.manual_seed(1234 + int(os.environ.get("RANK", "0")))   # ranks start different: DDP must sync them
+    student = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    target = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    ema = EMA(student, target, 0.9)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=0.05, weight_decay=0.0)
+    w_true = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+    def step_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+        world = current_world()
+        if world.rank == args.die_rank and step == args.die_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        b = local_batch_size(args.batch)
+        if args.data == "fixed":
+            x = torch.randn(args.batch, 4, generator=torch.Generator().manual_seed(step))
+            x = x[world.rank * b:(world.rank + 1) * b]
+        else:
+            x = torch.randn(b, 4, generator=gen)
+        return ((student(x) - x @ w_true) ** 2).mean()
+
+    ckpt = Checkpointer(args.out / "ckpt", every=args.every) if args.every else None
+    spec = FitSpec(total_steps=args.steps, seed=3, lr_at=lambda step: 0.05, grad_clip=1.0, checkpointer=ckpt)
+    state = fit(student, optimizer, step_fn, spec, target=target, ema=ema)
+    world = current_world()
+    weights = torch.cat([p.detach().reshape(-1) for p in student.parameters()]).tolist()
+    ema_weights = torch.cat([p.detach().reshape(-1) for p in target.parameters()]).tolist()
+    (args.out / f"rank{world.rank}.json").write_text(json.dumps(
+        {"losses": state.losses, "weights": weights, "ema": ema_weights, "resumed_from": state.resumed_from,
+         "world": world.size}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
