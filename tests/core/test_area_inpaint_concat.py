@@ -60,3 +60,42 @@ def test_concat_mask_is_resized_bilinear_then_rounded() -> None:
     assert bool(((soft > 0) & (soft < 1)).any())
     torch.testing.assert_close(out, soft.round())
     assert set(out.unique().tolist()) == {0.0, 1.0}
+
+
+def _unet_inputs(model: Denoiser, latent: dict, positive: list) -> list[torch.Tensor]:
+    from fewstep.nodes.core.samplers import get_sampler
+    from fewstep.nodes.core.sampling import DisableNoise, GuiderSpec, run
+
+    seen: list[torch.Tensor] = []
+    hook = model.model_fn.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    try:
+        run(GuiderSpec(model, positive), get_sampler("euler"), torch.tensor([2.0, 0.0]), latent, DisableNoise())
+    finally:
+        hook.remove()
+    return seen
+
+
+def test_without_inpaint_conditioning_the_noise_mask_and_latent_are_the_concat() -> None:
+    """ComfyUI's concat_cond defaults: VAEEncodeForInpaint's noise mask and the input latent; with no mask at
+    all, mask 1 and the latent of a black image."""
+    from fewstep.nodes.core.conditioning import BLACK_LATENT
+
+    model = _inpaint_model()
+    g = torch.Generator().manual_seed(4)
+    samples = torch.randn(1, 4, 16, 16, generator=g)
+    mask = torch.zeros(1, 1, 128, 128)
+    mask[..., 36:92, 20:100] = 1.0
+    positive = [[torch.randn(1, 7, 32, generator=g), {}]]
+    (masked,) = _unet_inputs(model, {"samples": samples, "noise_mask": mask}, positive)
+    torch.testing.assert_close(masked[:, 4:5], torch.nn.functional.interpolate(mask, size=(16, 16),
+                                                                               mode="bilinear").round())
+    torch.testing.assert_close(masked[:, 5:], samples)
+    (plain,) = _unet_inputs(model, {"samples": samples}, positive)
+    assert bool((plain[:, 4] == 1).all())
+    torch.testing.assert_close(plain[0, 5:, 3, 7], torch.tensor(BLACK_LATENT))
+    # InpaintModelConditioning's own concat wins over the defaults
+    image = torch.randn(1, 4, 16, 16, generator=g)
+    own = [[positive[0][0], {"concat_mask": torch.zeros(1, 128, 128), "concat_latent_image": image}]]
+    (given,) = _unet_inputs(model, {"samples": samples, "noise_mask": mask}, own)
+    assert bool((given[:, 4] == 0).all())
+    torch.testing.assert_close(given[:, 5:], image)

@@ -31,6 +31,9 @@ import torch.nn.functional as F
 from fewstep.nodes.core.apg import APGState
 
 FEATHER = 8          # latent cells over which an inner area edge fades in (ComfyUI's rr = 8)
+# a black image (pixels 0) in SD's scaled 4-channel latent space: ComfyUI's blank masked image for inpainting
+# UNets run without a mask
+BLACK_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
 RICH_KEYS = ("area", "mask", "start_percent", "end_percent", "control")
 
 
@@ -341,11 +344,15 @@ def prepare_mask(mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
 def inpaint_concat(cond: dict[str, Any], x_in: torch.Tensor, channels: int) -> torch.Tensor:
     """The extra UNet input of inpainting models (SD inpainting, Rombach et al. 2022, Sec. 4.5 / App. E:
     4 latent + 1 mask + 4 masked-image latent channels), in diffusers' and ComfyUI's order [mask, masked
-    image latent], resized to x_in [B, C, h, w] and not scaled by c_in. Without InpaintModelConditioning the
-    whole image is "to paint": mask 1 and a zero latent."""
+    image latent], resized to x_in [B, C, h, w] and not scaled by c_in. Without InpaintModelConditioning (and
+    without a latent noise mask, which ``sampling.with_inpaint_defaults`` passes on) the whole image is "to
+    paint": mask 1 and, as in ComfyUI, the latent of a black image (SD's VAE; zeros for other widths)."""
     b, _, h, w = x_in.shape
     if cond.get("concat_mask") is None or cond.get("concat_latent_image") is None:
-        parts = [torch.ones(b, 1, h, w), torch.zeros(b, channels - 1, h, w)]
+        blank = torch.zeros(b, channels - 1, h, w)
+        if channels - 1 == len(BLACK_LATENT):
+            blank += torch.tensor(BLACK_LATENT).reshape(1, -1, 1, 1)
+        parts = [torch.ones(b, 1, h, w), blank]
     else:
         mask, image = concat_at_size(cond, h, w)
         parts = [mask[:1].expand(b, -1, -1, -1) if mask.shape[0] != b else mask,

@@ -7,6 +7,7 @@ Noise follows ComfyUI's convention so seeds reproduce: a CPU ``torch.Generator``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +134,7 @@ def run(guider: GuiderSpec, sampler: SamplerSpec, sigmas: torch.Tensor, latent: 
     generator = torch.Generator(device="cpu").manual_seed(int(getattr(noise, "seed", 0)))
     unet = getattr(model.model_fn, "unet", None)
     device = next(unet.parameters()).device if unet is not None else samples.device
-    built = guider.build(samples)
+    built = with_inpaint_defaults(guider, latent).build(samples)
     if latent.get("noise_mask") is not None:         # inpainting: regenerate only where the mask is 1
         from fewstep.nodes.core.conditioning import InpaintGuider
 
@@ -156,3 +157,24 @@ def add_noise(model: Denoiser, noise: Any, sigmas: torch.Tensor, latent: dict[st
     scale = float((sigmas[0] - sigmas[-1]).abs()) if len(sigmas) > 1 else float(sigmas[0])
     noisy = model.noise_latent(samples, noise.generate(latent).to(samples.device), scale)
     return {**latent, "samples": torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)}
+
+
+def with_inpaint_defaults(guider: Any, latent: dict[str, Any]) -> Any:
+    """The GUIDER with ComfyUI's ``concat_cond`` defaults for inpainting UNets (extra input channels) when the
+    latent has a noise mask: entries without InpaintModelConditioning's ``concat_mask`` take the noise mask,
+    those without ``concat_latent_image`` the input latent (VAEEncodeForInpaint's grey-filled image). Other
+    models and latents without a mask get the guider unchanged."""
+    mask, samples = latent.get("noise_mask"), latent["samples"]
+    unet = getattr(guider.model.model_fn, "unet", None)
+    channels = getattr(getattr(unet, "config", None), "in_channels", None)
+    if mask is None or channels is None or int(channels) <= samples.shape[1] or not dataclasses.is_dataclass(guider):
+        return guider
+
+    def fill(conditioning: list[list[Any]] | None) -> list[list[Any]] | None:
+        if conditioning is None:
+            return None
+        return [[c, {**e, "concat_mask": e.get("concat_mask", mask),
+                     "concat_latent_image": e.get("concat_latent_image", samples)}] for c, e in conditioning]
+
+    names = [f.name for f in dataclasses.fields(guider) if f.name in ("positive", "negative", "cond1", "cond2")]
+    return dataclasses.replace(guider, **{name: fill(getattr(guider, name)) for name in names})
