@@ -41,3 +41,31 @@ def renders():
     scenes = data.make_split("heldout", 8, seed=0)
     images = torch.stack([torch.from_numpy(np.asarray(data.render(s), dtype=np.float32) / 255.0) for s in scenes])
     return images, scenes, [data.caption(s) for s in scenes]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Any:
+    """A throwaway PostgreSQL server for this session (tests/pg_cluster.py); skipped, saying why, only
+    where no PostgreSQL server binaries are installed."""
+    from pg_cluster import Cluster, server_binaries
+
+    bin_dir = server_binaries()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, postgres) on this machine: "
+                    "apt-get install postgresql (.ci/run does)")
+    pytest.importorskip("psycopg", reason="psycopg 3 is not installed: pip install 'fewstep[postgres]'")
+    cluster = Cluster(bin_dir)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def queue_url(request: Any, tmp_path: Any) -> Any:
+    """The queue URL of a fresh, empty store of each backend: an SQLite file, a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'queue.sqlite3'}"
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database()
+    yield cluster.url(name)
+    cluster.drop_database(name)

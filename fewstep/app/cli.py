@@ -67,6 +67,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="load only external packs (default: built-in packs too)")
 
 
+def _device_list(text: str) -> tuple[str, ...]:
+    """``--gpus 0,1`` -> ("0", "1")."""
+    devices = tuple(part.strip() for part in text.split(","))
+    if not all(d.isdigit() for d in devices) or len(set(devices)) != len(devices):
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct CUDA device numbers separated by commas, e.g. 0,1")
+    return devices
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fewstep", description="Few-step generation node-graph studio.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--interrupt-grace", type=float, default=None, dest="interrupt_grace_s", metavar="SECONDS",
                        help="process worker: how long an interrupted job may keep running before its process is "
                             "restarted (default: 5)")
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="worker processes claiming jobs from the queue, each with its own model cache "
+                            "(default: 1)")
+    serve.add_argument("--gpus", type=_device_list, default=None, metavar="0,1",
+                       help="one worker process per CUDA device, each pinned to its device "
+                            "(CUDA_VISIBLE_DEVICES)")
+    serve.add_argument("--queue", default=None, dest="queue_url", metavar="URL",
+                       help="the queue and history: postgresql://USER@HOST:PORT/DB shares one queue between "
+                            "several servers (needs fewstep[postgres]); default: $FEWSTEP_QUEUE_URL, else "
+                            "SQLite under HOME/user")
     run = sub.add_parser("run", help="run a graph headlessly (API or UI format)")
     _common(run)
     run.add_argument("graph", type=Path, help="graph file in API or editor (UI) format; a shipped template's "
@@ -120,7 +138,8 @@ def make_config(args: argparse.Namespace) -> Config:
     if args.cache:
         config.cache = args.cache
     config.builtin_nodes = not getattr(args, "no_builtin_nodes", False)
-    for name in ("host", "port", "auth_token", "cors_origin", "device", "worker", "interrupt_grace_s"):
+    for name in ("host", "port", "auth_token", "cors_origin", "device", "worker", "interrupt_grace_s", "workers",
+                 "gpus", "queue_url"):
         if getattr(args, name, None) is not None:
             setattr(config, name, getattr(args, name))
     return config

@@ -28,6 +28,14 @@ class Config:
         builtin_nodes: load fewstep's own node packs (``--no-builtin-nodes`` turns them off).
         interrupt_grace_s: with the process worker, how long an interrupted job may run before its process
             is killed and restarted.
+        queue_url: where the queue and history live: None (or empty) for the SQLite file under
+            ``home/user``; ``postgresql://USER@HOST:PORT/DB`` for a PostgreSQL database that several
+            ``fewstep serve`` hosts share (``$FEWSTEP_QUEUE_URL`` by default).
+        workers: how many worker processes claim jobs from the queue (process worker only).
+        gpus: the CUDA devices of the workers, one worker per entry (``("0", "1")``); empty: ``workers``
+            workers that all see every device.
+        lease_s: how long a worker's claim on a job lasts without a heartbeat (heartbeats come every
+            ``lease_s / 10`` seconds, at most every 2 s); a worker killed mid-job loses it after this.
     """
 
     home: Path = field(default_factory=lambda: Path(os.environ.get("FEWSTEP_HOME", ".")))
@@ -45,6 +53,10 @@ class Config:
     worker: str = "process"
     builtin_nodes: bool = True
     interrupt_grace_s: float = 5.0
+    queue_url: str | None = field(default_factory=lambda: os.environ.get("FEWSTEP_QUEUE_URL") or None)
+    workers: int = 1
+    gpus: tuple[str, ...] = ()
+    lease_s: float = 30.0
 
     @property
     def db_path(self) -> Path:

@@ -5,14 +5,22 @@ never returns to Python — a huge matrix multiply, a custom node's endless loop
 cannot be stopped from outside. So ``fewstep serve`` runs the worker in a child process
 (:class:`ProcessWorker`): ``/interrupt`` first asks politely (the same event as the thread worker), and when
 the job is still running ``grace_s`` later, the child is killed and a fresh one started. The queue lives in
-the SQLite store both processes open, so nothing queued is lost; the killed job is recorded as interrupted,
-and a job the child had claimed but not yet reported goes back to the front of the queue.
+the store both processes open (SQLite, or PostgreSQL shared by several hosts), so nothing queued is lost;
+the killed job is recorded as interrupted, and a job the child had claimed but not yet reported goes back
+to the front of the queue. Each child claims under its own worker id (host, server pid, index,
+generation) and a lease it renews, so the parent touches only its own child's jobs, and a child killed
+with its whole server is reaped by the lease (``app.storage``).
+
+Several GPUs: ``fewstep serve --workers N`` / ``--gpus 0,1`` runs one ProcessWorker per device
+(``app.worker_pool.WorkerPool``); each child sets ``CUDA_VISIBLE_DEVICES`` to its device before anything
+touches CUDA, so its ``cuda`` is that GPU, and it keeps its own model cache.
 
 Protocol over one duplex pipe (pickled tuples):
 
 - parent → child: ``("wake",)``, ``("interrupt", prompt_id)``, ``("free", unload, free_memory)``, ``("stop",)``;
 - child → parent: ``("event", event, data, client_id)`` (previews arrive encoded), ``("running", prompt_id |
-  None)`` when a job starts / ends, ``("stats", cache_stats)`` after each job, ``("ready",)`` once started.
+  None)`` when a job starts / ends, ``("stats", cache_stats)`` after each job, ``("ready", info)`` once
+  started (its pid and ``CUDA_VISIBLE_DEVICES``).
 
 What the child costs: its start-up imports the packs' node lists (no torch: they import it when they run,
 ~0.2 s), and model caches live in the child, so a restart after a kill reloads the models of the next job.
@@ -22,14 +30,16 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
+import socket
 import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
 from fewstep.app.config import Config
-from fewstep.app.storage import JobStore, interrupted_message
+from fewstep.app.storage import QueueStore, interrupted_message, open_store
 from fewstep.app.worker import WorkerEmit, _no_emit
 
 log = logging.getLogger("fewstep.worker")
@@ -46,16 +56,27 @@ class ProcessWorker:
         emit: ``emit(event_type, data, client_id)`` for every event (rebound by the server).
         grace_s: how long an interrupted job may keep running before its process is killed.
         preview_size: longest side of live previews (encoded in the child).
+        index: this worker's number among the server's workers (in its worker id and ``/system_stats``).
+        device: the CUDA device the child is pinned to (``CUDA_VISIBLE_DEVICES``); None: every device.
+        recover_on_start: at :meth:`start`, record jobs a dead server left running in an exclusive
+            (SQLite) store; a pool sets it on its first worker only.
     """
 
     def __init__(self, config: Config, emit: WorkerEmit = _no_emit, *, grace_s: float = DEFAULT_GRACE_S,
-                 preview_size: int = 512) -> None:
+                 preview_size: int = 512, index: int = 0, device: str | None = None,
+                 recover_on_start: bool = True) -> None:
         self.config = config
         self.emit = emit
         self.grace_s = grace_s
         self.preview_size = preview_size
+        self.index = index
+        self.device = device
+        self.recover_on_start = recover_on_start
         self.running_prompt_id: str | None = None
         self.restarts = 0
+        self.worker_id = ""                      # the current child's name in the store
+        self.child_info: dict[str, Any] = {}     # what the current child reported when ready
+        self._generation = 0
         self._stats: dict[str, Any] = {}
         self._killed: str | None = None          # the job whose process we killed, until it is recorded
         self._lock = threading.Lock()            # running_prompt_id, the child's handles, kill decisions
@@ -63,13 +84,15 @@ class ProcessWorker:
         self._stopping = threading.Event()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
-        self._store: JobStore | None = None
+        self._store: QueueStore | None = None
 
     # -- control (QueueWorker's interface) ---------------------------------------------------------------
     def start(self) -> None:
         """Start the child (it recovers jobs a dead process left running, then runs pending ones)."""
         self._stopping.clear()
-        self._store = JobStore(self.config.db_path)
+        self._store = open_store(self.config)
+        if self.recover_on_start and self._store.exclusive:
+            self._store.recover()   # this server owns the store: whatever ran before it is over
         self._spawn()
 
     def stop(self, timeout: float = STOP_GRACE_S) -> None:
@@ -110,16 +133,26 @@ class ProcessWorker:
         with self._lock:
             return dict(self._stats)
 
+    def describe(self) -> dict[str, Any]:
+        """This worker for ``/system_stats``: index, device, child pid, worker id, running job, restarts, caches."""
+        with self._lock:
+            return {"index": self.index, "device": self.device, "worker_id": self.worker_id,
+                    "pid": self.child_info.get("pid"), "cuda_visible_devices": self.child_info.get("cuda_visible_devices"),
+                    "running": self.running_prompt_id, "restarts": self.restarts, "caches": dict(self._stats)}
+
     # -- the child's life --------------------------------------------------------------------------------
     def _spawn(self) -> None:
         context = multiprocessing.get_context("spawn")   # no fork: the parent holds threads, sockets, CUDA
         parent_end, child_end = context.Pipe()
-        process = context.Process(target=child_main, args=(self.config, child_end, self.preview_size),
-                                  name="fewstep-queue-worker", daemon=True)
+        self._generation += 1
+        worker_id = f"{socket.gethostname()}/{os.getpid()}/{self.index}.{self._generation}"
+        process = context.Process(target=child_main, args=(self.config, child_end, self.preview_size, worker_id,
+                                                           self.device),
+                                  name=f"fewstep-queue-worker-{self.index}", daemon=True)
         process.start()
         child_end.close()
         with self._lock:
-            self._process, self._conn = process, parent_end
+            self._process, self._conn, self.worker_id, self.child_info = process, parent_end, worker_id, {}
         threading.Thread(target=self._read, args=(process, parent_end), name="fewstep-worker-pipe",
                          daemon=True).start()
 
@@ -155,6 +188,9 @@ class ProcessWorker:
         elif kind == "stats":
             with self._lock:
                 self._stats = message[1]
+        elif kind == "ready":
+            with self._lock:
+                self.child_info = dict(message[1])
 
     def _kill_if_still_running(self, prompt_id: str) -> None:
         with self._lock:
@@ -173,38 +209,44 @@ class ProcessWorker:
             lost, self.running_prompt_id = self.running_prompt_id, None
             killed, self._killed = self._killed is not None and self._killed == lost, None
             self._conn = None
+            dead_id = self.worker_id
         reason = ("it ignored /interrupt, so its worker process was restarted" if killed
                   else f"its worker process died (exit code {process.exitcode})")
         store = self._store
         if store is not None:
-            for job in store.running():
+            for job in store.running(worker_id=dead_id):   # only this child's: other workers share the store
                 if job.prompt_id == lost:
-                    self._record_lost(store, job.prompt_id, job.client_id, killed, reason)
+                    self._record_lost(store, job.prompt_id, job.client_id, killed, reason, dead_id)
                 else:   # claimed in the instant before the child could report it: it never ran
-                    store.requeue(job.prompt_id)
+                    store.requeue(job.prompt_id, worker_id=dead_id)
         self.restarts += 1
         if not self._stopping.is_set():
             self._spawn()
 
-    def _record_lost(self, store: JobStore, prompt_id: str, client_id: str | None, killed: bool,
-                     reason: str) -> None:
+    def _record_lost(self, store: QueueStore, prompt_id: str, client_id: str | None, killed: bool,
+                     reason: str, worker_id: str) -> None:
         if killed:
             event = interrupted_message(prompt_id, reason)
         else:
             event = ["execution_error", {"prompt_id": prompt_id, "node_id": None, "node_type": None,
                                          "executed": [], "exception_message": reason, "exception_type": "WorkerDied",
                                          "traceback": [], "timestamp": int(time.time() * 1000)}]
-        store.finish(prompt_id, "interrupted" if killed else "error", {}, [event], completed=False)
+        if not store.finish(prompt_id, "interrupted" if killed else "error", {}, [event], completed=False,
+                            worker_id=worker_id):
+            return   # its lease ran out first: another worker recorded it and told the client
         self.emit(event[0], event[1], client_id)
         self.emit("executing", {"node": None, "prompt_id": prompt_id}, client_id)
         self.emit("status", {"status": {"exec_info": {"queue_remaining": store.queue_remaining()}}}, None)
 
 
 # -- the child process ---------------------------------------------------------------------------------
-def child_main(config: Config, conn: Connection, preview_size: int) -> None:
-    """Entry point of the worker process: build the executor as the server does, run a QueueWorker, and
-    obey the parent's messages until it says stop (or goes away)."""
+def child_main(config: Config, conn: Connection, preview_size: int, worker_id: str = "",
+               device: str | None = None) -> None:
+    """Entry point of the worker process: pin its CUDA device, build the executor as the server does, run
+    a QueueWorker under ``worker_id``, and obey the parent's messages until it says stop (or goes away)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group: the parent decides
+    if device is not None:   # before any CUDA call (CUDA reads it when it initialises): "cuda" is this GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
     from fewstep.app.executor import build_executor
     from fewstep.app.worker import QueueWorker
 
@@ -218,11 +260,12 @@ def child_main(config: Config, conn: Connection, preview_size: int) -> None:
                 pass
 
     executor = build_executor(config)
-    worker = QueueWorker(JobStore(config.db_path), executor, _child_emit(send, preview_size),
-                         on_running=lambda prompt_id: _report_running(send, executor, prompt_id))
+    worker = QueueWorker(open_store(config), executor, _child_emit(send, preview_size),
+                         on_running=lambda prompt_id: _report_running(send, executor, prompt_id),
+                         worker_id=worker_id or None, lease_s=config.lease_s)
     _bind_classic_runtime(worker.emit)
     worker.start()
-    send(("ready",))
+    send(("ready", {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}))
     while True:
         try:
             message = conn.recv()

@@ -1,8 +1,19 @@
-"""The queue and history, persisted in SQLite (standard library, WAL journal).
+"""The queue and history: the store interface (:class:`QueueStore`) and its embedded default, SQLite
+(standard library, WAL journal). ``app.storage_pg`` is the PostgreSQL backend that lets several
+``fewstep serve`` hosts share one queue; :func:`open_store` picks the backend from the configuration.
 
 Every state change is one committed transaction, so killing the process at any point loses nothing: on
 restart :meth:`JobStore.recover` marks the job that was running as interrupted (kept in history), pending
 jobs are still pending and finished ones are still in history.
+
+Claims and leases. A worker claims the oldest pending job atomically (SQLite: ``BEGIN IMMEDIATE``;
+PostgreSQL: ``FOR UPDATE SKIP LOCKED``), so two workers never get the same job. A worker that names itself
+(``claim_next(worker_id, lease_s)``) holds the job under a lease it renews (:meth:`JobStore.heartbeat`)
+while the job runs. When a worker is killed (kill -9, its host lost) its lease runs out and any other
+worker's :meth:`JobStore.reap_expired` records the job as failed (``WorkerLost``): it is never lost, and
+never run a second time (its nodes may have written files already). ``finish`` by a named worker applies
+only while that worker still holds the job, so a worker that comes back after its lease was reaped cannot
+overwrite the record either.
 
 Durability: WAL journal with ``PRAGMA synchronous=NORMAL``. A commit appends to the WAL file without an
 fsync, so a transaction committed before the *process* is killed (SIGKILL, crash, OOM) is kept: the
@@ -23,12 +34,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fewstep.app.jsonlimits import too_deep
+
+if TYPE_CHECKING:
+    from fewstep.app.config import Config
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -47,17 +61,24 @@ CREATE TABLE IF NOT EXISTS jobs (
     outputs TEXT,
     messages TEXT,
     status_str TEXT,
-    completed INTEGER
+    completed INTEGER,
+    worker_id TEXT,
+    lease_until INTEGER,
+    interrupt_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, number);
 CREATE INDEX IF NOT EXISTS jobs_done ON jobs(done_seq);
 CREATE INDEX IF NOT EXISTS jobs_number ON jobs(number);
 """
+# Columns added after the first release: ALTERed into older databases when they are opened.
+_LEASE_COLUMNS = (("worker_id", "TEXT"), ("lease_until", "INTEGER"),
+                  ("interrupt_requested", "INTEGER NOT NULL DEFAULT 0"))
 FINISHED = ("success", "error", "interrupted")
 API_STATUS = {"pending": "pending", "running": "in_progress", "success": "completed", "error": "failed",
               "interrupted": "cancelled", "cancelled": "cancelled"}
 API_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 SORT_COLUMNS = {"created_at": "create_time", "execution_duration": "(COALESCE(end_time, 0) - COALESCE(start_time, 0))"}
+Row = Mapping[str, Any]   # a jobs row by column name: sqlite3.Row or a psycopg dict row
 
 
 def _connect(path: Path | str) -> sqlite3.Connection:
@@ -93,6 +114,78 @@ class Job:
         return [self.number, self.prompt_id, self.prompt, self.extra_data, self.targets or []]
 
 
+class QueueStore(Protocol):
+    """What the server and the workers need of the queue and history (:class:`JobStore`, SQLite, or
+    ``app.storage_pg.PostgresJobStore``). Every method is safe to call from any thread.
+
+    ``exclusive``: True when one ``fewstep serve`` owns the store (SQLite): its start may then record every
+    job left running as interrupted (:meth:`recover`); a shared store recovers only jobs whose lease ran out.
+    """
+
+    exclusive: bool
+
+    def close(self) -> None: ...
+    def enqueue(self, prompt_id: str, prompt: dict[str, Any], extra_data: dict[str, Any] | None = None,
+                targets: list[str] | None = None, client_id: str | None = None, *, front: bool = False) -> int: ...
+    def claim_next(self, worker_id: str | None = None, lease_s: float | None = None) -> Job | None: ...
+    def heartbeat(self, worker_id: str, lease_s: float) -> list[str]: ...
+    def request_interrupt(self, prompt_id: str) -> bool: ...
+    def reap_expired(self) -> list[Job]: ...
+    def finish(self, prompt_id: str, status_str: str, outputs: dict[str, Any], messages: list[Any], *,
+               completed: bool, worker_id: str | None = None) -> bool: ...
+    def pending(self) -> list[Job]: ...
+    def running(self, worker_id: str | None = None) -> list[Job]: ...
+    def workers(self) -> dict[str, str]: ...
+    def queue_remaining(self) -> int: ...
+    def delete_pending(self, ids: Iterable[str]) -> int: ...
+    def clear_pending(self) -> int: ...
+    def cancel_pending(self, ids: Iterable[str]) -> int: ...
+    def requeue(self, prompt_id: str, worker_id: str | None = None) -> bool: ...
+    def recover(self) -> int: ...
+    def history(self, max_items: int | None = None, offset: int = -1) -> dict[str, dict[str, Any]]: ...
+    def history_entry(self, prompt_id: str) -> dict[str, Any] | None: ...
+    def delete_history(self, ids: Iterable[str]) -> int: ...
+    def clear_history(self) -> int: ...
+    def jobs(self, statuses: Iterable[str] | None = None, sort_by: str = "created_at", sort_order: str = "desc",
+             limit: int | None = None, offset: int = 0,
+             workflow_id: str | None = None) -> tuple[list[dict[str, Any]], int]: ...
+    def job_detail(self, prompt_id: str) -> dict[str, Any] | None: ...
+
+
+QUEUE_URL_ENV = "FEWSTEP_QUEUE_URL"
+
+
+def open_store(config: Config) -> QueueStore:
+    """The store ``config`` names (``config.queue_url``, else the SQLite file under ``home/user``)."""
+    return store_for_url(config.queue_url, config.db_path)
+
+
+def store_for_url(url: str | None, default_path: Path | None = None) -> QueueStore:
+    """PostgreSQL for a ``postgresql://`` (or ``postgres://``) URL, SQLite for ``sqlite:///PATH``, and the
+    SQLite file ``default_path`` when ``url`` is empty. ValueError for anything else."""
+    if not url and default_path is not None:
+        return JobStore(default_path)
+    url = url or ""
+    if url.startswith(("postgresql://", "postgres://")):
+        from fewstep.app.storage_pg import PostgresJobStore
+
+        return PostgresJobStore(url)
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return JobStore("/" + url.removeprefix("sqlite:///").lstrip("/"))
+    raise ValueError(f"queue URL {url!r}: use postgresql://USER@HOST/DB or sqlite:///PATH "
+                     f"(or leave --queue / ${QUEUE_URL_ENV} unset for the SQLite file under --home)")
+
+
+def lost_message(prompt_id: str, reason: str) -> list[Any]:
+    """The ``execution_error`` history message of a job whose worker went away mid-run."""
+    return ["execution_error", {"prompt_id": prompt_id, "node_id": None, "node_type": None, "executed": [],
+                                "exception_message": reason, "exception_type": "WorkerLost", "traceback": [],
+                                "timestamp": _ms()}]
+
+
+LEASE_LOST = "its worker stopped renewing its lease (the worker process or its host was lost)"
+
+
 class JobStore:
     """Queue + history in one SQLite file; safe to share between threads.
 
@@ -107,7 +200,9 @@ class JobStore:
         self._db = _connect(path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # process kills lose nothing; see the module docstring
+        self._db.execute("PRAGMA busy_timeout=10000")  # several worker processes write the same file
         self._db.executescript(_SCHEMA)
+        self._add_lease_columns()
         # Reads (history, job lists, the queue) get their own connection and lock: in WAL mode a reader
         # never blocks the writer, so enqueueing (on the server's event loop) never waits for a long
         # history query running in a thread. An in-memory database exists once per connection: one only.
@@ -115,12 +210,20 @@ class JobStore:
         self._read_lock = self._lock if memory else threading.Lock()
         self._reader = self._db if memory else _connect(path)
 
+    exclusive = True   # one fewstep serve owns the file
+
+    def _add_lease_columns(self) -> None:
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in _LEASE_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+
     def close(self) -> None:
         with self._lock, self._read_lock:
             self._db.close()
             self._reader.close()
 
-    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
         with self._read_lock:
             return self._reader.execute(sql, tuple(args)).fetchall()
 
@@ -148,16 +251,19 @@ class JobStore:
                 raise ValueError(f"a job with prompt_id {prompt_id!r} already exists") from None
             return number
 
-    def claim_next(self) -> Job | None:
-        """Mark the oldest pending job (lowest number) running and return it."""
+    def claim_next(self, worker_id: str | None = None, lease_s: float | None = None) -> Job | None:
+        """Mark the oldest pending job (lowest number) running and return it; with ``worker_id``, that
+        worker holds it under a lease of ``lease_s`` seconds (renewed by :meth:`heartbeat`)."""
+        now = _ms()
+        lease_until = now + int(1000 * lease_s) if worker_id is not None and lease_s is not None else None
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")   # the write lock first: no other process claims in between
             try:
                 row = self._db.execute("SELECT * FROM jobs WHERE status='pending' ORDER BY number, seq LIMIT 1"
                                        ).fetchone()
                 if row is not None:
-                    self._db.execute("UPDATE jobs SET status='running', start_time=? WHERE seq=?",
-                                     (_ms(), row["seq"]))
+                    self._db.execute("UPDATE jobs SET status='running', start_time=?, worker_id=?, lease_until=?, "
+                                     "interrupt_requested=0 WHERE seq=?", (now, worker_id, lease_until, row["seq"]))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -165,21 +271,61 @@ class JobStore:
         return None if row is None else _job(row, "running")
 
     def finish(self, prompt_id: str, status_str: str, outputs: dict[str, Any], messages: list[Any], *,
-               completed: bool) -> None:
-        """Record a finished job (``status_str``: success | error | interrupted) in history."""
+               completed: bool, worker_id: str | None = None) -> bool:
+        """Record a finished job (``status_str``: success | error | interrupted) in history. With
+        ``worker_id``, only while that worker still holds the job running (False otherwise: its lease
+        was reaped and the job recorded already)."""
         if status_str not in FINISHED:
             raise ValueError(f"status_str must be one of {FINISHED}, got {status_str!r}")
-        row = (status_str, _ms(), _dumps(outputs), _dumps(messages), status_str, int(completed), prompt_id)
+        row = [status_str, _ms(), _dumps(outputs), _dumps(messages), status_str, int(completed), prompt_id]
+        owner = "" if worker_id is None else " AND status='running' AND worker_id=?"
         with self._lock:  # one statement: the completion number and the history row commit together
-            self._db.execute(
+            return self._db.execute(
                 "UPDATE jobs SET status=?, end_time=?, done_seq=(SELECT COALESCE(MAX(done_seq), 0) + 1 FROM jobs),"
-                " outputs=?, messages=?, status_str=?, completed=? WHERE prompt_id=?", row)
+                " outputs=?, messages=?, status_str=?, completed=?, lease_until=NULL WHERE prompt_id=?" + owner,
+                row + ([] if worker_id is None else [worker_id])).rowcount > 0
+
+    def heartbeat(self, worker_id: str, lease_s: float) -> list[str]:
+        """Renew the lease of every job ``worker_id`` runs; returns those whose interrupt was requested
+        through the store (:meth:`request_interrupt`, e.g. by another host's ``/interrupt``)."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET lease_until=? WHERE status='running' AND worker_id=?",
+                             (_ms() + int(1000 * lease_s), worker_id))
+            rows = self._db.execute("SELECT prompt_id FROM jobs WHERE status='running' AND worker_id=? "
+                                    "AND interrupt_requested=1", (worker_id,)).fetchall()
+        return [row[0] for row in rows]
+
+    def request_interrupt(self, prompt_id: str) -> bool:
+        """Flag a running job for interruption; its worker sees the flag at its next heartbeat."""
+        return self._write("UPDATE jobs SET interrupt_requested=1 WHERE status='running' AND prompt_id=?",
+                           [prompt_id]) > 0
+
+    def reap_expired(self) -> list[Job]:
+        """Record as failed (``WorkerLost``) every running job whose lease ran out; returns them."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs WHERE status='running' AND lease_until IS NOT NULL "
+                                    "AND lease_until < ?", (_ms(),)).fetchall()
+            reaped = []
+            for row in rows:
+                if self.finish(row["prompt_id"], "error", {}, [lost_message(row["prompt_id"], LEASE_LOST)],
+                               completed=False, worker_id=row["worker_id"]):
+                    reaped.append(_job(row, "error"))
+        return reaped
 
     def pending(self) -> list[Job]:
         return [_job(r) for r in self._query("SELECT * FROM jobs WHERE status='pending' ORDER BY number, seq")]
 
-    def running(self) -> list[Job]:
-        return [_job(r) for r in self._query("SELECT * FROM jobs WHERE status='running' ORDER BY number")]
+    def running(self, worker_id: str | None = None) -> list[Job]:
+        """Running jobs (only ``worker_id``'s when given), in queue order."""
+        if worker_id is None:
+            return [_job(r) for r in self._query("SELECT * FROM jobs WHERE status='running' ORDER BY number")]
+        return [_job(r) for r in self._query("SELECT * FROM jobs WHERE status='running' AND worker_id=? "
+                                             "ORDER BY number", [worker_id])]
+
+    def workers(self) -> dict[str, str]:
+        """``{prompt_id: worker_id}`` of the running jobs whose worker named itself."""
+        rows = self._query("SELECT prompt_id, worker_id FROM jobs WHERE status='running' AND worker_id IS NOT NULL")
+        return {row[0]: row[1] for row in rows}
 
     def queue_remaining(self) -> int:
         return self._query("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')")[0][0]
@@ -201,10 +347,13 @@ class JobStore:
         return self._write(f"UPDATE jobs SET status='cancelled', end_time=? WHERE status='pending' "
                            f"AND prompt_id IN ({marks})", [_ms(), *ids])
 
-    def requeue(self, prompt_id: str) -> bool:
-        """A running job back to pending with its number (it runs next again); False if it was not running."""
-        return self._write("UPDATE jobs SET status='pending', start_time=NULL WHERE status='running' "
-                           "AND prompt_id=?", [prompt_id]) > 0
+    def requeue(self, prompt_id: str, worker_id: str | None = None) -> bool:
+        """A running job (``worker_id``'s, when given) back to pending with its number (it runs next
+        again); False if it was not running."""
+        owner = "" if worker_id is None else " AND worker_id=?"
+        return self._write("UPDATE jobs SET status='pending', start_time=NULL, worker_id=NULL, lease_until=NULL "
+                           "WHERE status='running' AND prompt_id=?" + owner,
+                           [prompt_id] + ([] if worker_id is None else [worker_id])) > 0
 
     def recover(self) -> int:
         """At start: jobs left running by a dead process become interrupted (kept in history)."""
@@ -313,7 +462,7 @@ def _loads(text: str | None, default: Any) -> Any:
     return default if too_deep(value, MAX_READ_DEPTH) else value
 
 
-def _readable(build: Callable[[sqlite3.Row], dict[str, Any]], row: sqlite3.Row) -> dict[str, Any]:
+def _readable(build: Callable[[Row], dict[str, Any]], row: Row) -> dict[str, Any]:
     """``build(row)``, or a minimal entry of the same shape when the row cannot be read: one bad row
     must never fail a whole history or job listing (a string ``extra_pnginfo`` once made every
     ``/api/jobs`` a 500)."""
@@ -337,19 +486,19 @@ def _workflow_id(extra: Any) -> Any:
     return workflow.get("id") if isinstance(workflow, dict) else None
 
 
-def _job(row: sqlite3.Row, status: str | None = None) -> Job:
+def _job(row: Row, status: str | None = None) -> Job:
     return Job(row["number"], row["prompt_id"], _loads(row["prompt"], {}), _loads(row["extra_data"], {}),
                _loads(row["targets"], None), row["client_id"], status or row["status"], row["create_time"])
 
 
-def _status_block(row: sqlite3.Row) -> dict[str, Any]:
+def _status_block(row: Row) -> dict[str, Any]:
     # ComfyUI reports an interrupted job as status_str "error"; the messages tell it apart
     status_str = "success" if row["status_str"] == "success" else "error"
     return {"status_str": status_str, "completed": bool(row["completed"]),
             "messages": _loads(row["messages"], [])}
 
 
-def _history_entry(row: sqlite3.Row) -> dict[str, Any]:
+def _history_entry(row: Row) -> dict[str, Any]:
     job = _job(row)
     outputs = _loads(row["outputs"], {})
     return {"prompt": job.queue_item(), "outputs": outputs, "status": _status_block(row),
@@ -367,7 +516,7 @@ def _preview(outputs: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _job_summary(row: sqlite3.Row) -> dict[str, Any]:
+def _job_summary(row: Row) -> dict[str, Any]:
     outputs = _loads(row["outputs"], {})
     extra = _loads(row["extra_data"], {})
     summary: dict[str, Any] = {

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fewstep.app.executor import Executor, RunResult
-from fewstep.app.storage import Job, JobStore
+from fewstep.app.storage import Job, QueueStore
 
 log = logging.getLogger("fewstep.worker")
 WorkerEmit = Callable[[str, dict[str, Any], "str | None"], None]
@@ -51,15 +51,26 @@ class QueueWorker:
             only jobs enqueued by another process wait for it.
         on_running: called with a job's prompt_id when it starts and with None when it has been recorded
             (the process worker reports these to its parent).
+        worker_id: this worker's name in the store. Given, its jobs are claimed under a lease that a
+            heartbeat thread renews every ``heartbeat_s`` (``lease_s / 10``, at most 2 s), the same
+            thread reaps jobs of workers whose lease ran out and obeys interrupts requested through the
+            store (another host's ``/interrupt``), and start-up recovers only expired leases (other
+            workers share the queue). None: no lease, and start-up recovers every running job (this
+            worker is the store's only one).
+        lease_s: how long a claim lasts without a heartbeat.
     """
 
-    def __init__(self, store: JobStore, executor: Executor, emit: WorkerEmit = _no_emit, *,
-                 idle_poll_s: float = 0.5, on_running: Callable[[str | None], None] | None = None) -> None:
+    def __init__(self, store: QueueStore, executor: Executor, emit: WorkerEmit = _no_emit, *,
+                 idle_poll_s: float = 0.5, on_running: Callable[[str | None], None] | None = None,
+                 worker_id: str | None = None, lease_s: float = 30.0) -> None:
         self.store = store
         self.executor = executor
         self.emit = emit
         self.idle_poll_s = idle_poll_s
         self.on_running = on_running
+        self.worker_id = worker_id
+        self.lease_s = lease_s
+        self.heartbeat_s = min(2.0, lease_s / 10)
         self.running_prompt_id: str | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -70,11 +81,16 @@ class QueueWorker:
 
     # -- control ----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Recover jobs a dead process left running, then start the thread."""
-        self.store.recover()
+        """Recover jobs a dead process left running (see ``worker_id``), then start the thread(s)."""
+        if self.worker_id is None:
+            self.store.recover()
+        else:
+            self._reap()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="fewstep-queue-worker", daemon=True)
         self._thread.start()
+        if self.worker_id is not None:
+            threading.Thread(target=self._heartbeats, name="fewstep-worker-heartbeat", daemon=True).start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Interrupt the running job, stop the thread and wait for it."""
@@ -108,12 +124,44 @@ class QueueWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._apply_free()
-            job = self.store.claim_next()
+            job = self._claim()
             if job is None:
                 self._wake.wait(self.idle_poll_s)
                 self._wake.clear()
                 continue
             self._run_job(job)
+
+    def _claim(self) -> Job | None:
+        if self.worker_id is None:
+            return self.store.claim_next()
+        try:   # a shared store is a network away: a failed claim is retried, the worker lives on
+            return self.store.claim_next(self.worker_id, self.lease_s)
+        except Exception:
+            log.exception("worker %s could not claim a job", self.worker_id)
+            return None
+
+    # -- leases ---------------------------------------------------------------------------------------
+    def _heartbeats(self) -> None:
+        """Renew this worker's lease, obey interrupts requested through the store, reap expired leases."""
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                if self.running_prompt_id is not None:
+                    for prompt_id in self.store.heartbeat(self.worker_id, self.lease_s):
+                        self.interrupt(prompt_id)
+                self._reap()
+            except Exception:   # the store is unreachable for now: the next beat tries again
+                log.exception("worker %s: heartbeat failed", self.worker_id)
+
+    def _reap(self) -> None:
+        """Record jobs whose worker's lease ran out (killed, or its host lost) as failed; tell their clients."""
+        for job in self.store.reap_expired():
+            log.warning("job %s: its worker's lease ran out; recorded as failed", job.prompt_id)
+            message = self.store.history_entry(job.prompt_id)
+            if message is not None:
+                event, data = message["status"]["messages"][-1]
+                self.emit(event, data, job.client_id)
+            self.emit("executing", {"node": None, "prompt_id": job.prompt_id}, job.client_id)
+            self._broadcast_status()
 
     def _apply_free(self) -> None:
         with self._lock:
@@ -150,8 +198,11 @@ class QueueWorker:
         messages = result.messages
         if result.status == "error" and not messages and result.error is not None:  # invalid graph
             messages = [["execution_error", {"prompt_id": job.prompt_id, **result.error}]]
-        self.store.finish(job.prompt_id, result.status, result.outputs, messages,
-                          completed=result.status == "success")
+        recorded = self.store.finish(job.prompt_id, result.status, result.outputs, messages,
+                                     completed=result.status == "success", worker_id=self.worker_id)
+        if recorded is False and self.worker_id is not None:
+            log.warning("job %s finished after worker %s lost its lease: it was recorded as failed already",
+                        job.prompt_id, self.worker_id)
 
     def cache_stats(self) -> dict[str, Any]:
         """The executor's cache statistics (``/system_stats``)."""

@@ -12,6 +12,7 @@ import gc
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,7 +54,7 @@ from fewstep.app.server.ws import ClientHub, ThreadBridge, WsMessage
 if TYPE_CHECKING:  # annotations only: the engine loads when build_app (or the caller) builds it
     from fewstep.app.executor import Executor
     from fewstep.app.registry import Registry
-    from fewstep.app.storage import JobStore
+    from fewstep.app.storage import QueueStore
     from fewstep.app.worker import Worker
 
 log = logging.getLogger("fewstep.server")
@@ -70,7 +71,7 @@ def default_options(config: Config) -> ServerOptions:
     )
 
 
-def create_app(config: Config, registry: Registry, executor: Executor, store: JobStore,
+def create_app(config: Config, registry: Registry, executor: Executor, store: QueueStore,
                worker: Worker | None = None, *, options: ServerOptions | None = None) -> web.Application:
     """Build the server application.
 
@@ -78,7 +79,7 @@ def create_app(config: Config, registry: Registry, executor: Executor, store: Jo
         config: paths, limits, auth token, CORS origin.
         registry: ``app.registry.Registry`` (``/object_info``, validation, extensions of packs).
         executor: ``app.executor.Executor`` (run by the worker; its cache stats go to ``/system_stats``).
-        store: ``app.storage.JobStore`` (queue + history in SQLite).
+        store: the queue + history (``app.storage.JobStore``, SQLite, or ``app.storage_pg.PostgresJobStore``).
         worker: a queue worker (its ``emit`` is rebound to this app's clients); None builds ``app.worker.QueueWorker(store, executor, emit)``
             when the app starts, with ``emit`` bound to this app's websocket clients.
         options: overrides for :func:`default_options`.
@@ -174,7 +175,9 @@ async def _queue_worker(app: web.Application) -> AsyncIterator[None]:
     if runtime.worker is None:
         from fewstep.app.worker import QueueWorker
 
-        runtime.worker = QueueWorker(store, app[EXECUTOR], bridge.emit)
+        # a shared store (PostgreSQL): claim under a lease, as other hosts' workers do
+        worker_id = None if getattr(store, "exclusive", True) else f"{socket.gethostname()}/{os.getpid()}/thread"
+        runtime.worker = QueueWorker(store, app[EXECUTOR], bridge.emit, worker_id=worker_id, lease_s=config.lease_s)
     else:
         runtime.worker.emit = bridge.emit   # a worker built by the caller reports to this app's clients
     await asyncio.to_thread(runtime.worker.start)   # recovers jobs a dead process left running
@@ -214,23 +217,31 @@ def terminal_logging(logger: logging.Logger) -> None:
 
 
 def build_app(config: Config) -> web.Application:
-    """The production app: real registry, caches, executor and SQLite store from ``config``."""
+    """The production app: real registry, caches, executor, the store ``config`` names (SQLite, or
+    PostgreSQL for ``--queue postgresql://...``) and its worker(s)."""
     from fewstep.app.executor import build_executor
-    from fewstep.app.storage import JobStore
+    from fewstep.app.storage import open_store
+    from fewstep.app.worker_pool import worker_devices
 
     config.ensure_dirs()
     executor = build_executor(config)
     registry = executor.registry
     for failure in registry.failures:
         log.warning("node pack %s failed to load: %s", failure.pack, failure.reason)
-    worker = None   # the thread worker, built by create_app
+    devices = worker_devices(config)
+    worker: Worker | None = None   # the thread worker, built by create_app
     if config.worker == "process":
         from fewstep.app.process_worker import ProcessWorker
+        from fewstep.app.worker_pool import WorkerPool
 
-        worker = ProcessWorker(config, grace_s=config.interrupt_grace_s, preview_size=config.preview_size)
+        workers = [ProcessWorker(config, grace_s=config.interrupt_grace_s, preview_size=config.preview_size,
+                                 index=i, device=device) for i, device in enumerate(devices)]
+        worker = workers[0] if len(workers) == 1 else WorkerPool(workers)
     elif config.worker != "thread":
         raise ValueError(f"worker must be 'process' or 'thread', got {config.worker!r}")
-    return create_app(config, registry, executor, JobStore(config.db_path), worker)
+    elif devices != [None]:
+        raise ValueError("--workers / --gpus need the process worker (leave out --worker thread)")
+    return create_app(config, registry, executor, open_store(config), worker)
 
 
 def run_server(config: Config) -> None:

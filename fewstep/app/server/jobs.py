@@ -285,14 +285,23 @@ async def get_job_assets(request: web.Request) -> web.Response:
 
 
 async def _cancel(request: web.Request, job_ids: list[str]) -> None:
-    """Pending jobs become ``cancelled`` (still listed by /jobs); the running one is interrupted."""
-    store, worker = _store(request), request.app[RUNTIME].worker
-    await asyncio.to_thread(store.cancel_pending, job_ids)
-    if worker is not None:
-        for job_id in job_ids:
-            if job_id == worker.running_prompt_id:
-                worker.interrupt(job_id)
+    """Pending jobs become ``cancelled`` (still listed by /jobs); running ones are interrupted."""
+    await asyncio.to_thread(_store(request).cancel_pending, job_ids)
+    for job_id in job_ids:
+        await _interrupt_job(request.app, job_id)
     request.app[HUB].schedule_status()
+
+
+async def _interrupt_job(app: web.Application, prompt_id: str) -> bool:
+    """Interrupt ``prompt_id`` wherever it runs: a worker of this server, or (a shared queue) through the
+    store, whose flag the worker running it sees at its next heartbeat, on whichever host."""
+    worker = app[RUNTIME].worker
+    if worker is not None and worker.interrupt(prompt_id):
+        return True
+    store = app[STORE]
+    if getattr(store, "exclusive", True):
+        return False
+    return await asyncio.to_thread(store.request_interrupt, prompt_id)
 
 
 async def post_job_cancel(request: web.Request) -> web.Response:
@@ -312,9 +321,10 @@ async def post_interrupt(request: web.Request) -> web.Response:
     prompt_id = json_object(body).get("prompt_id") if body is not None else None
     if prompt_id is not None and not isinstance(prompt_id, str):
         raise web.HTTPBadRequest(text="'prompt_id' must be a string")
-    worker = request.app[RUNTIME].worker
-    if worker is not None:
-        worker.interrupt(prompt_id)
+    if prompt_id is not None:
+        await _interrupt_job(request.app, prompt_id)
+    elif request.app[RUNTIME].worker is not None:
+        request.app[RUNTIME].worker.interrupt(None)
     return web.json_response({})
 
 

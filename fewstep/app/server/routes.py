@@ -85,6 +85,15 @@ def _cache_stats(worker: Any, executor: Any) -> dict[str, Any]:
     return caches.stats() if caches is not None else {}
 
 
+def _workers(worker: Any) -> list[dict[str, Any]]:
+    """Each worker process (index, device, pid, running job, restarts, caches); [] for the thread worker."""
+    describe = getattr(worker, "describe", None)
+    if describe is None:
+        return []
+    described = describe()
+    return described if isinstance(described, list) else [described]
+
+
 SECRET_OPTIONS = ("--auth-token",)
 
 
@@ -121,7 +130,8 @@ async def get_system_stats(request: web.Request) -> web.Response:
         "devices": await asyncio.to_thread(_devices),
         "fewstep": {"caches": await asyncio.to_thread(_cache_stats, request.app[RUNTIME].worker,
                                                       request.app[EXECUTOR]),
-                    "pack_failures": [{"pack": f.pack, "reason": f.reason} for f in registry.failures]},
+                    "pack_failures": [{"pack": f.pack, "reason": f.reason} for f in registry.failures],
+                    "workers": _workers(request.app[RUNTIME].worker)},
     }
     return web.json_response(body)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # annotations only: the engine loads when the app is built
     from fewstep.app.executor import Executor
     from fewstep.app.registry import Registry
     from fewstep.app.server.ws import ClientHub
-    from fewstep.app.storage import JobStore
+    from fewstep.app.storage import QueueStore
     from fewstep.app.worker import Worker
 
 MB = 1024 * 1024
@@ -87,7 +87,7 @@ OPTIONS = web.AppKey("options", ServerOptions)
 # Keys typed by annotation: their types are imported for type checking only (see above).
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 EXECUTOR: web.AppKey[Executor] = web.AppKey("executor")
-STORE: web.AppKey[JobStore] = web.AppKey("store")
+STORE: web.AppKey[QueueStore] = web.AppKey("store")
 RUNTIME = web.AppKey("runtime", Runtime)
 HUB: web.AppKey[ClientHub] = web.AppKey("hub")
 LOGS = web.AppKey("logs", LogBuffer)
