@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from fewstep.nodes.core.train.distributed import local_batch_size
 from fewstep.nodes.core.train.loop import EMA, Checkpointer, FitSpec, TrainState, config_fingerprint, fit
 from fewstep.nodes.dd.generator import DDConfig, DDGenerator
 from fewstep.nodes.dd.loss import DDLoss, draw_starts
@@ -102,10 +103,11 @@ def step_fn(generator: DDGenerator, loss_fn: DDLoss, data: dict[str, Tensor], co
             device: str, autocast: torch.dtype | None) -> Callable[[int, torch.Generator], Tensor]:
     """``fit``'s step: a random batch and random starts t from the step's generator, the mean DD loss."""
     def run(step: int, gen: torch.Generator) -> Tensor:
-        idx = torch.randint(0, len(data["tokens"]), (cfg.batch_size,), generator=gen).to(device)
+        b = local_batch_size(cfg.batch_size)                            # this rank's share of the batch
+        idx = torch.randint(0, len(data["tokens"]), (b,), generator=gen).to(device)
         batch = {k: v[idx] for k, v in data.items()}
         batch["cond"] = conds[batch["prompt_index"]]
-        t = draw_starts(cfg.batch_size, cfg.t_list, gen).to(device)
+        t = draw_starts(b, cfg.t_list, gen).to(device)
         with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
             return loss_fn(generator, batch, t).mean()
     return run

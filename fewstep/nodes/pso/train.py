@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fewstep.nodes.core.train.distributed import local_batch_size
 from fewstep.nodes.core.train.loop import (
     Checkpointer,
     FitSpec,
@@ -226,6 +227,7 @@ def make_step(cfg: PSOConfig, policy: VPNet, reference: VPNet, *, pool: PromptPo
               log: StepLog | None = None) -> Callable[[torch.Generator], Tensor]:
     """The step function of ``cfg.mode`` (clear errors for missing inputs)."""
     log = log if log is not None else StepLog.empty()
+    cfg = replace(cfg, batch_size=local_batch_size(cfg.batch_size))   # this process's share (data-parallel)
     if cfg.mode in ("online", "naive_online"):
         if pool is None or reward is None or decode is None:
             raise ValueError(f"PSO mode {cfg.mode!r} needs prompts, a reward and a decoder")

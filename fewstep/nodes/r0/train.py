@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from fewstep.nodes.core.train.adapter import LORA_TARGETS
+from fewstep.nodes.core.train.distributed import local_batch_size
 from fewstep.nodes.core.train.loop import (
     Checkpointer,
     FitSpec,
@@ -155,9 +156,10 @@ def train_r0(student: VPNet, pool: PromptPool, rewards: Any, decode: Callable[[T
     history: list[dict[str, float]] = []
 
     def step_fn(step: int, gen: torch.Generator) -> Tensor:
-        idx = torch.randint(0, len(pool.prompts), (cfg.batch_size,), generator=gen, device=gen.device).cpu()
+        b = local_batch_size(cfg.batch_size)                            # this rank's share of the batch
+        idx = torch.randint(0, len(pool.prompts), (b,), generator=gen, device=gen.device).cpu()
         batch = R0Batch(prompts=[pool.prompts[i] for i in idx.tolist()], cond=pool.cond[idx.to(pool.cond.device)],
-                        uncond=pool.uncond, shape=(cfg.batch_size, *pool.latent_shape), generator=gen)
+                        uncond=pool.uncond, shape=(b, *pool.latent_shape), generator=gen)
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast, enabled=autocast is not None):
             loss = loss_fn(student, batch)
         history.append(dict(loss_fn.last))

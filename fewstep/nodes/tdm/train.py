@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fewstep.nodes.core.train.distributed import local_batch_size
 from fewstep.nodes.core.train.loop import (
     EMA,
     Checkpointer,
@@ -211,8 +212,9 @@ def distill_tdm(teacher: VPNet, run: TDMRun, pool: PromptPool, cfg: TDMConfig, *
 
     def step_fn(step: int, gen: torch.Generator) -> Tensor:
         k = draw_steps(cfg, gen)
-        batch = pool.batch(cfg.batch_size, gen)
-        tcond = steps_condition(k, cfg.batch_size, batch.device) if cfg.unify else None
+        b = local_batch_size(cfg.batch_size)                            # this rank's share of the batch
+        batch = pool.batch(b, gen)
+        tcond = steps_condition(k, b, batch.device) if cfg.unify else None
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast, enabled=autocast is not None):
             gen_loss, fake_loss = loss_fn(run.student, batch, teacher=teacher, fake=run.fake, steps=k, tcond=tcond)
         g, f = gen_loss.mean(), fake_loss.mean()

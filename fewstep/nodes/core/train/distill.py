@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from fewstep.nodes.core.train.batches import DistillBatch
+from fewstep.nodes.core.train.distributed import local_batch_size
 from fewstep.nodes.core.train.loop import (
     EMA,
     Checkpointer,
@@ -193,7 +194,7 @@ def distill(teacher: VPNet, student: Student, pool: PromptPool, cfg: DistillConf
     teacher.net.eval().requires_grad_(False)
 
     def step_fn(step: int, gen: torch.Generator) -> Tensor:
-        batch = pool.batch(cfg.batch_size, gen)
+        batch = pool.batch(local_batch_size(cfg.batch_size), gen)    # this rank's share of the global batch
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast, enabled=autocast is not None):
             return loss_fn(student.view, batch, teacher=teacher, target=student.target).mean()
 
