@@ -150,3 +150,51 @@ def test_light_t2i_adapter_is_comfyuis_adapter_light(files) -> None:
         eps = model.model_fn.unet(x / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=pos[0][0],
                                   down_intrablock_additional_residuals=[f * 0.7 for f in want]).sample
     torch.testing.assert_close(guided(x, sigma), x - sigma * eps, rtol=1e-4, atol=1e-4)
+
+
+def test_new_nodes_run_as_a_graph_through_the_engine(files, tmp_path) -> None:
+    """A ComfyUI API graph with the nodes above, validated and run by the executor: a difference ControlNet and
+    a light T2I-Adapter on the prompts, DualCFGGuider on GITS sigmas after AddNoise, and KSampler on an
+    APG-patched model."""
+    from fewstep.app.cache import CacheSet
+    from fewstep.app.executor import Executor
+    from fewstep.app.registry import load_registry
+
+    def node(class_type: str, **inputs) -> dict:
+        return {"class_type": class_type, "inputs": inputs}
+
+    prompt = {
+        "1": node("CheckpointLoaderSimple", ckpt_name="tiny-sd15.safetensors"),
+        "2": node("CLIPTextEncode", text="a cat", clip=["1", 1]),
+        "3": node("CLIPTextEncode", text="a dog", clip=["1", 1]),
+        "4": node("CLIPTextEncode", text="blurry", clip=["1", 1]),
+        "5": node("EmptyImage", width=64, height=64, batch_size=1, color=0x808080),
+        "6": node("DiffControlNetLoader", model=["1", 0], control_net_name="cn-diff.safetensors"),
+        "7": node("ControlNetApplyAdvanced", positive=["2", 0], negative=["4", 0], control_net=["6", 0],
+                  image=["5", 0], strength=0.7, start_percent=0.0, end_percent=1.0),
+        "8": node("ControlNetLoader", control_net_name="t2i-light.safetensors"),
+        "9": node("ControlNetApply", conditioning=["3", 0], control_net=["8", 0], image=["5", 0], strength=0.5),
+        "10": node("DualCFGGuider", model=["1", 0], cond1=["7", 0], cond2=["9", 0], negative=["7", 1],
+                   cfg_conds=3.0, cfg_cond2_negative=2.0, style="nested"),
+        "11": node("GITSScheduler", coeff=1.2, steps=2, denoise=1.0),
+        "12": node("EmptyLatentImage", width=64, height=64, batch_size=1),
+        "13": node("RandomNoise", noise_seed=3),
+        "14": node("AddNoise", model=["1", 0], noise=["13", 0], sigmas=["11", 0], latent_image=["12", 0]),
+        "15": node("DisableNoise"),
+        "16": node("KSamplerSelect", sampler_name="euler"),
+        "17": node("SamplerCustomAdvanced", noise=["15", 0], guider=["10", 0], sampler=["16", 0], sigmas=["11", 0],
+                   latent_image=["14", 0]),
+        "18": node("APG", model=["1", 0], eta=0.0, norm_threshold=5.0, momentum=-0.5),
+        "19": node("KSampler", model=["18", 0], seed=1, steps=2, cfg=6.0, sampler_name="euler", scheduler="normal",
+                   positive=["2", 0], negative=["4", 0], latent_image=["17", 0], denoise=0.5),
+        "20": node("OptimalStepsScheduler", model_type="FLUX", steps=4, denoise=1.0),
+        "21": node("VAEDecode", samples=["19", 0], vae=["1", 2]),
+        "22": node("SaveImage", images=["21", 0], filename_prefix="new-nodes"),
+        "23": node("PreviewAny", source=["20", 0]),
+    }
+    root = files[0]
+    paths = Paths(model_roots=(root,), output_dir=tmp_path / "out", temp_dir=tmp_path / "temp",
+                  input_dir=tmp_path / "in")
+    result = Executor(load_registry(entry_points=False), CacheSet(), paths).execute(prompt, prompt_id="p")
+    assert result.status == "success", result.error
+    assert len(result.outputs["22"]["images"]) == 1
