@@ -242,13 +242,21 @@ class JobStore:
         row = (prompt_id, _dumps(prompt), _dumps(extra_data or {}), _dumps(targets), client_id,
                int((extra_data or {}).get("create_time") or _ms()))
         with self._lock:
-            number = (self._db.execute(sql).fetchone()[0] or 0) + (-1 if front else 1)
+            # one write transaction: another process's enqueue cannot read the same MAX in between (two
+            # worker processes' stores got equal numbers without it)
+            self._db.execute("BEGIN IMMEDIATE")
             try:
+                number = (self._db.execute(sql).fetchone()[0] or 0) + (-1 if front else 1)
                 self._db.execute(
                     "INSERT INTO jobs (number, prompt_id, status, prompt, extra_data, targets, client_id,"
                     " create_time) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)", (number, *row))
             except sqlite3.IntegrityError:   # prompt_id is UNIQUE: the caller's mistake, not ours
+                self._db.execute("ROLLBACK")
                 raise ValueError(f"a job with prompt_id {prompt_id!r} already exists") from None
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
             return number
 
     def claim_next(self, worker_id: str | None = None, lease_s: float | None = None) -> Job | None:

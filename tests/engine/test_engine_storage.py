@@ -1,4 +1,8 @@
-"""Persistent queue and history, the queue worker, and surviving kills."""
+"""Persistent queue and history, the queue worker, and surviving kills.
+
+Tests taking ``queue_url`` run against both backends (tests/conftest.py): an SQLite file and a database
+on a throwaway PostgreSQL server. The rest check SQLite's own statements, plans and journal.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from engine_helpers import n
 
 from fewstep.app.cache import CacheSet
 from fewstep.app.executor import Executor
-from fewstep.app.storage import JobStore
+from fewstep.app.storage import JobStore, store_for_url
 from fewstep.app.worker import QueueWorker
 
 HERE = Path(__file__).parent
@@ -40,8 +44,8 @@ def wait_for(condition, timeout=10.0):
     return False
 
 
-def test_queue_order_front_and_history_pagination(tmp_path):
-    store = JobStore(tmp_path / "q.sqlite3")
+def test_queue_order_front_and_history_pagination(queue_url):
+    store = store_for_url(queue_url)
     for i in range(3):
         store.enqueue(f"p{i}", chain(i), {}, None, "c")
     store.enqueue("urgent", chain(9), {}, None, None, front=True)
@@ -61,8 +65,8 @@ def test_queue_order_front_and_history_pagination(tmp_path):
     assert store.history_entry("p0") is None and len(store.history()) == 3
 
 
-def test_jobs_listing_contract(tmp_path):
-    store = JobStore(tmp_path / "q.sqlite3")
+def test_jobs_listing_contract(queue_url):
+    store = store_for_url(queue_url)
     extra = {"extra_pnginfo": {"workflow": {"id": "wf-1"}}}
     store.enqueue("a", chain(), extra, None, None)
     store.enqueue("b", chain(), {}, None, None)
@@ -88,9 +92,9 @@ def test_jobs_listing_contract(tmp_path):
     assert store.job_detail("a")["workflow"]["prompt"] == chain()
 
 
-def test_jobs_workflow_filter_pages_only_matching_jobs(tmp_path):
+def test_jobs_workflow_filter_pages_only_matching_jobs(queue_url):
     """The workflow filter runs before LIMIT/OFFSET: page 1 of wf-2 holds wf-2 jobs and total counts them."""
-    store = JobStore(tmp_path / "q.sqlite3")
+    store = store_for_url(queue_url)
     for i in range(6):
         store.enqueue(f"j{i}", chain(), {"extra_pnginfo": {"workflow": {"id": f"wf-{i % 2 + 1}"}}}, None, None)
     page, total = store.jobs(None, "created_at", "asc", 2, 0, workflow_id="wf-2")
@@ -100,8 +104,8 @@ def test_jobs_workflow_filter_pages_only_matching_jobs(tmp_path):
     assert store.jobs(None, workflow_id="nope") == ([], 0)
 
 
-def test_worker_runs_jobs_and_emits_to_the_client(registry, tmp_path):
-    store = JobStore(tmp_path / "q.sqlite3")
+def test_worker_runs_jobs_and_emits_to_the_client(registry, queue_url):
+    store = store_for_url(queue_url)
     events: list = []
     worker = QueueWorker(store, Executor(registry, CacheSet("lru:10")), lambda e, d, c: events.append((e, d, c)))
     worker.start()
@@ -118,8 +122,8 @@ def test_worker_runs_jobs_and_emits_to_the_client(registry, tmp_path):
     assert any(e == "status" and c is None for e, _, c in events)
 
 
-def test_worker_interrupt_by_prompt_id_and_free(registry, tmp_path):
-    store = JobStore(tmp_path / "q.sqlite3")
+def test_worker_interrupt_by_prompt_id_and_free(registry, queue_url):
+    store = store_for_url(queue_url)
     executor = Executor(registry, CacheSet("lru:10"))
     events: list[str] = []
     worker = QueueWorker(store, executor, emit=lambda event, data, client: events.append(event))
@@ -143,9 +147,10 @@ def test_worker_interrupt_by_prompt_id_and_free(registry, tmp_path):
         worker.stop()
 
 
-def _start_worker_process(db: Path) -> subprocess.Popen:
+def _start_worker_process(db: Path | str, *lease: str) -> subprocess.Popen:
+    """worker_proc.py over ``db`` (a file or a queue URL); ``lease``: its worker id and lease seconds."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, str(HERE / "worker_proc.py"), str(db), str(HERE / "packs")],
+    proc = subprocess.Popen([sys.executable, str(HERE / "worker_proc.py"), str(db), str(HERE / "packs"), *lease],
                             stdout=subprocess.PIPE, env=env, text=True)
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -157,9 +162,9 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.stdout.close()
 
 
-def test_kill_during_a_job_loses_nothing(tmp_path):
-    db = tmp_path / "q.sqlite3"
-    store = JobStore(db)
+def test_kill_during_a_job_loses_nothing(queue_url):
+    db = queue_url
+    store = store_for_url(db)
     store.enqueue("done", chain(), {}, None, None)
     store.enqueue("long", slow(), {}, None, None)
     store.enqueue("later", chain(5), {}, None, None)
@@ -168,7 +173,7 @@ def test_kill_during_a_job_loses_nothing(tmp_path):
         assert wait_for(lambda: [j.prompt_id for j in store.running()] == ["long"])
     finally:
         _kill(proc)
-    restarted = JobStore(db)
+    restarted = store_for_url(db)
     assert restarted.recover() == 1
     assert restarted.history_entry("done")["status"]["status_str"] == "success"
     assert restarted.history_entry("long")["status"]["messages"][-1][0] == "execution_interrupted"
@@ -176,9 +181,9 @@ def test_kill_during_a_job_loses_nothing(tmp_path):
     assert restarted.jobs(["cancelled"])[1] == 1
 
 
-def test_kill_between_jobs_loses_nothing(registry, tmp_path):
-    db = tmp_path / "q.sqlite3"
-    store = JobStore(db)
+def test_kill_between_jobs_loses_nothing(registry, queue_url):
+    db = queue_url
+    store = store_for_url(db)
     proc = _start_worker_process(db)
     try:
         store.enqueue("first", chain(), {}, None, None)
@@ -186,7 +191,7 @@ def test_kill_between_jobs_loses_nothing(registry, tmp_path):
     finally:
         _kill(proc)
     store.enqueue("queued-while-down", chain(2), {}, None, None)
-    restarted = JobStore(db)
+    restarted = store_for_url(db)
     assert restarted.recover() == 0
     assert restarted.history_entry("first")["status"]["completed"] is True
     worker = QueueWorker(restarted, Executor(registry, CacheSet("none")))
@@ -198,8 +203,8 @@ def test_kill_between_jobs_loses_nothing(registry, tmp_path):
     assert restarted.history_entry("queued-while-down")["outputs"] == {"3": {"values": [3]}}
 
 
-def test_store_is_thread_safe(tmp_path):
-    store = JobStore(tmp_path / "q.sqlite3")
+def test_store_is_thread_safe(queue_url):
+    store = store_for_url(queue_url)
 
     def add(k):
         for i in range(20):
@@ -213,9 +218,9 @@ def test_store_is_thread_safe(tmp_path):
     assert len(store.pending()) == 80
 
 
-def test_a_long_read_never_blocks_enqueue(tmp_path):
+def test_a_long_read_never_blocks_enqueue(queue_url):
     """The server enqueues on its event loop: a history query running in a thread must not hold it up."""
-    store = JobStore(tmp_path / "q.sqlite3")
+    store = store_for_url(queue_url)
     store.enqueue("first", chain(), {}, None, None)
     done = threading.Event()
     with store._read_lock:                       # a reader mid-query (its connection busy in another thread)
@@ -299,8 +304,8 @@ def test_commits_survive_a_killed_process(tmp_path):
     assert store.recover() == 1
 
 
-def test_woken_worker_claims_at_once_without_polling(registry, tmp_path):
-    store = JobStore(tmp_path / "q.sqlite3")
+def test_woken_worker_claims_at_once_without_polling(registry, queue_url):
+    store = store_for_url(queue_url)
     worker = QueueWorker(store, Executor(registry, CacheSet("lru:10")), idle_poll_s=3600.0)
     idle, claimed = threading.Event(), threading.Event()
     claim = store.claim_next

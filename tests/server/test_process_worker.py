@@ -15,7 +15,7 @@ import pytest
 from fewstep.app.config import Config
 from fewstep.app.server import build_app
 from fewstep.app.server.state import RUNTIME
-from fewstep.app.storage import JobStore
+from fewstep.app.storage import store_for_url
 
 PACKS = Path(__file__).parent / "packs"
 GRACE_S = 1.0
@@ -106,8 +106,8 @@ async def test_system_stats_report_the_childs_caches(served: tuple[Any, Any]) ->
     assert caches["entries"] >= 1 and caches["misses"] >= 1   # the parent's own executor never ran a job
 
 
-def test_requeue_puts_a_claimed_job_back_at_the_front(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "q.sqlite3")
+def test_requeue_puts_a_claimed_job_back_at_the_front(queue_url: str) -> None:
+    store = store_for_url(queue_url)
     store.enqueue("a", {}, {})
     store.enqueue("b", {}, {})
     assert store.claim_next().prompt_id == "a"
