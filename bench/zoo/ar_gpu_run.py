@@ -127,6 +127,9 @@ def _copy_untrained(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> dict[str, object]:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     preset = train.PRESETS[args.preset]
+    if args.seconds is not None:        # shorter wall-time budget per model (the preset's recipes otherwise)
+        preset = replace(preset, ar_recipe=replace(preset.ar_recipe, seconds=args.seconds),
+                         mar_recipe=replace(preset.mar_recipe, seconds=args.seconds))
     report: dict[str, object] = {"preset": args.preset, "device": str(device), "recipe": train.preset_dict(preset),
                                  "command": " ".join(sys.argv)}
     if device.type == "cuda":
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=None, help="folder of ar_captions.safetensors (None: embed with MiniLM)")
     p.add_argument("--preset", choices=sorted(train.PRESETS), default="gpu")
     p.add_argument("--device", default="auto")
+    p.add_argument("--seconds", type=float, default=None, help="training wall time per model (default: the preset's)")
     p.add_argument("--n-eval", type=int, default=256, help="held-out captions evaluated")
     p.add_argument("--resume", type=Path, default=None, help="continue from the models in this folder (its tokenizer)")
     p.add_argument("--from-scratch", action="store_true", help="with --resume: reuse only the tokenizer")

@@ -12,4 +12,4 @@ PRESET=gpu
 if [ "${TINY:-0}" = "1" ]; then PRESET=tiny; fi
 mkdir -p "$OUT"
 export PYTHONPATH=.:${PYTHONPATH:-} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-python3 bench/zoo/ar_gpu_run.py --out "$OUT" --cache .gpu_cache/ar --preset "$PRESET" ${N_EVAL:+--n-eval $N_EVAL}
+python3 bench/zoo/ar_gpu_run.py --out "$OUT" --cache .gpu_cache/ar --preset "$PRESET" ${N_EVAL:+--n-eval $N_EVAL} ${AR_SECONDS:+--seconds $AR_SECONDS}
