@@ -58,6 +58,7 @@ def check_nproc(nproc: int) -> None:
 
 
 def _describe(rank: int, failure: object) -> str:
+    """"rank 1 (pid 4242) ended with signal SIGKILL" / "... exit code 1: <the worker's error>"."""
     code = int(getattr(failure, "exitcode", 1))
     how = f"exit code {code}"
     if code < 0:
@@ -65,9 +66,12 @@ def _describe(rank: int, failure: object) -> str:
             how = f"signal {signal.Signals(-code).name}"
         except ValueError:
             how = f"signal {-code}"
+        if -code == signal.SIGTERM:
+            how += " (stopped by the launcher)"
     message = str(getattr(failure, "message", "") or "").strip()
-    tail = f": {message.splitlines()[-1]}" if message and "To enable traceback" not in message else ""
-    return f"rank {rank} (pid {getattr(failure, 'pid', '?')}) ended with {how}{tail}"
+    generic = not message or message.startswith("Signal ") or "To enable traceback" in message
+    return f"rank {rank} (pid {getattr(failure, 'pid', '?')}) ended with {how}" + (
+        "" if generic else f": {message.splitlines()[-1]}")
 
 
 def launch(nproc: int, argv: Sequence[str], *, monitor_interval: float = 0.2) -> None:
@@ -87,8 +91,10 @@ def launch(nproc: int, argv: Sequence[str], *, monitor_interval: float = 0.2) ->
     try:
         elastic_launch(config, sys.executable)(*argv)
     except ChildFailedError as err:
-        lines = [_describe(rank, failure) for rank, failure in sorted(err.failures.items())]
-        raise LaunchFailed(f"{nproc}-process run failed (the other workers were stopped): "
+        first, _ = err.get_first_failure()             # the earliest failure (timestamps in seconds) first
+        order = [first, *sorted(r for r in err.failures if r != first)]
+        lines = [_describe(rank, err.failures[rank]) for rank in order]
+        raise LaunchFailed(f"{nproc}-process run failed (when a worker fails, the launcher stops the others): "
                            + "; ".join(lines)) from None
 
 
