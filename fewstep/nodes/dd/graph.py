@@ -16,6 +16,7 @@ from fewstep.app.api import report_progress
 from fewstep.nodes.core.ar.bundle import ARModelBundle, ARTokens
 from fewstep.nodes.core.text import TextEncoder
 from fewstep.nodes.core.train.distill_graph import run_folder
+from fewstep.nodes.core.train.distributed import main_rank_first
 from fewstep.nodes.core.train.loop import Checkpointer
 from fewstep.nodes.dd.flow import flow_space
 from fewstep.nodes.dd.generator import DDGenerator
@@ -63,8 +64,9 @@ def make_pairs(ar_model: ARModelBundle, clip: TextEncoder, prompts: list[str], *
         dev = teacher.output.weight.device
         return teacher_flow_tokens(teacher, noise.to(dev), cond.to(dev), book, cfg_scale=cfg, flow_steps=flow_steps)
 
-    return build_pairs(PairStore(folder), spec, prompts, conds, decode, batch_size=batch_size,
-                       progress=lambda j, n: report_progress(j, n))
+    with main_rank_first(str(teacher.output.weight.device)):     # N processes: rank 0 writes the shards once
+        return build_pairs(PairStore(folder), spec, prompts, conds, decode, batch_size=batch_size,
+                           progress=lambda j, n: report_progress(j, n))
 
 
 def train_generator(ar_model: ARModelBundle, pairs: PairStore, cfg: DDTrainConfig, *, run_name: str,

@@ -4,7 +4,7 @@ python dist_worker_toy.py OUT_DIR [--steps N] [--batch B] [--every E] [--data dr
 
 ``--data draws``: each rank draws its share of the batch from its step generator (the trainers' way);
 ``fixed``: the global batch of step n is fixed and rank r takes rows r·B/N ... (r+1)·B/N - 1, so a 2-process run
-must reproduce the 1-process run's weights exactly. Each rank writes ``rank<r>.json`` (losses, weights, resume step).
+must reproduce the 1-process run's weights exactly. Each rank writes ``rank<r>.json`` (losses, weights, resume step, who wrote the shared file).
 ``--die-rank/--die-step``: that rank kills itself with SIGKILL at that step (a worker dying mid-run).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fewstep.nodes.core.train.distributed import current_world, local_batch_size
+from fewstep.nodes.core.train.distributed import current_world, local_batch_size, main_rank_first
 from fewstep.nodes.core.train.loop import EMA, Checkpointer, FitSpec, fit
 
 
@@ -34,6 +34,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--die-rank", type=int, default=-1)
     parser.add_argument("--die-step", type=int, default=-1)
     args = parser.parse_args(argv)
+    shared = args.out / "shared.txt"              # a dataset-like file: written once, by rank 0, read by all
+    with main_rank_first("cpu") as world:
+        found = shared.exists()
+        if not found:
+            shared.write_text(f"written by rank {world.rank}")
     torch.manual_seed(1234 + int(os.environ.get("RANK", "0")))   # ranks start different: DDP must sync them
     student = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
     target = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
@@ -61,7 +66,7 @@ def main(argv: list[str]) -> int:
     ema_weights = torch.cat([p.detach().reshape(-1) for p in target.parameters()]).tolist()
     (args.out / f"rank{world.rank}.json").write_text(json.dumps(
         {"losses": state.losses, "weights": weights, "ema": ema_weights, "resumed_from": state.resumed_from,
-         "world": world.size}))
+         "world": world.size, "shared_found": found, "shared": shared.read_text()}))
     return 0
 
 

@@ -61,6 +61,9 @@ def test_ranks_draw_different_samples_and_report_their_mean(tmp_path: Path) -> N
     r0, r1, ref = _result(tmp_path, 0), _result(tmp_path, 1), _result(tmp_path / "one")
     assert r0["weights"] == r1["weights"] and r0["losses"] == r1["losses"]
     assert not _close(r0["losses"], ref["losses"], tol=1e-3)
+    # main_rank_first: rank 0 wrote the shared file, rank 1 ran after it and found it
+    assert (r0["shared_found"], r1["shared_found"]) == (False, True)
+    assert r1["shared"] == "written by rank 0"
 
 
 def test_a_run_resumes_across_world_sizes(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ dead peer fails after :func:`timeout_seconds` at the latest (gloo notices a clos
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -206,3 +207,19 @@ def barrier(world: World) -> None:
     """Wait for every rank (a no-op for 1 process)."""
     if world.distributed:
         dist.barrier()
+
+
+@contextmanager
+def main_rank_first(device: str) -> Iterator[World]:
+    """Rank 0 runs the block, then the other ranks do: for a node that writes a shared file (a dataset) and
+    resumes from it - rank 0 writes it once, the others find it done instead of writing the same file.
+
+    The others wait in a barrier, so the block must end within :func:`timeout_seconds`; if rank 0 fails inside
+    it, it leaves without the barrier and the launcher stops the run.
+    """
+    world = join(device)
+    if not world.is_main:
+        barrier(world)
+    yield world
+    if world.is_main:
+        barrier(world)
