@@ -263,7 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.nproc != 1 and not launch.in_worker():
         return _launch_run(args)
-    launch.select_local_gpu()
+    launch.prepare_worker()
     config = make_config(args)
     paths = config.paths()
     with launch.rank_output_dir(args.out if args.out is not None else paths.output_dir) as out:

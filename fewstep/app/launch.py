@@ -37,12 +37,27 @@ def worker_rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
-def select_local_gpu() -> None:
-    """CUDA: make ``cuda`` mean this worker's GPU (``LOCAL_RANK``) before any model is loaded."""
+def prepare_worker() -> None:
+    """Set up a worker of ``fewstep run --nproc`` before any node runs (no-op in a plain process).
+
+    CUDA: ``cuda`` becomes this worker's GPU (``LOCAL_RANK``), so every model loads there. SIGTERM - what the
+    launcher sends the other workers when one failed - raises SystemExit, so a trainer on its way out still
+    saves the checkpoint of its last finished step (the default action would end the process on the spot).
+    """
+    import threading
+
     import torch
 
-    if in_worker() and torch.cuda.is_available():
+    if not in_worker():
+        return
+    if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0") or 0))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def check_nproc(nproc: int) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,53 @@ def test_a_batch_that_does_not_split_fails_with_a_clear_error(tmp_path: Path) ->
     assert "batch_size 3 does not split over 2 processes: choose a multiple of 2" in proc.stderr
     assert "2-process run failed" in proc.stderr and "exit code 1" in proc.stderr
     assert not (tmp_path / "output").exists() or not any((tmp_path / "output").iterdir())
+
+
+def _worker_pid(launcher: int, rank: int) -> int | None:
+    """The pid of the launcher's worker process with ``RANK=rank`` (read from /proc), None if not started."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = dict(item.split("=", 1) for item in (entry / "environ").read_text().split("\0") if "=" in item)
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == launcher and env.get("RANK") == str(rank) and "TORCHELASTIC_RUN_ID" in env:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc (Linux)")
+def test_a_killed_worker_ends_the_graph_run_with_a_clear_error(tmp_path: Path) -> None:
+    """SIGKILL rank 1 after the first checkpoint of a 400-step run: the launcher ends the job within seconds
+    (exit 1, rank and signal named, rank 0 stopped); the checkpoints on disk are whole."""
+    graph, node = _graph()
+    sets = [f"{node}.{k}={v}" for k, v in (("steps", 400), ("batch_size", 2), ("prompt_count", 8),
+                                            ("checkpoint_every", 2))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FEWSTEP_DIST_TIMEOUT": "60", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fewstep.app.cli", "run", "--home", str(tmp_path), str(graph),
+                             "--nproc", "2", *[a for s in sets for a in ("--set", s)]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 150
+        folder = tmp_path / "models" / "checkpoints" / "distill"
+        while not list(folder.glob("*/step_*.safetensors")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the kill"
+            time.sleep(0.2)
+        victim = _worker_pid(proc.pid, rank=1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert time.monotonic() - killed < 60
+    assert f"rank 1 (pid {victim}) ended with signal SIGKILL" in err
+    assert "2-process run failed" in err
+    files = list(folder.glob("*/*"))
+    assert files and all(p.suffix == ".safetensors" for p in files)           # no half-written .tmp left
+    for path in files:
+        assert len(Checkpointer.load(path).meta["losses"]) == Checkpointer.load(path).step
