@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fewstep.app.api import current_context
+from fewstep.nodes.core.train.cpu_threads import adjust_cpu_threads
 from fewstep.nodes.core.train.distributed import (
     World,
     any_rank,
@@ -290,6 +291,7 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
     run_step = data_parallel(student, step_fn, world, spec.device)
     params = list(trainable_parameters(student).values())
     deadline = None if spec.max_seconds is None else time.monotonic() + spec.max_seconds
+    threads_before = torch.get_num_threads()            # _one_step sets the count for the machine's load
     try:
         while state.step < spec.total_steps:
             if deadline is not None and any_rank(time.monotonic() > deadline, world):
@@ -304,6 +306,8 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
     except BaseException:
         _save_final(ckptr, world, student, target, optimizer, state, spec)
         raise
+    finally:
+        torch.set_num_threads(threads_before)
     return state
 
 
@@ -329,6 +333,7 @@ def _saved_at(ckptr: Checkpointer, step: int) -> bool:
 
 def _one_step(run_step: Callable, optimizer: torch.optim.Optimizer, spec: FitSpec, state: TrainState,
               params: list[nn.Parameter], ema: EMA | None, world: World) -> None:
+    adjust_cpu_threads(spec.device)                     # free cores of the CPU now (see cpu_threads)
     for group in optimizer.param_groups:
         group["lr"] = spec.lr_at(state.step)
     optimizer.zero_grad(set_to_none=True)
