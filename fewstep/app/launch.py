@@ -72,7 +72,7 @@ def check_nproc(nproc: int) -> None:
                          "(one process per GPU)")
 
 
-def _describe(rank: int, failure: object) -> str:
+def describe_failure(rank: int, failure: object) -> str:
     """"rank 1 (pid 4242) ended with signal SIGKILL" / "... exit code 1: <the worker's error>"."""
     code = int(getattr(failure, "exitcode", 1))
     how = f"exit code {code}"
@@ -81,8 +81,8 @@ def _describe(rank: int, failure: object) -> str:
             how = f"signal {signal.Signals(-code).name}"
         except ValueError:
             how = f"signal {-code}"
-        if -code == signal.SIGTERM:
-            how += " (stopped by the launcher)"
+    if code in (-signal.SIGTERM, 128 + signal.SIGTERM):     # 143: SIGTERM turned into SystemExit (a worker)
+        how += " (stopped by the launcher)"
     message = str(getattr(failure, "message", "") or "").strip()
     generic = not message or message.startswith("Signal ") or "To enable traceback" in message
     return f"rank {rank} (pid {getattr(failure, 'pid', '?')}) ended with {how}" + (
@@ -108,7 +108,7 @@ def launch(nproc: int, argv: Sequence[str], *, monitor_interval: float = 0.2) ->
     except ChildFailedError as err:
         first, _ = err.get_first_failure()             # the earliest failure (timestamps in seconds) first
         order = [first, *sorted(r for r in err.failures if r != first)]
-        lines = [_describe(rank, err.failures[rank]) for rank in order]
+        lines = [describe_failure(rank, err.failures[rank]) for rank in order]
         raise LaunchFailed(f"{nproc}-process run failed (when a worker fails, the launcher stops the others): "
                            + "; ".join(lines)) from None
 

@@ -100,3 +100,15 @@ def test_workers_get_the_same_run_command_without_nproc() -> None:
 def test_nproc_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="--nproc must be >= 1, got 0"):
         launch.check_nproc(0)
+
+
+def test_a_failed_worker_is_described_by_rank_signal_and_its_own_error() -> None:
+    from types import SimpleNamespace
+
+    killed = SimpleNamespace(exitcode=-9, pid=41, message="Signal 9 (SIGKILL) received by PID 41")
+    stopped = SimpleNamespace(exitcode=143, pid=40, message="")
+    failed = SimpleNamespace(exitcode=1, pid=42, message="Traceback ...\nValueError: batch_size 3 does not split")
+    assert launch.describe_failure(1, killed) == "rank 1 (pid 41) ended with signal SIGKILL"
+    assert launch.describe_failure(0, stopped) == "rank 0 (pid 40) ended with exit code 143 (stopped by the launcher)"
+    assert launch.describe_failure(2, failed) == ("rank 2 (pid 42) ended with exit code 1: "
+                                                  "ValueError: batch_size 3 does not split")
