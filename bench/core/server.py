@@ -182,17 +182,36 @@ def _reseed(prompt: dict[str, Any], ids: list[str], seed: int) -> None:
         prompt[k]["inputs"][key] = seed
 
 
+class BenchJobFailed(RuntimeError):
+    """A benchmarked job did not succeed: the run reports the error instead of figures."""
+
+
+def job_error(error: dict[str, Any] | None) -> str:
+    """One line naming the failing node and the exception of a ``RunResult.error``."""
+    if not error:
+        return "no error recorded"
+    where = f"node {error['node_id']} ({error.get('node_type')}): " if error.get("node_id") else ""
+    message = error.get("exception_message") or error.get("message") or ""
+    node_errors = error.get("node_errors") or {}
+    if node_errors:
+        message += f" {json.dumps(node_errors)[:500]}"
+    return f"{where}{error.get('exception_type', error.get('type', ''))} {message}".strip()
+
+
 class _TimedExecutor(Executor):
     """The engine's executor, recording per job (started, returned, sum of node times) on the shared clock."""
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.executed: dict[str, tuple[float, float, float]] = {}
+        self.failures: dict[str, str] = {}   # prompt id -> why the job did not succeed
 
     def execute(self, prompt: dict[str, Any], *args: Any, prompt_id: str, **kw: Any) -> Any:
         started = time.monotonic()
         result = super().execute(prompt, *args, prompt_id=prompt_id, **kw)
         self.executed[prompt_id] = (started, time.monotonic(), sum(result.node_times.values()))
+        if result.status != "success":
+            self.failures[prompt_id] = f"{result.status}: {job_error(result.error)}"
         return result
 
 
@@ -226,6 +245,9 @@ async def _serve_and_measure(jobs: int, steps: int) -> list[dict[str, float]]:
             raise RuntimeError(f"bench client failed ({client.returncode}): {err.decode()[-2000:]}")
     finally:
         await runner.cleanup()
+    if executor.failures:   # no figures from failed jobs: a failed job is fast and would flatter the table
+        prompt_id, why = next(iter(executor.failures.items()))
+        raise BenchJobFailed(f"{len(executor.failures)} of {jobs + 1} jobs failed; first ({prompt_id}): {why}")
     rows = []
     for row in json.loads(out)[1:]:            # the first job warms up
         started, returned, nodes_s = executor.executed[row["prompt_id"]]
@@ -266,12 +288,12 @@ def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
         result = executor.execute(prompt, prompt_id=f"bench-{job}", emit=lambda kind, data: None)
         wall = time.perf_counter() - t0
         if result.status != "success":
-            return {"error": str(result.error)}
+            raise BenchJobFailed(f"job {job} of {jobs + 1} {result.status}: {job_error(result.error)}")
         if job == 0:
             continue
         nodes_s = sum(result.node_times.values())
         if nodes_s == 0.0:
-            return {"error": "every node was cached: the graph has no seed input to vary"}
+            raise BenchJobFailed("every node was cached: the graph has no seed input to vary")
         walls.append(wall * 1e3)
         node_sums.append(nodes_s * 1e3)
         overheads.append((wall - nodes_s) * 1e3)
@@ -304,6 +326,23 @@ def main(argv: list[str] | None = None) -> int:
 
     if not torch.cuda.is_available():
         torch.set_num_threads(1)     # the built-in model's tiny tensors: a spinning thread pool only competes
+    try:
+        result = _measure(args)
+    except BenchJobFailed as exc:
+        sys.stderr.write(f"fewstep bench server: no figures, a job failed: {exc}\n")
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_server.json").write_text(json.dumps(result, indent=1))
+    lines = ["| what (ms per job) | value |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in result.items() if k.endswith(("_median", "_max"))]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Both measurements (server, executor alone) as one JSON-ready dict; raises BenchJobFailed."""
+    import torch
+
     result = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": platform.processor()
                        or platform.machine(), "cores": os.cpu_count(), "load_1min": os.getloadavg()[0],
                        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
@@ -311,12 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     direct = executor_overhead(args.jobs, args.steps)
     result["executor_direct"] = direct
     result["executor_alone_overhead_ms_median"] = direct.get("executor_overhead_ms_median")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_server.json").write_text(json.dumps(result, indent=1))
-    lines = ["| what (ms per job) | value |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in result.items() if k.endswith(("_median", "_max"))]
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 # ---------------------------------------------------------------------------------------------
 # Inputs and outputs
@@ -346,6 +346,25 @@ def cached_model(path: str | os.PathLike[str], dtype: Any, device: Any, loader: 
     if cache is None:
         return loader()
     return cache.get_or_load(path, dtype, device, loader)
+
+
+def write_output(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+    """Write an output file with ``write(file)``; inside the executor in the background.
+
+    In a job, the name is reserved at once (a ``<name>.part`` placeholder), ``write`` runs on the
+    executor's writer thread while the next nodes and jobs run, and ``<name>`` appears complete (renamed
+    from the placeholder) before the job ends; a failed write fails the job. ``write`` must own what it
+    reads (copy arrays that the caller may change). Outside the executor the file is written now.
+    See ``app.writes``."""
+    path = Path(path)
+    context = current_context()
+    writer = context.extra.get("output_writer") if context is not None else None
+    if writer is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as file:
+            write(file)
+        return
+    writer.submit(context.prompt_id, context.node_id, context.class_type, path, write)
 
 
 # ---------------------------------------------------------------------------------------------

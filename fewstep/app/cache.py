@@ -456,6 +456,12 @@ class CacheSet:
         with self._lock:
             self.outputs.put(key, outputs, ui)
 
+    def forget(self, key: str) -> None:
+        """Drop one output entry (a node whose files failed to write must run again next time)."""
+        with self._lock:
+            if key in self.outputs.entries:
+                self.outputs._drop(key)
+
     def end_job(self) -> None:
         """Called after each job: the ``run`` policy forgets everything."""
         with self._lock:

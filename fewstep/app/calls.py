@@ -21,6 +21,7 @@ from fewstep.app.events import RunEvents
 from fewstep.app.graph import DynamicGraph, GraphNode
 from fewstep.app.node_io import NodeInputs
 from fewstep.app.registry import NodeDef
+from fewstep.app.writes import OutputWriter
 
 _PLAIN = (int, float, str, bool, type(None), list, dict, tuple)  # never blockers: skip the check
 
@@ -37,11 +38,14 @@ class NodeCaller:
         events: progress reports and blocked-call errors go there.
         interrupted: what the context's ``is_interrupted`` reads.
         executed: the ids executed so far (reported with a blocked call's error).
+        writer: where ``api.write_output`` sends the run's files (None: nodes write them at once).
     """
 
     def __init__(self, prompt_id: str, graph: DynamicGraph, extra_data: dict[str, Any], caches: CacheSet,
-                 inputs: NodeInputs, events: RunEvents, interrupted: threading.Event, executed: list[str]) -> None:
+                 inputs: NodeInputs, events: RunEvents, interrupted: threading.Event, executed: list[str],
+                 writer: OutputWriter | None = None) -> None:
         self.prompt_id = prompt_id
+        self.writer = writer
         self.graph = graph
         self.extra_data = extra_data
         self.caches = caches
@@ -123,7 +127,7 @@ class NodeCaller:
             prompt=self.graph.original, extra_pnginfo=self.extra_data.get("extra_pnginfo") or {},
             report=lambda value, total, preview=None, info=None: None, is_interrupted=self.interrupted.is_set,
             extra={"model_cache": self.caches.models, "dynprompt": self.graph,
-                   "client_id": self.extra_data.get("client_id")},
+                   "client_id": self.extra_data.get("client_id"), "output_writer": self.writer},
         )
         context.report = lambda value, total, preview=None, info=None: self.events.progress_report(
             context.node_id, value, total, preview, info)

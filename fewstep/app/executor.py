@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from fewstep.app.plan import Plan, PlanMemo, make_plan, signature, still_valid
 from fewstep.app.registry import NodeDef, Registry
 from fewstep.app.scheduler import DependencyCycleError, Interrupted, NodeFailed, Scheduler
 from fewstep.app.validation import Validation, validate_prompt
+from fewstep.app.writes import OutputWriteError, OutputWriter
 
 if TYPE_CHECKING:
     from fewstep.app.config import Config
@@ -80,6 +82,9 @@ class Executor:
         registry: the node registry.
         caches: output/model caches (policy switchable at run time); a new ``lru:64`` set by default.
         paths: where nodes read models and write outputs (made current with ``use_paths`` while running).
+
+    ``writer`` (an :class:`~app.writes.OutputWriter`) writes the files nodes give to ``api.write_output``
+    in the background; a job ends (success event, ``on_written``) after its files are complete.
     """
 
     def __init__(self, registry: Registry, caches: CacheSet | None = None, paths: Paths | None = None) -> None:
@@ -87,10 +92,12 @@ class Executor:
         self.caches = caches or CacheSet()
         self.paths = paths or Paths()
         self.plans = PlanMemo()  # validated graphs + stable keys of recent prompts, by content
+        self.writer = OutputWriter()
 
     def execute(self, prompt: dict[str, Any], *, prompt_id: str, extra_data: dict[str, Any] | None = None,
                 targets: list[str] | None = None, emit: Emit = no_emit,
-                interrupted: threading.Event | None = None) -> RunResult:
+                interrupted: threading.Event | None = None,
+                on_written: Callable[[RunResult], None] | None = None) -> RunResult:
         """Validate and run ``prompt``; never raises for node failures (they are in the result).
 
         Args:
@@ -100,16 +107,26 @@ class Executor:
             emit: ``emit(event_type, data)`` receives the run's events.
             interrupted: set it (from any thread) to stop the run between nodes or at a node's next
                 progress/interrupt check.
+            on_written: None: return once the job's output files are written, with the final result.
+                Given: return as soon as the nodes have run (the result may still turn into an error) and
+                call ``on_written(final_result)`` once the files are written — on the writer thread, or
+                at once when nothing is pending — so the next job overlaps with the encoding.
         """
         with use_paths(self.paths):  # validation lists model files (combo choices) under these paths too
             plan = self._plan(prompt, targets)
             if not isinstance(plan, Plan):
+                if on_written is not None:
+                    on_written(plan)
                 return plan
             run = Run(self, prompt, plan, prompt_id, extra_data or {}, emit, interrupted or threading.Event())
             try:
-                return run.run()
+                result = run.run()
             finally:
                 self.caches.end_job()
+        if on_written is None:
+            return run.finish(self.writer.wait(prompt_id))
+        self.writer.when_done(prompt_id, lambda errors: on_written(run.finish(errors)))
+        return result
 
     def remember(self, prompt: dict[str, Any], targets: list[str] | None, validation: Validation,
                  registry: Registry) -> None:
@@ -166,10 +183,11 @@ class Run:
         self.tasks: dict[asyncio.Task[Any], tuple[str, float, dict[str, list[Any]]]] = {}
         self.collecting_cached: list[str] | None = None
         self.caller = NodeCaller(prompt_id, self.graph, extra_data, self.caches, self.inputs, self.events,
-                                 interrupted, self.result.executed)
+                                 interrupted, self.result.executed, executor.writer)
 
     # -- run ------------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        """Run the nodes; a successful run's ending event waits for :meth:`finish` (its files)."""
         self.events.start()
         try:
             self._schedule_targets()
@@ -180,7 +198,26 @@ class Run:
             return self._interrupted(stop.node_id)
         except NodeFailed as failure:
             return self._failed(failure)
-        self.events.success()
+        return self.result
+
+    def finish(self, errors: list[OutputWriteError]) -> RunResult:
+        """End a run whose output files have been written: ``execution_success``, or the first failed
+        write reported as its node's error (that node's outputs leave the result and the output cache)."""
+        if self.result.status != "success":
+            return self.result                  # interrupted or failed: its ending was sent
+        if not errors:
+            self.events.success()
+            return self.result
+        for error in errors:
+            self.result.outputs.pop(error.node_id, None)
+            if error.node_id in self.graph.nodes and self.store_outputs:
+                self.caches.forget(self.keys.key(error.node_id))
+        first = errors[0]
+        data = error_data(self.prompt_id, first.node_id, first.node_type, first, str(first),
+                          "fewstep.app.writes.OutputWriteError", {}, self.result.executed + self.result.cached,
+                          [])
+        self.events.failed(data, first.node_id in self.graph.nodes)
+        self.result.status, self.result.error = "error", data
         return self.result
 
     def _schedule_targets(self) -> None:

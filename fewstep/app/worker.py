@@ -4,6 +4,12 @@ GPU work never runs on the server's event loop. Events go out through ``emit(eve
 the server routes them to that client's socket (to all sockets when ``client_id`` is None). After each
 job the worker writes history, then sends ``executing {node: None}`` (ComfyUI's "prompt finished") and a
 ``status`` broadcast with the queue size.
+
+A job's output files are written in the background (``app.writes``): the worker starts the next job as soon
+as the nodes have run, and the job's ending (success or error, history, ``executing {node: None}``) is sent
+once its files are complete. Clients see each job's events in order, as from ComfyUI: the next job's
+events are held back until the previous job has ended (the editor reads ``executing {node: None}`` as
+"the active prompt ended", whatever prompt it names).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -78,6 +85,9 @@ class QueueWorker:
         self._free_request: tuple[bool, bool] | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._order = threading.Lock()               # the event order across a job and the next
+        self._open: deque[str] = deque()             # jobs started and not yet ended, oldest first
+        self._held: dict[str, list[tuple[str, dict[str, Any], str | None]]] = {}   # events of later jobs
 
     # -- control ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -99,6 +109,7 @@ class QueueWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.executor.writer.flush(timeout)   # the last jobs' files, then their endings
 
     def wake(self) -> None:
         """Call after enqueueing (from any thread): the idle worker claims the job at once."""
@@ -177,22 +188,44 @@ class QueueWorker:
             self.on_running(job.prompt_id)
         self._broadcast_status()
         client = job.client_id
+        with self._order:
+            self._open.append(job.prompt_id)
         try:
-            result = self.executor.execute(
+            self.executor.execute(
                 job.prompt, prompt_id=job.prompt_id, extra_data=job.extra_data, targets=job.targets,
-                emit=lambda event, data: self.emit(event, data, client), interrupted=self._interrupt)
+                emit=lambda event, data: self._send(job.prompt_id, event, data, client),
+                interrupted=self._interrupt, on_written=lambda result: self._end(job, result))
         except Exception as exc:  # the engine itself failed: record it, keep serving
             log.exception("job %s crashed the executor", job.prompt_id)
             result = RunResult("error", error={"exception_message": str(exc),
                                                "traceback": traceback.format_exception(exc)})
             result.messages.append(["execution_error", {"prompt_id": job.prompt_id, **result.error}])
-        self._record(job, result)
+            self.executor.writer.when_done(job.prompt_id, lambda errors: self._end(job, result))
         with self._lock:
             self.running_prompt_id = None
         if self.on_running is not None:
             self.on_running(None)
-        self.emit("executing", {"node": None, "prompt_id": job.prompt_id}, client)
+
+    def _end(self, job: Job, result: RunResult) -> None:
+        """A job's files are written: record it, tell its client, let the next job's events through."""
+        try:
+            self._record(job, result)
+        except Exception:
+            log.exception("job %s: could not record its history", job.prompt_id)
+        self._send(job.prompt_id, "executing", {"node": None, "prompt_id": job.prompt_id}, job.client_id)
         self._broadcast_status()
+        with self._order:
+            self._open.remove(job.prompt_id)
+            for event, data, client in self._held.pop(self._open[0], []) if self._open else ():
+                self.emit(event, data, client)
+
+    def _send(self, prompt_id: str, event: str, data: dict[str, Any], client: str | None) -> None:
+        """Emit an event of ``prompt_id`` now, or hold it while an earlier job has not ended."""
+        with self._order:
+            if self._open and self._open[0] != prompt_id:
+                self._held.setdefault(prompt_id, []).append((event, data, client))
+                return
+            self.emit(event, data, client)
 
     def _record(self, job: Job, result: RunResult) -> None:
         messages = result.messages

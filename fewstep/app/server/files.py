@@ -12,6 +12,7 @@ import io
 import json
 import mimetypes
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from fewstep.app.api import MODEL_FOLDERS, ImageTooLarge, Paths, check_name, open_image
 from fewstep.app.server.security import UnsafePath, json_object, safe_path, safe_path_or_400
 from fewstep.app.server.state import OPTIONS, PATHS, RUNTIME
+from fewstep.app.writes import pending_path
 
 FILE_TYPES = ("input", "output", "temp")
 # Served as attachments so a crafted upload can never run script in the editor's origin.
@@ -124,6 +126,20 @@ def _prune(folder: Path, budget: int) -> None:
         total -= size
 
 
+PENDING_WRITE_WAIT_S = 30.0   # the longest /view waits for a file a job is still writing
+
+
+async def _pending_write(path: Path) -> None:
+    """Wait while ``path`` is being written in the background (its ``.part`` placeholder exists, see
+    ``app.writes``): a job names its files in ``executed`` before they are encoded, and the writer may be
+    another process (``serve --workers``), so the placeholder, not an in-process future, is the signal.
+    The placeholder is renamed over the file (atomic), so the loop ends with the file complete or gone."""
+    part = pending_path(path)
+    deadline = time.monotonic() + PENDING_WRITE_WAIT_S
+    while part.exists() and not path.is_file() and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
 async def get_view(request: web.Request) -> web.StreamResponse:
     """``/view?filename=&type=output&subfolder=&preview=webp;90&channel=rgba``."""
     query = request.query
@@ -132,6 +148,8 @@ async def get_view(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text="query parameter 'filename' is required")
     root = type_root(request, query.get("type", "output") or "output")
     path = safe_path_or_400(root, query.get("subfolder", ""), filename)
+    if not path.is_file():
+        await _pending_write(path)
     if not path.is_file():
         raise web.HTTPNotFound(text=f"file {filename!r} not found in {query.get('type', 'output')}")
     channel = query.get("channel", "rgba")

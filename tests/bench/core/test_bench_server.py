@@ -48,3 +48,18 @@ def test_short_run_through_the_real_server_splits_the_overhead() -> None:
     # per job the three parts add up to wall - nodes exactly; the median of 2 jobs is their mean, so the
     # medians add up too (each is rounded to 1 us)
     assert abs(parts - result["server_beyond_nodes_ms_median"]) < 0.005
+
+
+def test_failed_jobs_give_an_error_not_a_table(monkeypatch, tmp_path, capsys) -> None:
+    from fewstep.nodes.core.nodes import SaveImage
+
+    def broken(cls, **inputs):
+        raise RuntimeError("the student loader is missing its package")
+
+    monkeypatch.setattr(SaveImage, "execute", classmethod(broken))
+    assert bench_server.main(["--jobs", "1", "--steps", "1", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "no figures" in captured.err and "student loader is missing" in captured.err
+    assert "|" not in captured.out and not (tmp_path / "bench_server.json").exists()
+    with pytest.raises(bench_server.BenchJobFailed, match="student loader"):
+        bench_server.executor_overhead(jobs=1, steps=1)
