@@ -110,11 +110,14 @@ class Cluster:
         """Fast shutdown (SIGINT to the postmaster: open connections are ended, not waited for). The
         postmaster's pid comes from its pid file: under runuser, our child is runuser itself."""
         pid_file = self.root / "data" / "postmaster.pid"
-        if self.process.poll() is None and pid_file.exists():
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
+        pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+        if self.process.poll() is None and pid is not None:
+            os.kill(pid, signal.SIGINT)
         try:
             self.process.wait(15)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:   # the postmaster itself, not only runuser
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
             self.process.kill()
             self.process.wait(5)
         self.log.close()

@@ -170,21 +170,30 @@ async def _queue_worker(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(config.ensure_dirs)
     await asyncio.to_thread(seed_user_dir, config.paths().user_dir)
     bridge = ThreadBridge(asyncio.get_running_loop(), app[HUB], app[OPTIONS].preview_size)
+    emit, relay = bridge.emit, None
+    shared_url = None if getattr(store, "exclusive", True) else getattr(store, "url", None)
+    if shared_url:   # hosts sharing a PostgreSQL queue: a job's events reach its client on whichever host
+        from fewstep.app.server.relay import EventRelay
+
+        relay = await asyncio.to_thread(EventRelay, shared_url, bridge.emit, app[HUB].listeners)
+        emit = relay.emit
     if comfy_runtime.installed():  # PromptServer.instance.send_sync of classic custom packs reaches our clients
-        comfy_runtime.bind_server(bridge.emit)
+        comfy_runtime.bind_server(emit)
     if runtime.worker is None:
         from fewstep.app.worker import QueueWorker
 
         # a shared store (PostgreSQL): claim under a lease, as other hosts' workers do
         worker_id = None if getattr(store, "exclusive", True) else f"{socket.gethostname()}/{os.getpid()}/thread"
-        runtime.worker = QueueWorker(store, app[EXECUTOR], bridge.emit, worker_id=worker_id, lease_s=config.lease_s)
+        runtime.worker = QueueWorker(store, app[EXECUTOR], emit, worker_id=worker_id, lease_s=config.lease_s)
     else:
-        runtime.worker.emit = bridge.emit   # a worker built by the caller reports to this app's clients
+        runtime.worker.emit = emit   # a worker built by the caller reports to this app's clients
     await asyncio.to_thread(runtime.worker.start)   # recovers jobs a dead process left running
     runtime.worker.wake()          # pending jobs from before a restart run now
     yield
     await asyncio.to_thread(runtime.worker.stop)
-    comfy_runtime.unbind_server(bridge.emit)
+    if relay is not None:
+        await asyncio.to_thread(relay.close)
+    comfy_runtime.unbind_server(emit)
     await app[HUB].close_all()
 
 
