@@ -20,7 +20,9 @@ Protocol over one duplex pipe (pickled tuples):
 - parent → child: ``("wake",)``, ``("interrupt", prompt_id)``, ``("free", unload, free_memory)``, ``("stop",)``;
 - child → parent: ``("event", event, data, client_id)`` (previews arrive encoded), ``("running", prompt_id |
   None)`` when a job starts / ends, ``("stats", cache_stats)`` after each job, ``("ready", info)`` once
-  started (its pid and ``CUDA_VISIBLE_DEVICES``).
+  started (its pid and ``CUDA_VISIBLE_DEVICES``), ``("store_interrupt", prompt_id)`` when another host
+  asked through the shared store to interrupt its job (the parent then interrupts it as for a local
+  ``/interrupt``, grace and restart included).
 
 What the child costs: its start-up imports the packs' node lists (no torch: they import it when they run,
 ~0.2 s), and model caches live in the child, so a restart after a kill reloads the models of the next job.
@@ -191,6 +193,8 @@ class ProcessWorker:
         elif kind == "ready":
             with self._lock:
                 self.child_info = dict(message[1])
+        elif kind == "store_interrupt":
+            self.interrupt(message[1])
 
     def _kill_if_still_running(self, prompt_id: str) -> None:
         with self._lock:
@@ -262,7 +266,8 @@ def child_main(config: Config, conn: Connection, preview_size: int, worker_id: s
     executor = build_executor(config)
     worker = QueueWorker(open_store(config), executor, _child_emit(send, preview_size),
                          on_running=lambda prompt_id: _report_running(send, executor, prompt_id),
-                         worker_id=worker_id or None, lease_s=config.lease_s)
+                         worker_id=worker_id or None, lease_s=config.lease_s,
+                         on_store_interrupt=lambda prompt_id: send(("store_interrupt", prompt_id)))
     _bind_classic_runtime(worker.emit)
     worker.start()
     send(("ready", {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}))

@@ -65,11 +65,15 @@ class QueueWorker:
             workers share the queue). None: no lease, and start-up recovers every running job (this
             worker is the store's only one).
         lease_s: how long a claim lasts without a heartbeat.
+        on_store_interrupt: called with a prompt id whose interrupt was requested through the store;
+            default :meth:`interrupt` (the process worker's child hands it to its parent instead, which
+            can restart the child when the job ignores it).
     """
 
     def __init__(self, store: QueueStore, executor: Executor, emit: WorkerEmit = _no_emit, *,
                  idle_poll_s: float = 0.5, on_running: Callable[[str | None], None] | None = None,
-                 worker_id: str | None = None, lease_s: float = 30.0) -> None:
+                 worker_id: str | None = None, lease_s: float = 30.0,
+                 on_store_interrupt: Callable[[str], object] | None = None) -> None:
         self.store = store
         self.executor = executor
         self.emit = emit
@@ -78,6 +82,7 @@ class QueueWorker:
         self.worker_id = worker_id
         self.lease_s = lease_s
         self.heartbeat_s = min(2.0, lease_s / 10)
+        self.on_store_interrupt = on_store_interrupt or self.interrupt
         self.running_prompt_id: str | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -158,7 +163,7 @@ class QueueWorker:
             try:
                 if self.running_prompt_id is not None:
                     for prompt_id in self.store.heartbeat(self.worker_id, self.lease_s):
-                        self.interrupt(prompt_id)
+                        self.on_store_interrupt(prompt_id)
                 self._reap()
             except Exception:   # the store is unreachable for now: the next beat tries again
                 log.exception("worker %s: heartbeat failed", self.worker_id)

@@ -1,6 +1,7 @@
 """Two ``fewstep serve`` hosts on one PostgreSQL queue (``--queue postgresql://...``): a job posted to host A
 runs on host B's worker when A's is busy, its client on A still hears it (LISTEN/NOTIFY relay), ``/interrupt``
-sent to B ends a job running on A, and both hosts show one history. Real apps, real worker processes."""
+sent to B ends a job running on A (through the store, to A's worker process, which A restarts when the job
+ignores it), and both hosts show one history. Real apps, real worker processes."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ async def test_two_hosts_share_one_queue_events_and_interrupts(aiohttp_client: A
             hosts.append((await aiohttp_client(app), app[RUNTIME].worker))
         (host_a, worker_a), (host_b, worker_b) = hosts
         await _until(lambda: bool(worker_a.child_info and worker_b.child_info))
-        busy = await _post(host_a, _count(100000, "busy"), "tab-busy")
+        # the busy job never checks for interrupts: only its own host can end it, by restarting its worker
+        busy = await _post(host_a, {"1": {"class_type": "Deaf", "inputs": {"seconds": 600.0}}}, "tab-busy")
         await _until(lambda: busy in (worker_a.running_prompt_id, worker_b.running_prompt_id))
         busy_host, free_host = (host_a, host_b) if worker_a.running_prompt_id == busy else (host_b, host_a)
         busy_worker = worker_a if busy_host is host_a else worker_b
@@ -84,7 +86,9 @@ async def test_two_hosts_share_one_queue_events_and_interrupts(aiohttp_client: A
         # /interrupt sent to the host NOT running the busy job reaches it through the store
         assert (await free_host.post("/api/interrupt", json={"prompt_id": busy})).status == 200
         entry = await _history(host_a, busy, timeout_s=20)
-        assert entry["status"]["messages"][-1][0] == "execution_interrupted"
+        kind, data = entry["status"]["messages"][-1]
+        assert kind == "execution_interrupted" and "ignored /interrupt" in data["reason"]
+        assert busy_worker.restarts == 1
         history_a = await (await host_a.get("/api/history")).json()
         history_b = await (await host_b.get("/api/history")).json()
         assert set(history_a) == set(history_b) == {busy, mine}       # one history, seen from both hosts
