@@ -123,3 +123,18 @@ def test_worker_counts_and_device_lists_are_checked(tmp_path: Path) -> None:
         worker_devices(_config(tmp_path, gpus=("0", "0")))
     with pytest.raises(ValueError, match="process worker"):
         build_app(Config(home=tmp_path, custom_nodes_dirs=[PACKS], builtin_nodes=False, worker="thread", workers=2))
+
+
+def test_serve_options_reach_the_config(capsys: Any) -> None:
+    from fewstep.app.cli import build_parser, make_config
+    from fewstep.app.storage import store_for_url
+
+    config = make_config(build_parser().parse_args(["serve", "--gpus", "0,1", "--queue", "postgresql://u@db/q"]))
+    assert config.gpus == ("0", "1") and config.queue_url == "postgresql://u@db/q"
+    assert make_config(build_parser().parse_args(["serve", "--workers", "3"])).workers == 3
+    for bad in ("0,0", "a,1", "0,"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", "--gpus", bad])
+        assert "distinct CUDA device numbers" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="postgresql://"):
+        store_for_url("mysql://u@db/q")
