@@ -65,13 +65,14 @@ class Cluster:
             os.chown(self.root, user.pw_uid, user.pw_gid)
         data = self.root / "data"
         subprocess.run([*self.prefix, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", USER,
-                        "-E", "UTF8", "--no-sync", "--no-instructions"], check=True, capture_output=True)
+                        "-E", "UTF8", "--no-sync", "--no-instructions"], check=True, capture_output=True,
+                       cwd=self.root)   # the server's user may not enter our working folder (/root/...)
         self.log = open(self.root / "server.log", "wb")   # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [*self.prefix, str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.root),
              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
              "-c", "full_page_writes=off", "-c", "shared_buffers=16MB", "-c", "max_connections=200"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root)
         self._wait_ready()
 
     def url(self, database: str) -> str:
