@@ -79,6 +79,7 @@ class ProcessWorker:
         self.worker_id = ""                      # the current child's name in the store
         self.child_info: dict[str, Any] = {}     # what the current child reported when ready
         self._generation = 0
+        self._started: set[str] = set()          # jobs the current child reported started
         self._stats: dict[str, Any] = {}
         self._killed: str | None = None          # the job whose process we killed, until it is recorded
         self._lock = threading.Lock()            # running_prompt_id, the child's handles, kill decisions
@@ -155,6 +156,7 @@ class ProcessWorker:
         child_end.close()
         with self._lock:
             self._process, self._conn, self.worker_id, self.child_info = process, parent_end, worker_id, {}
+            self._started = set()
         threading.Thread(target=self._read, args=(process, parent_end), name="fewstep-worker-pipe",
                          daemon=True).start()
 
@@ -187,6 +189,8 @@ class ProcessWorker:
         elif kind == "running":
             with self._lock:
                 self.running_prompt_id = message[1]
+                if message[1] is not None:
+                    self._started.add(message[1])
         elif kind == "stats":
             with self._lock:
                 self._stats = message[1]
@@ -213,15 +217,19 @@ class ProcessWorker:
             lost, self.running_prompt_id = self.running_prompt_id, None
             killed, self._killed = self._killed is not None and self._killed == lost, None
             self._conn = None
-            dead_id = self.worker_id
-        reason = ("it ignored /interrupt, so its worker process was restarted" if killed
-                  else f"its worker process died (exit code {process.exitcode})")
+            dead_id, started = self.worker_id, set(self._started)
+        died = f"its worker process died (exit code {process.exitcode})"
         store = self._store
         if store is not None:
-            for job in store.running(worker_id=dead_id):   # only this child's: other workers share the store
-                if job.prompt_id == lost:
-                    self._record_lost(store, job.prompt_id, job.client_id, killed, reason, dead_id)
-                else:   # claimed in the instant before the child could report it: it never ran
+            # only this child's jobs (other workers share the store). A job it reported started is over,
+            # ran or running (still writing its files, say); one it never reported was claimed in the
+            # instant before it could: that one never ran and goes back to the front of the queue
+            for job in store.running(worker_id=dead_id):
+                if job.prompt_id in started:
+                    was_killed = killed and job.prompt_id == lost
+                    reason = "it ignored /interrupt, so its worker process was restarted" if was_killed else died
+                    self._record_lost(store, job.prompt_id, job.client_id, was_killed, reason, dead_id)
+                else:
                     store.requeue(job.prompt_id, worker_id=dead_id)
         self.restarts += 1
         if not self._stopping.is_set():

@@ -160,10 +160,9 @@ class QueueWorker:
     def _heartbeats(self) -> None:
         """Renew this worker's lease, obey interrupts requested through the store, reap expired leases."""
         while not self._stop.wait(self.heartbeat_s):
-            try:
-                if self.running_prompt_id is not None:
-                    for prompt_id in self.store.heartbeat(self.worker_id, self.lease_s):
-                        self.on_store_interrupt(prompt_id)
+            try:   # every beat, busy or not: a finished job may still be writing its files, unrecorded
+                for prompt_id in self.store.heartbeat(self.worker_id, self.lease_s):
+                    self.on_store_interrupt(prompt_id)
                 self._reap()
             except Exception:   # the store is unreachable for now: the next beat tries again
                 log.exception("worker %s: heartbeat failed", self.worker_id)
