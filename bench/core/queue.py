@@ -9,7 +9,10 @@ each worker limited to ``--threads`` torch threads so that N workers use N cores
 Per worker count: start the workers and wait until every child is ready, run one warm-up job per worker
 (imports, the model load into each worker's cache), then enqueue ``--jobs`` jobs at once and time from the
 enqueue to the last history record. Reported: the drain time, jobs per second, the speed-up over the first
-worker count, and how many jobs each worker ran.
+worker count, how many jobs each worker ran, the CPU seconds the worker processes spent during the drain
+(``/proc/PID/stat``) and so how many cores they kept busy, and the load average before the drain. On a
+machine other processes load, N workers get less than N cores: "cores busy" tells how much parallel work
+the workers actually got, the speed-up what it bought.
 
 Usage: ``fewstep bench queue [--workers 1 2] [--jobs 12] [--size 256] [--batch 2] [--steps 8]
 [--threads 1] [--queue URL] [--out DIR]`` (prints a table, writes ``bench_queue.json``).
@@ -51,6 +54,15 @@ def _wait(condition: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0.0 where it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime, stime in clock ticks
+
+
 def _finished(store: QueueStore, ids: list[str]) -> bool:
     return all(store.history_entry(pid) is not None for pid in ids)
 
@@ -83,29 +95,37 @@ def drain(workers: int, args: argparse.Namespace, home: Path) -> dict[str, Any]:
         _wait(lambda: _finished(store, warm), 600, "the warm-up")
         ids = [f"job-{tag}-{i}" for i in range(args.jobs)]
         graphs = [job_graph(i, args.size, args.batch, args.steps) for i in range(args.jobs)]
+        children = [int(w.child_info["pid"]) for w in pool.workers]
+        load = os.getloadavg()[0]
+        cpu_before = sum(cpu_seconds(pid) for pid in children)
         started = time.perf_counter()
         for pid, graph in zip(ids, graphs, strict=True):
             store.enqueue(pid, graph, {}, None, None)
         pool.wake()
         _wait(lambda: _finished(store, ids), 1800, "the drain")
         seconds = time.perf_counter() - started
+        cpu_s = sum(cpu_seconds(pid) for pid in children) - cpu_before
+        restarts = pool.restarts
         failed = [pid for pid in ids if store.history_entry(pid)["status"]["status_str"] != "success"]
     finally:
         pool.stop()
         store.close()
-    if failed:
-        raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]}")
+    if failed or restarts:
+        raise RuntimeError(f"{len(failed)} jobs failed ({restarts} worker restarts): no figures reported")
     per_worker = [sum(1 for pid in ids if ran.get(pid) == w.index) for w in pool.workers]
     return {"workers": workers, "jobs": args.jobs, "seconds": seconds, "jobs_per_s": args.jobs / seconds,
-            "jobs_per_worker": per_worker}
+            "jobs_per_worker": per_worker, "worker_cpu_s": cpu_s, "cores_busy": cpu_s / seconds,
+            "load_avg_1min_before": load}
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| workers | jobs | drain s | jobs/s | speed-up | jobs per worker |", "|---:|---:|---:|---:|---:|---|"]
+    lines = ["| workers | jobs | drain s | jobs/s | speed-up | worker CPU s | cores busy | load before | "
+             "jobs per worker |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     base = rows[0]["jobs_per_s"]
     for row in rows:
         lines.append(f"| {row['workers']} | {row['jobs']} | {row['seconds']:.2f} | {row['jobs_per_s']:.3f} | "
-                     f"{row['jobs_per_s'] / base:.2f}x | {', '.join(map(str, row['jobs_per_worker']))} |")
+                     f"{row['jobs_per_s'] / base:.2f}x | {row['worker_cpu_s']:.1f} | {row['cores_busy']:.2f} | "
+                     f"{row['load_avg_1min_before']:.1f} | {', '.join(map(str, row['jobs_per_worker']))} |")
     return "\n".join(lines)
 
 
