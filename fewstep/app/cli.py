@@ -260,10 +260,12 @@ def _terminal_progress(prompt: dict[str, Any]) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fewstep.app import launch
+    from fewstep.app.cpu_threads import set_threads_for_load
 
     if args.nproc != 1 and not launch.in_worker():
         return _launch_run(args)
     launch.prepare_worker()
+    set_threads_for_load()       # the free cores: 2 threads on a busy 2-core machine ran 6-17x slower
     config = make_config(args)
     paths = config.paths()
     with launch.rank_output_dir(args.out if args.out is not None else paths.output_dir) as out:
