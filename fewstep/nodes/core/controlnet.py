@@ -264,7 +264,7 @@ def load_controlnet(path: Path, *, allow_pickle: bool | None = None,
         sd = to_diffusers_layout(state)
         if difference:
             sd = add_base_weights(sd, base_unet, path)
-        net = _load_module(ControlNetModel(**controlnet_config(sd)), sd, "ControlNet", path, dtype, device)
+        net = _load_module(lambda: ControlNetModel(**controlnet_config(sd)), sd, "ControlNet", path, dtype, device)
         return ControlNet(net, path.name)
 
     # a diff file becomes a different network on every base model: the base joins the cache key

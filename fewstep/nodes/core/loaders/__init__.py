@@ -123,7 +123,7 @@ def _load_sd(path: Path, dtype: Any, device: str, allow_pickle: bool | None) -> 
     if path.is_dir():
         parts = sd.load_diffusers_folder(path, dtype, device)
     else:
-        parts = sd.load_single_file(read_state_dict(path, allow_pickle=allow_pickle), path, dtype, device)
+        parts = sd.load_single_file(read_state_dict(path, allow_pickle=allow_pickle, device=device), path, dtype, device)
     tokenizers = {"sd1": [ClipTokenizer()], "sd2": [ClipTokenizer(pad_id=0)], "sdxl_refiner": [ClipTokenizer(pad_id=0)]
                   }.get(parts.arch, [ClipTokenizer(), ClipTokenizer(pad_id=0)])
     scale = float(parts.vae.config.scaling_factor)
@@ -145,10 +145,10 @@ def load_vae_file(name: str, *, allow_pickle: bool | None = None) -> Any:
         from fewstep.nodes.core.loaders import sd
         from fewstep.nodes.core.vae import VAEWrapper
 
-        state = read_state_dict(path, allow_pickle=allow_pickle)
+        state = read_state_dict(path, allow_pickle=allow_pickle, device=device)
         ldm = K.split_prefix(state, K.VAE_PREFIX) or state
         arch = "sdxl" if "sdxl" in path.name.lower() else "sd1"
-        vae = sd._load_module(AutoencoderKL(**sd.vae_config(ldm, arch)), K.convert_vae(ldm), "VAE", path, dtype, device)
+        vae = sd._load_module(lambda: AutoencoderKL(**sd.vae_config(ldm, arch)), K.convert_vae(ldm), "VAE", path, dtype, device)
         return VAEWrapper(vae, sd.SCALING[arch])
 
     return cached(path, dtype, device, load)
@@ -171,7 +171,7 @@ def load_clip_files(names: list[str], clip_type: str, *, allow_pickle: bool | No
         if clip_type != "stable_diffusion":
             raise ValueError(f"CLIPLoader: type {clip_type!r} is not supported yet (only 'stable_diffusion')")
         hf = K.convert_clip_l(read_state_dict(paths[0], allow_pickle=allow_pickle))
-        model = sd._load_module(CLIPTextModel(CLIPTextConfig(**sd.clip_config(hf, "clip_l"))), hf, "CLIP-L",
+        model = sd._load_module(lambda: CLIPTextModel(CLIPTextConfig(**sd.clip_config(hf, "clip_l"))), hf, "CLIP-L",
                                 paths[0], dtype, device)
         return TextEncoder("sd1", [model], [ClipTokenizer()])
 
@@ -191,10 +191,10 @@ def load_unet_file(name: str, *, allow_pickle: bool | None = None) -> Any:
         from fewstep.nodes.core.loaders import ldm_keys as K
         from fewstep.nodes.core.loaders import sd
 
-        state = read_state_dict(path, allow_pickle=allow_pickle)
+        state = read_state_dict(path, allow_pickle=allow_pickle, device=device)
         ldm = K.split_prefix(state, K.UNET_PREFIX) or state
         arch = "sdxl" if "label_emb.0.0.weight" in ldm else "sd1"
-        unet = sd._load_module(UNet2DConditionModel(**sd.unet_config(ldm, arch)), K.convert_unet(ldm), "UNet",
+        unet = sd._load_module(lambda: UNet2DConditionModel(**sd.unet_config(ldm, arch)), K.convert_unet(ldm), "UNet",
                                path, dtype, device)
         return _sd_denoiser(unet, arch, path.name)
 

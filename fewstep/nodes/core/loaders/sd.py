@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,21 +101,51 @@ def clip_config(hf: dict[str, Any], name: str) -> dict[str, Any]:
     return cfg
 
 
-def _load_module(module: torch.nn.Module, weights: dict[str, Any], what: str, path: Path,
+def _load_module(build: Callable[[], torch.nn.Module] | torch.nn.Module, weights: dict[str, Any], what: str, path: Path,
                  dtype: torch.dtype, device: str) -> Any:
-    """Load ``weights`` strictly (buffers such as CLIP's position_ids excepted) and move the module.
+    """Build a module without random initialisation and give it ``weights`` (strict, buffers such as CLIP's
+    position_ids excepted), on ``device`` in ``dtype``.
+
+    ``build()`` runs on the meta device: parameters get shapes but no memory and no init kernels (random
+    init of the SD1.5 UNet alone took seconds on a CPU, only to be overwritten). ``load_state_dict(...,
+    assign=True)`` then makes the file's tensors the parameters themselves: no second copy, and tensors
+    already on ``device`` in ``dtype`` (a fp16 file read straight to the GPU) are not touched. Buffers the
+    file does not hold are rebuilt (:func:`_materialise_buffers`).
 
     transformers 5's CLIPTextModel dropped the ``text_model.`` level of its parameter names (the
-    WithProjection variant kept it): the prefix is fitted to the module at hand."""
+    WithProjection variant kept it): the prefix is fitted to the module at hand. A module built already
+    (initialised) is accepted too."""
+    if isinstance(build, torch.nn.Module):
+        module = build
+    else:
+        with torch.device("meta"):
+            module = build()
     names = module.state_dict().keys()
     if not any(k.startswith("text_model.") for k in names):
         weights = {k.removeprefix("text_model."): v for k, v in weights.items()}
-    missing, unexpected = module.load_state_dict(weights, strict=False)
+    weights = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in weights.items()}
+    missing, unexpected = module.load_state_dict(weights, strict=False, assign=True)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ModelFileError(f"{path}: {what} weights do not fit the architecture: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
-    return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    _materialise_buffers(module, device)
+    return module.eval().requires_grad_(False)
+
+
+def _materialise_buffers(module: torch.nn.Module, device: str) -> None:
+    """Buffers left on the meta device (not stored in files): CLIP's ``position_ids`` ([1, P] = 0..P-1, as
+    transformers builds it). Any other is an architecture this loader does not know: refused."""
+    for name, buffer in list(module.named_buffers()):
+        if not buffer.is_meta:
+            continue
+        if not name.endswith("position_ids"):
+            raise ModelFileError(f"{type(module).__name__}: buffer {name!r} is not in the file and cannot be built")
+        owner = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
+        leaf = name.rpartition(".")[2]
+        persistent = leaf not in owner._non_persistent_buffers_set
+        owner.register_buffer(leaf, torch.arange(buffer.shape[-1], device=device).expand(buffer.shape).clone(),
+                              persistent=persistent)
 
 
 @dataclass
@@ -138,18 +169,19 @@ def load_single_file(state: dict[str, Any], path: Path, dtype: torch.dtype, devi
         return _load_sd2(state, path, dtype, device)
     try:
         unet_ldm = K.split_prefix(state, K.UNET_PREFIX)
-        unet = _load_module(UNet2DConditionModel(**unet_config(unet_ldm, arch)), K.convert_unet(unet_ldm),
+        unet = _load_module(lambda: UNet2DConditionModel(**unet_config(unet_ldm, arch)), K.convert_unet(unet_ldm),
                             "UNet", path, dtype, device)
         vae_ldm = K.split_prefix(state, K.VAE_PREFIX)
-        vae = _load_module(AutoencoderKL(**vae_config(vae_ldm, arch)), K.convert_vae(vae_ldm), "VAE", path,
+        vae = _load_module(lambda: AutoencoderKL(**vae_config(vae_ldm, arch)), K.convert_vae(vae_ldm), "VAE", path,
                            dtype, device)
         clip_l = K.convert_clip_l(K.split_prefix(state, K.CLIP_L_PREFIXES[0 if arch == "sd1" else 1]))
-        encoders = [_load_module(CLIPTextModel(CLIPTextConfig(**clip_config(clip_l, "clip_l"))), clip_l,
+        encoders = [_load_module(lambda: CLIPTextModel(CLIPTextConfig(**clip_config(clip_l, "clip_l"))), clip_l,
                                  "CLIP-L", path, dtype, device)]
         if arch == "sdxl":
             clip_g = K.convert_open_clip(K.split_prefix(state, K.OPENCLIP_PREFIX))
-            model_g = CLIPTextModelWithProjection(CLIPTextConfig(**clip_config(clip_g, "clip_g")))
-            encoders.append(_load_module(model_g, clip_g, "OpenCLIP-G", path, dtype, device))
+            config_g = CLIPTextConfig(**clip_config(clip_g, "clip_g"))
+            encoders.append(_load_module(lambda: CLIPTextModelWithProjection(config_g), clip_g, "OpenCLIP-G", path,
+                                         dtype, device))
     except KeyError as exc:
         raise ModelFileError(f"{path}: unexpected {arch} checkpoint layout: {exc}") from exc
     return SDComponents(arch, unet, vae, encoders)
@@ -173,13 +205,14 @@ def _load_sd2(state: dict[str, Any], path: Path, dtype: torch.dtype, device: str
         unet_ldm = K.split_prefix(state, K.UNET_PREFIX)
         config = unet_config(unet_ldm, "sd1")
         config["attention_head_dim"] = [max(1, w // 64) for w in config["block_out_channels"]]
-        unet = _load_module(UNet2DConditionModel(**config), K.convert_unet(unet_ldm), "UNet", path, dtype, device)
+        unet = _load_module(lambda: UNet2DConditionModel(**config), K.convert_unet(unet_ldm), "UNet", path, dtype, device)
         vae_ldm = K.split_prefix(state, K.VAE_PREFIX)
-        vae = _load_module(AutoencoderKL(**vae_config(vae_ldm, "sd1")), K.convert_vae(vae_ldm), "VAE", path,
+        vae = _load_module(lambda: AutoencoderKL(**vae_config(vae_ldm, "sd1")), K.convert_vae(vae_ldm), "VAE", path,
                            dtype, device)
         clip_h = K.convert_open_clip(K.split_prefix(state, SD2_CLIP_H_PREFIX))
-        model_h = CLIPTextModelWithProjection(CLIPTextConfig(**clip_config(clip_h, "clip_g")))
-        encoders = [_load_module(model_h, clip_h, "OpenCLIP-H", path, dtype, device)]
+        config_h = CLIPTextConfig(**clip_config(clip_h, "clip_g"))
+        encoders = [_load_module(lambda: CLIPTextModelWithProjection(config_h), clip_h, "OpenCLIP-H", path,
+                                 dtype, device)]
     except KeyError as exc:
         raise ModelFileError(f"{path}: unexpected SD2 checkpoint layout: {exc}") from exc
     probe = unet_ldm.get(SD2_V_PROBE)
@@ -195,14 +228,15 @@ def _load_sdxl_refiner(state: dict[str, Any], path: Path, dtype: torch.dtype, de
 
     try:
         unet_ldm = K.split_prefix(state, K.UNET_PREFIX)
-        unet = _load_module(UNet2DConditionModel(**unet_config(unet_ldm, "sdxl")), K.convert_unet(unet_ldm),
+        unet = _load_module(lambda: UNet2DConditionModel(**unet_config(unet_ldm, "sdxl")), K.convert_unet(unet_ldm),
                             "UNet", path, dtype, device)
         vae_ldm = K.split_prefix(state, K.VAE_PREFIX)
-        vae = _load_module(AutoencoderKL(**vae_config(vae_ldm, "sdxl")), K.convert_vae(vae_ldm), "VAE", path,
+        vae = _load_module(lambda: AutoencoderKL(**vae_config(vae_ldm, "sdxl")), K.convert_vae(vae_ldm), "VAE", path,
                            dtype, device)
         clip_g = K.convert_open_clip(K.split_prefix(state, REFINER_CLIP_G_PREFIX))
-        model_g = CLIPTextModelWithProjection(CLIPTextConfig(**clip_config(clip_g, "clip_g")))
-        encoders = [_load_module(model_g, clip_g, "OpenCLIP-G", path, dtype, device)]
+        config_g = CLIPTextConfig(**clip_config(clip_g, "clip_g"))
+        encoders = [_load_module(lambda: CLIPTextModelWithProjection(config_g), clip_g, "OpenCLIP-G", path,
+                                 dtype, device)]
     except KeyError as exc:
         raise ModelFileError(f"{path}: unexpected SDXL refiner checkpoint layout: {exc}") from exc
     return SDComponents("sdxl_refiner", unet, vae, encoders)
