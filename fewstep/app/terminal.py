@@ -6,6 +6,8 @@ import time
 from typing import Any, TextIO
 
 MIN_INTERVAL_S = 0.1   # redraw at most 10 times a second: trainers report every step
+# progress keys the line shows as "step value/max" or not at all (trainers also send their step as "step")
+SHOWN_OTHERWISE = ("value", "max", "prompt_id", "node", "step")
 
 
 class TerminalProgress:
@@ -27,7 +29,7 @@ class TerminalProgress:
             self._draw(self._name(data["node"]), force=True)
         elif event == "progress":
             extra = "".join(f"  {k} {_number(v)}" for k, v in data.items()
-                            if k not in ("value", "max", "prompt_id", "node") and isinstance(v, int | float))
+                            if k not in SHOWN_OTHERWISE and isinstance(v, int | float))
             text = f"{self._name(data.get('node'))}  step {_number(data['value'])}/{_number(data['max'])}{extra}"
             self._draw(text, force=data["value"] >= data["max"])
         elif event in ("execution_success", "execution_error", "execution_interrupted"):
