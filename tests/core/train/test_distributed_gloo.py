@@ -3,11 +3,13 @@ identical ranks, resume across world sizes, a dying worker. Each test starts 1-3
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,14 +20,32 @@ WORKER = Path(__file__).with_name("dist_worker_toy.py")
 LAUNCH = "import sys; from fewstep.app.launch import launch; launch(int(sys.argv[1]), sys.argv[2:])"
 
 
+@pytest.fixture(autouse=True)
+def _one_process_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process (1-process) runs see no torchrun environment, whatever started pytest."""
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "FEWSTEP_DIST_TIMEOUT": "60"}
 
 
+def _worker_main() -> Callable[[list[str]], int]:
+    spec = importlib.util.spec_from_file_location("dist_worker_toy", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
 def _run(nproc: int, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """1 process: the worker in this process (no torchrun environment); N: N workers under the launcher."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(WORKER)] if nproc == 1 else [sys.executable, "-c", LAUNCH, str(nproc), str(WORKER)]
-    return subprocess.run([*cmd, str(out), *args], capture_output=True, text=True, timeout=120, env=_env())
+    if nproc == 1:
+        code = _worker_main()([str(out), *args])
+        return subprocess.CompletedProcess([], code, "", "")
+    cmd = [sys.executable, "-c", LAUNCH, str(nproc), str(WORKER), str(out), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env())
 
 
 def _result(out: Path, rank: int = 0) -> dict:
