@@ -149,25 +149,27 @@ def _random_like(name: str, like: torch.Tensor, dtype: torch.dtype, generator: t
     return torch.zeros(like.shape, dtype=dtype)
 
 
-def random_checkpoint(arch: str, dtype: torch.dtype = torch.float16, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random-weight single-file checkpoint of the real ``sd15`` or ``sdxl`` architecture, LDM layout."""
+def ldm_layout(arch: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a ``sd15`` / ``sdxl`` single file (LDM names), as meta tensors: names and shapes."""
     if arch not in ("sd15", "sdxl"):
         raise ValueError(f"arch must be 'sd15' or 'sdxl', got {arch!r}")
     unet, vae, texts = _meta_modules(arch)
     attn_up = [t.startswith("CrossAttn") for t in unet.config.up_block_types]
     layout = to_ldm_unet(unet.state_dict(), attn_up)
     layout.update(to_ldm_vae(vae.state_dict(), len(vae.config.block_out_channels)))
-    if arch == "sd15":
-        prefix, text_state = "cond_stage_model.transformer.text_model.", texts[0].state_dict()
-        layout.update({prefix + k.removeprefix("text_model."): v for k, v in text_state.items()
-                       if not k.endswith("position_ids")})
-    else:
-        prefix, text_state = "conditioner.embedders.0.transformer.text_model.", texts[0].state_dict()
-        layout.update({prefix + k.removeprefix("text_model."): v for k, v in text_state.items()
-                       if not k.endswith("position_ids")})
+    prefix = "cond_stage_model.transformer.text_model." if arch == "sd15" else \
+        "conditioner.embedders.0.transformer.text_model."
+    layout.update({prefix + k.removeprefix("text_model."): v for k, v in texts[0].state_dict().items()
+                   if not k.endswith("position_ids")})
+    if arch == "sdxl":
         layout.update({"conditioner.embedders.1.model." + k: v for k, v in to_open_clip(texts[1]).items()})
+    return layout
+
+
+def random_checkpoint(arch: str, dtype: torch.dtype = torch.float16, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random-weight single-file checkpoint of the real ``sd15`` or ``sdxl`` architecture, LDM layout."""
     generator = torch.Generator().manual_seed(seed)
-    return {k: _random_like(k, v, dtype, generator) for k, v in layout.items()}
+    return {k: _random_like(k, v, dtype, generator) for k, v in ldm_layout(arch).items()}
 
 
 def write_random_checkpoint(path: Path, arch: str, dtype: torch.dtype = torch.float16) -> Path:

@@ -24,6 +24,7 @@ import inspect
 import logging
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -247,6 +248,7 @@ class Registry:
         self._nodes: dict[str, NodeDef] = {}
         self.failures: list[PackFailure] = []
         self.packs: list[PackInfo] = []
+        self.warm_ups: list[tuple[str, Callable[[], None]]] = []   # (pack, its warm_up()), see start_warm_up
         self.version = 0  # bumped on every registration: memoised validations of older versions miss
 
     def get(self, class_type: str) -> NodeDef | None:
@@ -339,6 +341,9 @@ def register_module(registry: Registry, module: ModuleType, *, name: str, source
     try:
         listed, mappings = _pack_contents(module, registry, name)
         commands = dict(module.cli_commands()) if callable(getattr(module, "cli_commands", None)) else {}
+        warm_up = getattr(module, "warm_up", None)
+        if callable(warm_up):
+            registry.warm_ups.append((name, warm_up))
     except Exception as exc:
         registry.add_failure(name, f"entrypoint failed: {type(exc).__name__}: {exc}")
         log.debug("%s", traceback.format_exc())
@@ -460,3 +465,27 @@ def load_registry(custom_nodes_dirs: Iterable[Path] = (), entry_points: bool = T
     if entry_points:
         _load_entry_points(registry, builtin=False)
     return registry
+
+
+def start_warm_up(registry: Registry) -> threading.Thread | None:
+    """Run every pack's ``warm_up()`` (a module-level function beside ``entrypoint``: imports of heavy
+    libraries its nodes will need) once, on a background thread; the queue worker calls it when it starts.
+
+    Listing nodes never runs it (``fewstep nodes`` and ``/object_info`` stay free of torch). Jobs must not
+    start before the thread ends (the worker joins it before its first job): diffusers' lazy package,
+    imported from two threads at once, raised "cannot import name 'AutoencoderKL'" in one of them.
+    Measured on the 2-core dev VM: the first ``diffusers`` + ``transformers`` import took 10-26 s, the
+    whole of a first checkpoint load's wait once the load itself went down to ~2 s."""
+    if not registry.warm_ups:
+        return None
+
+    def run() -> None:
+        for pack, warm_up in registry.warm_ups:
+            try:
+                warm_up()
+            except Exception:   # a pack whose libraries are missing reports it when its nodes run
+                log.warning("node pack %s: warm-up failed", pack, exc_info=True)
+
+    thread = threading.Thread(target=run, name="fewstep-warm-up", daemon=True)
+    thread.start()
+    return thread

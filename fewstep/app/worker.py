@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fewstep.app.executor import Executor, RunResult
+from fewstep.app.registry import start_warm_up
 from fewstep.app.storage import Job, QueueStore
 
 log = logging.getLogger("fewstep.worker")
@@ -93,10 +94,13 @@ class QueueWorker:
         self._order = threading.Lock()               # the event order across a job and the next
         self._open: deque[str] = deque()             # jobs started and not yet ended, oldest first
         self._held: dict[str, list[tuple[str, dict[str, Any], str | None]]] = {}   # events of later jobs
+        self._warm_up: threading.Thread | None = None
 
     # -- control ----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Recover jobs a dead process left running (see ``worker_id``), then start the thread(s)."""
+        """Recover jobs a dead process left running (see ``worker_id``), then start the thread(s) and the
+        packs' background imports (``app.registry.start_warm_up``)."""
+        self._warm_up = start_warm_up(self.executor.registry)
         if self.worker_id is None:
             self.store.recover()
         else:
@@ -192,6 +196,9 @@ class QueueWorker:
             self.on_running(job.prompt_id)
         self._broadcast_status()
         client = job.client_id
+        if self._warm_up is not None:   # the first job waits for the packs' imports: importing diffusers from
+            self._warm_up.join()        # two threads at once failed ("cannot import name 'AutoencoderKL'")
+            self._warm_up = None
         with self._order:
             self._open.append(job.prompt_id)
         try:

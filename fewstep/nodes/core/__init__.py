@@ -17,3 +17,16 @@ def entrypoint() -> list[type]:
     return [*NODES, *nodes_latent.NODES, *nodes_conditioning.NODES, *nodes_image.NODES, *nodes_sampling.NODES,
             *GUIDANCE_NODES, *METRIC_NODES, *COMPARE_NODES, *AR_NODES, *VAE_TEXT_NODES]
 
+
+
+def warm_up() -> None:
+    """Import what loading a checkpoint needs, once, in the background when a queue worker starts (see
+    ``app.registry.start_warm_up``): torch, diffusers' UNet / VAE and transformers' CLIP text models (their
+    lazy modules resolve the classes on first attribute access; that is the slow part, 10-26 s measured on
+    the 2-core dev VM), and our loader modules."""
+    import torch  # noqa: F401
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection  # noqa: F401
+
+    from fewstep.nodes.core import samplers, vae_fast  # noqa: F401
+    from fewstep.nodes.core.loaders import sd  # noqa: F401
