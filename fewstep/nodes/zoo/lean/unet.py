@@ -118,19 +118,26 @@ class MidBlock(nn.Module):
 
 
 class TimestepEmbedding(nn.Module):
-    """``linear_2(silu(linear_1(features)))``."""
+    """``linear_2(silu(linear_1(features + cond_proj(condition))))``; ``cond_proj`` (no bias) exists only
+    with ``time_cond_proj_dim`` (LCM's w-embedding slot, SLAM's γ input)."""
 
-    def __init__(self, c_in: int, dim: int):
+    def __init__(self, c_in: int, dim: int, cond_proj_dim: int | None = None):
         super().__init__()
         self.linear_1 = nn.Linear(c_in, dim)
         self.linear_2 = nn.Linear(dim, dim)
+        self.cond_proj = None if cond_proj_dim is None else nn.Linear(cond_proj_dim, c_in, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        if condition is not None:
+            if self.cond_proj is None:
+                raise ValueError("LeanUNet: timestep_cond given but the config has no time_cond_proj_dim")
+            x = x + self.cond_proj(condition)
         return self.linear_2(F.silu(self.linear_1(x)))
 
 
 UNET_KEYS = {"sample_size", "in_channels", "out_channels", "cross_attention_dim", "down_block_types",
-             "up_block_types", "block_out_channels", "layers_per_block", "attention_head_dim", "norm_num_groups"}
+             "up_block_types", "block_out_channels", "layers_per_block", "attention_head_dim", "norm_num_groups",
+             "time_cond_proj_dim"}
 
 
 def _check_unet_config(cfg: dict) -> None:
@@ -160,7 +167,7 @@ class LeanUNet(LeanModule):
         heads, ctx, layers = int(config["attention_head_dim"]), int(config["cross_attention_dim"]), int(config["layers_per_block"])
         temb = 4 * chans[0]
         self.conv_in = nn.Conv2d(config["in_channels"], chans[0], 3, padding=1)
-        self.time_embedding = TimestepEmbedding(chans[0], temb)
+        self.time_embedding = TimestepEmbedding(chans[0], temb, config.get("time_cond_proj_dim"))
         skips = [chans[0]]                      # channels of every feature the down path hands to the up path
         self.down_blocks = nn.ModuleList()
         for i, kind in enumerate(config["down_block_types"]):
@@ -184,23 +191,25 @@ class LeanUNet(LeanModule):
         self.conv_norm_out = nn.GroupNorm(groups, chans[0], eps=UNET_EPS)
         self.conv_out = nn.Conv2d(chans[0], config["out_channels"], 3, padding=1)
 
-    def _time(self, timestep: Any, batch: int, like: torch.Tensor) -> torch.Tensor:
-        """Time embedding ``[B, 4 C0]`` from a scalar, ``[]`` or ``[B]`` timestep."""
+    def _time(self, timestep: Any, batch: int, like: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Time embedding ``[B, 4 C0]`` from a scalar, ``[]`` or ``[B]`` timestep (and ``cond [B, D]``)."""
         t = torch.as_tensor(timestep, device=like.device)
         t = t.reshape(1) if t.ndim == 0 else t
         feats = timestep_features(t.expand(batch), self.config["block_out_channels"][0])
-        return self.time_embedding(feats.to(like.dtype))
+        return self.time_embedding(feats.to(like.dtype), cond)
 
     def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor,
-                added_cond_kwargs: dict | None = None, return_dict: bool = True, **unused: Any) -> Any:
-        """``sample [B, C, H, W]``, ``timestep`` scalar or ``[B]``, ``encoder_hidden_states [B, T, D]``.
+                added_cond_kwargs: dict | None = None, return_dict: bool = True,
+                timestep_cond: torch.Tensor | None = None, **unused: Any) -> Any:
+        """``sample [B, C, H, W]``, ``timestep`` scalar or ``[B]``, ``encoder_hidden_states [B, T, D]``,
+        ``timestep_cond [B, time_cond_proj_dim]`` (only with that config field).
 
         Returns an object with ``.sample`` (``[B, C_out, H, W]``), or a 1-tuple when ``return_dict=False``.
         """
         if added_cond_kwargs or any(v is not None for v in unused.values()):
             raise ValueError(f"LeanUNet: the built-in UNet takes no extra conditioning "
                              f"({sorted(unused) + (['added_cond_kwargs'] if added_cond_kwargs else [])})")
-        temb = self._time(timestep, sample.shape[0], sample)
+        temb = self._time(timestep, sample.shape[0], sample, timestep_cond)
         h = self.conv_in(sample)
         skips = [h]
         for block in self.down_blocks:
