@@ -1,10 +1,11 @@
 """A torchrun worker for the data-parallel tests: a toy regression through ``fit`` (run by ``launch`` or directly).
 
-python dist_worker_toy.py OUT_DIR [--steps N] [--batch B] [--every E] [--data draws|fixed] [--die-rank R --die-step K]
+python dist_worker_toy.py OUT_DIR [--steps N] [--batch B] [--every E] [--data draws|fixed] [--device cpu|cuda]
+                           [--die-rank R --die-step K]
 
 ``--data draws``: each rank draws its share of the batch from its step generator (the trainers' way);
 ``fixed``: the global batch of step n is fixed and rank r takes rows r·B/N ... (r+1)·B/N - 1, so a 2-process run
-must reproduce the 1-process run's weights exactly. Each rank writes ``rank<r>.json`` (losses, weights, resume step, who wrote the shared file).
+must reproduce the 1-process run's weights exactly. ``--device cuda``: rank r trains on cuda:LOCAL_RANK (NCCL). Each rank writes ``rank<r>.json`` (losses, weights, resume step, who wrote the shared file).
 ``--die-rank/--die-step``: that rank kills itself with SIGKILL at that step (a worker dying mid-run).
 """
 
@@ -31,6 +32,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--every", type=int, default=0)
     parser.add_argument("--data", choices=("draws", "fixed"), default="draws")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--die-rank", type=int, default=-1)
     parser.add_argument("--die-step", type=int, default=-1)
     args = parser.parse_args(argv)
@@ -39,12 +41,17 @@ def main(argv: list[str]) -> int:
         found = shared.exists()
         if not found:
             shared.write_text(f"written by rank {world.rank}")
+    device = "cpu"
+    if args.device == "cuda":                                  # one process per GPU, as fewstep run --nproc
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        device = f"cuda:{torch.cuda.current_device()}"
     torch.manual_seed(1234 + int(os.environ.get("RANK", "0")))   # ranks start different: DDP must sync them
     student = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
     target = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    student, target = student.to(device), target.to(device)
     ema = EMA(student, target, 0.9)
     optimizer = torch.optim.AdamW(student.parameters(), lr=0.05, weight_decay=0.0)
-    w_true = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+    w_true = torch.tensor([[1.0], [-2.0], [0.5], [3.0]], device=device)
 
     def step_fn(step: int, gen: torch.Generator) -> torch.Tensor:
         world = current_world()
@@ -53,13 +60,14 @@ def main(argv: list[str]) -> int:
         b = local_batch_size(args.batch)
         if args.data == "fixed":
             x = torch.randn(args.batch, 4, generator=torch.Generator().manual_seed(step))
-            x = x[world.rank * b:(world.rank + 1) * b]
+            x = x[world.rank * b:(world.rank + 1) * b].to(device)
         else:
-            x = torch.randn(b, 4, generator=gen)
+            x = torch.randn(b, 4, generator=gen, device=gen.device)
         return ((student(x) - x @ w_true) ** 2).mean()
 
     ckpt = Checkpointer(args.out / "ckpt", every=args.every) if args.every else None
-    spec = FitSpec(total_steps=args.steps, seed=3, lr_at=lambda step: 0.05, grad_clip=1.0, checkpointer=ckpt)
+    spec = FitSpec(total_steps=args.steps, seed=3, lr_at=lambda step: 0.05, grad_clip=1.0, checkpointer=ckpt,
+                   device=device)
     state = fit(student, optimizer, step_fn, spec, target=target, ema=ema)
     world = current_world()
     weights = torch.cat([p.detach().reshape(-1) for p in student.parameters()]).tolist()
