@@ -277,8 +277,9 @@ def child_main(config: Config, conn: Connection, preview_size: int, worker_id: s
                          worker_id=worker_id or None, lease_s=config.lease_s,
                          on_store_interrupt=lambda prompt_id: send(("store_interrupt", prompt_id)))
     _bind_classic_runtime(worker.emit)
-    worker.start()
+    # before the first claim: the parent knows the child (pid, device) before any job of it reports running
     send(("ready", {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}))
+    worker.start()
     while True:
         try:
             message = conn.recv()

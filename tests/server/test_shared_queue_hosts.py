@@ -54,7 +54,7 @@ async def test_two_hosts_share_one_queue_events_and_interrupts(aiohttp_client: A
         hosts = []
         for name in ("a", "b"):
             config = Config(home=tmp_path / name, auth_token=None, custom_nodes_dirs=[PACKS], builtin_nodes=False,
-                            worker="process", interrupt_grace_s=1.0, lease_s=2.0, queue_url=url)
+                            worker="process", interrupt_grace_s=1.0, lease_s=10.0, queue_url=url)
             app = build_app(config)
             hosts.append((await aiohttp_client(app), app[RUNTIME].worker))
         (host_a, worker_a), (host_b, worker_b) = hosts
