@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the queue and history: postgresql://USER@HOST:PORT/DB shares one queue between "
                             "several servers (needs fewstep[postgres]); default: $FEWSTEP_QUEUE_URL, else "
                             "SQLite under HOME/user")
+    serve.add_argument("--lease", type=float, default=None, dest="lease_s", metavar="SECONDS",
+                       help="how long a worker's claim on a running job lasts without its heartbeat; a worker "
+                            "killed mid-job has its job recorded as failed after this (default: 30)")
     run = sub.add_parser("run", help="run a graph headlessly (API or UI format)")
     _common(run)
     run.add_argument("graph", type=Path, help="graph file in API or editor (UI) format; a shipped template's "
@@ -139,7 +142,7 @@ def make_config(args: argparse.Namespace) -> Config:
         config.cache = args.cache
     config.builtin_nodes = not getattr(args, "no_builtin_nodes", False)
     for name in ("host", "port", "auth_token", "cors_origin", "device", "worker", "interrupt_grace_s", "workers",
-                 "gpus", "queue_url"):
+                 "gpus", "queue_url", "lease_s"):
         if getattr(args, name, None) is not None:
             setattr(config, name, getattr(args, name))
     return config

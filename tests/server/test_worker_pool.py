@@ -134,6 +134,7 @@ def test_serve_options_reach_the_config(capsys: Any) -> None:
     config = make_config(build_parser().parse_args(["serve", "--gpus", "0,1", "--queue", "postgresql://u@db/q"]))
     assert config.gpus == ("0", "1") and config.queue_url == "postgresql://u@db/q"
     assert make_config(build_parser().parse_args(["serve", "--workers", "3"])).workers == 3
+    assert make_config(build_parser().parse_args(["serve", "--lease", "90"])).lease_s == 90.0
     for bad in ("0,0", "a,1", "0,"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["serve", "--gpus", bad])
