@@ -99,3 +99,29 @@ async def test_two_hosts_share_one_queue_events_and_interrupts(aiohttp_client: A
         for client, _ in hosts:
             await client.close()
         pg_cluster.drop_database(database)
+
+
+def test_the_relay_reconnects_after_its_database_connections_drop(pg_cluster: Any) -> None:
+    import psycopg
+
+    from fewstep.app.server.relay import EventRelay
+
+    database = pg_cluster.create_database()
+    url = pg_cluster.url(database)
+    received: list[tuple[str, dict[str, Any], str | None]] = []
+    sender = EventRelay(url, lambda *event: None, lambda client: False)
+    receiver = EventRelay(url, lambda e, d, c: received.append((e, d, c)), lambda client: client == "tab")
+    try:
+        with psycopg.connect(url, autocommit=True) as admin:   # as a database restart would
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        deadline = time.monotonic() + 20
+        while not received:
+            assert time.monotonic() < deadline, "the relay never came back"
+            sender.emit("executed", {"node": "1", "prompt_id": "p", "output": {}}, "tab")
+            time.sleep(0.3)
+        assert received[0] == ("executed", {"node": "1", "prompt_id": "p", "output": {}}, "tab")
+    finally:
+        sender.close()
+        receiver.close()
+        pg_cluster.drop_database(database)

@@ -65,8 +65,7 @@ class EventRelay:
     """
 
     def __init__(self, url: str, deliver: Deliver, holds: Callable[[str], bool]) -> None:
-        import psycopg
-
+        self.url = url
         self.server_id = uuid.uuid4().hex
         self.deliver = deliver
         self.holds = holds
@@ -75,11 +74,18 @@ class EventRelay:
         self._lock = threading.Lock()              # the publisher connection
         self._deliver_lock = threading.Lock()      # the bridge takes one producer at a time
         self._stop = threading.Event()
-        self._publisher = psycopg.connect(url, autocommit=True)
-        self._listener = psycopg.connect(url, autocommit=True)
-        self._listener.execute(f"LISTEN {CHANNEL}")
+        self._publisher = self._connect()
+        self._listener = self._connect(listen=True)
         self._thread = threading.Thread(target=self._listen, name="fewstep-event-relay", daemon=True)
         self._thread.start()
+
+    def _connect(self, listen: bool = False) -> Any:
+        import psycopg
+
+        connection = psycopg.connect(self.url, autocommit=True)
+        if listen:
+            connection.execute(f"LISTEN {CHANNEL}")
+        return connection
 
     def emit(self, event: str, data: dict[str, Any], client_id: str | None) -> None:
         """This server's emit: local clients and broadcasts here, other clients through the relay."""
@@ -106,6 +112,8 @@ class EventRelay:
             return False
         try:
             with self._lock:
+                if self._publisher.closed or self._publisher.broken:   # the server restarted: a new one
+                    self._publisher = self._connect()
                 self._publisher.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
         except Exception:   # the database is unreachable for now: the client still finds the job in history
             log.exception("could not relay %s for client %s", event, client_id)
@@ -120,8 +128,13 @@ class EventRelay:
             except Exception:
                 if self._stop.is_set():
                     return
-                log.exception("the event relay's listener failed; retrying")
+                log.exception("the event relay's listener failed; reconnecting")
                 self._stop.wait(1.0)
+                try:
+                    if self._listener.closed or self._listener.broken:
+                        self._listener = self._connect(listen=True)
+                except Exception:   # still unreachable: the next round tries again
+                    log.warning("the event relay cannot reach the queue's database yet")
 
     def _receive(self, payload: str) -> None:
         try:
