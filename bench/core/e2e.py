@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -260,12 +261,19 @@ def _queue_fewstep(executor: Any, spec: Spec, extra: dict[str, Any]) -> dict[str
     ids = [f"q{i}" for i in range(spec.queue)]
     for i, prompt_id in enumerate(ids):
         store.enqueue(prompt_id, api_graph(spec, SEED0 + 100 + i), extra, None, "bench")
-    worker = QueueWorker(store, executor, idle_poll_s=3600.0)
+    last_done = threading.Event()
+
+    def emit(event: str, data: dict[str, Any], client: str | None) -> None:
+        # the last job's end message (sent after its history): no polling thread competing for the GIL
+        if event == "executing" and data.get("node") is None and data.get("prompt_id") == ids[-1]:
+            last_done.set()
+
+    worker = QueueWorker(store, executor, emit, idle_poll_s=3600.0)
     t0 = time.perf_counter()
     worker.start()
     try:
-        while store.history_entry(ids[-1]) is None:
-            time.sleep(0.001)
+        if not last_done.wait(3600):
+            raise JobFailed("the queue did not finish within an hour")
         elapsed = time.perf_counter() - t0
     finally:
         worker.stop()
