@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the graph in N processes under torch's elastic launcher (torchrun), one per GPU "
                           "(gloo on CPU): trainer nodes train data-parallel at the same global batch, rank 0 "
                           "reports, checkpoints and writes the outputs (default: 1)")
+    run.add_argument("--shard", choices=("auto", "ddp", "fsdp"), default=None,
+                     help="with --nproc: how trainers split the student - ddp (every process holds all of it), "
+                          "fsdp (FSDP2: parameters, gradients and optimizer state sharded over the processes) "
+                          "or auto (fsdp from 1.5 B trainable parameters); sets FEWSTEP_SHARD (default: auto)")
     nodes = sub.add_parser("nodes", help="list node packs, their nodes and load failures")
     _common(nodes)
     nodes.add_argument("--json", action="store_true", help="print packs, nodes and failures as JSON")
@@ -265,6 +269,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fewstep.app import launch
     from fewstep.app.cpu_threads import set_threads_for_load
 
+    if args.shard is not None:
+        os.environ["FEWSTEP_SHARD"] = args.shard     # read by the trainers (nodes.core.train.sharded); workers inherit it
     if args.nproc != 1 and not launch.in_worker():
         return _launch_run(args)
     launch.prepare_worker()

@@ -1,12 +1,15 @@
 """A torchrun worker for the data-parallel tests: a toy regression through ``fit`` (run by ``launch`` or directly).
 
 python dist_worker_toy.py OUT_DIR [--steps N] [--batch B] [--every E] [--data draws|fixed] [--device cpu|cuda]
-                           [--die-rank R --die-step K]
+                           [--die-rank R --die-step K] [--preview-every P]
 
 ``--data draws``: each rank draws its share of the batch from its step generator (the trainers' way);
 ``fixed``: the global batch of step n is fixed and rank r takes rows r·B/N ... (r+1)·B/N - 1, so a 2-process run
 must reproduce the 1-process run's weights exactly. ``--device cuda``: rank r trains on cuda:LOCAL_RANK (NCCL). Each rank writes ``rank<r>.json`` (losses, weights, resume step, who wrote the shared file).
 ``--die-rank/--die-step``: that rank kills itself with SIGKILL at that step (a worker dying mid-run).
+``--preview-every P``: a preview (the student's output at a fixed input) every P steps, recorded by rank 0.
+``$FEWSTEP_SHARD=fsdp`` trains the student sharded (FSDP2); ``plain`` in the JSON says whether the student came back
+as the plain module it was built as (classes, no DTensor parameters, no FSDP hooks).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--die-rank", type=int, default=-1)
     parser.add_argument("--die-step", type=int, default=-1)
+    parser.add_argument("--preview-every", type=int, default=0)
     args = parser.parse_args(argv)
     shared = args.out / "shared.txt"              # a dataset-like file: written once, by rank 0, read by all
     with main_rank_first("cpu") as world:
@@ -67,14 +71,26 @@ def main(argv: list[str]) -> int:
 
     ckpt = Checkpointer(args.out / "ckpt", every=args.every) if args.every else None
     spec = FitSpec(total_steps=args.steps, seed=3, lr_at=lambda step: 0.05, grad_clip=1.0, checkpointer=ckpt,
-                   device=device)
-    state = fit(student, optimizer, step_fn, spec, target=target, ema=ema)
+                   device=device, preview_every=args.preview_every)
+    previews: list[float] = []
+
+    def preview_fn(step: int) -> float:
+        with torch.no_grad():
+            previews.append(float(student(torch.ones(2, 4, device=device)).sum()))
+        return previews[-1]
+
+    layers = list(student.children())
+    state = fit(student, optimizer, step_fn, spec, target=target, ema=ema, preview_fn=preview_fn)
     world = current_world()
+    plain = (type(student) is nn.Sequential and list(student.children()) == layers
+             and all(type(m) in (nn.Linear, nn.Tanh) and not m._forward_pre_hooks and not m._state_dict_pre_hooks
+                     for m in layers)
+             and all(type(p) is nn.Parameter for p in student.parameters()))
     weights = torch.cat([p.detach().reshape(-1) for p in student.parameters()]).tolist()
     ema_weights = torch.cat([p.detach().reshape(-1) for p in target.parameters()]).tolist()
     (args.out / f"rank{world.rank}.json").write_text(json.dumps(
         {"losses": state.losses, "weights": weights, "ema": ema_weights, "resumed_from": state.resumed_from,
-         "world": world.size, "shared_found": found, "shared": shared.read_text()}))
+         "world": world.size, "plain": plain, "previews": previews, "shared_found": found, "shared": shared.read_text()}))
     return 0
 
 

@@ -41,6 +41,7 @@ from fewstep.nodes.core.train.distributed import (
     join,
     mean_over_ranks,
 )
+from fewstep.nodes.core.train.sharded import ShardedTraining, count_trainable, full_value, shard_mode
 
 CKPT_PATTERN = re.compile(r"^step_(\d{8})\.safetensors$")
 RANK_STRIDE = 0x9E3779B97F4A7C15  # odd 64-bit constant (2^64 / golden ratio): ranks' seeds far apart
@@ -84,7 +85,8 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         for name, p in self.online.items():
-            self.target[name].lerp_(p.detach().to(self.target[name].dtype), 1.0 - self.decay)
+            value = full_value(p.detach())              # FSDP: the sharded parameter's whole value
+            self.target[name].lerp_(value.to(self.target[name].dtype), 1.0 - self.decay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,9 +94,8 @@ class EMA:
 # ---------------------------------------------------------------------------------------------
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Optimizer state as flat tensors ``optim.<param index>.<key>`` + JSON-able rest."""
-    state = optimizer.state_dict()
+def _optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Optimizer state (``optimizer.state_dict()``) as flat tensors ``optim.<param index>.<key>`` + JSON-able rest."""
     tensors, scalars = {}, {}
     for idx, entry in state["state"].items():
         for key, value in entry.items():
@@ -212,6 +213,8 @@ class FitSpec:
         meta: JSON-able run description saved in each checkpoint (a resume must match it).
         max_seconds: stop early (with a checkpoint) once this much wall time has passed in this call;
             None = run all steps. A time-capped run is still a prefix of the deterministic full run.
+        param_dtype: under FSDP (``nodes.core.train.sharded``) the compute dtype of the gathered weights
+            (``MixedPrecisionPolicy``; gradients reduced and masters kept in fp32); None = as stored.
     """
 
     total_steps: int
@@ -223,6 +226,7 @@ class FitSpec:
     preview_every: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     max_seconds: float | None = None
+    param_dtype: torch.dtype | None = None
 
 
 @dataclass
@@ -235,12 +239,19 @@ class TrainState:
 
 
 def _snapshot(student: nn.Module, target: nn.Module | None, optimizer: torch.optim.Optimizer,
-              state: TrainState, spec: FitSpec) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    tensors = {f"student.{k}": v for k, v in trainable_parameters(student).items()}
+              state: TrainState, spec: FitSpec,
+              sharded: ShardedTraining | None) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+    """The checkpoint's tensors and metadata on rank 0, None on the others (FSDP: a collective of all ranks)."""
+    if sharded is not None:
+        weights, opt_state = sharded.full_state()
+    elif current_world().is_main:
+        weights, opt_state = trainable_parameters(student), optimizer.state_dict()
+    if not current_world().is_main:
+        return None
+    tensors = {f"student.{k}": v for k, v in weights.items()}
     if target is not None:
-        online = trainable_parameters(student)
-        tensors |= {f"ema.{k}": v for k, v in target.named_parameters() if k in online}
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+        tensors |= {f"ema.{k}": v for k, v in target.named_parameters() if k in weights}
+    opt_tensors, opt_meta = _optimizer_tensors(opt_state)
     meta = {"losses": state.losses, "optimizer": opt_meta, "run": spec.meta}
     return tensors | opt_tensors, meta
 
@@ -260,6 +271,29 @@ def _restore(ckpt: Checkpoint, student: nn.Module, target: nn.Module | None,
                 tparams[name].copy_(value)
     optimizer.load_state_dict(_optimizer_state(ckpt.tensors, ckpt.meta["optimizer"]))
     return TrainState(step=ckpt.step, losses=list(ckpt.meta["losses"]), resumed_from=ckpt.step)
+
+
+def _restore_sharded(path: Path, sharded: ShardedTraining, target: nn.Module | None, spec: FitSpec,
+                     world: World) -> TrainState:
+    """Rank 0 reads the consolidated checkpoint and broadcasts it into every rank's shards (FSDP)."""
+    box: list[TrainState | None] = [None]
+    weights: dict[str, Tensor] = {}
+    optim: dict[str, Any] | None = None
+    if world.is_main:
+        ckpt = Checkpointer.load(path)
+        if ckpt.meta.get("run") != spec.meta:
+            raise ValueError(f"checkpoint at step {ckpt.step} was written by a different run configuration: "
+                             f"{ckpt.meta.get('run')} != {spec.meta}")
+        weights, optim = ckpt.prefixed("student"), _optimizer_state(ckpt.tensors, ckpt.meta["optimizer"])
+        if target is not None:
+            tparams = dict(target.named_parameters())
+            with torch.no_grad():
+                for name, value in ckpt.prefixed("ema").items():
+                    tparams[name].copy_(value)
+        box = [TrainState(step=ckpt.step, losses=list(ckpt.meta["losses"]), resumed_from=ckpt.step)]
+    sharded.load_full_state(weights, optim)
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[[int, torch.Generator], Tensor],
@@ -282,14 +316,21 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
     Returns: the :class:`TrainState` (losses of all steps, incl. those before a resume).
     """
     world = join(spec.device)
-    state, ckptr = TrainState(), spec.checkpointer
+    state, ckptr, sharded = TrainState(), spec.checkpointer, None
+    if shard_mode(count_trainable(student), world) == "fsdp":
+        broadcast_module(student, world)                # the ranks' copies start from rank 0's weights
+        sharded = ShardedTraining(student, step_fn, optimizer, world, spec.device, spec.param_dtype)
+        if ema is not None:
+            ema.online = sharded.trainable()
     latest = from_main(ckptr.latest() if ckptr else None, world)
-    if latest is not None:
+    if latest is not None and sharded is not None:
+        state = _restore_sharded(latest, sharded, target, spec, world)
+    elif latest is not None:
         state = _restore(Checkpointer.load(latest), student, target, optimizer, spec)
     if target is not None:
-        broadcast_module(target, world)                 # the student itself is broadcast by DDP
-    run_step = data_parallel(student, step_fn, world, spec.device)
-    params = list(trainable_parameters(student).values())
+        broadcast_module(target, world)                 # the student itself is broadcast by DDP / FSDP
+    run_step = sharded.step if sharded else data_parallel(student, step_fn, world, spec.device)
+    params = list((sharded.trainable() if sharded else trainable_parameters(student)).values())
     deadline = None if spec.max_seconds is None else time.monotonic() + spec.max_seconds
     threads_before = torch.get_num_threads()            # _one_step sets the count for the machine's load
     try:
@@ -297,37 +338,64 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
             if deadline is not None and any_rank(time.monotonic() > deadline, world):
                 break                                   # the final checkpoint below records where
             _one_step(run_step, optimizer, spec, state, params, ema, world)
-            if ckptr and ckptr.every and state.step % ckptr.every == 0 and world.is_main:
-                ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
-            if world.is_main:
-                _report(state, spec, preview_fn)
+            if ckptr and ckptr.every and state.step % ckptr.every == 0:
+                snap = _snapshot(student, target, optimizer, state, spec, sharded)
+                if snap is not None:
+                    ckptr.save(state.step, *snap)
+            _report(state, spec, _preview(state.step, spec, preview_fn, sharded), world)
+        if sharded is not None and ckptr and state.step and not _saved_at(ckptr, state.step, world):
+            snap = _snapshot(student, target, optimizer, state, spec, sharded)   # collective: all ranks here
+            if snap is not None:
+                ckptr.save(state.step, *snap)
         _save_final(ckptr, world, student, target, optimizer, state, spec)
+        if sharded is not None:
+            sharded.finish()                            # the student is a plain module again, trained
+            if ema is not None:
+                ema.online = trainable_parameters(student)
         barrier(world)
     except BaseException:
-        _save_final(ckptr, world, student, target, optimizer, state, spec)
+        if sharded is None:                             # FSDP: gathering needs every rank; the last periodic
+            _save_final(ckptr, world, student, target, optimizer, state, spec)   # checkpoint stays
         raise
     finally:
         torch.set_num_threads(threads_before)
     return state
 
 
-def _report(state: TrainState, spec: FitSpec, preview_fn: Callable[[int], Any] | None) -> None:
-    preview = None
-    if preview_fn is not None and spec.preview_every and state.step % spec.preview_every == 0:
-        preview = preview_fn(state.step)
-    report_training(state.step, spec.total_steps,
-                    {"loss": state.losses[-1], "lr": spec.lr_at(state.step - 1), "step": state.step}, preview)
+def _preview(step: int, spec: FitSpec, preview_fn: Callable[[int], Any] | None,
+             sharded: ShardedTraining | None) -> Any:
+    """The preview of ``step`` if one is due: rank 0 alone under DDP; every rank under FSDP (the sharded
+    student's forward is a collective), with the root unit gathered; rank 0 keeps it."""
+    if preview_fn is None or not spec.preview_every or step % spec.preview_every:
+        return None
+    if sharded is None:
+        return preview_fn(step) if current_world().is_main else None
+    with sharded.gathered():
+        preview = preview_fn(step)
+    return preview if current_world().is_main else None
+
+
+def _report(state: TrainState, spec: FitSpec, preview: Any, world: World) -> None:
+    if world.is_main:
+        report_training(state.step, spec.total_steps,
+                        {"loss": state.losses[-1], "lr": spec.lr_at(state.step - 1), "step": state.step}, preview)
 
 
 def _save_final(ckptr: Checkpointer | None, world: World, student: nn.Module, target: nn.Module | None,
                 optimizer: torch.optim.Optimizer, state: TrainState, spec: FitSpec) -> None:
-    """Rank 0 saves step ``state.step`` unless it is on disk already (no collective: also after a failure)."""
+    """Rank 0 saves step ``state.step`` unless it is on disk already (no collective: also after a failure;
+    FSDP runs save their final step before, all ranks together)."""
     if ckptr and state.step and world.is_main and not _saved_at(ckptr, state.step):
-        ckptr.save(state.step, *_snapshot(student, target, optimizer, state, spec))
+        snap = _snapshot(student, target, optimizer, state, spec, None)
+        if snap is not None:
+            ckptr.save(state.step, *snap)
 
 
-def _saved_at(ckptr: Checkpointer, step: int) -> bool:
-    latest = ckptr.latest()
+def _saved_at(ckptr: Checkpointer, step: int, world: World | None = None) -> bool:
+    """Whether step ``step`` is on disk; with ``world``, rank 0's answer on every rank."""
+    latest = ckptr.latest() if world is None or world.is_main else None
+    if world is not None:
+        latest = from_main(latest, world)
     return latest is not None and latest.name == f"step_{step:08d}.safetensors"
 
 
