@@ -15,7 +15,8 @@ Per job, on one clock (``time.monotonic`` is system-wide on Linux, so both proce
 - ``beyond = wall - nodes``: HTTP, validation, the queue, the worker hand-off, the executor's own
   bookkeeping, history and the websocket messages. Split into ``until_execute`` (POST sent -> the worker
   calls ``Executor.execute``), ``executor`` (``execute`` wall minus nodes) and ``after_execute``
-  (``execute`` returned -> the client has the end message).
+  (``execute`` returned -> the client has the end message), of which ``output_writing`` is the wait for the
+  job's PNG, encoded in the background (``app.writes``; the next job would overlap it, a lone job waits).
 
 ``executor_overhead`` runs the same jobs through ``Executor.execute`` alone, no server (validation, keys,
 scheduling, events to a no-op listener, caches): the executor's own cost.
@@ -36,6 +37,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -205,9 +207,16 @@ class _TimedExecutor(Executor):
         super().__init__(*args, **kw)
         self.executed: dict[str, tuple[float, float, float]] = {}
         self.failures: dict[str, str] = {}   # prompt id -> why the job did not succeed
+        self.written: dict[str, float] = {}    # prompt id -> when its output files were complete
 
     def execute(self, prompt: dict[str, Any], *args: Any, prompt_id: str, **kw: Any) -> Any:
         started = time.monotonic()
+        on_written = kw.get("on_written")
+        if on_written is not None:    # the worker's: files are written in the background (app.writes)
+            def timed(result: Any, _then: Any = on_written) -> None:
+                self.written[prompt_id] = time.monotonic()
+                _then(result)
+            kw["on_written"] = timed
         result = super().execute(prompt, *args, prompt_id=prompt_id, **kw)
         self.executed[prompt_id] = (started, time.monotonic(), sum(result.node_times.values()))
         if result.status != "success":
@@ -253,7 +262,8 @@ async def _serve_and_measure(jobs: int, steps: int) -> list[dict[str, float]]:
         started, returned, nodes_s = executor.executed[row["prompt_id"]]
         rows.append({"wall": row["ended"] - row["sent"], "nodes": nodes_s, "post": row["posted"] - row["sent"],
                      "until_execute": started - row["sent"], "executor": returned - started - nodes_s,
-                     "after_execute": row["ended"] - returned})
+                     "after_execute": row["ended"] - returned,
+                     "writing": executor.written.get(row["prompt_id"], returned) - returned})
     return rows
 
 
@@ -269,24 +279,33 @@ def server_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
             "of_which_until_execute_ms_median": med(ms("until_execute")),
             "of_which_executor_ms_median": med(ms("executor")),
             "of_which_after_execute_ms_median": med(ms("after_execute")),
+            "of_which_output_writing_ms_median": med(ms("writing")),
             "post_round_trip_ms_median": med(ms("post"))}
 
 
 def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
     """The default graph (built-in tiny model) through ``app.executor.Executor``, a new seed per job
     (loader and text encoding cached, sampler + decode + save run): wall time of ``execute`` minus the
-    sum of the node times it reports, median over jobs after one warm-up job."""
+    sum of the node times it reports, median over jobs after one warm-up job. The output files are written
+    in the background (``app.writes``), as in the server: ``execute`` returns once the nodes have run,
+    and the time until the files are complete is reported apart (``output_writing_ms_median``)."""
     prompt, sampler_ids = _default_prompt(steps)
     tmp = Path(tempfile.mkdtemp(prefix="fewstep-bench-"))
     paths = Paths(model_roots=(tmp / "models",), output_dir=tmp / "output", temp_dir=tmp / "temp",
                   input_dir=tmp / "input")
     executor = Executor(load_registry(), CacheSet(), paths)
-    walls, overheads, node_sums = [], [], []
+    walls, overheads, node_sums, writing = [], [], [], []
     for job in range(jobs + 1):
         _reseed(prompt, sampler_ids, 1000 + job)
+        finals: list[Any] = []
+        done = threading.Event()
         t0 = time.perf_counter()
-        result = executor.execute(prompt, prompt_id=f"bench-{job}", emit=lambda kind, data: None)
+        executor.execute(prompt, prompt_id=f"bench-{job}", emit=lambda kind, data: None,
+                         on_written=lambda final, _out=finals, _done=done: (_out.append((final, time.perf_counter())),
+                                                                             _done.set()))
         wall = time.perf_counter() - t0
+        done.wait()
+        result, written = finals[0]
         if result.status != "success":
             raise BenchJobFailed(f"job {job} of {jobs + 1} {result.status}: {job_error(result.error)}")
         if job == 0:
@@ -297,7 +316,8 @@ def executor_overhead(jobs: int = 12, steps: int = 4) -> dict[str, Any]:
         walls.append(wall * 1e3)
         node_sums.append(nodes_s * 1e3)
         overheads.append((wall - nodes_s) * 1e3)
-    return {"jobs": jobs, "steps": steps, "wall_ms_median": round(statistics.median(walls), 2),
+        writing.append(max(0.0, written - t0 - wall) * 1e3)
+    return {"output_writing_ms_median": round(statistics.median(writing), 2),"jobs": jobs, "steps": steps, "wall_ms_median": round(statistics.median(walls), 2),
             "nodes_ms_median": round(statistics.median(node_sums), 2),
             "executor_overhead_ms_median": round(statistics.median(overheads), 3),
             "executor_overhead_ms_max": round(max(overheads), 3)}
