@@ -20,7 +20,7 @@ from torch import Tensor
 
 from fewstep.nodes.culture.agent import AgentConfig, PopulationActorCritic
 from fewstep.nodes.culture.envs import Others, SilentOthers, TrialEnv
-from fewstep.nodes.culture.ppo import PPOConfig
+from fewstep.nodes.culture.ppo import PPOConfig, local_envs
 from fewstep.nodes.culture.ppo import train as ppo_train
 
 EnvMaker = Callable[[int, Others, Tensor | None, int], TrialEnv]
@@ -239,7 +239,7 @@ def train_population(agent: AgentConfig, cfg: PPOConfig, iw: InWeightsConfig, ma
     annealed 1 → 0 when ``cfg.anneal_vis``, else hidden: K = 1 episodes never show them)."""
     device = torch.device(prev.gru_ih.device)
     net = init if init is not None else PopulationActorCritic(agent, iw.population, seed=seed).to(device)
-    rows = iw.population * cfg.num_envs
+    rows = iw.population * local_envs(cfg)            # this rank's share of the envs (all for 1 process)
     env = make_env(rows, _demonstrators(prev, rows, agent.obs_dim, device),
                    None if fixed is None else fixed.expand(rows, *fixed.shape[1:]), 1)
     history = ppo_train(net, env, cfg, seed, on_update=on_update)

@@ -3,6 +3,12 @@
 One update = a rollout of ``num_steps`` steps in ``num_envs`` episodes per member, GAE, then ``epochs`` passes
 over ``minibatches`` groups of whole env columns, each replayed through the GRU from the rollout's first
 hidden state (truncated BPTT over the rollout, resets where episodes start).
+
+Data-parallel under ``fewstep run --nproc N`` (torchrun): ``num_envs`` is the global count; each rank plays
+``num_envs / N`` of them (:func:`local_envs`) from its own seed, a minibatch is the same share of columns on every
+rank, advantages are normalised over the global minibatch, the gradients are averaged over ranks before the
+per-member clip, so every rank takes the same optimizer step and keeps the same weights. The metrics are the
+global ones (episodes of all ranks); checkpoints and progress come from rank 0.
 """
 
 from __future__ import annotations
@@ -13,6 +19,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from fewstep.nodes.core.train.distributed import (
+    World,
+    average_gradients,
+    broadcast_module,
+    current_world,
+    gather_objects,
+    join,
+    local_batch_size,
+    mean_std_over_ranks,
+)
 from fewstep.nodes.culture.agent import PopulationActorCritic, clip_per_member
 from fewstep.nodes.culture.envs import TrialEnv
 
@@ -61,6 +77,18 @@ class PPOConfig:
         return self.total_steps // (self.num_envs * self.num_steps)
 
 
+def local_envs(cfg: PPOConfig, world: World | None = None) -> int:
+    """This rank's share of ``cfg.num_envs`` (all of them for 1 process); each rank's share has to split into
+    ``cfg.minibatches`` column groups, so that a global minibatch is the same share of every rank."""
+    world = world or current_world()
+    share = local_batch_size(cfg.num_envs, world)
+    if share % cfg.minibatches:
+        raise ValueError(f"num_envs {cfg.num_envs} over {world.size} processes leaves {share} envs per process, "
+                         f"not a multiple of minibatches ({cfg.minibatches}): choose num_envs as a multiple of "
+                         f"{world.size * cfg.minibatches}")
+    return share
+
+
 def gae(rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamma: float,
         lam: float) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016, eq. 11–16), time on axis 0.
@@ -100,15 +128,17 @@ class PPOLoss:
     ent_coef: float = 0.01
 
     def __call__(self, logits: Tensor, value: Tensor, actions: Tensor, old_logp: Tensor, old_value: Tensor,
-                 advantages: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """logits [M, ..., A]; the rest [M, ...]. Returns (loss [M], parts [M] each)."""
+                 advantages: Tensor, targets: Tensor, world: World | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """logits [M, ..., A]; the rest [M, ...]. Returns (loss [M], parts [M] each). ``world``: a data-parallel
+        run's ranks, over whose minibatches together mean A and std A are taken (the global minibatch)."""
         dims = tuple(range(1, advantages.dim()))
         logp_all = torch.log_softmax(logits, -1)
         logp = logp_all.gather(-1, actions[..., None])[..., 0]
         entropy = -(logp_all.exp() * logp_all).sum(-1).mean(dims)
         v_clipped = old_value + (value - old_value).clamp(-self.clip, self.clip)
         value_loss = 0.5 * torch.maximum((value - targets) ** 2, (v_clipped - targets) ** 2).mean(dims)
-        adv = (advantages - advantages.mean(dims, keepdim=True)) / (advantages.std(dims, keepdim=True) + 1e-8)
+        mean, std = mean_std_over_ranks(advantages, dims, world or World())
+        adv = (advantages - mean) / (std + 1e-8)
         ratio = (logp - old_logp).exp()
         actor = -torch.minimum(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv).mean(dims)
         loss = actor + self.vf_coef * value_loss - self.ent_coef * entropy
@@ -198,7 +228,9 @@ def replay(net: PopulationActorCritic, roll: Rollout, cols: Tensor) -> tuple[Ten
 
 def update(net: PopulationActorCritic, optimizer: torch.optim.Optimizer, roll: Rollout, last_value: Tensor,
            cfg: PPOConfig, loss_fn: PPOLoss, gen: torch.Generator) -> dict[str, float]:
-    """GAE then ``epochs`` × ``minibatches`` clipped-PPO steps; returns the mean loss and its parts."""
+    """GAE then ``epochs`` × ``minibatches`` clipped-PPO steps; returns the mean loss and its parts (this rank's;
+    data-parallel: gradients averaged over ranks, advantages normalised over the global minibatch)."""
+    world = current_world()
     adv, targets = gae(roll.rewards, roll.values, roll.dones, last_value, cfg.gamma, cfg.gae_lambda)
     n = roll.obs.shape[2]
     stats: dict[str, float] = {}
@@ -207,9 +239,10 @@ def update(net: PopulationActorCritic, optimizer: torch.optim.Optimizer, roll: R
         for cols in perm.chunk(cfg.minibatches):
             logits, values = replay(net, roll, cols)
             batch = [x[:, :, cols].transpose(0, 1) for x in (roll.actions, roll.logp, roll.values, adv, targets)]
-            loss, parts = loss_fn(logits.transpose(0, 1), values.transpose(0, 1), *batch)   # [M, T, n, ...]
+            loss, parts = loss_fn(logits.transpose(0, 1), values.transpose(0, 1), *batch, world=world)  # [M,T,n]
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
+            average_gradients(net.parameters(), world)     # the global minibatch's gradient, then the clip
             clip_per_member(net, cfg.max_grad_norm)
             optimizer.step()
             for key, value in (parts | {"loss": loss}).items():
@@ -222,6 +255,23 @@ def make_optimizer(net: PopulationActorCritic, cfg: PPOConfig) -> torch.optim.Ad
 
 
 UpdateHook = Callable[[int, dict[str, float]], None]
+
+
+def global_metrics(metrics: dict[str, float], world: World) -> dict[str, float]:
+    """One update's metrics over all ranks: losses averaged, ``episodes`` summed, the episode means (``return``,
+    ``trial_<i>``) weighted by each rank's episodes; the input itself for 1 process."""
+    if not world.distributed:
+        return metrics
+    every: list[dict[str, float]] = gather_objects(metrics, world)
+    episodes = sum(m.get("episodes", 0.0) for m in every)
+    out = {"episodes": episodes}
+    for key in every[0]:
+        if key in ("episodes", "return") or key.startswith("trial_"):
+            continue
+        out[key] = sum(m[key] for m in every) / len(every)
+    for key in {k for m in every for k in m if k == "return" or k.startswith("trial_")}:
+        out[key] = sum(m.get(key, 0.0) * m.get("episodes", 0.0) for m in every) / episodes
+    return out
 
 
 def summarise(runner: Runner) -> dict[str, float]:
@@ -241,16 +291,22 @@ def train(net: PopulationActorCritic, env: TrialEnv, cfg: PPOConfig, seed: int, 
           optimizer: torch.optim.Optimizer | None = None, first_update: int = 0,
           on_update: UpdateHook | None = None) -> list[dict[str, float]]:
     """PPO for ``cfg.num_updates`` updates (from ``first_update`` on a resume). Update u draws from a generator
-    seeded by (seed, u). ``on_update(u, metrics)`` runs after each update (progress, checkpoints; it may raise
-    to stop). Returns one metrics dict per update run."""
+    seeded by (seed, u). ``on_update(u, metrics)`` runs after each update on every rank (progress, checkpoints -
+    rank 0's job; it may raise to stop). Returns one metrics dict per update run.
+
+    Data-parallel (torchrun): ``env`` holds this rank's :func:`local_envs` per member; rank r draws from
+    ``step_generator(seed, u, rank=r)`` (rank 0 draws what 1 process draws), rank 0's weights start every rank."""
     from fewstep.nodes.core.train.loop import step_generator
 
+    world = join(str(env.device))
+    local_envs(cfg, world)                              # a clear error when num_envs does not split
+    broadcast_module(net, world)
     optimizer = optimizer or make_optimizer(net, cfg)
     loss_fn = PPOLoss(cfg.clip, cfg.vf_coef, cfg.ent_coef)
-    runner = start(net, env, step_generator(seed, -1, env.device))
+    runner = start(net, env, step_generator(seed, -1, env.device, rank=world.rank))
     history = []
     for u in range(first_update, cfg.num_updates):
-        gen = step_generator(seed, u, env.device)
+        gen = step_generator(seed, u, env.device, rank=world.rank)
         frac = 1.0 - u / cfg.num_updates
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * (frac if cfg.anneal_lr else 1.0)
@@ -260,7 +316,8 @@ def train(net: PopulationActorCritic, env: TrialEnv, cfg: PPOConfig, seed: int, 
         with torch.no_grad():
             m, n = runner.h.shape[:2]
             _, last_value, _ = net.step(runner.obs.view(m, n, -1), runner.h, runner.reset)
-        metrics = update(net, optimizer, roll, last_value, cfg, loss_fn, gen) | summarise(runner)
+        metrics = global_metrics(update(net, optimizer, roll, last_value, cfg, loss_fn, gen) | summarise(runner),
+                                 world)
         metrics["update"] = float(u)
         history.append(metrics)
         if on_update is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from fewstep.nodes.core.train.distributed import current_world
 from fewstep.nodes.core.train.loop import Checkpointer, step_generator
 from fewstep.nodes.culture.accumulate import (
     Generation,
@@ -36,7 +37,7 @@ from fewstep.nodes.culture.envs import (
     tsp_tasks,
 )
 from fewstep.nodes.culture.gridenv import GoalSequence, GridOracle, goal_tasks
-from fewstep.nodes.culture.ppo import PPOConfig, make_optimizer
+from fewstep.nodes.culture.ppo import PPOConfig, local_envs, make_optimizer
 from fewstep.nodes.culture.ppo import train as ppo_train
 
 ENV_NAMES = ("memory_sequence", "tsp", "goal_sequence")
@@ -130,7 +131,7 @@ class Policy:
 def _make_train_env(env: EnvConfig, ppo: PPOConfig, social: bool, num_trials: int, members: int,
                     device: torch.device | str) -> TrialEnv:
     others = env.oracles() if social else SilentOthers(env.num_others)
-    made = env.make(ppo.num_envs * members, others, None, num_trials, device)
+    made = env.make(local_envs(ppo) * members, others, None, num_trials, device)   # this rank's share
     if not social:
         made.vis_prob = 0.0
     return made
@@ -156,7 +157,8 @@ def train_in_context(env: EnvConfig, ppo: PPOConfig, hidden: int, embed: int, se
     def hook(u: int, metrics: dict[str, float]) -> None:
         history.append(metrics)
         last = u == ppo.num_updates - 1
-        if saver is not None and (last or (checkpoint_every and (u + 1) % checkpoint_every == 0)):
+        due = last or (checkpoint_every and (u + 1) % checkpoint_every == 0)
+        if saver is not None and due and current_world().is_main:          # rank 0 writes for the run
             _save(saver, u, net, optimizer, {"history": history})
         if on_update is not None:
             on_update(u, metrics)
@@ -217,7 +219,7 @@ def run_in_context(policy: Policy, generations: int, tasks: int, population: int
     done = _load_generations(saver, device)[:generations]
 
     def hook(g: int, gen_: Generation) -> None:
-        if saver is not None:
+        if saver is not None and current_world().is_main:
             saver.save(g, _generation_tensors(gen_), {"trial_means": gen_.trial_means()})
         if on_generation is not None:
             on_generation(g, gen_)
@@ -287,7 +289,7 @@ def run_in_weights(env: EnvConfig, ppo: PPOConfig, iw: InWeightsConfig, hidden: 
             order = ranks.argsort(dim=0, stable=True)
             net, member = net.member(order.tolist()), ranks[order].tolist()
             curve = [h.get("trial_0", math.nan) for h in history]
-            if saver is not None:
+            if saver is not None and current_world().is_main:
                 saver.save(g, {f"net.{k}": v for k, v in net.state_dict().items()}, {"scores": member, "curve": curve})
         scores.append(member)
         curves.append(curve)

@@ -23,7 +23,7 @@ dead peer fails after :func:`timeout_seconds` at the latest (gloo notices a clos
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -223,3 +223,51 @@ def main_rank_first(device: str) -> Iterator[World]:
     yield world
     if world.is_main:
         barrier(world)
+
+
+def average_gradients(params: Iterable[nn.Parameter], world: World) -> None:
+    """Replace each parameter's gradient by its mean over ranks (one all-reduce of the flattened gradients).
+
+    For a loop without DDP (the culture pack's PPO): with equal local batches the mean of the N local-mean
+    gradients is the gradient of the mean loss over the global batch. Every rank must hold a gradient for the
+    same parameters (those without one are skipped on all ranks alike)."""
+    if not world.distributed:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads]).to(_collective_device(world))
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world.size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def mean_std_over_ranks(x: Tensor, dims: tuple[int, ...], world: World) -> tuple[Tensor, Tensor]:
+    """Mean and unbiased std of ``x`` over ``dims`` and over all ranks' ``x`` together (keepdim), as
+    ``x.mean(dims)`` / ``x.std(dims)`` of the ranks' tensors concatenated; every rank gets them.
+
+    Two passes (mean, then the summed squared deviations): no cancellation of Σx² − n·mean²."""
+    count = 1
+    for d in dims:
+        count *= x.shape[d]
+    if not world.distributed:
+        return x.mean(dims, keepdim=True), x.std(dims, keepdim=True)
+    device = _collective_device(world)
+    total = x.sum(dims, keepdim=True).to(device)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    mean = (total / (count * world.size)).to(x.device)
+    squares = ((x - mean) ** 2).sum(dims, keepdim=True).to(device)
+    dist.all_reduce(squares, op=dist.ReduceOp.SUM)
+    return mean, (squares / (count * world.size - 1)).sqrt().to(x.device)
+
+
+def gather_objects(value: object, world: World) -> list[object]:
+    """Every rank's ``value`` (picklable, small), in rank order, on every rank; ``[value]`` for 1 process."""
+    if not world.distributed:
+        return [value]
+    out: list[object] = [None] * world.size
+    dist.all_gather_object(out, value)
+    return out
