@@ -159,3 +159,13 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ModelFileError, match="not a Stable Diffusion single-file checkpoint"):
         sd.detect({"foo.weight": torch.zeros(1)})
+
+
+def test_tokenizer_gives_openai_clip_ids() -> None:
+    """Ids of OpenAI's released CLIP vocabulary (what every SD checkpoint's token embedding is indexed by):
+    "a" is 320 and "!" is 0, single characters included, not only merged words."""
+    from fewstep.nodes.core.text import ClipTokenizer
+
+    ids = ClipTokenizer()("a photo of a cat")
+    assert ids[:7] == [49406, 320, 1125, 539, 320, 2368, 49407] and ids[7:] == [49407] * 70
+    assert ClipTokenizer().encoder["!"] == 0 and ClipTokenizer(pad_id=0)("a")[3:5] == [0, 0]

@@ -39,13 +39,16 @@ def bpe_vocab_path() -> Path:
 
 def _byte_alphabet() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (Radford et al. 2019): printable Latin-1 bytes
-    map to themselves, the other 68 to code points 256.. in order."""
+    map to themselves, the other 68 to code points 256.. in order.
+
+    The dict's order is CLIP's vocabulary order (the first 256 ids, and 256.. with ``</w>``): the 188 kept
+    bytes first, then the other 68. Ordered by byte value instead, every single-character token got the
+    wrong id ("a" -> 353 instead of OpenAI's 320), so a real checkpoint embedded "a", "1", "!" ... wrongly."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    table, extra = {}, 0
+    table = {b: chr(b) for b in keep}
+    extra = 0
     for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
+        if b not in table:
             table[b] = chr(256 + extra)
             extra += 1
     return table
