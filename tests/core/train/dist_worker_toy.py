@@ -82,9 +82,12 @@ def main(argv: list[str]) -> int:
     layers = list(student.children())
     state = fit(student, optimizer, step_fn, spec, target=target, ema=ema, preview_fn=preview_fn)
     world = current_world()
+    fresh = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))        # what an untouched one holds
     plain = (type(student) is nn.Sequential and list(student.children()) == layers
-             and all(type(m) in (nn.Linear, nn.Tanh) and not m._forward_pre_hooks and not m._state_dict_pre_hooks
-                     for m in layers)
+             and all(type(m) is type(f) and m.__dict__.keys() == f.__dict__.keys()
+                     and not (m._forward_pre_hooks or m._forward_hooks or m._state_dict_pre_hooks
+                              or m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks)
+                     for m, f in zip(student.modules(), fresh.modules(), strict=True))
              and all(type(p) is nn.Parameter for p in student.parameters()))
     weights = torch.cat([p.detach().reshape(-1) for p in student.parameters()]).tolist()
     ema_weights = torch.cat([p.detach().reshape(-1) for p in target.parameters()]).tolist()

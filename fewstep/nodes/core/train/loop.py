@@ -318,10 +318,10 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
     world = join(spec.device)
     state, ckptr, sharded = TrainState(), spec.checkpointer, None
     if shard_mode(count_trainable(student), world) == "fsdp":
-        broadcast_module(student, world)                # the ranks' copies start from rank 0's weights
+        broadcast_module(student, world)                # every rank shards rank 0's weights
+        plain_names = {id(p): name for name, p in student.named_parameters()}
         sharded = ShardedTraining(student, step_fn, optimizer, world, spec.device, spec.param_dtype)
-        if ema is not None:
-            ema.online = sharded.trainable()
+        sharded.rebind(ema, plain_names)
     latest = from_main(ckptr.latest() if ckptr else None, world)
     if latest is not None and sharded is not None:
         state = _restore_sharded(latest, sharded, target, spec, world)
@@ -338,6 +338,8 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
             if deadline is not None and any_rank(time.monotonic() > deadline, world):
                 break                                   # the final checkpoint below records where
             _one_step(run_step, optimizer, spec, state, params, ema, world)
+            if sharded is not None:
+                sharded.check_trained(params)
             if ckptr and ckptr.every and state.step % ckptr.every == 0:
                 snap = _snapshot(student, target, optimizer, state, spec, sharded)
                 if snap is not None:
@@ -349,9 +351,7 @@ def fit(student: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[
                 ckptr.save(state.step, *snap)
         _save_final(ckptr, world, student, target, optimizer, state, spec)
         if sharded is not None:
-            sharded.finish()                            # the student is a plain module again, trained
-            if ema is not None:
-                ema.online = trainable_parameters(student)
+            sharded.finish(ema)                         # the student is a plain module again, trained
         barrier(world)
     except BaseException:
         if sharded is None:                             # FSDP: gathering needs every rank; the last periodic

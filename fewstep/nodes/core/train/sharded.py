@@ -9,12 +9,11 @@ alone, before the teacher, the EMA copy and the activations - more than an 80 GB
 
 How the student is sharded (:class:`ShardedTraining`):
 
-* **A training copy.** ``fully_shard`` changes a module's class and registers hooks and sharded ``DTensor``
-  parameters on it, for good; the trainer nodes hand the student on as a plain MODEL after training. So each
-  direct child of the student is swapped for a copy (the originals wait on the CPU), the copies are sharded,
-  trained and thrown away: at the end the consolidated weights are written into the originals, which go back
-  in place - the student object, its class and its submodules are the ones the node built, with no trace of
-  FSDP.
+* **In place, then undone.** ``fully_shard`` changes a module's class and registers hooks and sharded
+  ``DTensor`` parameters on it; the step function and the node keep references to the student's modules, so
+  those very modules are sharded and trained. At the end the consolidated weights are gathered on every rank
+  and FSDP is taken off again (:func:`_strip_fsdp`: class, hooks, state; each parameter a plain
+  ``nn.Parameter`` of its full value): the node hands on the modules it built, plain, trained.
 * **Units.** Each transformer / resnet block (class name containing ``TransformerBlock`` or ``ResnetBlock``,
   outermost ones) is one FSDP unit; a model without such blocks gets one unit per child of the student that
   holds parameters. The root unit is the training step itself (a module whose forward is the step function),
@@ -33,17 +32,19 @@ How the student is sharded (:class:`ShardedTraining`):
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from fewstep.nodes.core.train.distributed import StepFn, World, _StepModule
+
+if TYPE_CHECKING:
+    from fewstep.nodes.core.train.loop import EMA
 
 SHARD_ENV = "FEWSTEP_SHARD"
 SHARD_MODES = ("auto", "ddp", "fsdp")
@@ -80,11 +81,12 @@ def _units(root: nn.Module) -> list[nn.Module]:
 
 
 class ShardedTraining:
-    """The student's training copy, sharded over the process group (see the module docstring).
+    """The student, sharded in place over the process group until :meth:`finish` (see the module docstring).
 
     Args:
-        student: the module the optimizer holds; it must own no parameters itself (only its children).
-        step_fn: the training step; it may call ``student`` in any way.
+        student: the module the optimizer holds.
+        step_fn: the training step; it may call ``student`` and its modules in any way, but every rank must
+            run the same units the same number of times (each run of a unit all-gathers its weights).
         optimizer: built over the student's trainable parameters; no step taken yet.
         device: this process's device; param_dtype: compute dtype of the gathered weights (None = as stored).
     """
@@ -93,18 +95,11 @@ class ShardedTraining:
                  device: str, param_dtype: torch.dtype | None = None) -> None:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        if any(True for _ in student.parameters(recurse=False)):
-            raise ValueError(f"FSDP shards the children of the student; {type(student).__name__} holds parameters "
-                             "itself: wrap them in a submodule, or train with FEWSTEP_SHARD=ddp")
         if optimizer.state:
             raise ValueError("the optimizer has state already: FSDP needs it before its first step")
         self.student, self.optimizer, self.world, self.device = student, optimizer, world, torch.device(device)
-        names = {id(p): name for name, p in student.named_parameters()}
-        self.opt_names = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-        self.originals = dict(student.named_children())
-        for name, child in self.originals.items():       # originals wait on the CPU, copies train
-            child.to("cpu")
-            setattr(student, name, copy.deepcopy(child).to(self.device))
+        self.names = {id(p): name for name, p in student.named_parameters()}
+        self.opt_names = [self.names[id(p)] for group in optimizer.param_groups for p in group["params"]]
         mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
         for unit in _units(student):
             fully_shard(unit, mp_policy=mp)
@@ -112,10 +107,25 @@ class ShardedTraining:
         fully_shard(self.step, mp_policy=mp)
         self._point_optimizer(dict(student.named_parameters()))
 
+    def rebind(self, ema: EMA | None, before: dict[int, str]) -> None:
+        """Point ``ema``'s online parameters (the student's before sharding or unsharding: ``before`` maps their
+        ids to names) at the student's parameters now."""
+        if ema is None:
+            return
+        now = dict(self.student.named_parameters())
+        ema.online = {key: now[before[id(p)]] for key, p in ema.online.items()}
+
     def _point_optimizer(self, params: dict[str, nn.Parameter]) -> None:
         it = iter(self.opt_names)
         for group in self.optimizer.param_groups:
             group["params"] = [params[next(it)] for _ in group["params"]]
+
+    def check_trained(self, params: list[nn.Parameter]) -> None:
+        """ValueError when a step left every sharded parameter without a gradient (a step that does not use the
+        module passed to ``fit``: nothing would be trained)."""
+        if not any(p.grad is not None for p in params):
+            raise ValueError("FSDP: the training step gave no gradient to the sharded student - does the step use "
+                             "the module passed to fit? Train with FEWSTEP_SHARD=ddp (fewstep run --shard ddp)")
 
     def trainable(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.student.named_parameters() if p.requires_grad}
@@ -167,31 +177,70 @@ class ShardedTraining:
             named = {"state": {self.opt_names[int(i)]: v for i, v in optim["state"].items()}, "param_groups": groups}
         set_optimizer_state_dict(self.student, self.optimizer, named, options=opts)
 
-    def finish(self) -> None:
-        """The consolidated weights into the original children, which go back into the student (every rank).
+    def finish(self, ema: EMA | None = None) -> None:
+        """Make the student a plain module again, holding the consolidated trained weights (every rank).
 
-        The optimizer is pointed at the originals with its state dropped (the checkpoint holds it)."""
+        Every module keeps its identity (the references the node holds stay valid); FSDP's class, hooks and
+        state come off and each sharded parameter becomes a plain ``nn.Parameter`` of the full value. The
+        optimizer is pointed at those with its state dropped (the checkpoint holds it)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         full = get_model_state_dict(self.student, options=StateDictOptions(full_state_dict=True))
-        for name, child in self.originals.items():
-            prefix = name + "."
-            own = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
-            child.to(self.device)
-            with torch.no_grad():
-                for key, value in own.items():
-                    _tensor(child, key).copy_(value)
-            setattr(self.student, name, child)
+        sharded_names = {id(p): name for name, p in self.student.named_parameters()}
+        for module in self.step.modules():
+            _strip_fsdp(module)
+        made: dict[int, nn.Parameter] = {}
+        for name, owner, leaf, param in _parameter_slots(self.student):
+            if id(param) not in made:
+                value = full[sharded_names[id(param)]] if id(param) in sharded_names else full[name]
+                made[id(param)] = nn.Parameter(value.detach().clone(), requires_grad=param.requires_grad)
+            owner._parameters[leaf] = made[id(param)]
         self.optimizer.state.clear()
         self._point_optimizer(dict(self.student.named_parameters()))
+        self.rebind(ema, sharded_names)
         dist.barrier()
 
 
-def _tensor(module: nn.Module, key: str) -> Tensor:
-    owner, _, leaf = key.rpartition(".")
-    sub = module.get_submodule(owner) if owner else module
-    found = sub._parameters.get(leaf)
-    return found if found is not None else sub._buffers[leaf]
+def _parameter_slots(root: nn.Module) -> list[tuple[str, nn.Module, str, nn.Parameter]]:
+    """(name, owning module, attribute, parameter) of every parameter slot, tied ones included."""
+    slots = []
+    for prefix, module in root.named_modules(remove_duplicate=False):
+        for leaf, param in module._parameters.items():
+            if param is not None:
+                slots.append((f"{prefix}.{leaf}" if prefix else leaf, module, leaf, param))
+    return slots
+
+
+def _strip_fsdp(module: nn.Module) -> None:
+    """Undo ``fully_shard`` on one module: its forward / state-dict hooks, its FSDP class and its registered
+    state (torch 2.14's FSDP2 keeps these on the module; no public API removes them)."""
+    from torch.distributed import _composable_state
+    from torch.distributed._composable.contract import REGISTRY_KEY, STATE_KEY
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    for flag in ("_is_fsdp_managed_module", "_fsdp_use_orig_params"):     # set on every managed module
+        module.__dict__.pop(flag, None)
+    state = fully_shard.state(module)
+    for key in (STATE_KEY, REGISTRY_KEY):           # fully_shard's entries: its state / its name
+        table = module.__dict__.get(key)
+        if table is not None:
+            for entry in [k for k, v in table.items() if k == "fully_shard" or (state is not None and v is state)]:
+                del table[entry]
+            if not table:
+                del module.__dict__[key]
+    if state is None:
+        return
+    state._pre_forward_hook_handle.remove()
+    state._post_forward_hook_handle.remove()
+    for group in state._fsdp_param_groups:
+        for handles in (group._module_to_pre_save_state_dict_hook_handle,
+                        group._module_to_pre_load_state_dict_hook_handle):
+            for handle in handles.values():
+                handle.remove()
+        for fsdp_param in group.fsdp_params:
+            fsdp_param._post_load_hook_handle.remove()
+    _composable_state._module_state_mapping.pop(module, None)
+    module.__class__ = next(base for base in type(module).__bases__ if base is not FSDPModule)
 
 
 def full_value(tensor: Tensor) -> Tensor:
