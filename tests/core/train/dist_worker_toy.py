@@ -7,6 +7,7 @@ python dist_worker_toy.py OUT_DIR [--steps N] [--batch B] [--every E] [--data dr
 ``fixed``: the global batch of step n is fixed and rank r takes rows r·B/N ... (r+1)·B/N - 1, so a 2-process run
 must reproduce the 1-process run's weights exactly. ``--device cuda``: rank r trains on cuda:LOCAL_RANK (NCCL). Each rank writes ``rank<r>.json`` (losses, weights, resume step, who wrote the shared file).
 ``--die-rank/--die-step``: that rank kills itself with SIGKILL at that step (a worker dying mid-run).
+``--param-dtype bfloat16``: FSDP gathers the weights in bf16 for compute (MixedPrecisionPolicy).
 ``--preview-every P``: a preview (the student's output at a fixed input) every P steps, recorded by rank 0.
 ``$FEWSTEP_SHARD=fsdp`` trains the student sharded (FSDP2); ``plain`` in the JSON says whether the student came back
 as the plain module it was built as (classes, no DTensor parameters, no FSDP hooks).
@@ -39,6 +40,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--die-rank", type=int, default=-1)
     parser.add_argument("--die-step", type=int, default=-1)
     parser.add_argument("--preview-every", type=int, default=0)
+    parser.add_argument("--param-dtype", choices=("float32", "bfloat16"), default="float32")
     args = parser.parse_args(argv)
     shared = args.out / "shared.txt"              # a dataset-like file: written once, by rank 0, read by all
     with main_rank_first("cpu") as world:
@@ -71,7 +73,8 @@ def main(argv: list[str]) -> int:
 
     ckpt = Checkpointer(args.out / "ckpt", every=args.every) if args.every else None
     spec = FitSpec(total_steps=args.steps, seed=3, lr_at=lambda step: 0.05, grad_clip=1.0, checkpointer=ckpt,
-                   device=device, preview_every=args.preview_every)
+                   device=device, preview_every=args.preview_every,
+                   param_dtype=None if args.param_dtype == "float32" else getattr(torch, args.param_dtype))
     previews: list[float] = []
 
     def preview_fn(step: int) -> float:

@@ -200,7 +200,8 @@ def distill(teacher: VPNet, student: Student, pool: PromptPool, cfg: DistillConf
 
     spec = FitSpec(total_steps=cfg.steps, seed=cfg.seed, lr_at=warmup_lr(cfg.lr, cfg.warmup), grad_clip=cfg.grad_clip,
                    device=device, checkpointer=checkpointer, preview_every=preview_every,
-                   meta={"config": asdict(cfg), **(meta or {})}, max_seconds=max_seconds)
+                   meta={"config": asdict(cfg), **(meta or {})}, max_seconds=max_seconds,
+                   param_dtype=autocast)                # FSDP: the gathered weights in the autocast dtype
     return fit(student.view.net, student.optimizer, step_fn, spec,
                target=None if student.target is None else student.target.net, ema=student.ema,
                preview_fn=preview_fn)
