@@ -2,6 +2,7 @@
 run to an image by the engine, with tiny random models standing in for every file a template names.
 
     FEWSTEP_COMFY_TEMPLATES=/path/to/release-folder[:/another] pytest tests/core/test_comfy_templates_run.py
+    FEWSTEP_TEMPLATE_SCALE=0.25 ...   # the same graphs at a quarter of their pixel sizes (CPU)
 
 Each folder holds one release's ``comfyui-workflow-templates`` wheels (``pip download --no-deps``), as for
 ``python -m fewstep.bench.comfy_templates``. The templates are not vendored here, so without the variable
@@ -23,6 +24,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 FOLDERS = [Path(p) for p in os.environ.get("FEWSTEP_COMFY_TEMPLATES", "").split(os.pathsep) if p]
+# FEWSTEP_TEMPLATE_SCALE=0.25 shrinks every pixel size and area coordinate of a template (multiples of 8): the
+# same nodes and links at a size a CPU finishes (full-size area templates attend over ~14k latent tokens).
+SCALE = float(os.environ.get("FEWSTEP_TEMPLATE_SCALE", "1"))
+SIZE_KEYS = {"width": 64, "height": 64, "target_width": 64, "target_height": 64, "x": 0, "y": 0}
 pytestmark = pytest.mark.skipif(not FOLDERS, reason="set FEWSTEP_COMFY_TEMPLATES to folders of template wheels")
 UNET_MOD = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q"
 
@@ -102,6 +107,16 @@ def _checkpoint_kind(name: str) -> str:
     return "sd15-inpaint" if "inpaint" in name else "sd15"
 
 
+def _scaled(prompt: dict[str, Any], scale: float) -> None:
+    """Multiply every pixel size / area coordinate input by ``scale`` (rounded to a multiple of 8, floored at
+    the key's minimum); links and every other input stay."""
+    for node in prompt.values():
+        for key, minimum in SIZE_KEYS.items():
+            value = node["inputs"].get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                node["inputs"][key] = max(minimum, round(value * scale / 8) * 8)
+
+
 def _provide(prompt: dict[str, Any], models: Path, inputs: Path, files: dict[str, Path]) -> None:
     from PIL import Image
 
@@ -146,6 +161,8 @@ def test_template_runs_to_an_image(folder: Path, name: str, workflow: dict, tiny
     monkeypatch.setenv("FEWSTEP_ALLOW_PICKLE", "1")               # some templates name .pth upscalers
     registry = load_registry(entry_points=False)
     prompt = ui_to_api(workflow, registry)
+    if SCALE != 1:
+        _scaled(prompt, SCALE)
     models, inputs = tmp_path / "models", tmp_path / "input"
     _provide(prompt, models, inputs, tiny_files)
     paths = Paths(model_roots=(models,), input_dir=inputs, output_dir=tmp_path / "out", temp_dir=tmp_path / "temp")
