@@ -23,6 +23,7 @@ from fewstep.nodes.core.train.loop import (
     add_lora,
     config_fingerprint,
     fit,
+    step_generator,
     trainable_parameters,
     warmup_lr,
 )
@@ -211,7 +212,11 @@ def distill_tdm(teacher: VPNet, run: TDMRun, pool: PromptPool, cfg: TDMConfig, *
     teacher.net.eval().requires_grad_(False)
 
     def step_fn(step: int, gen: torch.Generator) -> Tensor:
-        k = draw_steps(cfg, gen)
+        # K must be equal on every rank of a data-parallel run (FSDP gathers each block once per call, so the
+        # ranks must make the same calls): it comes from rank 0's stream of this step, which every rank rebuilds.
+        # This rank's own draw is still taken, so its later draws (prompts, noise) are where a 1-process run has them.
+        own = draw_steps(cfg, gen)
+        k = draw_steps(cfg, step_generator(cfg.seed, step, gen.device)) if cfg.unify else own
         b = local_batch_size(cfg.batch_size)                            # this rank's share of the batch
         batch = pool.batch(b, gen)
         tcond = steps_condition(k, b, batch.device) if cfg.unify else None
