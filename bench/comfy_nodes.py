@@ -21,7 +21,7 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parent / "data" / "comfyui_core_nodes.json"
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "comfyui-nodes.md"
 
-_FAMILY = "a model family beyond SD1.x / SDXL (issue #15 covers SD1.x / SDXL)"
+_FAMILY = "a model family beyond SD1.x / SDXL (fewstep covers SD1.x / SDXL)"
 # (module or module prefix, reason); the first match wins
 NOT_PLANNED: tuple[tuple[str, str], ...] = (
     ("comfy_api_nodes", "paid cloud-API node (needs a Comfy.org account; fewstep runs offline)"),

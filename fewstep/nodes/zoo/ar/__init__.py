@@ -1,4 +1,4 @@
-"""Built-in autoregressive image models of the procedural 64x64 scenes (issue 20, items 1-2).
+"""Built-in autoregressive image models of the procedural 64x64 scenes.
 
 - ``tokenizer``: ``VQTokenizer`` - 8x8 pixel patches -> PCA (16-d continuous tokens) -> k-means codebook
   (discrete tokens); 64 tokens per image.
