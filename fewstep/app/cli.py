@@ -278,10 +278,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = make_config(args)
     paths = config.paths()
     with launch.rank_output_dir(args.out if args.out is not None else paths.output_dir) as out:
+        code = 1
         try:
             code = _run_graph(args, config, replace(paths, output_dir=out))
         finally:
-            launch.leave_process_group()
+            launch.leave_process_group(wait_for_peers=code == 0)
     return code
 
 

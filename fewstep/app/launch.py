@@ -148,9 +148,16 @@ def rank_output_dir(default: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def leave_process_group() -> None:
-    """End of a worker's run: destroy the process group the trainers joined (no-op when none)."""
+def leave_process_group(wait_for_peers: bool = True) -> None:
+    """End of a worker's run: destroy the process group the trainers joined (no-op when none).
+
+    ``wait_for_peers``: a barrier first, so no rank tears gloo down while a peer still uses the pair (the peer's
+    gloo thread throws and it dies with SIGABRT). A failed run skips it: its peers may sit in a collective, and
+    this rank's exit is what makes the launcher stop them.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from fewstep.nodes.core.train.distributed import join
+from fewstep.nodes.core.train.distributed import join, leave
 from fewstep.nodes.culture.agent import AgentConfig, PopulationActorCritic
 from fewstep.nodes.culture.envs import MemoryOracles, MemorySequence
 from fewstep.nodes.culture.ppo import PPOConfig, PPOLoss, Rollout, collect, start, update
@@ -66,6 +66,7 @@ def main(argv: list[str]) -> int:
     result = one_update(out) if argv[1] == "update" else train(out, int(argv[2]))
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     (out / f"rank{rank}.json").write_text(json.dumps(result))
+    leave()                                                    # barrier, then the process group torn down
     return 0
 
 

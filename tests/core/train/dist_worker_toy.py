@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fewstep.nodes.core.train.distributed import current_world, local_batch_size, main_rank_first
+from fewstep.nodes.core.train.distributed import current_world, leave, local_batch_size, main_rank_first
 from fewstep.nodes.core.train.loop import EMA, Checkpointer, FitSpec, fit
 
 
@@ -97,6 +97,7 @@ def main(argv: list[str]) -> int:
     (args.out / f"rank{world.rank}.json").write_text(json.dumps(
         {"losses": state.losses, "weights": weights, "ema": ema_weights, "resumed_from": state.resumed_from,
          "world": world.size, "plain": plain, "previews": previews, "shared_found": found, "shared": shared.read_text()}))
+    leave()                                                    # as fewstep run ends a worker
     return 0
 
 

@@ -117,8 +117,13 @@ def join(device: str) -> World:
 
 
 def leave() -> None:
-    """Destroy this process's process group (end of a distributed ``fewstep run``); no-op when none."""
+    """Destroy this process's process group (end of a distributed run); no-op when none.
+
+    A barrier first: a rank that tears gloo down while a peer still uses the pair makes the peer's gloo thread
+    throw, and the peer dies with "terminate called without an active exception" (SIGABRT, seen in CI).
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
