@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fewstep.nodes.culture.agent import AgentConfig, PopulationActorCritic
+from fewstep.nodes.culture.agent import AgentConfig, PopulationAgent, make_agent
 from fewstep.nodes.culture.envs import Others, SilentOthers, TrialEnv
 from fewstep.nodes.culture.ppo import PPOConfig, local_envs
 from fewstep.nodes.culture.ppo import train as ppo_train
@@ -34,10 +34,10 @@ class PolicyOthers:
 
     Args:
         net: one shared agent (members = 1, in-context) or one member per slot (members = P, in-weights).
-        reset_state: [B, P, H].  reset_obs: [B, P, D].
+        reset_state: [B, P, S] (S: the agent's ``state_size``).  reset_obs: [B, P, D].
     """
 
-    def __init__(self, net: PopulationActorCritic, reset_state: Tensor, reset_obs: Tensor) -> None:
+    def __init__(self, net: PopulationAgent, reset_state: Tensor, reset_obs: Tensor) -> None:
         if net.members not in (1, reset_state.shape[1]):
             raise ValueError(f"{net.members} networks for {reset_state.shape[1]} demonstrator slots")
         self.net, self.h0, self.o0 = net, reset_state, reset_obs
@@ -82,7 +82,7 @@ class Episode:
 
     Args:
         scores: [R, K] trial scores.  tours: [R, K] tour lengths of completed trials (NaN if none / not TSP).
-        reset_state: [R, H] hidden state at the start of the final trial.  reset_obs: [R, D] the obs there.
+        reset_state: [R, S] recurrent state at the start of the final trial.  reset_obs: [R, D] the obs there.
     """
 
     scores: Tensor
@@ -92,7 +92,7 @@ class Episode:
 
 
 @torch.no_grad()
-def play_episode(net: PopulationActorCritic, env: TrialEnv, gen: torch.Generator,
+def play_episode(net: PopulationAgent, env: TrialEnv, gen: torch.Generator,
                  follow_others: bool = False) -> Episode:
     """Run exactly one K-trial episode in every row (``net`` has one member). ``follow_others`` plays the
     last others' slot instead (the best noisy oracle: its score is "the oracle's accuracy")."""
@@ -130,7 +130,7 @@ class Generation:
     """One in-context generation over B tasks × P members, members sorted by final-trial score (best last).
 
     Args:
-        scores: [B, P, K].  tours: [B, P, K].  reset_state: [B, P, H].  reset_obs: [B, P, D].
+        scores: [B, P, K].  tours: [B, P, K].  reset_state: [B, P, S] (S: the agent's ``state_size``).  reset_obs: [B, P, D].
     """
 
     scores: Tensor
@@ -162,7 +162,7 @@ def _sorted_generation(ep: Episode, tasks: int, population: int) -> Generation:
     return Generation(pick(scores), pick(view(ep.tours)), pick(view(ep.reset_state)), pick(view(ep.reset_obs)))
 
 
-def in_context_generations(net: PopulationActorCritic, make_env: EnvMaker, tasks: Tensor, population: int,
+def in_context_generations(net: PopulationAgent, make_env: EnvMaker, tasks: Tensor, population: int,
                            generations: int, first_others: Others, num_trials: int, gen: torch.Generator,
                            *, on_generation: Callable[[int, Generation], None] | None = None,
                            start: Generation | None = None, first_generation: int = 0) -> list[Generation]:
@@ -213,7 +213,7 @@ class InWeightsConfig:
 
 
 @torch.no_grad()
-def member_scores(net: PopulationActorCritic, make_env: EnvMaker, episodes: int, demos: Others,
+def member_scores(net: PopulationAgent, make_env: EnvMaker, episodes: int, demos: Others,
                   fixed: Tensor | None, gen: torch.Generator) -> Tensor:
     """[M] mean final-trial score of each member over ``episodes`` episodes with the others hidden."""
     scores = []
@@ -224,21 +224,21 @@ def member_scores(net: PopulationActorCritic, make_env: EnvMaker, episodes: int,
     return torch.stack(scores)
 
 
-def _demonstrators(prev: PopulationActorCritic, rows: int, obs_dim: int, device: torch.device) -> PolicyOthers:
+def _demonstrators(prev: PopulationAgent, rows: int, obs_dim: int, device: torch.device) -> PolicyOthers:
     p = prev.members
-    return PolicyOthers(prev, torch.zeros(rows, p, prev.cfg.hidden, device=device),
+    return PolicyOthers(prev, torch.zeros(rows, p, prev.state_size, device=device),
                         torch.zeros(rows, p, obs_dim, device=device))
 
 
 def train_population(agent: AgentConfig, cfg: PPOConfig, iw: InWeightsConfig, make_env: EnvMaker,
-                     prev: PopulationActorCritic, fixed: Tensor | None, seed: int,
-                     init: PopulationActorCritic | None = None,
+                     prev: PopulationAgent, fixed: Tensor | None, seed: int,
+                     init: PopulationAgent | None = None,
                      on_update: Callable[[int, dict[str, float]], None] | None = None
-                     ) -> tuple[PopulationActorCritic, list[dict[str, float]]]:
+                     ) -> tuple[PopulationAgent, list[dict[str, float]]]:
     """Train one generation (``iw.population`` members) with ``prev`` as the others (visible with a probability
     annealed 1 → 0 when ``cfg.anneal_vis``, else hidden: K = 1 episodes never show them)."""
-    device = torch.device(prev.gru_ih.device)
-    net = init if init is not None else PopulationActorCritic(agent, iw.population, seed=seed).to(device)
+    device = prev.device
+    net = init if init is not None else make_agent(agent, iw.population, seed=seed).to(device)
     rows = iw.population * local_envs(cfg)            # this rank's share of the envs (all for 1 process)
     env = make_env(rows, _demonstrators(prev, rows, agent.obs_dim, device),
                    None if fixed is None else fixed.expand(rows, *fixed.shape[1:]), 1)
@@ -246,7 +246,7 @@ def train_population(agent: AgentConfig, cfg: PPOConfig, iw: InWeightsConfig, ma
     return net, history
 
 
-def next_initial(best: PopulationActorCritic, iw: InWeightsConfig, seed: int) -> PopulationActorCritic | None:
+def next_initial(best: PopulationAgent, iw: InWeightsConfig, seed: int) -> PopulationAgent | None:
     """The next generation's start: None (from scratch) or ``population`` copies of the best with reset heads."""
     if not iw.resets:
         return None
@@ -255,9 +255,9 @@ def next_initial(best: PopulationActorCritic, iw: InWeightsConfig, seed: int) ->
     return init
 
 
-def random_population(agent: AgentConfig, members: int, seed: int, device: torch.device | str) -> PopulationActorCritic:
+def random_population(agent: AgentConfig, members: int, seed: int, device: torch.device | str) -> PopulationAgent:
     """Generation −1 for in-weights runs: untrained agents (the code's random-initialised others)."""
-    return PopulationActorCritic(agent, members, seed=seed).to(device)
+    return make_agent(agent, members, seed=seed).to(device)
 
 
 def silent(count: int) -> SilentOthers:

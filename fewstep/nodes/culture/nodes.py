@@ -201,7 +201,7 @@ class CultureInContextGenerations(Node):
         folder = _run_folder(run_name, "generations", config_fields(
             policy.env, None, seed=seed, tasks=tasks, population=population,
             weights=_weights_digest(policy)))
-        with _cpu_threads(str(policy.net.gru_ih.device.type)):
+        with _cpu_threads(str(policy.net.device.type)):
             gens = run_in_context(policy, generations, tasks, population, seed, folder=folder,
                                   on_generation=lambda g, _: report_training(g + 1, generations, {"generation": g}))
             k = policy.env.num_trials

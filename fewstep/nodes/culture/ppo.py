@@ -1,8 +1,8 @@
 """Recurrent PPO over a population (PureJaxRL's ``make_train`` as the paper code runs it, in torch).
 
 One update = a rollout of ``num_steps`` steps in ``num_envs`` episodes per member, GAE, then ``epochs`` passes
-over ``minibatches`` groups of whole env columns, each replayed through the GRU from the rollout's first
-hidden state (truncated BPTT over the rollout, resets where episodes start).
+over ``minibatches`` groups of whole env columns, each replayed through the recurrent core from the rollout's
+first state (truncated BPTT over the rollout, resets where episodes start).
 
 Data-parallel under ``fewstep run --nproc N`` (torchrun): ``num_envs`` is the global count; each rank plays
 ``num_envs / N`` of them (:func:`local_envs`) from its own seed, a minibatch is the same share of columns on every
@@ -29,7 +29,7 @@ from fewstep.nodes.core.train.distributed import (
     local_batch_size,
     mean_std_over_ranks,
 )
-from fewstep.nodes.culture.agent import PopulationActorCritic, clip_per_member
+from fewstep.nodes.culture.agent import PopulationAgent, clip_per_member
 from fewstep.nodes.culture.envs import TrialEnv
 
 
@@ -148,7 +148,7 @@ class PPOLoss:
 @dataclass
 class Rollout:
     """T steps of M members × N envs: obs [T,M,N,D]; resets/actions/logp/values/rewards/dones [T,M,N];
-    h0 [M,N,H] the hidden state before step 0."""
+    h0 [M,N,S] the recurrent state before step 0."""
 
     obs: Tensor
     resets: Tensor
@@ -173,7 +173,7 @@ class Runner:
     finished: list[tuple[float, list[float]]] = field(default_factory=list)
 
 
-def start(net: PopulationActorCritic, env: TrialEnv, gen: torch.Generator) -> Runner:
+def start(net: PopulationAgent, env: TrialEnv, gen: torch.Generator) -> Runner:
     """Reset ``env`` (M·N rows, member-major) and a zero hidden state."""
     m = net.members
     n = env.batch // m
@@ -198,7 +198,7 @@ def _tally(runner: Runner, step_reward: Tensor, score: Tensor, trial: Tensor, do
 
 
 @torch.no_grad()
-def collect(net: PopulationActorCritic, runner: Runner, steps: int, gen: torch.Generator) -> Rollout:
+def collect(net: PopulationAgent, runner: Runner, steps: int, gen: torch.Generator) -> Rollout:
     """Play ``steps`` steps with actions sampled from the policy."""
     m, n = runner.h.shape[:2]
     h0, keep = runner.h.clone(), []
@@ -215,18 +215,14 @@ def collect(net: PopulationActorCritic, runner: Runner, steps: int, gen: torch.G
     return Rollout(*cols, h0=h0)
 
 
-def replay(net: PopulationActorCritic, roll: Rollout, cols: Tensor) -> tuple[Tensor, Tensor]:
-    """Re-run the policy over the rollout for env columns ``cols``: (logits [T,M,n,A], values [T,M,n])."""
-    h = roll.h0[:, cols]
-    logits, values = [], []
-    for t in range(roll.obs.shape[0]):
-        lg, v, h = net.step(roll.obs[t][:, cols], h, roll.resets[t][:, cols])
-        logits.append(lg)
-        values.append(v)
-    return torch.stack(logits), torch.stack(values)
+def replay(net: PopulationAgent, roll: Rollout, cols: Tensor) -> tuple[Tensor, Tensor]:
+    """Re-run the policy over the rollout for env columns ``cols``: (logits [T,M,n,A], values [T,M,n]); a loop of
+    GRU steps, or one parallel scan per S5 block."""
+    logits, values, _ = net.sequence(roll.obs[:, :, cols], roll.h0[:, cols], roll.resets[:, :, cols])
+    return logits, values
 
 
-def update(net: PopulationActorCritic, optimizer: torch.optim.Optimizer, roll: Rollout, last_value: Tensor,
+def update(net: PopulationAgent, optimizer: torch.optim.Optimizer, roll: Rollout, last_value: Tensor,
            cfg: PPOConfig, loss_fn: PPOLoss, gen: torch.Generator) -> dict[str, float]:
     """GAE then ``epochs`` × ``minibatches`` clipped-PPO steps; returns the mean loss and its parts (this rank's;
     data-parallel: gradients averaged over ranks, advantages normalised over the global minibatch)."""
@@ -250,7 +246,7 @@ def update(net: PopulationActorCritic, optimizer: torch.optim.Optimizer, roll: R
     return stats
 
 
-def make_optimizer(net: PopulationActorCritic, cfg: PPOConfig) -> torch.optim.Adam:
+def make_optimizer(net: PopulationAgent, cfg: PPOConfig) -> torch.optim.Adam:
     return torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
 
 
@@ -287,7 +283,7 @@ def summarise(runner: Runner) -> dict[str, float]:
     return out
 
 
-def train(net: PopulationActorCritic, env: TrialEnv, cfg: PPOConfig, seed: int, *,
+def train(net: PopulationAgent, env: TrialEnv, cfg: PPOConfig, seed: int, *,
           optimizer: torch.optim.Optimizer | None = None, first_update: int = 0,
           on_update: UpdateHook | None = None) -> list[dict[str, float]]:
     """PPO for ``cfg.num_updates`` updates (from ``first_update`` on a resume). Update u draws from a generator

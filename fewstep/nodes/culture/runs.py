@@ -24,7 +24,7 @@ from fewstep.nodes.culture.accumulate import (
     random_population,
     train_population,
 )
-from fewstep.nodes.culture.agent import AgentConfig, PopulationActorCritic
+from fewstep.nodes.culture.agent import AgentConfig, PopulationAgent, make_agent
 from fewstep.nodes.culture.envs import (
     MemoryOracles,
     MemorySequence,
@@ -112,9 +112,10 @@ class EnvConfig:
             return goal_tasks(count, self.size, 3, gen).to(device)
         return tsp_tasks(count, self.size, gen).to(device)
 
-    def agent(self, hidden: int, embed: int) -> AgentConfig:
+    def agent(self, hidden: int, embed: int, core: str = "gru", ssm_layers: int = 2) -> AgentConfig:
+        """The actor-critic shape for this environment (``core``: ``gru`` or ``s5``)."""
         probe = self.make(1, self.oracles(), None, 1, "cpu")
-        return AgentConfig(probe.obs_dim, probe.num_actions, hidden, embed)
+        return AgentConfig(probe.obs_dim, probe.num_actions, hidden, embed, core=core, ssm_layers=ssm_layers)
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Policy:
     """A trained agent (the POLICY link type): the network, the environment it was trained on, how, and
     its training curve (one metrics dict per PPO update)."""
 
-    net: PopulationActorCritic
+    net: PopulationAgent
     env: EnvConfig
     social: bool
     history: list[dict[str, float]] = field(default_factory=list)
@@ -139,12 +140,14 @@ def _make_train_env(env: EnvConfig, ppo: PPOConfig, social: bool, num_trials: in
 
 def train_in_context(env: EnvConfig, ppo: PPOConfig, hidden: int, embed: int, seed: int, *, social: bool = True,
                      num_trials: int | None = None, folder: Path | None = None, checkpoint_every: int = 0,
-                     device: torch.device | str = "cpu", on_update: Hook | None = None) -> Policy:
+                     device: torch.device | str = "cpu", on_update: Hook | None = None, core: str = "gru",
+                     ssm_layers: int = 2) -> Policy:
     """Alg. 1 (``social``: noisy oracles visible with p = 1 − k/(K−1)) or the RL² baseline (others hidden),
-    on ``num_trials``-trial episodes (default ``env.num_trials``). With ``folder``, checkpoints every
-    ``checkpoint_every`` updates (and at the end); a re-run resumes from the latest one."""
+    on ``num_trials``-trial episodes (default ``env.num_trials``), with a GRU or S5 (``core``) agent. With
+    ``folder``, checkpoints every ``checkpoint_every`` updates (and at the end); a re-run resumes from the
+    latest one."""
     k = num_trials or env.num_trials
-    net = PopulationActorCritic(env.agent(hidden, embed), seed=seed).to(device)
+    net = make_agent(env.agent(hidden, embed, core, ssm_layers), seed=seed).to(device)
     optimizer = make_optimizer(net, ppo)
     saver = Checkpointer(folder, every=checkpoint_every, keep=2) if folder is not None else None
     first, history = 0, []
@@ -169,7 +172,7 @@ def train_in_context(env: EnvConfig, ppo: PPOConfig, hidden: int, embed: int, se
     return Policy(net, env, social, history)
 
 
-def _save(saver: Checkpointer, step: int, net: PopulationActorCritic, optimizer: torch.optim.Optimizer,
+def _save(saver: Checkpointer, step: int, net: PopulationAgent, optimizer: torch.optim.Optimizer,
           meta: dict[str, object]) -> None:
     tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
     opt = optimizer.state_dict()
@@ -214,7 +217,7 @@ def run_in_context(policy: Policy, generations: int, tasks: int, population: int
         raise ValueError("in-context generations replay a previous agent's actions, but Goal Sequence's other "
                          "agent is a body in the grid: train on goal_sequence with its oracle, and run the "
                          "generational loop on memory_sequence or tsp")
-    device = policy.net.gru_ih.device
+    device = policy.net.device
     saver = Checkpointer(folder, every=1, keep=10_000) if folder is not None else None
     done = _load_generations(saver, device)[:generations]
 
@@ -237,7 +240,7 @@ def trial_curve(policy: Policy, num_trials: int, tasks: int, seed: int, *, follo
     """Mean score per trial of ``policy`` alone (others hidden) over ``num_trials``-trial episodes on the fixed
     tasks — the single-lifetime RL² curve. ``follow_oracle``: play the best noisy oracle's action instead,
     with the training oracles (its mean per-trial score is the oracle's accuracy in score units)."""
-    device = policy.net.gru_ih.device
+    device = policy.net.device
     env_cfg = policy.env
     others = env_cfg.oracles() if follow_oracle else SilentOthers(env_cfg.num_others)
     env = env_cfg.make(tasks, others, env_cfg.tasks(tasks, device), num_trials, device)
@@ -256,7 +259,7 @@ class InWeightsResult:
     """Per generation: every member's final score (ascending), the best member, the training curves."""
 
     scores: list[list[float]]
-    best: PopulationActorCritic
+    best: PopulationAgent
     curves: list[list[float]]
 
     def best_scores(self) -> list[float]:
@@ -265,10 +268,11 @@ class InWeightsResult:
 
 def run_in_weights(env: EnvConfig, ppo: PPOConfig, iw: InWeightsConfig, hidden: int, embed: int, seed: int, *,
                    folder: Path | None = None, device: torch.device | str = "cpu", on_update: Hook | None = None,
-                   social: bool = True) -> InWeightsResult:
-    """Alg. 3 on the single fixed task of ``env`` (``num_trials`` is forced to 1). ``social=False`` is the
-    single-lifetime baseline (others hidden all along; run with G× the steps and one generation)."""
-    agent = env.agent(hidden, embed)
+                   social: bool = True, core: str = "gru", ssm_layers: int = 2) -> InWeightsResult:
+    """Alg. 3 on the single fixed task of ``env`` (``num_trials`` is forced to 1), GRU or S5 (``core``) agents.
+    ``social=False`` is the single-lifetime baseline (others hidden all along; run with G× the steps and one
+    generation)."""
+    agent = env.agent(hidden, embed, core, ssm_layers)
     fixed = env.tasks(1, device)
     maker = env.maker(device)
     saver = Checkpointer(folder, every=1, keep=10_000) if folder is not None else None
@@ -277,7 +281,7 @@ def run_in_weights(env: EnvConfig, ppo: PPOConfig, iw: InWeightsConfig, hidden: 
     for g in range(iw.generations):
         ckpt = Checkpointer.load(saver.paths()[g]) if saver is not None and len(saver.paths()) > g else None
         if ckpt is not None:
-            net = PopulationActorCritic(agent, iw.population).to(device)
+            net = make_agent(agent, iw.population).to(device)
             net.load_state_dict({k: v.to(device) for k, v in ckpt.prefixed("net").items()})
             member, curve = ckpt.meta["scores"], ckpt.meta["curve"]
         else:
