@@ -1,4 +1,5 @@
-"""TDM nodes: the distillation trainer, the student's step scheduler and the shipped-student loader."""
+"""TDM nodes: the distillation trainer, the student's step scheduler and the shipped-student loader; the same three
+for the built-in video model (flow parameterisation)."""
 
 from __future__ import annotations
 
@@ -118,4 +119,120 @@ class TDMStudentLoader(Node):
         return NodeOutput(*load_student_model(student_name))
 
 
-NODES: list[type[Node]] = [TDMDistill, TDMScheduler, TDMStudentLoader]
+VIDEO_MODEL = "VIDEO_MODEL"
+
+
+class TDMVideoDistill(Node):
+    """TDM on the built-in video model (rectified flow): a deterministic K-step video student whose every
+    intermediate state matches the teacher's marginal. Data-free: captions only."""
+
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(
+            node_id="TDMVideoDistill", display_name="TDM Distill (video)", category=CATEGORY,
+            description="Distils a VIDEO_MODEL (the built-in flow DiT) into a deterministic K-step student with a "
+                        "fake-score DiT trained on the student's own trajectory (TDM with the flow "
+                        "parameterisation). Checkpoints every N steps into the models folder; a re-run with the "
+                        "same settings resumes. graphs/tdm_video.json is a CPU demo (steps 8, batch_size 2); the "
+                        "shipped students' recipe on 2 CPU cores: steps 1000, batch_size 16, learning_rate 1e-4, "
+                        "5 minutes (`python -m fewstep.bench.tdm.video_students`).",
+            inputs=[
+                Link("video_model", VIDEO_MODEL, tooltip="the teacher (the real score), e.g. the built-in video DiT"),
+                Combo("prompt_source", ["captions", "list"], default="captions",
+                      tooltip="captions: the built-in clips' training captions; list: the prompts below"),
+                String("prompts", "a small red circle moving right\na large blue square bouncing", multiline=True,
+                       tooltip="one prompt per line (prompt_source = list)"),
+                Int("steps", 1000, min=1, max=10_000_000, tooltip="optimizer steps (one student + one fake update each)"),
+                Int("batch_size", 16, min=1, max=4096, tooltip="clips per step"),
+                Float("learning_rate", 1e-4, min=0.0, max=1.0, step=1e-6, round=1e-7, tooltip="the fake score's lr"),
+                Float("generator_lr_ratio", 0.2, min=1e-4, max=10.0, step=0.01, round=1e-4,
+                      tooltip="student lr = learning_rate x this (paper code: 0.2)"),
+                Float("cfg", 4.0, min=1.0, max=30.0, step=0.1, tooltip="CFG of the real score, distilled in"),
+                Int("student_steps", 4, min=1, max=8, tooltip="K: the student's sampling steps"),
+                Float("shift", 3.0, min=0.1, max=20.0, step=0.1,
+                      tooltip="the student's noise levels are shift(k/K), k = K..1 (3: the teacher's schedule)"),
+                Float("huber_c", 0.001, min=0.0, max=1.0, step=1e-4, round=1e-5, tooltip="pseudo-Huber c"),
+                Boolean("separate", True, tooltip="diffuse each state only inside its own step interval"),
+                Int("frames", 8, min=1, max=16, tooltip="clip length of the training states"),
+                Float("ema_decay", 0.0, min=0.0, max=0.99999, step=0.001, tooltip="student EMA (0 = off)"),
+                fixed_seed(),
+                String("run_name", "tdm_video",
+                       tooltip="checkpoints go to <models>/checkpoints/distill/<run_name>-<hash>"),
+                Int("checkpoint_every", 100, min=0, max=10_000_000),
+                Int("preview_every", 50, min=0, max=10_000_000),
+            ],
+            outputs=[Output("VIDEO_MODEL", VIDEO_MODEL)])
+
+    @classmethod
+    def execute(cls, **kw: Any) -> NodeOutput:
+        from fewstep.nodes.tdm.video import TDMVideoConfig
+        from fewstep.nodes.tdm.video_graph import train_tdm_video_student, video_prompts
+
+        cfg = TDMVideoConfig(steps=kw["steps"], batch_size=kw["batch_size"], lr=kw["learning_rate"],
+                             generator_lr_ratio=kw["generator_lr_ratio"], guidance=kw["cfg"],
+                             student_steps=kw["student_steps"], shift=kw["shift"], huber_c=kw["huber_c"],
+                             separate=kw["separate"], frames=kw["frames"], ema_decay=kw["ema_decay"], seed=kw["seed"])
+        student, losses = train_tdm_video_student(kw["video_model"], cfg,
+                                                  prompts=video_prompts(kw["prompt_source"], kw["prompts"]),
+                                                  run_name=kw["run_name"], checkpoint_every=kw["checkpoint_every"],
+                                                  preview_every=kw["preview_every"])
+        return NodeOutput(student, ui={"loss": losses})
+
+
+class TDMVideoSample(Node):
+    """One clip from a TDM video student: Euler on the student's own noise levels, no CFG."""
+
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="TDMVideoSample", display_name="TDM Video Student Sampler", category="sampling/video",
+                      description="Samples a clip with a TDM video student in its own K steps (sigma = shift(k/K), "
+                                  "deterministic Euler = DDIM on its own noise estimate; CFG is distilled in).",
+                      inputs=[Link("video_model", VIDEO_MODEL, tooltip="a TDM video student (TDM Distill (video) or "
+                                                                       "Load TDM Video Student)"),
+                              String("prompt", "a small red circle moving right", multiline=True),
+                              Int("frames", 8, min=1, max=16, tooltip="clip length (the built-in model: 8)"),
+                              Int("seed", 0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True)],
+                      outputs=[Output("VIDEO", "VIDEO"), Output("IMAGE", "IMAGE")])
+
+    @classmethod
+    def execute(cls, video_model: Any, prompt: str, frames: int, seed: int) -> NodeOutput:
+        from fewstep.app.api import check_interrupted, report_progress
+        from fewstep.nodes.tdm.video import student_schedule
+        from fewstep.nodes.tdm.video_graph import sample_student
+
+        k = student_schedule(video_model)[0]
+
+        def progress(info: dict[str, Any]) -> None:
+            check_interrupted()
+            report_progress(info["i"] + 1, k)
+
+        video = sample_student(video_model, prompt, frames=frames, seed=seed, callback=progress)
+        return NodeOutput(video, video.frames)
+
+
+def _shipped_video() -> list[str]:
+    from fewstep.nodes.tdm.video_graph import shipped_video_students
+
+    return shipped_video_students()
+
+
+class TDMVideoStudentLoader(Node):
+    """A shipped TDM student of the built-in video model around the given teacher's VAE and text encoder."""
+
+    @classmethod
+    def define_schema(cls) -> Schema:
+        return Schema(node_id="TDMVideoStudentLoader", display_name="Load TDM Video Student", category=CATEGORY,
+                      inputs=[Link("video_model", VIDEO_MODEL, tooltip="the built-in video model (its teacher)"),
+                              Combo("student_name", _shipped_video,
+                                    tooltip="fewstep/nodes/tdm/weights: students of the built-in video DiT")],
+                      outputs=[Output("VIDEO_MODEL", VIDEO_MODEL)])
+
+    @classmethod
+    def execute(cls, video_model: Any, student_name: str) -> NodeOutput:
+        from fewstep.nodes.tdm.video_graph import load_shipped_video_student
+
+        return NodeOutput(load_shipped_video_student(student_name, video_model))
+
+
+NODES: list[type[Node]] = [TDMDistill, TDMScheduler, TDMStudentLoader, TDMVideoDistill, TDMVideoSample,
+                           TDMVideoStudentLoader]

@@ -1,7 +1,9 @@
 """TDM runs on the shared trainer: configuration, the (student, fake score) pair, its optimizer, the loop glue.
 
 :func:`distill_tdm` is network-agnostic: teacher and networks are :class:`~nodes.core.train.vp.VPNet` views (the
-built-in UNet through ``UNetAdapter``, the Gaussian-mixture toy), prompts come from a ``PromptPool``.
+built-in UNet through ``UNetAdapter``, the Gaussian-mixture toy) with :class:`TDMConfig`, or
+:class:`~nodes.core.train.flow_param.FlowNet` views (the built-in video DiT, a flow toy) with
+``nodes.tdm.video.TDMVideoConfig`` (whose loss is ``nodes.tdm.flow.TDMFlowLoss``); prompts come from a ``PromptPool``.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from fewstep.nodes.core.train.distributed import local_batch_size
+from fewstep.nodes.core.train.flow_param import FlowNet
 from fewstep.nodes.core.train.loop import (
     EMA,
     Checkpointer,
@@ -30,6 +33,11 @@ from fewstep.nodes.core.train.loop import (
 from fewstep.nodes.core.train.prompts import PromptPool
 from fewstep.nodes.core.train.vp import VPNet
 from fewstep.nodes.tdm.loss import STEPS_COND_DIM, TDMLoss, steps_condition
+
+if TYPE_CHECKING:
+    from fewstep.nodes.tdm.video import TDMVideoConfig
+
+View = VPNet | FlowNet          # the trainer's view of a network: VP (ε / v / x0) or rectified flow (velocity)
 
 
 @dataclass(frozen=True)
@@ -145,11 +153,11 @@ class _StudentOnly(nn.Module):
 
 @dataclass
 class TDMRun:
-    """Everything a run trains: the pair, its VPNet views, the optimizer and the optional EMA."""
+    """Everything a run trains: the pair, its VPNet (or FlowNet) views, the optimizer and the optional EMA."""
 
     pair: TDMPair
-    student: VPNet
-    fake: VPNet
+    student: View
+    fake: View
     optimizer: PairAdamW
     ema_target: nn.Module | None = None
     ema: EMA | None = None
@@ -164,7 +172,14 @@ def _trainable(net: nn.Module, rank: int, lora_targets: tuple[str, ...], extra: 
     return net
 
 
-def build_run(teacher: VPNet, cfg: TDMConfig, student_net: nn.Module | None = None,
+def view_like(teacher: View, net: nn.Module, prediction_type: str | None = None) -> View:
+    """``net`` seen the way ``teacher`` is: a FlowNet for a flow teacher, else a VPNet on the teacher's schedule."""
+    if isinstance(teacher, FlowNet):
+        return FlowNet(net)
+    return VPNet(net, teacher.schedule, prediction_type or teacher.prediction_type)
+
+
+def build_run(teacher: View, cfg: TDMConfig | TDMVideoConfig, student_net: nn.Module | None = None,
               fake_net: nn.Module | None = None, lora_targets: tuple[str, ...] = (),
               extra_trainable: tuple[str, ...] = (), prediction_type: str | None = None) -> TDMRun:
     """Copy the teacher twice (student and fake score; or take the given networks), LoRA if asked, the optimizer.
@@ -183,21 +198,21 @@ def build_run(teacher: VPNet, cfg: TDMConfig, student_net: nn.Module | None = No
                "max_norm": cfg.grad_clip},
               {"params": list(trainable_parameters(fake).values()), "lr_scale": 1.0, "max_norm": cfg.grad_clip}]
     opt = PairAdamW(groups, lr=cfg.lr, weight_decay=0.0)
-    run = TDMRun(pair, VPNet(student, teacher.schedule, pred), VPNet(fake, teacher.schedule, pred), opt)
+    run = TDMRun(pair, view_like(teacher, student, pred), view_like(teacher, fake, pred), opt)
     if cfg.ema_decay > 0:
         run.ema_target = _StudentOnly(copy.deepcopy(student)).eval()
         run.ema = EMA(_StudentOnly(student), run.ema_target, cfg.ema_decay)
     return run
 
 
-def draw_steps(cfg: TDMConfig, gen: torch.Generator) -> int:
+def draw_steps(cfg: TDMConfig | TDMVideoConfig, gen: torch.Generator) -> int:
     """K of this training step: fixed, or K ~ U{1..K_max} for TDM-unify (paper eq. 8's expectation over K)."""
     if not cfg.unify:
         return cfg.student_steps
     return int(torch.randint(1, cfg.student_steps + 1, (1,), generator=gen, device=gen.device))
 
 
-def distill_tdm(teacher: VPNet, run: TDMRun, pool: PromptPool, cfg: TDMConfig, *,
+def distill_tdm(teacher: View, run: TDMRun, pool: PromptPool, cfg: TDMConfig | TDMVideoConfig, *,
                 checkpointer: Checkpointer | None = None, preview_fn: Callable[[int], Any] | None = None,
                 preview_every: int = 0, device: str = "cpu", autocast: torch.dtype | None = None,
                 max_seconds: float | None = None, meta: dict[str, Any] | None = None,
@@ -233,8 +248,8 @@ def distill_tdm(teacher: VPNet, run: TDMRun, pool: PromptPool, cfg: TDMConfig, *
     return fit(run.pair, run.optimizer, step_fn, spec, target=run.ema_target, ema=run.ema, preview_fn=preview_fn)
 
 
-def student_view(run: TDMRun) -> VPNet:
+def student_view(run: TDMRun) -> View:
     """The student to sample: the EMA copy when the run keeps one, else the trained weights."""
     if run.ema_target is None:
         return run.student
-    return VPNet(run.ema_target.student, run.student.schedule, run.student.prediction_type)
+    return view_like(run.student, run.ema_target.student)
