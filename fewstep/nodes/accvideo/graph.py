@@ -137,8 +137,8 @@ def shipped_students() -> list[str]:
     return sorted(p.name for p in WEIGHTS.glob("accvideo-*.safetensors") if p.with_suffix(".json").is_file())
 
 
-def load_student(name: str, device: str | torch.device = "cpu") -> Any:
+def load_student(name: str, device: str | torch.device = "cpu", root: Path | None = None) -> Any:
     """A shipped student as a VIDEO_MODEL (the zoo's VAE and MiniLM)."""
     from fewstep.nodes.zoo.video.model import load_video_model
 
-    return load_video_model(name, device=device, root=WEIGHTS)
+    return load_video_model(name, device=device, root=root or WEIGHTS)

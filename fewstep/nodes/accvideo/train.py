@@ -96,7 +96,8 @@ class AccVideoConfig:
         return m if self.adversarial == "off" else 2 * m
 
     def fingerprint(self) -> str:
-        return config_fingerprint(asdict(self))
+        """Names the run's settings; ``steps`` is left out so a longer run of the same settings resumes."""
+        return config_fingerprint({k: v for k, v in asdict(self).items() if k != "steps"})
 
     def lr_at(self, update: int) -> float:
         return self.lr * min(1.0, (update + 1) / self.warmup) if self.warmup else self.lr
@@ -190,10 +191,12 @@ class AccVideoRun:
 def build_run(teacher_dit: nn.Module, context: Tensor, mask: Tensor, cfg: AccVideoConfig, m: int) -> AccVideoRun:
     """Student = fp32 copy of the teacher (paper: initialised from HunyuanVideo); heads per the arm; AdamW."""
     student = copy.deepcopy(teacher_dit).float().train().requires_grad_(True)
-    dcfg = teacher_dit.config
     disc = None
     if cfg.adversarial != "off":
-        disc = Discriminator(dcfg.dim, dcfg.latent_size // dcfg.patch, m, cfg.adversarial, cfg.head_width)
+        dcfg = teacher_dit.config
+        with torch.random.fork_rng(devices=[]):             # the heads' initial weights: a function of the seed
+            torch.manual_seed(cfg.seed)
+            disc = Discriminator(dcfg.dim, dcfg.latent_size // dcfg.patch, m, cfg.adversarial, cfg.head_width)
     pair = AccVideoPair(student, disc)
     groups = [{"params": list(student.parameters()), "lr_scale": 1.0}]
     if disc is not None:
