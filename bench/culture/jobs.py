@@ -19,9 +19,12 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from fewstep.nodes.culture.accumulate import InWeightsConfig
-from fewstep.nodes.culture.agent import PopulationActorCritic
+from fewstep.nodes.culture.agent import AgentConfig, make_agent
 from fewstep.nodes.culture.ppo import PPOConfig
 from fewstep.nodes.culture.runs import EnvConfig, Policy, run_in_weights, train_in_context
+
+Core = dict[str, str | int]
+"""``core`` and ``ssm_layers`` keywords of the trainers."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class Preset:
         tsp: the TSP environment (code: 6 cities, K = 8, temperature scale 0.5).
         memseq_iw: the in-weights Memory Sequence (paper: 10 types, length 24, one fixed sequence).
         ppo / ppo_tsp / ppo_iw: PPO of each (total_steps is replaced when a time budget is given).
-        hidden / embed: network widths.
+        hidden / embed: network widths (GRU width, or the S5 model width with state size = hidden).
+        ssm_layers: S5 blocks when the benchmark runs with ``--core s5`` (the S5 RL code: 4).
         generations: G (paper 8, in-weights 8).  tasks / population: evaluation size.
         sweep: oracle strengths s (accuracy p ≤ 1 − 1/(1+s)) of the sweep.
         iw: in-weights settings.  baseline_factor: single-lifetime steps / one generation's.
@@ -48,6 +52,7 @@ class Preset:
     ppo_iw: PPOConfig
     hidden: int
     embed: int
+    ssm_layers: int
     generations: int
     tasks: int
     population: int
@@ -66,7 +71,7 @@ DEMO = Preset(
                       ent_coef=0.05),
     ppo_iw=PPOConfig(lr=2.5e-3, num_envs=8, num_steps=32, total_steps=8 * 32 * 12, epochs=2, minibatches=2,
                      ent_coef=0.01, anneal_lr=False),
-    hidden=64, embed=64, generations=4, tasks=64, population=3, sweep=(0.05, 0.5, 4.0),
+    hidden=64, embed=64, ssm_layers=2, generations=4, tasks=64, population=3, sweep=(0.05, 0.5, 4.0),
     iw=InWeightsConfig(population=3, generations=3, eval_episodes=32))
 
 FULL = Preset(
@@ -81,14 +86,14 @@ FULL = Preset(
                       ent_coef=0.05),
     ppo_iw=PPOConfig(lr=2.5e-4, num_envs=64, num_steps=32, total_steps=100_000, epochs=4, minibatches=4,
                      ent_coef=0.01, anneal_lr=False),
-    hidden=256, embed=128, generations=8, tasks=256, population=3, sweep=(0.05, 0.5, 2.0, 16.0),
+    hidden=256, embed=128, ssm_layers=4, generations=8, tasks=256, population=3, sweep=(0.05, 0.5, 2.0, 16.0),
     iw=InWeightsConfig(population=5, generations=6, eval_episodes=128),
     seconds={"ic": 240, "rl2": 240, "rl2long": 240, "sweep": 240, "tsp": 240, "in_weights": 250})
 
 TINY = replace(DEMO, ppo=replace(DEMO.ppo, num_envs=8, num_steps=16, total_steps=8 * 16 * 2, minibatches=2),
                ppo_tsp=replace(DEMO.ppo_tsp, num_envs=8, num_steps=16, total_steps=8 * 16 * 2, minibatches=2),
                ppo_iw=replace(DEMO.ppo_iw, num_envs=4, num_steps=8, total_steps=4 * 8 * 2),
-               hidden=16, embed=16, generations=2, tasks=8, sweep=(0.05, 0.5),
+               hidden=16, embed=16, ssm_layers=1, generations=2, tasks=8, sweep=(0.05, 0.5),
                iw=InWeightsConfig(population=2, generations=2, eval_episodes=4), baseline_factor=2,
                seconds={"ic": 2.0})
 """A smoke run of every code path in seconds (``TINY=1`` of the GPU driver, and the bench test)."""
@@ -96,21 +101,22 @@ TINY = replace(DEMO, ppo=replace(DEMO.ppo, num_envs=8, num_steps=16, total_steps
 PRESETS = {"demo": DEMO, "full": FULL, "tiny": TINY}
 
 
-def _probe_seconds(env: EnvConfig, cfg: PPOConfig, hidden: int, embed: int, trials: int, device: str) -> float:
+def _probe_seconds(env: EnvConfig, cfg: PPOConfig, hidden: int, embed: int, trials: int, device: str,
+                   core: Core) -> float:
     """Seconds per PPO update, measured on 2 updates of a throw-away agent (the first one warms up)."""
     probe = replace(cfg, total_steps=cfg.num_envs * cfg.num_steps * 3, anneal_lr=False)
     stamps: list[float] = []
     train_in_context(env, probe, hidden, embed, seed=12345, num_trials=trials, device=device,
-                     on_update=lambda u, m: stamps.append(time.perf_counter()))
+                     on_update=lambda u, m: stamps.append(time.perf_counter()), **core)
     return max((stamps[-1] - stamps[0]) / (len(stamps) - 1), 1e-3)
 
 
 def budgeted(env: EnvConfig, cfg: PPOConfig, hidden: int, embed: int, trials: int, seconds: float | None,
-             device: str) -> PPOConfig:
+             device: str, core: Core) -> PPOConfig:
     """``cfg`` with total_steps set so that training takes about ``seconds`` (None: unchanged)."""
     if seconds is None:
         return cfg
-    per_update = _probe_seconds(env, cfg, hidden, embed, trials, device)
+    per_update = _probe_seconds(env, cfg, hidden, embed, trials, device, core)
     updates = max(int(seconds / per_update), 2)
     return replace(cfg, total_steps=updates * cfg.num_envs * cfg.num_steps)
 
@@ -127,15 +133,19 @@ def save_policy(policy: Policy, out: Path, name: str, meta: dict[str, object]) -
 def load_policy(out: Path, name: str, device: str) -> Policy:
     meta = json.loads((out / f"train_{name}.json").read_text())
     agent = meta["agent"]
-    from fewstep.nodes.culture.agent import AgentConfig
-
-    net = PopulationActorCritic(AgentConfig(agent["obs_dim"], agent["num_actions"], agent["hidden"], agent["embed"]),
-                                agent["members"]).to(device)
+    shape = {k: agent[k] for k in ("core", "ssm_layers", "ssm_state") if k in agent}     # GRU runs predate them
+    net = make_agent(AgentConfig(agent["obs_dim"], agent["num_actions"], agent["hidden"], agent["embed"], **shape),
+                     agent["members"]).to(device)
     net.load_state_dict({k: v.to(device) for k, v in load_file(str(out / f"policy_{name}.safetensors")).items()})
     return Policy(net, EnvConfig(**meta["env"]), meta["social"], meta["history"])
 
 
-def train_job(preset: Preset, job: str, out: Path, device: str, seed: int = 0) -> None:
+def core_args(preset: Preset, core: str) -> Core:
+    """The agent-shape keywords of the trainers for ``core`` (``gru`` | ``s5``)."""
+    return {"core": core, "ssm_layers": preset.ssm_layers}
+
+
+def train_job(preset: Preset, job: str, out: Path, device: str, seed: int = 0, core: str = "gru") -> None:
     """One in-context training: ``ic`` | ``rl2`` | ``rl2long`` | ``sweep_<s>`` | ``tsp``."""
     env, cfg, social, trials = preset.memseq, preset.ppo, True, preset.memseq.num_trials
     if job in ("rl2", "rl2long"):
@@ -148,35 +158,37 @@ def train_job(preset: Preset, job: str, out: Path, device: str, seed: int = 0) -
     elif job != "ic":
         raise ValueError(f"unknown job {job!r}")
     seconds = preset.seconds.get(job.split("_")[0])
-    cfg = budgeted(env, cfg, preset.hidden, preset.embed, trials, seconds, device)
+    cfg = budgeted(env, cfg, preset.hidden, preset.embed, trials, seconds, device, core_args(preset, core))
     start = time.perf_counter()
     policy = train_in_context(env, cfg, preset.hidden, preset.embed, seed, social=social, num_trials=trials,
-                              device=device)
+                              device=device, **core_args(preset, core))
     save_policy(policy, out, job, {"seconds": time.perf_counter() - start, "ppo": asdict(cfg),
                                    "episode_trials": trials, "device": device})
 
 
-def in_weights_job(preset: Preset, out: Path, device: str, seed: int = 0) -> None:
+def in_weights_job(preset: Preset, out: Path, device: str, seed: int = 0, core: str = "gru") -> None:
     """In-weights generations from scratch, the same with head resets (each later generation starts from the
     previous best with its last two layers re-initialised), and the single agent trained ``baseline_factor``×
     one generation's steps."""
     env, iw, g = preset.memseq_iw, preset.iw, preset.iw.generations
-    cfg = preset.ppo_iw
+    cfg, shape = preset.ppo_iw, core_args(preset, core)
     seconds = preset.seconds.get("in_weights")
     if seconds is not None:
         per = _probe_seconds(replace(env, num_trials=1), replace(cfg, num_envs=cfg.num_envs * iw.population),
-                             preset.hidden, preset.embed, 1, device)
+                             preset.hidden, preset.embed, 1, device, shape)
         updates = max(int(seconds * 0.9 / (2 * g + preset.baseline_factor) / per), 2)
         cfg = replace(cfg, total_steps=updates * cfg.num_envs * cfg.num_steps)
     start = time.perf_counter()
-    social = run_in_weights(env, cfg, iw, preset.hidden, preset.embed, seed, device=device)
-    resets = run_in_weights(env, cfg, replace(iw, resets=True), preset.hidden, preset.embed, seed, device=device)
+    social = run_in_weights(env, cfg, iw, preset.hidden, preset.embed, seed, device=device, **shape)
+    resets = run_in_weights(env, cfg, replace(iw, resets=True), preset.hidden, preset.embed, seed, device=device,
+                            **shape)
     long_cfg = replace(cfg, total_steps=cfg.total_steps * preset.baseline_factor)
     single = run_in_weights(env, long_cfg, replace(iw, generations=1), preset.hidden, preset.embed, seed,
-                            device=device, social=False)
+                            device=device, social=False, **shape)
     out.mkdir(parents=True, exist_ok=True)
     (out / "in_weights.json").write_text(json.dumps({
         "env": asdict(env), "ppo": asdict(cfg), "iw": asdict(iw), "baseline_factor": preset.baseline_factor,
+        "core": core,
         "seconds": time.perf_counter() - start, "device": device,
         "generation_scores": social.scores, "generation_best": social.best_scores(), "curves": social.curves,
         "resets_best": resets.best_scores(),

@@ -2,6 +2,8 @@
 
     fewstep bench culture                        # demo size on the CPU (minutes), into bench/culture/results/demo
     fewstep bench culture --preset full --device cuda --out DIR      # the GPU driver runs jobs in parallel
+    fewstep bench culture --core s5              # the same with S5 agents, into bench/culture/results/demo_s5
+    fewstep bench culture --paper                # GRU and S5 tables beside the paper's results (paper.py)
 
 Trains the jobs of ``jobs.py`` (skipping any whose outputs exist in ``--out``), then evaluates and writes
 ``table.json``, ``table.md`` and the plots ``in_context.png``, ``sweep.png``, ``tsp.png``, ``in_weights.png``:
@@ -25,11 +27,14 @@ from pathlib import Path
 if __package__ in (None, ""):          # run as a file (the GPU machine has no install): python bench/culture/table.py
     sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]
     import jobs as J  # noqa: N812
+    import paper
 else:
     from fewstep.bench.culture import jobs as J  # noqa: N812
+    from fewstep.bench.culture import paper
 
 import torch
 
+from fewstep.nodes.culture.agent import CORES
 from fewstep.nodes.culture.plot import Series, line_plot, viridis
 from fewstep.nodes.culture.runs import run_in_context, trial_curve
 from fewstep.nodes.culture.summary import in_context_summary
@@ -130,7 +135,8 @@ def _f(x: object) -> str:
 
 def markdown(result: dict[str, object]) -> str:
     """The table of ``result`` (what ``table.md`` holds and the README / docs quote)."""
-    lines = [f"Preset `{result['preset']}` on {result['device']}; commands and settings in table.json.", ""]
+    lines = [f"Preset `{result['preset']}`, {result.get('core', 'gru').upper()} agents, on {result['device']}; "
+             "commands and settings in table.json.", ""]
     ic = result.get("in_context")
     if ic:
         lines += ["**In-context Memory Sequence** (final-trial score = digits right in the last trial; RL2 at the "
@@ -168,10 +174,10 @@ def markdown(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(preset_name: str, out: Path, device: str) -> dict[str, object]:
+def evaluate(preset_name: str, out: Path, device: str, core: str = "gru") -> dict[str, object]:
     preset = J.PRESETS[preset_name]
     result: dict[str, object] = {"preset": preset_name, "device": torch.cuda.get_device_name() if device == "cuda"
-                                 else "CPU", "trainings": {}}
+                                 else "CPU", "core": core, "trainings": {}}
     for path in sorted(out.glob("train_*.json")):
         meta = json.loads(path.read_text())
         result["trainings"][path.stem[6:]] = {k: meta[k] for k in ("seconds", "ppo", "episode_trials", "device")}
@@ -197,10 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="training seed (tasks and evaluation draws stay fixed)")
     p.add_argument("--list-jobs", action="store_true", help="print the preset's job names and exit")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: measured fastest on a busy 2-core box)")
+    p.add_argument("--core", choices=CORES, default="gru", help="the agents' recurrent core (the paper: s5)")
+    p.add_argument("--paper", action="store_true", help="train nothing: write <preset>_paper/paper.md and paper.png, "
+                   "the GRU and S5 tables beside the paper's reported results")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where --paper looks for <preset>[_s5]/table.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.paper:
+        sys.stdout.write(paper.write(args.results, args.preset))
+        return 0
     torch.set_num_threads(args.threads)
-    out = args.out or RESULTS / (args.preset + (f"_seed{args.seed}" if args.seed else ""))
+    suffix = ("_s5" if args.core == "s5" else "") + (f"_seed{args.seed}" if args.seed else "")
+    out = args.out or RESULTS / (args.preset + suffix)
     preset = J.PRESETS[args.preset]
     if args.list_jobs:
         sys.stdout.write(" ".join(J.all_jobs(preset)) + "\n")
@@ -211,11 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         log.info("training %s", job)
         if job == "in_weights":
-            J.in_weights_job(preset, out, args.device, args.seed)
+            J.in_weights_job(preset, out, args.device, args.seed, args.core)
         else:
-            J.train_job(preset, job, out, args.device, args.seed)
+            J.train_job(preset, job, out, args.device, args.seed, args.core)
     if not args.no_eval:
-        evaluate(args.preset, out, args.device)
+        evaluate(args.preset, out, args.device, args.core)
         sys.stdout.write((out / "table.md").read_text() + "\n")
     return 0
 

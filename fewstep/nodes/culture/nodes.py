@@ -118,6 +118,16 @@ def _ppo(kw: dict[str, object], paper: bool) -> tuple[object, int, int]:
     return cfg, int(kw["hidden"]), int(kw["embed"])
 
 
+def _core(kw: dict[str, object], paper: bool) -> dict[str, object]:
+    """The trainers' ``core`` / ``ssm_layers`` keywords (the paper recipe: the S5 RL code's 4 blocks)."""
+    return {"core": str(kw["core"]), "ssm_layers": 4 if paper else int(kw["ssm_layers"])}
+
+
+def _core_fields(core: dict[str, object]) -> dict[str, object]:
+    """What the core adds to a run's fingerprint: nothing for the GRU, so GRU runs keep their folders."""
+    return core if core["core"] != "gru" else {}
+
+
 def _ppo_inputs(total: int, envs: int, steps: int, hidden: int, lr: float, entropy: float,
                 minibatches: int, epochs: int) -> list:
     return [Int("total_steps", total, min=1, max=10**10, tooltip="environment steps (paper 8e6 in-context)"),
@@ -125,22 +135,25 @@ def _ppo_inputs(total: int, envs: int, steps: int, hidden: int, lr: float, entro
             Int("num_steps", steps, min=1, max=4096, tooltip="rollout length per update (paper code 128)"),
             Int("hidden", hidden, min=4, max=2048, tooltip="GRU width (paper code 256)"),
             Int("embed", min(hidden, 128), min=4, max=2048, tooltip="encoder / head width (paper code 128)"),
+            Combo("core", ["gru", "s5"], tooltip="recurrent core: gru (the paper notebook's) or s5 (the paper's S5 "
+                  "state-space layers: hidden = model width = state size)"),
+            Int("ssm_layers", 2, min=1, max=16, tooltip="S5 blocks (paper code 4; recipe = paper uses 4); unused by gru"),
             Float("learning_rate", lr, min=0.0, max=1.0, step=1e-5, round=1e-6, tooltip="Adam, annealed to 0"),
             Float("entropy", entropy, min=0.0, max=1.0, step=0.005, tooltip="entropy bonus (0.03 MemSeq, 0.05 TSP)"),
             Int("minibatches", minibatches, min=1, max=1024), Int("epochs", epochs, min=1, max=64)]
 
 
 class CultureTrainInContext(Node):
-    """Alg. 1: an RL² learner (GRU actor-critic, PPO) trained on K-trial episodes with noisy oracles."""
+    """Alg. 1: an RL² learner (GRU or S5 actor-critic, PPO) trained on K-trial episodes with noisy oracles."""
 
     @classmethod
     def define_schema(cls) -> Schema:
         return Schema(
             node_id="CultureTrainInContext", display_name="Train In-Context Learner (RL2 + noisy oracles)",
             category=CATEGORY,
-            description="Recurrent PPO over K-trial episodes. social: the oracles are visible with probability "
-                        "1 - k/(K-1) in trial k (Alg. 1); off: the single-lifetime RL2 baseline (others hidden). "
-                        "Checkpoints into the models folder; a re-run with the same settings resumes.",
+            description="Recurrent PPO over K-trial episodes with a GRU or S5 agent. social: the oracles are visible "
+                        "with probability 1 - k/(K-1) in trial k (Alg. 1); off: the single-lifetime RL2 baseline "
+                        "(others hidden). Checkpoints into the models folder; a re-run with the same settings resumes.",
             inputs=[Link("env", "ENV"),
                     Combo("recipe", list(RECIPES), tooltip="widgets: the values below; paper: the paper code's "
                           "MemSeq recipe (8e6 steps, 16 envs x 128, GRU 256, 2 epochs x 8 minibatches)"),
@@ -158,13 +171,14 @@ class CultureTrainInContext(Node):
         from fewstep.nodes.culture.runs import config_fields, train_in_context
 
         cfg, hidden, embed = _ppo(kw, recipe == "paper")
+        core = _core(kw, recipe == "paper")
         trials = episode_trials or env.num_trials
         folder = _run_folder(run_name, "train", config_fields(env, cfg, hidden=hidden, embed=embed, seed=seed,
-                                                              social=social, trials=trials))
+                                                              social=social, trials=trials, **_core_fields(core)))
         with _cpu_threads(_device()):
             policy = train_in_context(env, cfg, hidden, embed, seed, social=social, num_trials=trials, folder=folder,
                                       checkpoint_every=checkpoint_every, device=_device(),
-                                      on_update=_progress(cfg.num_updates))
+                                      on_update=_progress(cfg.num_updates), **core)
         last = policy.history[-1] if policy.history else {}
         metrics = {"updates": len(policy.history), "env_steps": cfg.num_updates * cfg.num_envs * cfg.num_steps} | {
             k: round(v, 4) for k, v in last.items() if k == "return" or k.startswith("trial_")}
@@ -229,8 +243,8 @@ class CultureInWeights(Node):
             node_id="CultureInWeights", display_name="In-Weights Accumulation (generations)", category=CATEGORY,
             description="Trains G generations of a population on the environment's one fixed task (K = 1), each "
                         "with the previous generation's agents visible with probability annealed 1 -> 0 over "
-                        "training; the best member by final score passes on. Also trains the single-lifetime "
-                        "baseline for baseline_factor x the steps of one generation.",
+                        "training; the best member by final score passes on (GRU or S5 agents). Also trains the "
+                        "single-lifetime baseline for baseline_factor x the steps of one generation.",
             inputs=[Link("env", "ENV"), Combo("recipe", list(RECIPES),
                                               tooltip="paper: 1e5 steps/gen, 4 envs x 128, 4 epochs x 4, population 5"),
                     Int("generations", 3, min=1, max=64, tooltip="G (paper 8)"),
@@ -252,21 +266,22 @@ class CultureInWeights(Node):
         from fewstep.nodes.culture.summary import in_weights_summary
 
         cfg, hidden, embed = _ppo(kw, False)
+        core = _core(kw, recipe == "paper")
         if recipe == "paper":
             cfg, hidden, embed = PPOConfig(num_envs=4, num_steps=128, total_steps=100_000, epochs=4, minibatches=4,
                                            ent_coef=0.01, anneal_lr=False), 256, 128
         iw = InWeightsConfig(population=population, generations=generations, resets=resets)
-        fields = config_fields(env, cfg, hidden=hidden, embed=embed, seed=seed, iw=iw.__dict__)
+        fields = config_fields(env, cfg, hidden=hidden, embed=embed, seed=seed, iw=iw.__dict__, **_core_fields(core))
         device = _device()
         with _cpu_threads(device):
             social = run_in_weights(env, cfg, iw, hidden, embed, seed, device=device,
-                                    folder=_run_folder(run_name, "in_weights", fields))
+                                    folder=_run_folder(run_name, "in_weights", fields), **core)
             single = None
             if baseline_factor:
                 long_cfg = replace(cfg, total_steps=cfg.total_steps * baseline_factor)
                 single = run_in_weights(env, long_cfg, replace(iw, generations=1), hidden, embed, seed, social=False,
                                         device=device, folder=_run_folder(run_name, "in_weights_single",
-                                                                          fields | {"factor": baseline_factor}))
+                                                                          fields | {"factor": baseline_factor}), **core)
         metrics, image = in_weights_summary(social, single, baseline_factor)
         policy = Policy(social.best, replace(env, num_trials=1), True)
         return NodeOutput(policy, metrics, _image(image), ui={"metrics": [metrics]})

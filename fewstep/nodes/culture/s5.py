@@ -16,7 +16,8 @@ agree to float rounding (``tests/culture/test_s5.py``).
 
 Initialisation (S5 §4.3 and its code): Λ from the eigendecomposition of the normal part of HiPPO-LegS
 (HiPPO-N, :func:`hippo_n`), B̃ = V⁻¹B and C̃ = CV for B ~ N(0, 1/P), C ~ N(0, 1/P) truncated at 2σ (real and
-imaginary parts), D ~ N(0, 1), log Δ ~ U(log 0.001, log 0.1).
+imaginary parts; S5's ``trunc_standard_normal`` option), D ~ N(0, 1), log Δ ~ U(log 0.001, log 0.1). One block of
+HiPPO modes (the RL code's ``blocks = 1``); Λ, B, Δ share the agent's learning rate (S5 uses a smaller one).
 
 Every parameter carries a leading member axis M (the population layout of ``agent.py``).
 """
