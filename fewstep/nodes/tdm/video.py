@@ -180,10 +180,10 @@ def load_video_student(path: Path, device: str | torch.device = "cpu") -> tuple[
 
 
 def student_video_model(teacher: VideoModel, dit: VideoDiT, meta: dict[str, Any], name: str) -> VideoModel:
-    """The teacher's bundle (VAE, text encoder, fps) around the student DiT; ``info["tdm"]`` holds K, shift, top."""
+    """The teacher's bundle (VAE, text encoder, fps) around the student DiT; ``info["tdm"]`` holds K, shift, top (and the training steps)."""
     p = next(teacher.dit.parameters())
     dit = dit.to(p.device, p.dtype).eval().requires_grad_(False)
-    tdm = {k: meta[k] for k in ("student_steps", "shift", "top") if k in meta}
+    tdm = {k: meta[k] for k in ("student_steps", "shift", "top", "train_steps") if k in meta}
     return replace(teacher, dit=dit, name=name, info={**teacher.info, "tdm": tdm})
 
 
