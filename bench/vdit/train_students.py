@@ -48,6 +48,15 @@ def search(student: Any, r: float, frames: int, steps: int) -> tuple[list[int | 
     return list(result.refs), list(result.errors), result.sparsity
 
 
+def load_teacher(device: str, root: Path | None, text_cache: Path | None) -> Any:
+    """The base video model (``root`` overrides the zoo's weights/; ``text_cache`` replaces MiniLM)."""
+    from fewstep.nodes.zoo.video.model import load_video_model
+    from fewstep.nodes.zoo.video.train import TextTokenCache
+
+    text = TextTokenCache.load(text_cache) if text_cache else None
+    return load_video_model(device=device, root=root, text_encoder=text)
+
+
 def main(argv: list[str] | None = None) -> int:
     from fewstep.nodes.core.train.loop import Checkpointer
     from fewstep.nodes.vdit.attention import with_layer_masks
@@ -59,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         train_kd,
         train_mlcd,
     )
-    from fewstep.nodes.zoo.video.model import load_video_model
 
     p = argparse.ArgumentParser(prog="python -m fewstep.bench.vdit.train_students", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--stage", choices=("mlcd", "kd", "all"), default="all")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--teacher-root", type=Path, default=None, help="folder of fewstep-tiny-video.* (default: the zoo's)")
+    p.add_argument("--text-cache", type=Path, default=None,
+                   help="MiniLM token cache (zoo.video.train.write_text_cache) instead of the installed MiniLM")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     mlcd_fields, kd_fields, cap = PRESETS[args.preset]
@@ -73,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     report_path = args.out / "train_report.json"
     report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.is_file() else {}
     report["device"] = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    teacher = load_video_model(device=args.device)
+    teacher = load_teacher(args.device, args.teacher_root, args.text_cache)
     if args.stage in ("mlcd", "all"):
         cfg = MLCDConfig(**mlcd_fields)
         t0 = time.time()

@@ -134,7 +134,7 @@ def test_consistency_sampler_visits_the_segment_boundaries_and_jumps_determinist
     for steps, expected in ((5, bounds[:-1]), (1, bounds[:1])):
         seen: list[float] = []
         _, lat = consistency_generate(model, ["a red circle"], frames=FRAMES, steps=steps, seed=2,
-                                      callback=lambda info: seen.append(float(info["sigma"])))
+                                      callback=lambda info, seen=seen: seen.append(float(info["sigma"])))
         assert seen == pytest.approx(expected.tolist())
     with pytest.raises(ValueError, match="1..5 steps"):
         consistency_generate(model, ["a red circle"], frames=FRAMES, steps=6)
