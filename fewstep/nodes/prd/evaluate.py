@@ -16,7 +16,7 @@ import torch
 from fewstep.nodes.core.mesh import Mesh, mesh_from_sdf_grid
 from fewstep.nodes.core.render.triplane import Triplane, sample_triplane, sdf_grid
 from fewstep.nodes.prd.generator import TriplaneGenerator, generate
-from fewstep.nodes.prd.primitives import all_primitives
+from fewstep.nodes.prd.primitives import ViewSpec, all_primitives
 from fewstep.nodes.prd.probe import CaptionProbe, read_captions
 from fewstep.nodes.prd.train import render_triplane_views
 
@@ -74,7 +74,7 @@ def evaluate_generator(gen: TriplaneGenerator, probe: CaptionProbe, embed: Calla
         check = mesh_validity(triplane, mesh_resolution)
         seconds += time.perf_counter() - start
         valid += check["valid"]
-        images = render_triplane_views(triplane, EVAL_VIEWS, 32, 48, 0.01, None)
+        images = render_triplane_views(triplane, EVAL_VIEWS, ViewSpec().size, 48, 0.01, None)
         for read in read_captions(probe, images):
             colour += read.colour == prim.colour
             shape += read.shape == prim.shape

@@ -33,9 +33,12 @@ AMBIENT = 0.35
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """How objects are seen: image side, camera distance and horizontal field of view, elevation range."""
+    """How objects are seen: image side, camera distance and horizontal field of view, elevation range.
 
-    size: int = 32
+    16 px: on the shared 2-core CPU the teacher got 242 steps in 4 minutes at 32 px and sampled noise; at
+    16 px the same budget buys about four times the steps (and the PRD renders cost a quarter)."""
+
+    size: int = 16
     distance: float = 2.4
     fov: float = 40.0
     max_elevation: float = 30.0

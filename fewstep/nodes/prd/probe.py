@@ -1,4 +1,4 @@
-"""The caption probe: a small CNN that names the colour and the shape of a primitive in a 32 x 32 render.
+"""The caption probe: a small CNN that names the colour and the shape of a primitive in a 16 x 16 render.
 
 Our stand-in for the paper's CLIP R@1 (methods.md §11, Table 1): a render "matches its caption" when the
 probe reads back both the caption's colour and its shape. Trained on the teacher's data (ground-truth
@@ -20,7 +20,7 @@ def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class CaptionProbe(nn.Module):
-    """Images [N, 3, 32, 32] in −1..1 → (colour logits [N, 6], shape logits [N, 4])."""
+    """Images [N, 3, S, S] in −1..1 → (colour logits [N, 6], shape logits [N, 4])."""
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
@@ -75,7 +75,7 @@ def train_probe(images: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor,
 
 @torch.no_grad()
 def read_captions(probe: CaptionProbe, images: torch.Tensor) -> list[Primitive]:
-    """The object the probe sees in each image [N, 3, 32, 32] (−1..1)."""
+    """The object the probe sees in each image [N, 3, S, S] (−1..1)."""
     c, s = probe(images)
     colours, shapes = list(COLOURS), list(SHAPES)
     return [Primitive(shapes[j], colours[i]) for i, j in zip(c.argmax(-1).tolist(), s.argmax(-1).tolist(), strict=True)]

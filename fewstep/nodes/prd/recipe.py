@@ -23,6 +23,7 @@ from fewstep.nodes.prd.primitives import (
     COLOURS,
     SHAPES,
     ViewDataset,
+    ViewSpec,
     all_primitives,
     camera_features,
     make_dataset,
@@ -37,7 +38,7 @@ class TeacherRecipe:
     step cap; probe steps; seed."""
 
     views_per_object: int = 64
-    batch: int = 48
+    batch: int = 32
     lr: float = 2e-3
     drop_text: float = 0.1
     min_snr_gamma: float = 5.0
@@ -76,9 +77,10 @@ def train_teacher(data: ViewDataset, text: torch.Tensor, recipe: TeacherRecipe,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
+        decay = min(recipe.ema_decay, (1 + step) / (10 + step))     # EMA warm-up: short runs stay fresh
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), net.parameters(), strict=True):
-                pe.lerp_(p, 1 - recipe.ema_decay)
+                pe.lerp_(p, 1 - decay)
         losses.append(float(loss.detach()))
         step += 1
     seconds = time.monotonic() - start
@@ -96,7 +98,7 @@ def teacher_probe_accuracy(teacher_net: MVUNet, probe, text: torch.Tensor, views
     n = len(prims) * views_per_caption
     views = torch.stack([torch.rand(n, generator=gen) * 360, torch.rand(n, generator=gen) * 30], dim=-1)
     labels = torch.arange(len(prims)).repeat_interleave(views_per_caption)
-    images = sample_views(teacher, text[labels], camera_features(views), torch.randn(n, 3, 32, 32, generator=gen))
+    images = sample_views(teacher, text[labels], camera_features(views), torch.randn(n, 3, ViewSpec().size, ViewSpec().size, generator=gen))
     read = read_captions(probe, images)
     colour = sum(r.colour == prims[i].colour for r, i in zip(read, labels.tolist(), strict=True)) / n
     shape = sum(r.shape == prims[i].shape for r, i in zip(read, labels.tolist(), strict=True)) / n
@@ -119,7 +121,7 @@ def stage_teacher(out: Path, recipe: TeacherRecipe) -> dict:
     probe_acc = float(((pc.argmax(-1) == hc) & (ps.argmax(-1) == hs)).float().mean())
     save_weights(probe, out / PROBE_FILE, {"colours": list(COLOURS), "shapes": list(SHAPES)})
     net, stats = train_teacher(data, text, recipe)
-    config = {"unet": net.config.to_dict(), "text_encoder": "all-MiniLM-L6-v2 (pooled)", "image_size": 32,
+    config = {"unet": net.config.to_dict(), "text_encoder": "all-MiniLM-L6-v2 (pooled)", "image_size": ViewSpec().size,
               "prediction_type": "epsilon", "camera": "(sin az, cos az, sin el, cos el)", "uncond": "zeros"}
     save_weights(net, out / TEACHER_FILE, config, half=True)
     acc, images = teacher_probe_accuracy(net, probe, text)
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.stage == "teacher":
-        report = stage_teacher(args.out, TeacherRecipe(views_per_object=48, seconds=args.seconds, max_steps=args.steps))
+        report = stage_teacher(args.out, TeacherRecipe(seconds=args.seconds, max_steps=args.steps))
     else:
         from fewstep.nodes.prd.train import stage_generator
 

@@ -11,8 +11,8 @@ timestep features). Attention blocks have a ``planes`` attribute: 1 in the teach
 sets it to 3 so that the tokens of an object's three planes attend to each other (PETA's cross-plane
 attention), batch [B·P, C, H, W] → tokens [B, P·H·W, C].
 
-Shapes: x [N, 3, S, S] in −1..1 (S = 32 for the teacher's renders; the generator runs the same weights on
-16 x 16 planes), t [N] integer timesteps, text [N, 384] (zeros = unconditional), camera [N, 4] or None.
+Shapes: x [N, 3, S, S] in −1..1 (S = 16 for the teacher's renders; the generator runs the same weights on
+its 16 x 16 planes), t [N] integer timesteps, text [N, 384] (zeros = unconditional), camera [N, 4] or None.
 """
 
 from __future__ import annotations

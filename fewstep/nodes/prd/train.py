@@ -37,7 +37,7 @@ from fewstep.nodes.prd.generator import GeneratorConfig, TriplaneGenerator, prd_
 from fewstep.nodes.prd.primitives import BACKGROUND, ViewSpec, camera_features
 from fewstep.nodes.prd.teacher import Teacher
 
-TEACHER_SIZE = 32   # the teacher's image side (ViewSpec.size)
+TEACHER_SIZE = ViewSpec().size   # the teacher's image side
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class PRDConfig:
     """Args:
         k: PRD steps (1, 2 or 4 in the paper's ablation).
         steps / batch / lr / seed: iterations, captions per iteration, Adam lr, run seed.
-        views: renders per object and step; render_size: their side in pixels, upsampled (bilinear) to the
-            teacher's 32 (TriplaneTurbo's renderer likewise renders a downsampled global view).
+        views: renders per object and step; render_size: their side in pixels, resized (bilinear) to the
+            teacher's side when they differ (TriplaneTurbo renders a downsampled global view likewise).
         samples / beta: stratified samples per ray and VolSDF β of the training renders.
         cfg / t_min_start / t_min_end / max_step: ASD guidance scale and timestep range (ramped).
         lora / rank: PETA kind ("plane-specific" or "shared") and LoRA rank.
@@ -111,7 +111,8 @@ def prd_iteration(gen: TriplaneGenerator, teacher: Teacher, asd: ASDLoss, text: 
             on_step(i, x0)
         views = training_views(b, cfg.views, rng)
         z = render_triplane_views(gen.triplane(x0), views, cfg.render_size, cfg.samples, cfg.beta, rng)
-        z = F.interpolate(z, size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", align_corners=False)
+        if z.shape[-1] != TEACHER_SIZE:
+            z = F.interpolate(z, size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", align_corners=False)
         grad = asd.gradient(teacher, z.detach(), text.repeat_interleave(cfg.views, dim=0), camera_features(views),
                             t_min_at(progress, cfg.t_min_start, cfg.t_min_end), rng)
         loss = asd(z, grad, b, cfg.views) / len(ts)

@@ -1,0 +1,1 @@
+"""PRD benchmark: K-step text → triplane generators at demo size (``fewstep bench prd``)."""
