@@ -133,18 +133,18 @@ class TDMVideoDistill(Node):
             description="Distils a VIDEO_MODEL (the built-in flow DiT) into a deterministic K-step student with a "
                         "fake-score DiT trained on the student's own trajectory (TDM with the flow "
                         "parameterisation). Checkpoints every N steps into the models folder; a re-run with the "
-                        "same settings resumes. graphs/tdm_video.json is a CPU demo (steps 8, batch_size 2); the "
-                        "shipped students' recipe on 2 CPU cores: steps 1000, batch_size 16, learning_rate 1e-4, "
-                        "5 minutes (`python -m fewstep.bench.tdm.video_students`).",
+                        "same settings resumes. graphs/tdm_video.json is a CPU demo of 20 steps; the shipped "
+                        "students' recipe is these defaults, stopped after 5 minutes on 2 CPU cores (about 460 steps; "
+                        "`python -m fewstep.bench.tdm.video_students`).",
             inputs=[
                 Link("video_model", VIDEO_MODEL, tooltip="the teacher (the real score), e.g. the built-in video DiT"),
                 Combo("prompt_source", ["captions", "list"], default="captions",
                       tooltip="captions: the built-in clips' training captions; list: the prompts below"),
                 String("prompts", "a small red circle moving right\na large blue square bouncing", multiline=True,
                        tooltip="one prompt per line (prompt_source = list)"),
-                Int("steps", 1000, min=1, max=10_000_000, tooltip="optimizer steps (one student + one fake update each)"),
+                Int("steps", 500, min=1, max=10_000_000, tooltip="optimizer steps (one student + one fake update each)"),
                 Int("batch_size", 16, min=1, max=4096, tooltip="clips per step"),
-                Float("learning_rate", 1e-4, min=0.0, max=1.0, step=1e-6, round=1e-7, tooltip="the fake score's lr"),
+                Float("learning_rate", 5e-4, min=0.0, max=1.0, step=1e-6, round=1e-7, tooltip="the fake score's lr"),
                 Float("generator_lr_ratio", 0.2, min=1e-4, max=10.0, step=0.01, round=1e-4,
                       tooltip="student lr = learning_rate x this (paper code: 0.2)"),
                 Float("cfg", 4.0, min=1.0, max=30.0, step=0.1, tooltip="CFG of the real score, distilled in"),
