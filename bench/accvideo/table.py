@@ -15,7 +15,8 @@ identical budget (iterations, batch, lr, seed), each sampled with those 5 steps 
 
 Columns (``nodes.zoo.video.evaluate``): FD-Clip3D (temporal Fréchet distance of the zoo's 3D-conv clip features)
 against real renders of the held-out captions and against the teacher's 50-step clips from the same noise;
-frame attribute and motion accuracy; seconds per clip (batched generation incl. VAE decode, this machine).
+frame attribute and motion accuracy; seconds per clip, batches of 16, of the sampling loop alone and of the
+whole generation (text encoding, sampling, VAE decode) on this machine.
 """
 
 from __future__ import annotations
@@ -44,13 +45,17 @@ ROW_NAMES = {"teacher50": "teacher, 50 Euler steps (shift 7, CFG 4)", "teacher5"
              "useless": "control: L_traj on forward-diffused real clips"}
 COLUMNS = (("fd_clip3d", "FD-Clip3D vs real", "{:.2f}"), ("fd_vs_teacher50", "FD-Clip3D vs teacher-50", "{:.2f}"),
            ("frame_attribute_accuracy", "frame attr. acc.", "{:.3f}"), ("motion_accuracy", "motion acc.", "{:.3f}"),
-           ("seconds_per_clip", "s / clip", "{:.3f}"), ("train_seconds", "train s", "{:.0f}"))
+           ("sampling_seconds_per_clip", "sampling s / clip", "{:.3f}"),
+           ("seconds_per_clip", "s / clip incl. decode", "{:.3f}"), ("train_seconds", "train s", "{:.0f}"))
+
+
+DEVICE = "cpu"
 
 
 def _teacher() -> Any:
     from fewstep.nodes.zoo.video.model import load_video_model
 
-    return load_video_model()
+    return load_video_model(device=DEVICE)
 
 
 def stage_synvid(work: Path, count: int, seed: int) -> Path:
@@ -84,11 +89,12 @@ def stage_train(work: Path, arm: str, iterations: int, batch: int, lr: float, se
               "final_traj_loss": _mean_last([p["traj"] for p in parts if "traj" in p]),
               "final_head_loss": _mean_last([p["head"] for p in parts if "head" in p]),
               "final_gen_loss": _mean_last([p["gen"] for p in parts if "gen" in p])}
-    prev = work / "students" / f"{arm}.json"
-    if prev.is_file():                                 # a resumed call adds to the earlier calls' time
-        record["train_seconds"] = json.loads(prev.read_text()).get("train_seconds", 0.0) + seconds
-    else:
-        record["train_seconds"] = seconds
+    prev = work / "students" / f"{arm}.record.json"
+    old = json.loads(prev.read_text()) if prev.is_file() else {}
+    record["train_seconds"] = old.get("train_seconds", 0.0) + seconds     # a resumed call adds to earlier ones
+    for key in ("final_traj_loss", "final_head_loss", "final_gen_loss"):
+        if record[key] is None and old.get(key) is not None:            # nothing left to train in this call
+            record[key] = old[key]
     save_student(student, work / "students" / f"{arm}.safetensors", {"record": record})
     prev.write_text(json.dumps(record, indent=1))
     log.info("arm %s: %d updates in %.0f s", arm, len(losses), seconds)
@@ -99,17 +105,33 @@ def _mean_last(values: list[float], n: int = 20) -> float | None:
     return sum(values[-n:]) / len(values[-n:]) if values else None
 
 
+@torch.no_grad()
 def _generate(model: Any, specs: list[Any], *, cfg: float, sigmas: torch.Tensor, seed: int,
-              batch: int = 16) -> tuple[torch.Tensor, float]:
-    from fewstep.nodes.zoo.video.model import generate
+              batch: int = 16) -> tuple[torch.Tensor, float, float]:
+    """Clips for ``specs`` (noise as ``zoo.video.model.generate`` draws it): (frames, seconds per clip of the
+    whole generation incl. VAE decode, seconds per clip of the sampling loop alone)."""
+    from fewstep.nodes.core.threads import tiny_cpu_work
+    from fewstep.nodes.core.video_sampling import sample_flow_euler
 
-    t0, parts = time.time(), []
+    dcfg, dev = model.dit.config, model.device
+    parts, total, sampling = [], 0.0, 0.0
     for i in range(0, len(specs), batch):
         chunk = specs[i:i + batch]
-        frames, _ = generate(model, [s.caption() for s in chunk], frames=chunk[0].frames, cfg=cfg, seed=seed + i,
-                             sigmas=sigmas)
-        parts.append(frames)
-    return torch.cat(parts), (time.time() - t0) / len(specs)
+        t0 = time.perf_counter()
+        cond = model.cond([s.caption() for s in chunk], None, cfg)
+        gen = torch.Generator().manual_seed(seed + i)
+        x = torch.randn((len(chunk), chunk[0].frames, dcfg.latent_channels, dcfg.latent_size, dcfg.latent_size),
+                        generator=gen).to(dev)
+        with tiny_cpu_work(dev, 0):
+            t1 = time.perf_counter()
+            lat = sample_flow_euler(model.denoiser(), x, sigmas.to(dev), cond=cond)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            parts.append(model.decode(lat))
+        total += time.perf_counter() - t0
+        sampling += t2 - t1
+    return torch.cat(parts), total / len(specs), sampling / len(specs)
 
 
 def stage_eval(work: Path, clip_count: int, seed: int) -> dict[str, Any]:
@@ -121,7 +143,7 @@ def stage_eval(work: Path, clip_count: int, seed: int) -> dict[str, Any]:
     from fewstep.nodes.zoo.video import evaluate as ev
     from fewstep.nodes.zoo.video.features import load_features, temporal_fd
 
-    teacher, probe, featnet = _teacher(), load_probe(), load_features()
+    teacher, probe, featnet = _teacher(), load_probe(DEVICE), load_features(DEVICE)
     specs = ev.heldout_specs(clip_count, clips.FRAMES, seed)
     reference = ev.render_specs(specs)
     rows: dict[str, dict[str, Any]] = {"real renders": ev.evaluate_reference(specs, reference, probe=probe, featnet=featnet)}
@@ -130,22 +152,27 @@ def stage_eval(work: Path, clip_count: int, seed: int) -> dict[str, Any]:
     for arm in ARMS:
         path = work / "students" / f"{arm}.safetensors"
         if path.is_file():
-            models[arm] = (load_student(path.name, root=path.parent), 1.0, key_timesteps())
+            models[arm] = (load_student(path.name, DEVICE, root=path.parent), 1.0, key_timesteps())
     teacher50 = None
     for key, (model, cfg, sigmas) in models.items():
         log.info("eval: %s", key)
-        frames, seconds = _generate(model, specs, cfg=cfg, sigmas=sigmas, seed=seed)
+        frames, seconds, sampling = _generate(model, specs, cfg=cfg, sigmas=sigmas, seed=seed)
         teacher50 = frames if key == "teacher50" else teacher50
         row = ev.evaluate_clips(frames, specs, probe=probe, featnet=featnet, reference=reference)
         row |= {"fd_vs_teacher50": temporal_fd(featnet, frames, teacher50), "seconds_per_clip": seconds,
+                "sampling_seconds_per_clip": sampling,
                 "steps": len(sigmas) - 1, "cfg": cfg}
-        record = work / "students" / f"{key}.json"
+        record = work / "students" / f"{key}.record.json"
         if record.is_file():
             row |= {k: v for k, v in json.loads(record.read_text()).items() if k != "arm"}
         rows[ROW_NAMES[key]] = row
-    return {"rows": rows, "clips": len(specs), "frames": clips.FRAMES, "seed": seed, "device": "cpu",
+    return {"rows": rows, "clips": len(specs), "frames": clips.FRAMES, "seed": seed, "device": _device_name(),
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d", time.gmtime()),
             "synvid": json.loads((work / "synvid" / "manifest.json").read_text())}
+
+
+def _device_name() -> str:
+    return torch.cuda.get_device_name(0) if DEVICE.startswith("cuda") else "cpu (2-core VM, one torch thread)"
 
 
 def markdown(table: dict[str, Any]) -> str:
@@ -171,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=None, help="stop a training call after this long (resumable)")
     p.add_argument("--clips", type=int, default=78, help="held-out clips, captions cycled (default 78: 2 each)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device (default cpu; the GPU recipe passes cuda)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (markdown beside it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(1)        # one thread: the 2-core machine's measured policy (nodes.core.threads)
     if args.stage in ("all", "synvid"):
         stage_synvid(args.work, args.count, args.seed)

@@ -67,14 +67,17 @@ def real_clip_latents(model: Any, prompts: list[str], count: int, frames: int, s
     return lat.cpu(), ids
 
 
-def point_source(model: Any, store: SynVidStore, data_points: str, seed: int) -> tuple[PointSource, list[str]]:
-    """The training points of an arm: SynVid's key points, or forward-diffused real clips of the same prompts."""
+def point_source(model: Any, store: SynVidStore, data_points: str, seed: int,
+                 real_clips: int = 512) -> tuple[PointSource, list[str]]:
+    """The training points of an arm: SynVid's key points, or forward-diffused real clips of the same prompts
+    (``real_clips`` renders at most, each noised afresh at every draw; rendering costs ~0.3 s a clip on a CPU)."""
     data, prompts = store.load(), store.prompts()
     manifest = store.manifest()
     keys = key_timesteps(tuple(manifest["indices"]), manifest["steps"], manifest["shift"])
     if data_points == "trajectory":
         return PointSource(keys, data["prompt_index"], points=data["points"]), prompts
-    clean, ids = real_clip_latents(model, prompts, len(data["prompt_index"]), manifest["frames"], seed)
+    count = min(len(data["prompt_index"]), real_clips)
+    clean, ids = real_clip_latents(model, prompts, count, manifest["frames"], seed)
     return PointSource(keys, ids, clean=clean), prompts
 
 
