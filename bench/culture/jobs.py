@@ -101,6 +101,15 @@ TINY = replace(DEMO, ppo=replace(DEMO.ppo, num_envs=8, num_steps=16, total_steps
 PRESETS = {"demo": DEMO, "full": FULL, "tiny": TINY}
 
 
+def scaled(preset: Preset, factor: int) -> Preset:
+    """``preset`` with ``factor``× the PPO steps of every training (in-weights: per generation and single)."""
+    if factor == 1:
+        return preset
+    def more(cfg: PPOConfig) -> PPOConfig:
+        return replace(cfg, total_steps=cfg.total_steps * factor)
+    return replace(preset, ppo=more(preset.ppo), ppo_tsp=more(preset.ppo_tsp), ppo_iw=more(preset.ppo_iw))
+
+
 def _probe_seconds(env: EnvConfig, cfg: PPOConfig, hidden: int, embed: int, trials: int, device: str,
                    core: Core) -> float:
     """Seconds per PPO update, measured on 2 updates of a throw-away agent (the first one warms up)."""

@@ -89,8 +89,11 @@ def _in_weights(t: Table, key: str) -> Verdict:
     if not iw or not iw.get(key):
         return "not run", None
     later = iw[key][1:]
-    return (f"gens 1+: {', '.join(_f(x) for x in later)} vs single {iw['baseline_factor']}x {_f(iw['single_best'])}",
-            bool(later) and max(later) > iw["single_best"])
+    words = f"gens 1+: {', '.join(_f(x) for x in later)} vs single {iw['baseline_factor']}x {_f(iw['single_best'])}"
+    top = (iw.get("env") or {}).get("length")
+    if later and top is not None and max(later) == iw["single_best"] == top:
+        words += " (both at the maximum score: the task is too easy at this budget to tell)"
+    return words, bool(later) and max(later) > iw["single_best"]
 
 
 CLAIMS: list[tuple[str, str, Callable[[Table], Verdict]]] = [
@@ -149,14 +152,15 @@ def _in_context_panel(tables: dict[str, Table]) -> Image.Image:
 
 
 def _sweep_panel(tables: dict[str, Table]) -> Image.Image:
-    series, names = [], ""
+    series, names, oracle = [], "", None
     for (label, t), c in zip(tables.items(), _colours(len(tables)), strict=True):
         rows = sorted(t.get("sweep") or [], key=lambda r: r["strength"])
         if rows:
             xs = [float(i) for i in range(len(rows))]
-            series += [Series(xs, [r["best_final"] for r in rows], c, f"{label} best gen"),
-                       Series(xs, [r["oracle_trial_score"] for r in rows], c, f"{label} oracle", dashed=True)]
+            series.append(Series(xs, [r["best_final"] for r in rows], c, f"{label} best gen"))
             names = ", ".join(f"{r['strength']:g}" for r in rows)
+            oracle = oracle or Series(xs, [r["oracle_trial_score"] for r in rows], (0, 0, 0), "oracle", dashed=True)
+    series += [oracle] if oracle is not None else []                  # the same oracles for every agent
     return line_plot(series, title=f"Oracle sweep, s = {names} (paper: inverted U)", xlabel="oracle strength index",
                      ylabel="final-trial score")
 
@@ -174,7 +178,7 @@ def _tsp_panel(tables: dict[str, Table]) -> Image.Image:
 
 
 def _in_weights_panel(tables: dict[str, Table]) -> Image.Image:
-    series, singles = [], []
+    series, singles = [], {}
     for (label, t), c in zip(tables.items(), _colours(len(tables)), strict=True):
         iw = t.get("in_weights")
         if not iw:
@@ -183,13 +187,14 @@ def _in_weights_panel(tables: dict[str, Table]) -> Image.Image:
         series.append(Series(xs, iw["generation_best"], c, f"{label} scratch"))
         if iw.get("resets_best"):
             series.append(Series(xs, iw["resets_best"], c, f"{label} resets", dashed=True))
-        singles.append((iw["single_best"], f"{label}: single {iw['baseline_factor']}x steps"))
+        singles.setdefault(iw["single_best"], []).append(label)          # one line per distinct value
+    hlines = [(v, f"single 5x steps: {', '.join(labels)}") for v, labels in singles.items()]
     return line_plot(series, title="In-weights MemSeq (paper: gen 1+ beats single 5x)", xlabel="generation",
-                     ylabel="best score", hlines=singles)
+                     ylabel="best score", hlines=hlines)
 
 
 def figure(tables: dict[str, Table]) -> Image.Image:
-    """The four panels in a 2 × 2 grid (1280 × 800)."""
+    """The four panels in a 2 × 2 grid (1280 × 800); legend labels are cut at 18 characters, so keep them short."""
     panels = [_in_context_panel(tables), _sweep_panel(tables), _tsp_panel(tables), _in_weights_panel(tables)]
     out = Image.new("RGB", (1280, 800), "white")
     for i, panel in enumerate(panels):
@@ -200,7 +205,8 @@ def figure(tables: dict[str, Table]) -> Image.Image:
 def write(results: Path, preset: str = "demo") -> str:
     """paper.md + paper.png under ``results/<preset>_paper`` from the GRU and S5 tables that exist."""
     tables = {label: json.loads((results / folder / "table.json").read_text())
-              for label, folder in (("GRU", preset), ("GRU seed 1", f"{preset}_seed1"), ("S5", f"{preset}_s5"))
+              for label, folder in (("GRU", preset), ("GRU seed 1", f"{preset}_seed1"), ("S5", f"{preset}_s5"),
+                                    ("S5 4x steps", f"{preset}_s5_x4"), ("S5 4x seed 1", f"{preset}_s5_x4_seed1"))
               if (results / folder / "table.json").exists()}
     if not tables:
         raise FileNotFoundError(f"no table.json under {results}/{preset}*: run `fewstep bench culture` first")
@@ -208,5 +214,6 @@ def write(results: Path, preset: str = "demo") -> str:
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(tables)
     (out / "paper.md").write_text(text)
-    figure({k: v for k, v in tables.items() if "seed" not in k}).save(out / "paper.png")
+    short = {"S5 4x steps": "S5x4"}
+    figure({short.get(k, k): v for k, v in tables.items() if "seed" not in k}).save(out / "paper.png")
     return text

@@ -135,8 +135,10 @@ def _f(x: object) -> str:
 
 def markdown(result: dict[str, object]) -> str:
     """The table of ``result`` (what ``table.md`` holds and the README / docs quote)."""
-    lines = [f"Preset `{result['preset']}`, {result.get('core', 'gru').upper()} agents, on {result['device']}; "
-             "commands and settings in table.json.", ""]
+    factor = result.get("steps_factor", 1)
+    lines = [f"Preset `{result['preset']}`{f' with {factor}x the PPO steps' if factor != 1 else ''}, "
+             f"{result.get('core', 'gru').upper()} agents, on {result['device']}; commands and settings in table.json.",
+             ""]
     ic = result.get("in_context")
     if ic:
         lines += ["**In-context Memory Sequence** (final-trial score = digits right in the last trial; RL2 at the "
@@ -174,10 +176,10 @@ def markdown(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(preset_name: str, out: Path, device: str, core: str = "gru") -> dict[str, object]:
+def evaluate(preset_name: str, out: Path, device: str, core: str = "gru", steps_factor: int = 1) -> dict[str, object]:
     preset = J.PRESETS[preset_name]
     result: dict[str, object] = {"preset": preset_name, "device": torch.cuda.get_device_name() if device == "cuda"
-                                 else "CPU", "core": core, "trainings": {}}
+                                 else "CPU", "core": core, "steps_factor": steps_factor, "trainings": {}}
     for path in sorted(out.glob("train_*.json")):
         meta = json.loads(path.read_text())
         result["trainings"][path.stem[6:]] = {k: meta[k] for k in ("seconds", "ppo", "episode_trials", "device")}
@@ -204,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list-jobs", action="store_true", help="print the preset's job names and exit")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: measured fastest on a busy 2-core box)")
     p.add_argument("--core", choices=CORES, default="gru", help="the agents' recurrent core (the paper: s5)")
+    p.add_argument("--steps-factor", type=int, default=1, help="train every job with this many times the preset's "
+                   "PPO steps (results folder <preset>[_s5]_x<F>)")
     p.add_argument("--paper", action="store_true", help="train nothing: write <preset>_paper/paper.md and paper.png, "
                    "the GRU and S5 tables beside the paper's reported results")
     p.add_argument("--results", type=Path, default=RESULTS, help="where --paper looks for <preset>[_s5]/table.json")
@@ -213,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(paper.write(args.results, args.preset))
         return 0
     torch.set_num_threads(args.threads)
-    suffix = ("_s5" if args.core == "s5" else "") + (f"_seed{args.seed}" if args.seed else "")
+    suffix = ("_s5" if args.core == "s5" else "") + (f"_x{args.steps_factor}" if args.steps_factor != 1 else "") \
+        + (f"_seed{args.seed}" if args.seed else "")
     out = args.out or RESULTS / (args.preset + suffix)
-    preset = J.PRESETS[args.preset]
+    preset = J.scaled(J.PRESETS[args.preset], args.steps_factor)
     if args.list_jobs:
         sys.stdout.write(" ".join(J.all_jobs(preset)) + "\n")
         return 0
@@ -229,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             J.train_job(preset, job, out, args.device, args.seed, args.core)
     if not args.no_eval:
-        evaluate(args.preset, out, args.device, args.core)
+        evaluate(args.preset, out, args.device, args.core, args.steps_factor)
         sys.stdout.write((out / "table.md").read_text() + "\n")
     return 0
 
