@@ -8,7 +8,8 @@ at 50, 4 and 2 steps, and each shipped TDM student at its own K (4, 2: Euler on 
 (``nodes.zoo.video.evaluate``): per-frame attribute accuracy (zoo probe, frames centred on the tracked object),
 motion accuracy (analytic tracker), FD-Clip3D (temporal Fréchet distance of the 3D-conv feature net) against
 real renders of the same captions and against the 50-step teacher's clips, seconds per clip (batches of 16, and
-batch 1, sampling + VAE decode, text encoding excluded). Writes JSON and a markdown table beside it, prints
+batch 1, sampling + VAE decode, text encoding excluded; on the CPU the per-frame VAE decode is a large
+share of it) and DiT evaluations per clip (steps, twice with CFG). Writes JSON and a markdown table beside it, prints
 the table.
 """
 
@@ -26,7 +27,8 @@ import torch
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "video-table.json"
 COLUMNS = (("frame_attribute_accuracy", "frame attribute acc. ↑", "{:.3f}"), ("motion_accuracy", "motion acc. ↑", "{:.3f}"),
            ("fd_clip3d", "FD-Clip3D vs real ↓", "{:.2f}"), ("fd_clip3d_teacher", "FD-Clip3D vs teacher 50 ↓", "{:.2f}"),
-           ("seconds_per_clip", "s / clip (batch 16)", "{:.3f}"), ("latency_s", "s / clip (batch 1)", "{:.3f}"))
+           ("dit_rows", "DiT evaluations / clip", "{:d}"), ("seconds_per_clip", "s / clip (batch 16)", "{:.3f}"),
+           ("latency_s", "s / clip (batch 1)", "{:.3f}"))
 TEACHER_STEPS = (50, 4, 2)
 
 
@@ -99,6 +101,7 @@ def measure(clip_count: int, students_dir: Path, device: str, shift: float, cfg:
             teacher50 = frames                                    # the first row: the 50-step teacher
         out = ev.evaluate_clips(frames, specs, probe=probe, featnet=featnet, reference=reference)
         out |= {"fd_clip3d_teacher": temporal_fd(featnet, frames, teacher50), "steps": steps, "cfg": scale,
+                "dit_rows": steps * (1 if scale == 1.0 else 2),          # CFG runs the DiT on two rows a step
                 "sigmas": [round(float(s), 4) for s in sigmas], "seconds_per_clip": seconds, "latency_s": latency}
         if label.startswith("TDM"):
             out["student_file"] = model.name

@@ -101,3 +101,26 @@ def test_shipped_student_refuses_a_teacher_of_another_architecture(tiny_weights)
     teacher = load_video_model(with_text=False)                              # the tiny 'test' DiT
     with pytest.raises(ValueError, match="distilled from a DiT of config"):
         load_shipped_video_student(names[0], teacher)
+
+
+def test_shipped_students_sample_in_their_own_steps():
+    """The shipped K = 4 and K = 2 students load around the built-in video model and sample deterministically
+    in exactly K model calls."""
+    from fewstep.nodes.tdm.video_graph import (
+        load_shipped_video_student,
+        sample_student,
+        shipped_video_students,
+    )
+    from fewstep.nodes.zoo.video.model import load_video_model
+
+    assert shipped_video_students() == ["fewstep-tdm-video-k2.safetensors", "fewstep-tdm-video-k4.safetensors"]
+    teacher = load_video_model()
+    for name, k in (("fewstep-tdm-video-k4.safetensors", 4), ("fewstep-tdm-video-k2.safetensors", 2)):
+        student = load_shipped_video_student(name, teacher)
+        assert student.info["tdm"]["student_steps"] == k and student.vae is teacher.vae
+        calls: list = []
+        a = sample_student(student, "a small red circle moving right", frames=2, seed=3, callback=calls.append)
+        b = sample_student(student, "a small red circle moving right", frames=2, seed=3)
+        assert len(calls) == k and [round(float(c["sigma"]), 4) for c in calls][0] == 1.0
+        assert torch.equal(a.frames, b.frames) and a.frames.shape == (2, 64, 64, 3)
+        assert not torch.equal(student.dit.patch_out.weight, teacher.dit.patch_out.weight)   # trained weights
