@@ -76,3 +76,24 @@ def test_bad_environment_input_is_refused_before_running(tmp_path):
     graph["1"]["inputs"]["environment"] = "chess"
     result, _ = _run(_executor(tmp_path), graph, "x")
     assert result.status == "error" and "chess" in json.dumps(result.error, default=str)
+
+
+def test_core_widget_trains_s5_agents_in_their_own_run_folders(tmp_path):
+    graph = _graph("culture_in_context")
+    for node in graph.values():
+        if node["class_type"] == "CultureTrainInContext":
+            node["inputs"] |= {"core": "s5", "ssm_layers": 1}
+    result, _ = _run(_executor(tmp_path), graph, "s")
+    assert result.status == "success", result.error
+    assert {"gen0_final", "gen1_final", "rl2_trial7"} <= set(result.outputs["4"]["metrics"][0])
+    gru, _ = _run(_executor(tmp_path), _graph("culture_in_context"), "g")      # same settings, GRU: trains anew
+    assert gru.status == "success", gru.error
+    runs = tmp_path / "models" / "checkpoints" / "culture" / "train"
+    assert len(list(runs.iterdir())) == 4                                       # 2 S5 learners + 2 GRU learners
+    from safetensors import safe_open
+
+    def has_s5(folder: Path) -> bool:
+        with safe_open(str(sorted(folder.glob("step_*.safetensors"))[-1]), "pt") as f:
+            return "net.blocks.0.ssm.lam_re" in set(f.keys())
+
+    assert sorted(has_s5(p) for p in runs.iterdir()) == [False, False, True, True]
