@@ -3,10 +3,11 @@ resumed from their checkpoints, the in-context trainer resumes, in-weights gener
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fewstep.nodes.culture.accumulate import InWeightsConfig, PolicyOthers, play_episode
-from fewstep.nodes.culture.agent import AgentConfig, PopulationActorCritic
+from fewstep.nodes.culture.agent import AgentConfig, PopulationActorCritic, make_agent
 from fewstep.nodes.culture.envs import MemoryOracles, MemorySequence
 from fewstep.nodes.culture.ppo import PPOConfig
 from fewstep.nodes.culture.runs import (
@@ -21,21 +22,23 @@ ENV = EnvConfig("memory_sequence", size=3, length=4, num_trials=3, num_others=2)
 TINY = PPOConfig(num_envs=4, num_steps=8, total_steps=4 * 8 * 2, epochs=1, minibatches=2)
 
 
-def test_demonstrators_restart_from_their_stored_state_at_every_trial():
-    net = PopulationActorCritic(ENV.agent(8, 8), seed=3)
-    h0, o0 = torch.randn(5, 2, 8), torch.rand(5, 2, ENV.agent(8, 8).obs_dim)
+@pytest.mark.parametrize("core", ["gru", "s5"])
+def test_demonstrators_restart_from_their_stored_state_at_every_trial(core):
+    net = make_agent(ENV.agent(8, 8, core), seed=3)
+    s = net.state_size
+    h0, o0 = torch.randn(5, 2, s), torch.rand(5, 2, ENV.agent(8, 8).obs_dim)
     others = PolicyOthers(net, h0, o0)
     env = MemorySequence(5, 3, 4, 3, others)
     gen = torch.Generator().manual_seed(0)
     env.reset(gen)
     _, _, expect = net.step(o0.reshape(1, 10, -1), h0.reshape(1, 10, -1), torch.zeros(1, 10, dtype=torch.bool))
-    assert torch.allclose(others.h, expect.view(5, 2, 8))
+    assert torch.allclose(others.h, expect.view(5, 2, s))
     wrong = (env.next_digit() + 1) % 3                     # every row errs: every trial restarts
     env.step(wrong, gen)
-    assert torch.allclose(others.h, expect.view(5, 2, 8))
+    assert torch.allclose(others.h, expect.view(5, 2, s))
     right = env.next_digit()
     env.step(right, gen)                                    # mid-trial: the state moves on
-    assert not torch.allclose(others.h, expect.view(5, 2, 8))
+    assert not torch.allclose(others.h, expect.view(5, 2, s))
 
 
 def test_play_episode_counts_trials_and_keeps_the_final_trial_start():
