@@ -102,13 +102,14 @@ def _sample(model: Any, specs: list[Any], *, seed: int, teacher_steps: int | Non
 def models(weights: Path | None, device: str, teacher: Any) -> dict[str, tuple[Any, int | None, float]]:
     """Row name -> (VIDEO_MODEL, teacher Euler steps or None for the consistency sampler, CFG)."""
     from fewstep.nodes.vdit.attention import with_layer_masks
+    from fewstep.bench.vdit.train_students import tolerance_tag
     from fewstep.nodes.vdit.train import load_student
 
     mlcd = load_student("fewstep-vdit-mlcd.safetensors", teacher, root=weights)
     rows: dict[str, tuple[Any, int | None, float]] = {
         "base teacher, Euler 50 steps": (teacher, 50, 4.0), "base teacher, Euler 10 steps": (teacher, 10, 4.0),
         "MLCD dense, 10 steps": (mlcd, None, 1.0)}
-    kd = {r: load_student(f"fewstep-vdit-kd-r{r.replace('.', '')}.safetensors", teacher, root=weights)
+    kd = {r: load_student(f"fewstep-vdit-kd-r{tolerance_tag(float(r))}.safetensors", teacher, root=weights)
           for r in TOLERANCES}
     for r, student in kd.items():
         masks = student.info["tile_masks"]
