@@ -37,3 +37,19 @@ def test_validity_flags_clipped_and_empty_objects_and_open_meshes():
     closed = triplane_mesh(_sphere_triplane(), resolution=16)
     open_mesh = Mesh(closed.vertices, closed.faces[1:].contiguous())
     assert is_watertight(closed) and not is_watertight(open_mesh)
+
+
+def test_bounded_decoder_keeps_the_surface_in_its_shell():
+    """max_offset m < r₀: whatever the MLP outputs, the SDF is negative at the centre and positive beyond r₀ + m."""
+    from fewstep.nodes.core.render.triplane import TriplaneDecoderConfig
+    from fewstep.nodes.prd.generator import BoundedDecoder
+
+    decoder = BoundedDecoder(TriplaneDecoderConfig(channels=4, hidden=8, layers=1, sphere_radius=0.45), 0.3)
+    with torch.no_grad():
+        decoder.net[-1].bias.fill_(50.0)                        # pushes the SDF up as far as it goes
+    tri = Triplane(torch.randn(1, 3, 4, 8, 8), decoder, 1.0)
+    assert mesh_validity(tri, 16)["valid"]
+    with torch.no_grad():
+        decoder.net[-1].bias.fill_(-50.0)                       # and down
+    check = mesh_validity(tri, 16)
+    assert check["valid"] and float(triplane_mesh(tri, 16).vertices.norm(dim=-1).max()) < 0.45 + 0.3 + 0.1

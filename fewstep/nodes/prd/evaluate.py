@@ -63,18 +63,19 @@ def evaluate_generator(gen: TriplaneGenerator, probe: CaptionProbe, embed: Calla
                        k: int, seed: int = 123, mesh_resolution: int = 32) -> dict[str, float]:
     """Caption accuracy (colour, shape, both) over 24 captions x 4 views, mesh validity, seconds per object."""
     prims = all_primitives()
-    text = embed([p.caption() for p in prims])
+    device = next(gen.parameters()).device
+    text, probe = embed([p.caption() for p in prims]).to(device), probe.to(device)
     gen_noise = torch.Generator().manual_seed(seed)
     colour = shape = both = valid = 0
     seconds = 0.0
     for i, prim in enumerate(prims):
-        noise = torch.randn((1, *gen.latent_shape), generator=gen_noise)
+        noise = torch.randn((1, *gen.latent_shape), generator=gen_noise).to(device)
         start = time.perf_counter()
         triplane = generate(gen, text[i:i + 1], k, noise)
         check = mesh_validity(triplane, mesh_resolution)
         seconds += time.perf_counter() - start
         valid += check["valid"]
-        images = render_triplane_views(triplane, EVAL_VIEWS, ViewSpec().size, 48, 0.01, None)
+        images = render_triplane_views(triplane, EVAL_VIEWS.to(device), ViewSpec().size, 48, 0.01, None)
         for read in read_captions(probe, images):
             colour += read.colour == prim.colour
             shape += read.shape == prim.shape

@@ -38,7 +38,8 @@ SHARED_TARGETS = ("conv1", "conv2", "time_emb_proj", "time_mlp.0", "time_mlp.2",
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Args: plane resolution R; feature channels C per plane; LoRA rank and kind; MLP decoder width;
-    the decoder's sphere prior radius; the cube the planes span."""
+    the decoder's sphere prior radius; the cube the planes span; max_offset > 0 bounds the SDF's offset from
+    the sphere prior to ±max_offset (a tanh), so the surface stays in the shell r₀ ± max_offset (0 = free)."""
 
     resolution: int = 16
     channels: int = 8
@@ -47,6 +48,7 @@ class GeneratorConfig:
     hidden: int = 32
     sphere_radius: float = 0.45
     bound: float = 1.0
+    max_offset: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lora not in LORA_KINDS:
@@ -108,6 +110,23 @@ class LoRADense(nn.Module):
         return self.base(x) + F.linear(F.linear(x, self.lora_A), self.lora_B)
 
 
+class BoundedDecoder(TriplaneDecoder):
+    """sdf(p) = m · tanh(d̃ / m) + |p| − r₀: the core decoder with its SDF offset bounded by m = ``max_offset``
+    (like TriplaneTurbo's bounded vertex deformation). With m < r₀ the surface can neither vanish nor leave
+    the shell r₀ ± m; without it, score distillation at this scale grew objects to fill the cube (the teacher
+    pulls background pixels too) or, with a strong sparsity weight, shrank them away."""
+
+    def __init__(self, config: TriplaneDecoderConfig, max_offset: float) -> None:
+        super().__init__(config)
+        self.max_offset = max_offset
+
+    def forward(self, features: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(features)
+        m = self.max_offset
+        sdf = m * torch.tanh(out[..., 0] / m) + points.norm(dim=-1) - self.config.sphere_radius
+        return sdf, torch.sigmoid(out[..., 1:])
+
+
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
@@ -137,8 +156,10 @@ class TriplaneGenerator(nn.Module):
         inject_peta(self.unet, config.rank, config.lora)
         c_img = teacher_unet.config.in_channels
         self.head = nn.Sequential(nn.Conv2d(c_img, 32, 3, padding=1), nn.SiLU(), nn.Conv2d(32, config.channels, 1))
-        self.decoder = TriplaneDecoder(TriplaneDecoderConfig(channels=config.channels, hidden=config.hidden, layers=2,
-                                                             sphere_radius=config.sphere_radius))
+        decoder_config = TriplaneDecoderConfig(channels=config.channels, hidden=config.hidden, layers=2,
+                                               sphere_radius=config.sphere_radius)
+        self.decoder = (BoundedDecoder(decoder_config, config.max_offset) if config.max_offset > 0
+                        else TriplaneDecoder(decoder_config))
         self.register_buffer("alphas", alphas_cumprod(teacher_unet.config.schedule), persistent=False)
 
     @property

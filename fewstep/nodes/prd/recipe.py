@@ -2,7 +2,7 @@
 ``bench/prd/gpu_run.sh``).
 
     python -m fewstep.nodes.prd.recipe teacher   --seconds 300   # data + multi-view teacher + caption probe
-    python -m fewstep.nodes.prd.recipe generator --seconds 300   # PRD distillation of the triplane generator
+    python -m fewstep.nodes.prd.recipe generator --seconds 320   # PRD distillation of the triplane generator
 
 Each stage writes its weights, JSON config and a report into ``--out`` (default: the pack's ``weights/``).
 """
@@ -50,24 +50,26 @@ class TeacherRecipe:
 
 
 def train_teacher(data: ViewDataset, text: torch.Tensor, recipe: TeacherRecipe,
-                  config: TeacherConfig | None = None) -> tuple[MVUNet, dict]:
+                  config: TeacherConfig | None = None, device: str = "cpu") -> tuple[MVUNet, dict]:
     """ε-prediction DDPM training with min-SNR-γ weights (Hang et al. 2023) and text dropout for CFG;
     returns the EMA network and stats. ``text`` [24, D] embeds each object's caption."""
     torch.manual_seed(recipe.seed)
-    net = MVUNet(config or TeacherConfig())
+    net = MVUNet(config or TeacherConfig()).to(device)
     ema = copy.deepcopy(net).requires_grad_(False)
-    ab = make_teacher(copy.deepcopy(net)).alphas
+    ab = make_teacher(copy.deepcopy(net)).alphas.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(recipe.seed)
-    cams = camera_features(data.views)
+    cams, images, text, labels = (camera_features(data.views).to(device), data.images.to(device), text.to(device),
+                                  data.labels.to(device))
     start, step, losses = time.monotonic(), 0, []
     while step < recipe.max_steps and time.monotonic() - start < recipe.seconds:
         idx = torch.randint(0, len(data.images), (recipe.batch,), generator=gen)
-        x0, t = data.images[idx], torch.randint(0, len(ab), (recipe.batch,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        idx = idx.to(device)
+        x0, t = images[idx], torch.randint(0, len(ab), (recipe.batch,), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
         a = ab[t].view(-1, 1, 1, 1)
-        keep = (torch.rand(recipe.batch, 1, generator=gen) >= recipe.drop_text).float()
-        eps = net(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, text[data.labels[idx]] * keep, cams[idx])
+        keep = (torch.rand(recipe.batch, 1, generator=gen) >= recipe.drop_text).float().to(device)
+        eps = net(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, text[labels[idx]] * keep, cams[idx])
         snr = a.flatten() / (1 - a.flatten())
         weight = snr.clamp(max=recipe.min_snr_gamma) / snr                     # min-SNR-γ for ε-prediction
         loss = (weight * (eps - noise).pow(2).mean((1, 2, 3))).mean()
@@ -84,7 +86,7 @@ def train_teacher(data: ViewDataset, text: torch.Tensor, recipe: TeacherRecipe,
         losses.append(float(loss.detach()))
         step += 1
     seconds = time.monotonic() - start
-    return ema.eval(), {"steps": step, "seconds": round(seconds, 1), "final_loss": round(sum(losses[-50:]) / 50, 4)}
+    return ema.eval().cpu(), {"steps": step, "seconds": round(seconds, 1), "final_loss": round(sum(losses[-50:]) / 50, 4)}
 
 
 @torch.no_grad()
@@ -106,7 +108,7 @@ def teacher_probe_accuracy(teacher_net: MVUNet, probe, text: torch.Tensor, views
     return {"colour": round(colour, 4), "shape": round(shape, 4), "both": round(both, 4), "samples": n}, images
 
 
-def stage_teacher(out: Path, recipe: TeacherRecipe) -> dict:
+def stage_teacher(out: Path, recipe: TeacherRecipe, device: str = "cpu") -> dict:
     """Render the data, train the probe and the teacher, write weights + report + a sample grid."""
     t0 = time.monotonic()
     data = make_dataset(recipe.views_per_object, recipe.seed)
@@ -120,7 +122,7 @@ def stage_teacher(out: Path, recipe: TeacherRecipe) -> dict:
     pc, ps = probe(held.images)
     probe_acc = float(((pc.argmax(-1) == hc) & (ps.argmax(-1) == hs)).float().mean())
     save_weights(probe, out / PROBE_FILE, {"colours": list(COLOURS), "shapes": list(SHAPES)})
-    net, stats = train_teacher(data, text, recipe)
+    net, stats = train_teacher(data, text, recipe, device=device)
     config = {"unet": net.config.to_dict(), "text_encoder": "all-MiniLM-L6-v2 (pooled)", "image_size": ViewSpec().size,
               "prediction_type": "epsilon", "camera": "(sin az, cos az, sin el, cos el)", "uncond": "zeros"}
     save_weights(net, out / TEACHER_FILE, config, half=True)
@@ -148,16 +150,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("stage", choices=["teacher", "generator"])
     parser.add_argument("--out", type=Path, default=weights_dir())
     parser.add_argument("--seconds", type=float, default=300.0)
-    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="step cap (teacher: none, the time cap decides; generator: 280 PRD iterations, "
+                             "which also sets its t_min ramp)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.stage == "teacher":
-        report = stage_teacher(args.out, TeacherRecipe(seconds=args.seconds, max_steps=args.steps))
+        report = stage_teacher(args.out, TeacherRecipe(seconds=args.seconds, max_steps=args.steps or 100_000),
+                               args.device)
     else:
         from fewstep.nodes.prd.train import stage_generator
 
-        report = stage_generator(args.out, args.seconds, args.steps)
+        report = stage_generator(args.out, args.seconds, args.steps or 280, teacher_root=args.out, device=args.device)
     print(json.dumps(report, indent=1))  # noqa: T201
 
 

@@ -50,26 +50,30 @@ class PRDConfig:
         samples / beta: stratified samples per ray and VolSDF β of the training renders.
         cfg / t_min_start / t_min_end / max_step: ASD guidance scale and timestep range (ramped).
         lora / rank: PETA kind ("plane-specific" or "shared") and LoRA rank.
+        sparsity: weight of the opacity sum per render (TriplaneTurbo's sparsity regulariser): without it the
+            teacher's pull on the fixed background grew objects until they filled the cube.
     """
 
     k: int = 4
     steps: int = 200
     batch: int = 2
-    lr: float = 2e-3
+    lr: float = 3e-3
     seed: int = 0
     views: int = 4
     render_size: int = 16
     samples: int = 32
     beta: float = 0.02
-    cfg: float = 7.5
+    cfg: float = 3.0
     t_min_start: float = 0.5
     t_min_end: float = 0.02
     max_step: float = 0.98
     lora: str = "plane-specific"
     rank: int = 8
+    sparsity: float = 0.0
+    max_offset: float = 0.3
 
     def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(lora=self.lora, rank=self.rank)
+        return GeneratorConfig(lora=self.lora, rank=self.rank, max_offset=self.max_offset)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
@@ -78,19 +82,24 @@ class PRDConfig:
 def training_views(objects: int, views: int, rng: torch.Generator, max_elevation: float = 30.0) -> torch.Tensor:
     """(azimuth, elevation) [objects · views, 2] in degrees: per object a random start azimuth and views
     spread 360 / views apart (MVDream's orthogonal views for 4), one random elevation in [0, max]."""
-    start = torch.rand(objects, 1, generator=rng) * 360.0
-    az = (start + torch.arange(views) * (360.0 / views)) % 360.0                    # [objects, views]
-    el = (torch.rand(objects, 1, generator=rng) * max_elevation).expand(objects, views)
+    start = torch.rand(objects, 1, generator=rng, device=rng.device) * 360.0
+    az = (start + torch.arange(views, device=rng.device) * (360.0 / views)) % 360.0   # [objects, views]
+    el = (torch.rand(objects, 1, generator=rng, device=rng.device) * max_elevation).expand(objects, views)
     return torch.stack([az, el], dim=-1).reshape(-1, 2)
 
 
 def render_triplane_views(triplane, views: torch.Tensor, size: int, samples: int, beta: float,
-                          rng: torch.Generator | None, spec: ViewSpec | None = None) -> torch.Tensor:
-    """Renders [B·V, 3, S, S] in −1..1 of a triplane batch from views [B·V, 2] (object b sees rows b·V ...)."""
+                          rng: torch.Generator | None, spec: ViewSpec | None = None,
+                          opacity: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Renders [B·V, 3, S, S] in −1..1 of a triplane batch from views [B·V, 2] (object b sees rows b·V ...);
+    the opacity [B·V, S, S] is appended to ``opacity`` when given."""
     spec = spec or ViewSpec()
-    cams = orbit_cameras(views[:, 0].tolist(), views[:, 1].tolist(), spec.distance, spec.fov, size)
+    cams = orbit_cameras(views[:, 0].tolist(), views[:, 1].tolist(), spec.distance, spec.fov, size,
+                         device=views.device)
     settings = VolumeSettings(samples=samples, bound=triplane.bound, density=VolSDFDensity(beta))
     image = render_field(triplane.field, cams, settings, background=BACKGROUND, generator=rng)
+    if opacity is not None:
+        opacity.append(image.opacity)
     return image.rgb.permute(0, 3, 1, 2) * 2 - 1
 
 
@@ -101,21 +110,22 @@ def prd_iteration(gen: TriplaneGenerator, teacher: Teacher, asd: ASDLoss, text: 
     here; returns step K's loss (graph kept) plus the earlier losses' values (no graph). ``on_step(i, x̂0)``
     sees each step's x̂0 (tests)."""
     b, ts = text.shape[0], prd_timesteps(cfg.k)
-    latent = torch.randn((b, *gen.latent_shape), generator=rng)
-    done = torch.zeros(())
+    latent = torch.randn((b, *gen.latent_shape), generator=rng, device=text.device)
+    done = torch.zeros((), device=text.device)
     for i, t in enumerate(ts):
         a = gen.alphas[t]
-        noisy = a.sqrt() * latent + (1 - a).sqrt() * torch.randn(latent.shape, generator=rng)
-        _, x0 = gen.denoise(noisy, torch.full((b,), t), text)
+        noisy = a.sqrt() * latent + (1 - a).sqrt() * torch.randn(latent.shape, generator=rng, device=text.device)
+        _, x0 = gen.denoise(noisy, torch.full((b,), t, device=text.device), text)
         if on_step is not None:
             on_step(i, x0)
         views = training_views(b, cfg.views, rng)
-        z = render_triplane_views(gen.triplane(x0), views, cfg.render_size, cfg.samples, cfg.beta, rng)
+        alpha: list[torch.Tensor] = []
+        z = render_triplane_views(gen.triplane(x0), views, cfg.render_size, cfg.samples, cfg.beta, rng, opacity=alpha)
         if z.shape[-1] != TEACHER_SIZE:
             z = F.interpolate(z, size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", align_corners=False)
         grad = asd.gradient(teacher, z.detach(), text.repeat_interleave(cfg.views, dim=0), camera_features(views),
                             t_min_at(progress, cfg.t_min_start, cfg.t_min_end), rng)
-        loss = asd(z, grad, b, cfg.views) / len(ts)
+        loss = (asd(z, grad, b, cfg.views) + cfg.sparsity * alpha[0].sum() / (b * cfg.views)) / len(ts)
         if i + 1 < len(ts):
             loss.backward()                                  # per-step backward: this step's graph is freed
             done = done + loss.detach()
@@ -133,19 +143,20 @@ def train_prd(gen: TriplaneGenerator, teacher: Teacher, captions: list[str], emb
               preview_fn: Callable[[int], object] | None = None, preview_every: int = 0) -> TrainState:
     """PRD-train ``gen`` (its trainable parameters) with the shared resumable loop; step n draws its
     captions and every random number from the loop's generator (seed, n), so a resumed run replays."""
-    text_table = embed(list(dict.fromkeys(captions)))
+    device = str(next(gen.parameters()).device)
+    text_table = embed(list(dict.fromkeys(captions))).to(device)
     index = {c: i for i, c in enumerate(dict.fromkeys(captions))}
     asd = ASDLoss(cfg=cfg.cfg, max_step=cfg.max_step)
     params = list(trainable_parameters(gen).values())
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
 
     def step_fn(step: int, rng: torch.Generator) -> torch.Tensor:
-        pick = torch.randint(0, len(captions), (cfg.batch,), generator=rng).tolist()
+        pick = torch.randint(0, len(captions), (cfg.batch,), generator=rng, device=rng.device).tolist()
         text = text_table[[index[captions[j]] for j in pick]]
         return prd_iteration(gen, teacher, asd, text, cfg, step / max(cfg.steps, 1), rng)
 
     spec = FitSpec(total_steps=cfg.steps, seed=cfg.seed, lr_at=lambda step: cfg.lr, grad_clip=1.0,
-                   checkpointer=checkpointer, meta={"prd": asdict(cfg)}, max_seconds=max_seconds,
+                   device=device, checkpointer=checkpointer, meta={"prd": asdict(cfg)}, max_seconds=max_seconds,
                    preview_every=preview_every)
     gen.train()
     return fit(gen, optimizer, step_fn, spec, preview_fn=preview_fn)
@@ -153,7 +164,7 @@ def train_prd(gen: TriplaneGenerator, teacher: Teacher, captions: list[str], emb
 
 def generator_state(gen: TriplaneGenerator) -> dict[str, torch.Tensor]:
     """The generator's own weights (adapters, head, decoder): the teacher's frozen UNet is not repeated."""
-    return {k: v.detach().clone() for k, v in trainable_parameters(gen).items()}
+    return {k: v.detach().cpu().clone() for k, v in trainable_parameters(gen).items()}
 
 
 def load_generator_state(gen: TriplaneGenerator, state: dict[str, torch.Tensor]) -> TriplaneGenerator:
@@ -168,7 +179,7 @@ def load_generator_state(gen: TriplaneGenerator, state: dict[str, torch.Tensor])
 
 
 def stage_generator(out: Path, seconds: float, steps: int, cfg: PRDConfig | None = None,
-                    teacher_root: Path | None = None) -> dict:
+                    teacher_root: Path | None = None, device: str = "cpu") -> dict:
     """Train the shipped generator (K = 4, plane-specific LoRA) within ``seconds`` and write it to ``out``."""
     from fewstep.nodes.prd.bundle import (
         GENERATOR_FILE,
@@ -182,7 +193,8 @@ def stage_generator(out: Path, seconds: float, steps: int, cfg: PRDConfig | None
 
     cfg = cfg or PRDConfig(steps=steps)
     teacher, embed = load_teacher(teacher_root), CaptionEmbedder()
-    gen = build_generator(teacher, cfg)
+    teacher.unet.to(device)
+    gen = build_generator(teacher, cfg).to(device)
     captions = [p.caption() for p in all_primitives()]
     start = time.monotonic()
     state = train_prd(gen, teacher, captions, embed, cfg, max_seconds=seconds)
