@@ -101,8 +101,8 @@ def _sample(model: Any, specs: list[Any], *, seed: int, teacher_steps: int | Non
 
 def models(weights: Path | None, device: str, teacher: Any) -> dict[str, tuple[Any, int | None, float]]:
     """Row name -> (VIDEO_MODEL, teacher Euler steps or None for the consistency sampler, CFG)."""
-    from fewstep.nodes.vdit.attention import with_layer_masks
     from fewstep.bench.vdit.train_students import tolerance_tag
+    from fewstep.nodes.vdit.attention import with_layer_masks
     from fewstep.nodes.vdit.train import load_student
 
     mlcd = load_student("fewstep-vdit-mlcd.safetensors", teacher, root=weights)

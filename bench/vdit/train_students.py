@@ -25,11 +25,14 @@ PROBE_PROMPTS = ("a small red circle moving right", "a large blue square bouncin
                  "a large white cross standing still")
 
 # name -> (MLCD config fields, KD config fields, wall-time caps of one run in seconds)
+# KD lr 2e-5: on the r = 0.1 masks (300 steps, 26 held-out clips, CPU 2026-12-08) the sparse student's final
+# latents moved from 0.141 relative error to the dense student (no KD) to 0.168 at lr 1e-4 (output term only)
+# and to 0.131 / 0.134 at lr 2e-5 with / without the attention term.
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], float | None]] = {
     "cpu": (dict(steps=600, batch_size=8, lr=1e-4, pool_clips=128),
-            dict(steps=400, batch_size=8, lr=1e-4, pool_clips=128), 300.0),
+            dict(steps=600, batch_size=8, lr=2e-5, pool_clips=128), 300.0),
     "gpu": (dict(steps=6000, batch_size=32, lr=1e-4, pool_clips=2048),
-            dict(steps=3000, batch_size=32, lr=5e-5, pool_clips=2048), None),
+            dict(steps=3000, batch_size=32, lr=2e-5, pool_clips=2048), None),
 }
 
 

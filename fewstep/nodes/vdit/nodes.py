@@ -208,7 +208,7 @@ class VDiTKDTrain(Node):
                                   "(attention distillation), on the states its few-step sampler visits.",
                       inputs=[Link("sparse_model", VIDEO_MODEL, tooltip="the sparse student (its masks are kept)"),
                               Link("dense_model", VIDEO_MODEL, tooltip="the dense MLCD student (the KD teacher)"),
-                              *_optimisation(200, 8, 5e-5),
+                              *_optimisation(200, 8, 2e-5),
                               Float("attention_weight", 1.0, min=0.0, max=100.0, step=0.1,
                                     tooltip="weight of the per-layer attention-output term"),
                               Combo("state_source", ["student", "real"], default="student",
@@ -279,7 +279,7 @@ class VDiTStudentLoader(Node):
                       description="A shipped student of the built-in video model (MLCD dense, or KD tile-sparse with "
                                   "its searched per-layer masks); the VAE and text encoder come from the input model.",
                       inputs=[Link("video_model", VIDEO_MODEL, tooltip="the base model (VAE, text encoder)"),
-                              Combo("student_name", _students, tooltip="fewstep/nodes/vdit/weights (model card beside)"),
+                              Combo("student_name", _students, tooltip="fewstep/nodes/vdit/weights (model card: weights/README.md)"),
                               Combo("implementation", IMPLS, default="gathered")],
                       outputs=[Output("VIDEO_MODEL", VIDEO_MODEL)])
 
