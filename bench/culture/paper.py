@@ -93,6 +93,8 @@ def _in_weights(t: Table, key: str) -> Verdict:
     top = (iw.get("env") or {}).get("length")
     if later and top is not None and max(later) == iw["single_best"] == top:
         words += " (both at the maximum score: the task is too easy at this budget to tell)"
+    elif iw[key][0] > iw["single_best"]:
+        words += f" (generation 0 alone scores {_f(iw[key][0])}: the longer single run is worse, not the generations better)"
     return words, bool(later) and max(later) > iw["single_best"]
 
 
@@ -138,8 +140,8 @@ def markdown(tables: dict[str, Table]) -> str:
 
 
 def _colours(n: int) -> list[tuple[int, int, int]]:
-    """GRU purple, S5 orange (then viridis)."""
-    fixed = [viridis(0.0), (230, 120, 20)]
+    """GRU purple, S5 orange, then teal and green."""
+    fixed = [viridis(0.0), (230, 120, 20), viridis(0.5), viridis(0.8)]
     return (fixed + [viridis(0.5 + 0.1 * i) for i in range(n)])[:n]
 
 
@@ -212,7 +214,8 @@ def write(results: Path, preset: str = "demo") -> str:
     """paper.md + paper.png under ``results/<preset>_paper`` from the GRU and S5 tables that exist."""
     tables = {label: json.loads((results / folder / "table.json").read_text())
               for label, folder in (("GRU", preset), ("GRU seed 1", f"{preset}_seed1"), ("S5", f"{preset}_s5"),
-                                    ("S5 4x steps", f"{preset}_s5_x4"), ("S5 4x seed 1", f"{preset}_s5_x4_seed1"))
+                                    ("GRU 4x steps", f"{preset}_x4"), ("S5 4x steps", f"{preset}_s5_x4"),
+                                    ("S5 4x seed 1", f"{preset}_s5_x4_seed1"))
               if (results / folder / "table.json").exists()}
     if not tables:
         raise FileNotFoundError(f"no table.json under {results}/{preset}*: run `fewstep bench culture` first")
@@ -220,6 +223,6 @@ def write(results: Path, preset: str = "demo") -> str:
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(tables)
     (out / "paper.md").write_text(text)
-    short = {"S5 4x steps": "S5x4"}
+    short = {"S5 4x steps": "S5x4", "GRU 4x steps": "GRUx4"}
     figure({short.get(k, k): v for k, v in tables.items() if "seed" not in k}).save(out / "paper.png")
     return text

@@ -48,7 +48,9 @@ def hippo_n(n: int) -> tuple[Tensor, Tensor]:
     eigenvalues in ``eigh``'s order of their imaginary parts; Re Λ = −½ exactly (the diagonal's mean)."""
     p = torch.sqrt(torch.arange(n, dtype=torch.float64) + 0.5)
     s = hippo_legs(n) + p[:, None] * p[None, :]
-    imag, v = torch.linalg.eigh(s.to(torch.complex128) * -1j)     # −iS is Hermitian: eigenvalues = Im Λ
+    # S = −½I + K with K skew-symmetric, so −iK is Hermitian with eigenvalues Im Λ; eigh reads the lower triangle
+    # and the real part of the diagonal, i.e. exactly −iK of −iS (the S5 code's call)
+    imag, v = torch.linalg.eigh(s.to(torch.complex128) * -1j)
     real = torch.diagonal(s).mean().expand(n)
     return torch.complex(real, imag), v
 
@@ -112,7 +114,6 @@ class S5Layer(nn.Module):
         self.c_im = nn.Parameter(c_tilde.imag.transpose(1, 2).float().contiguous())
         self.d = nn.Parameter(torch.randn(members, 1, width, generator=gen))
         self.log_step = nn.Parameter(log_step.float())
-        self.state = state
 
     def discrete(self) -> tuple[Tensor, Tensor, Tensor]:
         """(Λ̄ [M, 1, P/2], B̄ real part [M, H, P/2], B̄ imaginary part) of the current parameters."""
