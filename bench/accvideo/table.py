@@ -11,7 +11,8 @@ identical budget (iterations, batch, lr, seed), each sampled with those 5 steps 
 
 - ``traj``: L_traj only;  ``shared``: + GAN with one shared head;  ``per_timestep``: + GAN with one head per key
   timestep (the paper's);  ``useless``: L_traj on forward-diffused real clips at the same key timesteps (the
-  "useless data points" control; no trajectories).
+  "useless data points" control; no trajectories);  ``per_timestep_d100``: the paper's arm with the heads'
+  lr at 100x the student's instead of 10x (a stronger discriminator).
 
 Columns (``nodes.zoo.video.evaluate``): FD-Clip3D (temporal Fréchet distance of the zoo's 3D-conv clip features)
 against real renders of the held-out captions and against the teacher's 50-step clips from the same noise;
@@ -33,16 +34,19 @@ import torch
 log = logging.getLogger("fewstep.accvideo.bench")
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "accvideo.json"
-ARMS: dict[str, dict[str, str]] = {
+ARMS: dict[str, dict[str, Any]] = {
     "traj": {"adversarial": "off", "data_points": "trajectory"},
     "shared": {"adversarial": "shared", "data_points": "trajectory"},
     "per_timestep": {"adversarial": "per_timestep", "data_points": "trajectory"},
     "useless": {"adversarial": "off", "data_points": "forward_diffused"},
+    # a 10x faster-learning discriminator (heads at 100x the student's lr): does a stronger D help?
+    "per_timestep_d100": {"adversarial": "per_timestep", "data_points": "trajectory", "head_lr_ratio": 100.0},
 }
 ROW_NAMES = {"teacher50": "teacher, 50 Euler steps (shift 7, CFG 4)", "teacher5": "teacher, 5 key-point steps (CFG 4)",
              "traj": "student: L_traj only", "shared": "student: L_traj + GAN, one shared head",
              "per_timestep": "student: L_traj + GAN, per-timestep heads",
-             "useless": "control: L_traj on forward-diffused real clips"}
+             "useless": "control: L_traj on forward-diffused real clips",
+             "per_timestep_d100": "student: L_traj + GAN, per-timestep heads at 100x lr"}
 COLUMNS = (("fd_clip3d", "FD-Clip3D vs real", "{:.2f}"), ("fd_vs_teacher50", "FD-Clip3D vs teacher-50", "{:.2f}"),
            ("frame_attribute_accuracy", "frame attr. acc.", "{:.3f}"), ("motion_accuracy", "motion acc.", "{:.3f}"),
            ("sampling_seconds_per_clip", "sampling s / clip", "{:.3f}"),

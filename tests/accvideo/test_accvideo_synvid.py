@@ -53,3 +53,13 @@ def test_build_resumes_at_the_missing_shard(tiny_model, tmp_path) -> None:
     build_synvid(store, spec, PROMPTS, tiny_model, progress=lambda j, n: calls.append(j))
     assert calls == [2]                                                            # only shard 1 was rebuilt
     assert torch.equal(load_file(str(store.shard_path(1)))["points"], first["points"])
+
+
+def test_procedural_captions_are_training_captions_only() -> None:
+    from fewstep.nodes.accvideo.graph import training_captions
+    from fewstep.nodes.zoo.video import clips
+
+    texts = training_captions("procedural", "", 400, seed=0)
+    assert len(texts) == len(clips.split_captions("train"))            # 400 draws cover the 321 captions
+    assert not any(clips.is_heldout(t) for t in texts)
+    assert training_captions("list", " a\n\nb \n", 5, 0) == ["a", "b"]
