@@ -6,7 +6,7 @@
     fewstep bench accvideo --work DIR --stage eval        # 3. the table (teacher rows measured in this run)
 
 Rows: the teacher (built-in video model) with 50 flow-Euler steps at shift 7 and CFG 4 (the SynVid teacher), the
-same teacher with 5 Euler steps at AccVideo's key points (1, .9655, .9130, .8235, .6364, 0), and four students of
+same teacher with 5 Euler steps at AccVideo's key points (1, .9655, .9130, .8235, .6364, 0), and students of
 identical budget (iterations, batch, lr, seed), each sampled with those 5 steps and no CFG (distilled in):
 
 - ``traj``: L_traj only;  ``shared``: + GAN with one shared head;  ``per_timestep``: + GAN with one head per key
