@@ -5,6 +5,8 @@ Modules, each written once:
                       views, CFG, DDIM, LCM boundary scalings, pseudo-Huber;
     ``batches``       distillation batches, seeded draws, data-free teacher states, forward noising;
     ``consistency``   the consistency samplers' timestep subsets (LCM skip grid, MLCM milestones) and walk;
+    ``flow_consistency`` multistep consistency on a rectified-flow path (segments of a teacher grid, the flow
+                      DDIM jump, data-free teacher states): Efficient-vDiT's MLCD of the video DiT;
     ``gamma``         a scalar condition through the UNet's w-embedding slot (SLAM's γ input, fold-out);
     ``prompts``       prompt sources and the encoded prompt pool;
     ``adapter``       MODEL / CLIP → training views, the UNet call, LoRA targets, student MODELs;
