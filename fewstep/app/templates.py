@@ -48,6 +48,9 @@ IMAGE_SINK_SIZE = (260, 300)  # SaveImage / PreviewImage grow to show their imag
 # The editor puts its 3D viewer on these and sizes a new one to at least 400 x 550 (load3d / saveMesh
 # extensions' nodeCreated), but a loaded workflow keeps its saved size: smaller, the viewer is 0 px high.
 VIEWER_3D_NODES, VIEWER_3D_SIZE = ("SaveGLB", "Preview3D", "Load3D"), (400, 550)
+# PreviewAny gets a read-only text box from the editor (no widget in its schema): 122 px tall as rendered
+# by editor 1.58 (tests/browser/test_template_layout.py measured [225, 122] against our [225, 40])
+TEXT_PREVIEW_NODES, TEXT_PREVIEW_HEIGHT = ("PreviewAny",), 122
 COLUMN_GAP, ROW_GAP = 60, 40
 
 
@@ -145,6 +148,8 @@ def _estimate_size(schema: Schema, title: str) -> list[int]:
     size = [max(min(max(width, MIN_WIDTH), MAX_WIDTH), title_width), height + 10]
     if schema.node_id in VIEWER_3D_NODES:   # the viewer's minimum; a long title still widens the node
         size = [max(size[0], VIEWER_3D_SIZE[0]), max(size[1], VIEWER_3D_SIZE[1])]
+    if schema.node_id in TEXT_PREVIEW_NODES:
+        size = [size[0], max(size[1], TEXT_PREVIEW_HEIGHT)]
     return size
 
 

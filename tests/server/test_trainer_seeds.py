@@ -8,6 +8,10 @@ import pytest
 from fewstep.app.registry import Registry, load_registry
 
 
+GENERATOR_WORDS = ("Sampl", "TextToTriplane")   # nodes that make a new sample per Run
+TRAINER_PACKS = ("mlcm", "slam", "tdm", "r0", "pso", "mixdq", "accvideo", "vdit", "prd", "dd", "culture")
+
+
 @pytest.fixture(scope="module")
 def registry() -> Registry:
     return load_registry([], entry_points=False, builtin=True)
@@ -18,14 +22,17 @@ def test_trainer_and_quantizer_seeds_start_fixed_in_the_editor(registry: Registr
     seeded = {}
     for class_type, node in info.items():
         pack = registry.get(class_type).pack
-        if pack in ("mlcm", "slam", "tdm", "r0", "pso", "mixdq"):
+        # samplers draw a new image per Run (ComfyUI's "randomize" is right there); trainers must resume
+        if pack in TRAINER_PACKS and not any(word in class_type for word in GENERATOR_WORDS):
             for section in ("required", "optional"):
                 spec = node["input"].get(section, {}).get("seed")
                 if spec is not None:
                     seeded[class_type] = spec[1].get("control_after_generate")
     # every trainer (and MixDQ's calibration) has a seed, and each says "fixed" (the editor's default
     # for an INT named seed is "randomize", which started a new run folder on every Run)
-    assert {"MLCMDistill", "SLAMDistill", "TDMDistill", "R0Train", "PSOOnline", "MixDQCalibrate"} <= set(seeded)
+    assert {"MLCMDistill", "SLAMDistill", "TDMDistill", "R0Train", "PSOOnline", "MixDQCalibrate",
+            "TDMVideoDistill", "AccVideoDistill", "VDiTMLCDTrain", "VDiTKDTrain", "PRDDistill", "DDTrain",
+            "CultureInWeights"} <= set(seeded)
     assert set(seeded.values()) == {"fixed"}, seeded
 
 
