@@ -7,7 +7,6 @@ import pytest
 
 from fewstep.app.registry import Registry, load_registry
 
-
 GENERATOR_WORDS = ("Sampl", "TextToTriplane")   # nodes that make a new sample per Run
 TRAINER_PACKS = ("mlcm", "slam", "tdm", "r0", "pso", "mixdq", "accvideo", "vdit", "prd", "dd", "culture")
 
