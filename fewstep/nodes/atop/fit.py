@@ -15,6 +15,13 @@ the evidence:
 
     L(ψ) = mean_{v,t,p} [ λ_m (A_ψ(p) − M(p))² + λ_c ‖I_ψ(p) − I(p)‖² / 3 ].
 
+Guidance (``FitConfig.guidance``): ``photometric`` is L alone; ``sds`` replaces it by score distillation from a
+personalised video model (:mod:`fewstep.nodes.atop.motion`): each view's rendered clip x(ψ) is encoded to the
+model's latent z(ψ), and ψ gets  E_{σ,ε}[ w(σ) (ε̂ − ε) ∂z/∂ψ ]  with ε̂ = x_σ + (1 − σ) v̂ from the model's
+velocity v̂ at x_σ = (1 − σ) z + σ ε (w = 1, σ ~ U(0.2, 0.8)); only the evidence's cameras are used then: the
+random joints are screened, and the joint type chosen, by the render's denoising error at fixed draws, and there
+is no value sweep. ``both`` adds λ_sds × the SDS surrogate to L (screening, sweep and type choice by L).
+
 Optimisation is coarse to fine (small images with wide soft edges first, then sharper and larger), runs
 ``restarts`` random initialisations in one batch, keeps the best by final loss, and does this for both joint
 types; the type with the lower final loss wins. The static body's fragments are rendered once per stage and
@@ -34,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from fewstep.nodes.atop.evidence import MotionEvidence
+from fewstep.nodes.atop.motion import MotionPrior
 from fewstep.nodes.atop.objects import merge
 from fewstep.nodes.core.mesh import ArticulatedMesh, Joint, Mesh
 from fewstep.nodes.core.render.camera import Cameras
@@ -47,6 +55,7 @@ from fewstep.nodes.core.render.raster import (
 )
 
 KINDS = ("revolute", "prismatic")
+GUIDANCE = ("photometric", "sds", "both")
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,8 @@ class FitConfig:
     random joints (0 = no screening); ``sweep``: grid size of the per-frame value search after the first
     stage (0 = none); steps per joint type; Adam
     learning rate (cosine-decayed to 10%); loss weights of the mask and colour terms; seed of the
-    initialisations; joint types to try; coarse-to-fine stages."""
+    initialisations; joint types to try; coarse-to-fine stages; guidance (``photometric``, ``sds``, ``both``;
+    module docstring) and the weight of the SDS term under ``both``."""
 
     restarts: int = 4
     candidates: int = 128
@@ -83,6 +93,8 @@ class FitConfig:
     seed: int = 0
     kinds: tuple[str, ...] = KINDS
     stages: tuple[FitStage, ...] = DEFAULT_STAGES
+    guidance: str = "photometric"
+    sds_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.restarts < 1 or self.steps < 1 or self.lr <= 0:
@@ -91,6 +103,8 @@ class FitConfig:
             raise ValueError(f"joint kinds must be a non-empty subset of {KINDS}, got {self.kinds}")
         if not self.stages:
             raise ValueError("articulation fit needs at least one stage")
+        if self.guidance not in GUIDANCE:
+            raise ValueError(f"guidance must be one of {GUIDANCE}, got {self.guidance!r}")
 
 
 @dataclass(frozen=True)
@@ -244,6 +258,37 @@ class _Renderer:
         color_term = (rgb - self.frames).pow(2).mean(dim=(1, 2, 3, 4, 5))
         return config.mask_weight * mask_term + config.color_weight * color_term
 
+    def sds_loss(self, moved: torch.Tensor, prior: MotionPrior, gen: torch.Generator) -> torch.Tensor:
+        """Per-hypothesis SDS surrogate [H] (each view's clip scored by the video prior, views averaged)."""
+        rgb, _ = self.render(moved)
+        h = rgb.shape[0]
+        surrogate, _ = prior.sds_surrogate(rgb.reshape(h * self.views, *rgb.shape[2:]), gen)
+        return surrogate.reshape(h, self.views).mean(1)
+
+    @torch.no_grad()
+    def prior_score(self, moved: torch.Tensor, prior: MotionPrior, chunk: int = 16) -> torch.Tensor:
+        """Per-hypothesis denoising error [H] of the renders under the prior at fixed draws (views averaged)."""
+        out = []
+        for start in range(0, moved.shape[0], chunk):
+            rgb, _ = self.render_subset(moved[start:start + chunk])
+            h = rgb.shape[0]
+            out.append(prior.denoising_score(rgb.reshape(h * self.views, *rgb.shape[2:])).reshape(h, self.views).mean(1))
+        return torch.cat(out)
+
+    def render_subset(self, moved: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`render` for fewer hypotheses than the renderer was built for (a leading slice of its images)."""
+        h, p = moved.shape[:2]
+        n = h * self.views * p
+        per_image = moved[:, None].expand(h, self.views, p, *moved.shape[2:]).reshape(-1, *moved.shape[2:])
+        part = self.scene.part
+        cams = self.all_cameras.select(torch.arange(n))
+        frags = rasterize(per_image, part.faces, cams, self.settings, part.vertex_colors,
+                          lambert_shade(per_image, part.faces))
+        image = resolve(combine_fragments(_select(self.body, torch.arange(n)), frags), cams, self.settings,
+                        self.background)
+        s = self.cameras.width
+        return image.rgb.reshape(h, self.views, p, s, s, 3), image.alpha.reshape(h, self.views, p, s, s)
+
     def pose_frame_loss(self, moved: torch.Tensor, config: FitConfig) -> torch.Tensor:
         """Loss [H, P, T] of every pose against every evidence frame (for the value sweep)."""
         rgb, alpha = self.render(moved)
@@ -252,7 +297,8 @@ class _Renderer:
         return config.mask_weight * mask_term + config.color_weight * color_term
 
 
-def _screen(kind: str, scene: _Scene, evidence: MotionEvidence, config: FitConfig, gen: torch.Generator) -> _Hypotheses:
+def _screen(kind: str, scene: _Scene, evidence: MotionEvidence, config: FitConfig, gen: torch.Generator,
+            prior: MotionPrior | None = None) -> _Hypotheses:
     """Random restarts, screened: draw ``candidates`` random joints (uniform axis, origin uniform in the grown
     box, values a ramp from 0 to a random end), score them at the first stage without gradients, keep the best
     ``restarts`` as the starting points of the optimisation."""
@@ -265,7 +311,9 @@ def _screen(kind: str, scene: _Scene, evidence: MotionEvidence, config: FitConfi
     renderer = _Renderer(scene, evidence, config.stages[0], count, evidence.steps)
     with torch.no_grad():
         axis, origin, values = pool.decode(scene)
-        order = renderer.loss(move_part(scene.part.vertices, kind, axis, origin, values), config).argsort()
+        moved = move_part(scene.part.vertices, kind, axis, origin, values)
+        scores = renderer.prior_score(moved, prior) if config.guidance == "sds" else renderer.loss(moved, config)
+        order = scores.argsort()
     keep = _diverse(axis, order, config.restarts)
     return _Hypotheses(kind, pool.axis_raw.detach()[keep].requires_grad_(True),
                        pool.origin_raw.detach()[keep].requires_grad_(True),
@@ -300,16 +348,29 @@ def _sweep_values(hyp: _Hypotheses, scene: _Scene, evidence: MotionEvidence, sta
         hyp.value_raw.data.copy_(grid[table.argmin(dim=1)] / hyp.value_scale)                      # [H, T]
 
 
+def _objective(renderer: _Renderer, moved: torch.Tensor, config: FitConfig, prior: MotionPrior | None,
+               gen: torch.Generator) -> torch.Tensor:
+    """Per-hypothesis loss [H] to minimise under ``config.guidance`` (module docstring)."""
+    if config.guidance == "photometric":
+        return renderer.loss(moved, config)
+    assert prior is not None
+    sds = renderer.sds_loss(moved, prior, gen)
+    if config.guidance == "sds":
+        return sds
+    return renderer.loss(moved, config) + config.sds_weight * sds
+
+
 def _run_kind(kind: str, scene: _Scene, evidence: MotionEvidence, config: FitConfig, gen: torch.Generator,
-              progress: Callable[[int, int, float], None] | None) -> tuple[JointFit, list[float]]:
+              progress: Callable[[int, int, float], None] | None,
+              prior: MotionPrior | None = None) -> tuple[JointFit, list[float]]:
     """Optimise R screened hypotheses of one joint type through the stages; the best by final loss, canonicalised."""
-    hyp = _screen(kind, scene, evidence, config, gen)
+    hyp = _screen(kind, scene, evidence, config, gen, prior)
     optimizer = torch.optim.Adam(hyp.parameters(), lr=config.lr)
     history: list[float] = []
     total_share = sum(s.share for s in config.stages)
     done = 0
     for index, stage in enumerate(config.stages):
-        if index == 1 and config.sweep:
+        if index == 1 and config.sweep and config.guidance != "sds":
             _sweep_values(hyp, scene, evidence, config.stages[0], config)
             optimizer = torch.optim.Adam(hyp.parameters(), lr=config.lr)      # fresh moments after the jump
         renderer = _Renderer(scene, evidence, stage, config.restarts, evidence.steps)
@@ -319,7 +380,7 @@ def _run_kind(kind: str, scene: _Scene, evidence: MotionEvidence, config: FitCon
             for group in optimizer.param_groups:   # cosine decay to 10 % over the whole run
                 group["lr"] = config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * done / config.steps)))
             axis, origin, values = hyp.decode(scene)
-            losses = renderer.loss(move_part(scene.part.vertices, kind, axis, origin, values), config)
+            losses = _objective(renderer, move_part(scene.part.vertices, kind, axis, origin, values), config, prior, gen)
             optimizer.zero_grad()
             losses.sum().backward()
             optimizer.step()
@@ -329,7 +390,8 @@ def _run_kind(kind: str, scene: _Scene, evidence: MotionEvidence, config: FitCon
                 progress(done, config.steps, history[-1])
     with torch.no_grad():
         axis, origin, values = hyp.decode(scene)
-        final = renderer.loss(move_part(scene.part.vertices, kind, axis, origin, values), config)
+        moved = move_part(scene.part.vertices, kind, axis, origin, values)
+        final = renderer.prior_score(moved, prior) if config.guidance == "sds" else renderer.loss(moved, config)
     best = int(final.argmin())
     return _canonical(kind, axis[best], origin[best], values[best], float(final[best]), scene), history
 
@@ -350,7 +412,8 @@ def _canonical(kind: str, axis: torch.Tensor, origin: torch.Tensor, values: torc
 
 
 def fit_articulation(mesh: ArticulatedMesh, part: str, evidence: MotionEvidence, config: FitConfig = FitConfig(),
-                     progress: Callable[[str, int, int, float], None] | None = None) -> FitResult:
+                     progress: Callable[[str, int, int, float], None] | None = None,
+                     prior: MotionPrior | None = None) -> FitResult:
     """Fit the joint of ``part`` to the evidence for each joint type; the lower final loss wins.
 
     Args:
@@ -358,7 +421,12 @@ def fit_articulation(mesh: ArticulatedMesh, part: str, evidence: MotionEvidence,
         part: the moving part's name (the rest is the static body).
         evidence: clips from known cameras (:func:`fewstep.nodes.atop.evidence.render_evidence`).
         progress: called as (kind, step, steps, mean loss) after every optimisation step.
+        prior: the personalised video model (:func:`fewstep.nodes.atop.motion.personalise`); needed when
+            ``config.guidance`` is ``sds`` or ``both``. Under ``sds`` the evidence's clips are never read (only
+            its cameras), and ``JointFit.loss`` is the render's denoising error under the prior.
     """
+    if config.guidance != "photometric" and prior is None:
+        raise ValueError(f"guidance {config.guidance!r} needs a motion prior (ATOP Personalise Motion)")
     scene = _scene(mesh, part)
     if evidence.cameras.width != evidence.cameras.height:
         raise ValueError(f"the fit needs square evidence images, got {evidence.cameras.width} x {evidence.cameras.height}")
@@ -368,7 +436,7 @@ def fit_articulation(mesh: ArticulatedMesh, part: str, evidence: MotionEvidence,
     fits, history = {}, {}
     for kind in config.kinds:
         report = None if progress is None else (lambda step, total, loss, k=kind: progress(k, step, total, loss))
-        fits[kind], history[kind] = _run_kind(kind, scene, evidence, config, gen, report)
+        fits[kind], history[kind] = _run_kind(kind, scene, evidence, config, gen, report, prior)
     best = min(fits.values(), key=lambda fit: fit.loss)
     return FitResult(best, fits, history)
 
