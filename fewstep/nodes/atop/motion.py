@@ -177,14 +177,15 @@ def personalise(model: Any, clips: Tensor, caption: str, config: PersonaliseConf
         return F.mse_loss(v, eps - z)
 
     ckpt = Checkpointer(Path(run_dir), every=100) if run_dir is not None else None
+    # the run's identity (a resume must match it); ``steps`` is left out so a longer run continues a shorter one
     meta = {"caption": caption, "clips": int(n), **{k: list(v) if isinstance(v, tuple) else v
-                                                    for k, v in asdict(config).items()}}
+                                                    for k, v in asdict(config).items() if k != "steps"}}
     spec = FitSpec(total_steps=config.steps, seed=config.seed, lr_at=lambda step: config.lr, grad_clip=1.0,
                    checkpointer=ckpt, meta=meta, max_seconds=max_seconds)
     start = time.process_time()
     state = fit(dit, optimizer, step_fn, spec)   # reports loss / step as training progress in a graph
     dit.eval().requires_grad_(False)
-    info = {"steps_done": state.step, "resumed_from": state.resumed_from, "cpu_seconds": time.process_time() - start,
+    info = {"steps": config.steps, "steps_done": state.step, "resumed_from": state.resumed_from, "cpu_seconds": time.process_time() - start,
             "final_loss": sum(state.losses[-20:]) / max(1, len(state.losses[-20:])), **meta}
     return MotionPrior(dit, model.vae, model.vae_scale, context, mask, caption, info=info), state.losses
 
