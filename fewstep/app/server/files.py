@@ -7,11 +7,14 @@ paths, ``..`` (also when URL-encoded: aiohttp decodes the query first) and symli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
 import mimetypes
+import os
 import struct
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,7 @@ def _preview(path: Path, spec: str, channel: str) -> tuple[bytes, str] | None:
 # not on every request: a 400-megapixel PNG cost ~550 MB of memory for each /view?preview request.
 PREVIEW_DIR = ".previews"
 PREVIEW_CACHE_BYTES = 512 * 1024 * 1024
+PREVIEW_FORMATS = ("webp", "jpeg", "png")   # what _preview encodes to
 
 
 def _preview_key(path: Path, spec: str, channel: str) -> str:
@@ -91,22 +95,39 @@ def _cached_preview(path: Path, spec: str, channel: str, cache_dir: Path) -> tup
     if not spec and channel == "rgba":
         return None
     key = _preview_key(path, spec, channel)
-    for hit in cache_dir.glob(f"{key}.*"):
+    for fmt in PREVIEW_FORMATS:
+        entry = cache_dir / f"{key}.{fmt}"
         try:
-            data = hit.read_bytes()
-        except OSError:   # pruned meanwhile by another request
-            break
-        hit.touch()
-        return data, f"image/{hit.suffix[1:]}"
+            data = entry.read_bytes()
+        except OSError:   # not cached in this format, or pruned meanwhile by another request
+            continue
+        with contextlib.suppress(OSError):
+            entry.touch()   # least recently used goes first when pruning
+        return data, f"image/{fmt}"
     converted = _preview(path, spec, channel)
     if converted is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        target = cache_dir / f"{key}.{converted[1].split('/')[1]}"
-        partial = target.with_suffix(".part")
-        partial.write_bytes(converted[0])
-        partial.replace(target)
-        _prune(cache_dir, PREVIEW_CACHE_BYTES)
+        _store_preview(cache_dir, f"{key}.{converted[1].split('/')[1]}", converted[0])
     return converted
+
+
+def _store_preview(cache_dir: Path, name: str, data: bytes) -> None:
+    """Best effort: each writer fills its own temporary file and renames it over ``name`` (atomic), so
+    concurrent previews of one image never read or rename one another's half-written file (they once shared
+    one ``.part`` name: the second rename found it gone and its request failed with 415); a failure only
+    costs the cache entry, never the response."""
+    temporary = ""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=cache_dir, prefix=".writing-", suffix=".part")
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, cache_dir / name)
+    except OSError:
+        if temporary:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        return
+    _prune(cache_dir, PREVIEW_CACHE_BYTES)
 
 
 def _prune(folder: Path, budget: int) -> None:
