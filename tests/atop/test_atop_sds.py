@@ -152,3 +152,13 @@ def test_fit_node_runs_with_sds_guidance():
     assert metrics["guidance"] == "sds" and metrics["joint_type"] in ("revolute", "prismatic")
     assert fitted.joints[0].child == "lid" and images.shape[-1] == 3
     assert prior.dit.calls > 0
+
+
+def test_personalise_node_returns_a_prior_for_the_fit():
+    from fewstep.nodes.atop.nodes import ATOPPersonaliseMotion
+
+    model = _TinyVideoModel()
+    out = ATOPPersonaliseMotion.execute("drawer", "", 1, 1, 2, 2, 2, 1e-3, 0, "", video_model=model)
+    prior, metrics = out.values
+    assert isinstance(prior, MotionPrior) and prior.caption == "[V] drawer sliding out"
+    assert metrics["steps_done"] == 2 and metrics["clips"] == 1 and len(out.ui["loss"]) == 2
