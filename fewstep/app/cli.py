@@ -283,6 +283,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             code = _run_graph(args, config, replace(paths, output_dir=out))
         finally:
             launch.leave_process_group(wait_for_peers=code == 0)
+    if launch.in_worker():
+        launch.exit_worker(code)
     return code
 
 

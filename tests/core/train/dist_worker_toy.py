@@ -102,4 +102,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from fewstep.app.launch import exit_worker
+
+    exit_worker(main(sys.argv[1:]))        # as fewstep run ends a worker
