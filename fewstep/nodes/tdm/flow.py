@@ -34,7 +34,7 @@ from fewstep.nodes.core.train.batches import DistillBatch
 from fewstep.nodes.core.train.flow_param import FLOW_PATH, FlowNet, flow_snr, guided_flow_x0_eps
 from fewstep.nodes.core.train.vp import Cond
 from fewstep.nodes.core.video_sampling import shift_sigma
-from fewstep.nodes.tdm.loss import diffuse_within, importance_weight
+from fewstep.nodes.tdm.loss import diffuse_within, dmd_huber_distance, importance_weight
 
 
 def flow_student_sigmas(steps: int, shift: float = 3.0, top: float = 1.0) -> list[float]:
@@ -152,11 +152,7 @@ class TDMFlowLoss:
             x_tau = x_tau.to(ro.states.dtype)
             real, _ = guided_flow_x0_eps(teacher, x_tau, tau, batch.cond, batch.uncond, self.guidance)
             fake_x0, _ = fake.x0_eps(x_tau, tau, batch.cond, tcond)
-            target = x0.detach().float() + real.float() - fake_x0.float()
-            norm = (x0.detach().float() - real.float()).abs().flatten(1).mean(1).clamp_min(1e-6)   # [B]
-        c = self.huber_c
-        dist = ((x0.float() - target) ** 2 + c * c).sqrt() - c
-        return dist.flatten(1).mean(1) / norm
+        return dmd_huber_distance(x0, real, fake_x0, self.huber_c)
 
     def __call__(self, student: FlowNet, batch: DistillBatch, *, teacher: FlowNet, fake: FlowNet, steps: int,
                  tcond: Tensor | None = None) -> tuple[Tensor, Tensor]:

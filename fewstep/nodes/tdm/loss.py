@@ -97,6 +97,16 @@ def sample_tdm_vp(student: VPNet, noise: Tensor, timesteps: list[int], cond: Con
     return ro.x0[-1]
 
 
+def dmd_huber_distance(x0: Tensor, real_x0: Tensor, fake_x0: Tensor, huber_c: float) -> Tensor:
+    """Per-sample pseudo-Huber distance of the student's x̂0 (with grad) to its DMD target sg(x̂0 + r − f),
+    divided by mean|x̂0 − r| (the DMD normalisation); r, f: the teacher's (CFG) and the fake score's x̂0."""
+    with torch.no_grad():
+        target = x0.detach().float() + real_x0.float() - fake_x0.float()
+        norm = (x0.detach().float() - real_x0.float()).abs().flatten(1).mean(1).clamp_min(1e-6)   # [B]
+    dist = ((x0.float() - target) ** 2 + huber_c * huber_c).sqrt() - huber_c
+    return dist.flatten(1).mean(1) / norm
+
+
 def diffuse_within(schedule: DiscreteVPSchedule, x0: Tensor, eps: Tensor, t_mid: Tensor, tau: Tensor, z: Tensor
                    ) -> tuple[Tensor, Tensor]:
     """(x_τ, ñ): the ODE point x_mid = α_mid x̂0 + σ_mid ε̂ diffused forward to τ ≥ t_mid with fresh noise z.
@@ -179,11 +189,7 @@ class TDMLoss:
             x_tau = x_tau.to(ro.states.dtype)
             real, _ = guided_x0_eps(teacher, x_tau, tau, batch.cond, batch.uncond, self.guidance)
             fake_x0, _ = fake.x0_eps(x_tau, tau, batch.cond, tcond)
-            target = x0.detach().float() + real.float() - fake_x0.float()
-            norm = (x0.detach().float() - real.float()).abs().flatten(1).mean(1).clamp_min(1e-6)   # [B]
-        c = self.huber_c
-        dist = ((x0.float() - target) ** 2 + c * c).sqrt() - c
-        return dist.flatten(1).mean(1) / norm
+        return dmd_huber_distance(x0, real, fake_x0, self.huber_c)
 
     def __call__(self, student: VPNet, batch: DistillBatch, *, teacher: VPNet, fake: VPNet, steps: int,
                  tcond: Tensor | None = None) -> tuple[Tensor, Tensor]:
