@@ -26,11 +26,10 @@ from torch import Tensor, nn
 from fewstep.nodes.core.train.flow_consistency import (
     FlowSegments,
     flow_euler_step,
-    flow_noised,
     flow_segment_jump,
     flow_teacher_states,
-    per_sample,
 )
+from fewstep.nodes.core.train.flow_param import flow_noised, velocity_to_x0
 from fewstep.nodes.zoo.video.model import FLOW_MULTIPLIER
 
 STATE_SOURCES = ("teacher", "real")
@@ -94,7 +93,7 @@ def guided_velocity(dit: nn.Module, x: Tensor, sigma: Tensor, batch: VideoBatch,
 def x0_of(dit: nn.Module, batch: VideoBatch):  # noqa: ANN201 - a closure for flow_segment_jump
     """``x0(x, sigma) = x - sigma v(x, sigma)``: the network as an x0 predictor (unguided, the student)."""
     def fn(x: Tensor, sigma: Tensor) -> Tensor:
-        return x - per_sample(sigma, x) * velocity(dit, x, sigma, batch.context, batch.mask)
+        return velocity_to_x0(velocity(dit, x, sigma, batch.context, batch.mask), x, sigma)
     return fn
 
 

@@ -30,36 +30,27 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fewstep.nodes.core.train.flow_param import flow_noised, x0_to_eps
+from fewstep.nodes.core.train.vp import bc
 from fewstep.nodes.core.video_sampling import shifted_sigmas
 
 # velocity(x [B, ...], sigma [B]) -> v [B, ...]: the (guided) teacher as a function of the state
 FlowVelocity = Callable[[Tensor, Tensor], Tensor]
 
 
-def per_sample(value: Tensor, like: Tensor) -> Tensor:
-    """``[B]`` -> ``[B, 1, ..., 1]`` broadcasting against ``like``."""
-    return value.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
-
-
 def flow_jump(x: Tensor, x0: Tensor, sigma: Tensor, sigma_to: Tensor) -> Tensor:
     """DDIM on the flow path from ``sigma`` to ``sigma_to`` (both ``[B]``) keeping x0 and
     ``eps = (x - (1 - sigma) x0) / sigma``: ``(1 - sigma_to) x0 + sigma_to eps`` (= Euler with v = (x - x0)/sigma).
+    The conversions are ``flow_param``'s ``x0_to_eps`` and ``flow_noised``.
 
     ``sigma_to == sigma`` returns x itself (the consistency boundary; also at sigma = 0, where eps is undefined)."""
-    s, s_to = per_sample(sigma, x), per_sample(sigma_to, x)
-    eps = (x - (1 - s) * x0) / s.clamp_min(1e-12)
-    return torch.where(s == s_to, x, (1 - s_to) * x0 + s_to * eps)
+    eps = x0_to_eps(x0, x, sigma, min_sigma=1e-12)
+    return torch.where(bc(sigma, x) == bc(sigma_to, x), x, flow_noised(x0, sigma_to, eps))
 
 
 def flow_euler_step(velocity: Tensor, x: Tensor, sigma: Tensor, sigma_to: Tensor) -> Tensor:
     """One Euler step of dx/dsigma = v: ``x + (sigma_to - sigma) v`` (the teacher's solver)."""
-    return x + per_sample(sigma_to - sigma, x) * velocity
-
-
-def flow_noised(x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
-    """Forward process of rectified flow: ``(1 - sigma) x0 + sigma noise`` (noised real latents)."""
-    s = per_sample(sigma, x0)
-    return (1 - s) * x0 + s * noise
+    return x + bc(sigma_to - sigma, x) * velocity
 
 
 def flow_segment_jump(x0_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigma: Tensor, sigma_lo: Tensor) -> Tensor:

@@ -10,7 +10,11 @@ so, for a state x at σ and a predicted velocity v̂ (two equations, two unknown
 
     x̂0 = x − σ v̂                      (from x = (1 − σ) x0 + σ (x0 + v) = x0 + σ v)
     ε̂  = x̂0 + v̂ = x + (1 − σ) v̂
+    ε̂  = (x − (1 − σ) x̂0) / σ         (the noise x̂0 implies; σ > 0)
     v̂  = ε̂ − x̂0 = (x − x̂0) / σ = (ε̂ − x) / (1 − σ)
+
+This module owns these conversions (``flow_consistency`` and the method packs import them): one small pure
+function each, with per-sample ``sigma`` [B] broadcast against the state [B, ...].
 
 A method written for ε/x0 models (DDIM jumps, forward transitions q(x_τ | x_s), SNR weights) carries over by
 reading α = 1 − σ, σ = σ. In particular the deterministic DDIM jump with the model's own ε̂ is Euler on the
@@ -30,10 +34,34 @@ from torch import Tensor, nn
 from fewstep.nodes.core.train.vp import Cond, bc, cat_cond
 
 
+def flow_noised(x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
+    """The state of the path, x_σ = (1 − σ) x0 + σ ε (the forward process: noised clean latents ``x0`` [B, ...])."""
+    s = bc(sigma, x0)
+    return (1 - s) * x0 + s * noise
+
+
+def velocity_to_x0(v: Tensor, x: Tensor, sigma: Tensor) -> Tensor:
+    """x̂0 = x − σ v of a velocity ``v`` at state ``x`` [B, ...], noise level ``sigma`` [B]."""
+    return x - bc(sigma, x) * v
+
+
+def velocity_to_eps(v: Tensor, x: Tensor, sigma: Tensor) -> Tensor:
+    """ε̂ = x + (1 − σ) v of a velocity ``v`` at state ``x`` [B, ...], noise level ``sigma`` [B]."""
+    return x + (1 - bc(sigma, x)) * v
+
+
 def velocity_to_x0_eps(v: Tensor, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
     """(x̂0, ε̂) of a velocity ``v`` at state ``x`` [B, ...], noise level ``sigma`` [B]: x̂0 = x − σ v, ε̂ = x + (1 − σ) v."""
+    return velocity_to_x0(v, x, sigma), velocity_to_eps(v, x, sigma)
+
+
+def x0_to_eps(x0: Tensor, x: Tensor, sigma: Tensor, min_sigma: float = 0.0) -> Tensor:
+    """ε̂ = (x − (1 − σ) x̂0) / σ, the noise that x̂0 implies at state ``x`` [B, ...], ``sigma`` [B].
+
+    ``min_sigma`` clamps the divisor only (σ ↦ max(σ, min_sigma)): a caller that masks σ = 0 out afterwards
+    gets a finite value there instead of 0/0."""
     s = bc(sigma, x)
-    return x - s * v, x + (1 - s) * v
+    return (x - (1 - s) * x0) / s.clamp_min(min_sigma)
 
 
 def x0_eps_to_velocity(x0: Tensor, eps: Tensor) -> Tensor:
