@@ -15,10 +15,9 @@ from fewstep.app.api import (
     Output,
     Schema,
     String,
-    check_interrupted,
-    report_progress,
 )
 from fewstep.nodes.core.train.seeds import fixed_seed
+from fewstep.nodes.core.video_nodes import prompt_video, report_step, require_prompt, video_sampler_output
 
 CATEGORY = "fewstep/video/accvideo"
 SYNVID = "ACCVIDEO_SYNVID"   # fewstep.nodes.accvideo.synvid.SynVidStore: key points [N, 6, T, C, h, w] + prompts
@@ -56,13 +55,9 @@ class AccVideoSynVid(Node):
                 cfg: float, frames: int, seed: int, name: str) -> NodeOutput:
         from fewstep.nodes.accvideo.graph import make_synvid, training_captions
 
-        def progress(j: int, n: int) -> None:
-            check_interrupted()
-            report_progress(j, n)
-
         texts = training_captions(prompt_source, prompts, prompt_count, seed)
         return NodeOutput(make_synvid(video_model, texts, count=trajectory_count, cfg=cfg, frames=frames, seed=seed,
-                                      name=name, progress=progress))
+                                      name=name, progress=report_step))
 
 
 class AccVideoDistill(Node):
@@ -131,19 +126,15 @@ class AccVideoSampler(Node):
     @classmethod
     def execute(cls, video_model: Any, prompt: str, frames: int, cfg: float, seed: int) -> NodeOutput:
         from fewstep.nodes.accvideo.graph import sample
-        from fewstep.nodes.core.video import Video
 
-        if not prompt.strip():
-            raise ValueError("AccVideo Sampler: the prompt is empty; describe the clip, e.g. 'a small red circle moving right'")
+        require_prompt(prompt, "AccVideo Sampler")
+        settings = f"{video_model.name}: AccVideo 5 key-point Euler steps, cfg {cfg:g}, seed {seed}"
 
-        def progress(info: dict[str, Any]) -> None:
-            check_interrupted()
-            report_progress(info["i"] + 1, 5)
+        def run(progress: Any) -> Any:
+            out, _ = sample(video_model, [prompt], frames=frames, seed=seed, cfg=cfg, callback=progress)
+            return prompt_video(out, video_model.fps, prompt, settings)
 
-        out, _ = sample(video_model, [prompt], frames=frames, seed=seed, cfg=cfg, callback=progress)
-        meta = {"description": prompt, "comment": f"{video_model.name}: AccVideo 5 key-point Euler steps, cfg {cfg:g}, seed {seed}"}
-        video = Video(out[0].contiguous(), video_model.fps, meta)
-        return NodeOutput(video, video.frames)
+        return video_sampler_output(5, run)
 
 
 def _shipped() -> list[str]:

@@ -196,18 +196,12 @@ class TDMVideoSample(Node):
 
     @classmethod
     def execute(cls, video_model: Any, prompt: str, frames: int, seed: int) -> NodeOutput:
-        from fewstep.app.api import check_interrupted, report_progress
+        from fewstep.nodes.core.video_nodes import video_sampler_output
         from fewstep.nodes.tdm.video import student_schedule
         from fewstep.nodes.tdm.video_graph import sample_student
 
-        k = student_schedule(video_model)[0]
-
-        def progress(info: dict[str, Any]) -> None:
-            check_interrupted()
-            report_progress(info["i"] + 1, k)
-
-        video = sample_student(video_model, prompt, frames=frames, seed=seed, callback=progress)
-        return NodeOutput(video, video.frames)
+        return video_sampler_output(student_schedule(video_model)[0], lambda progress: sample_student(
+            video_model, prompt, frames=frames, seed=seed, callback=progress))
 
 
 def _shipped_video() -> list[str]:

@@ -102,17 +102,16 @@ def train_tdm_video_student(model: VideoModel, cfg: TDMVideoConfig, *, prompts: 
 def sample_student(model: VideoModel, prompt: str, *, frames: int, seed: int,
                    callback: Callable[[dict[str, Any]], None] | None = None) -> Any:
     """One clip of a TDM video student as a core ``Video``: Euler on its own σ's (deterministic), no CFG."""
-    from fewstep.nodes.core.video import Video
+    from fewstep.nodes.core.video_nodes import prompt_video, require_prompt
     from fewstep.nodes.zoo.video.model import generate
 
-    if not prompt.strip():
-        raise ValueError("the prompt is empty; describe the clip, e.g. 'a small red circle moving right'")
+    require_prompt(prompt, "TDM video sampler")
     k, shift, top = student_schedule(model)
     out, _ = generate(model, [prompt], frames=frames, sigmas=student_sigma_schedule(k, shift, top), cfg=1.0,
                       seed=seed, sampler="flow_euler", callback=callback)
     sig = ", ".join(f"{s:.3g}" for s in flow_student_sigmas(k, shift, top))
     settings = f"{model.name}: TDM student, {k} Euler steps at sigma {sig}, no CFG, seed {seed}"
-    return Video(out[0].contiguous(), model.fps, {"description": prompt, "comment": settings})
+    return prompt_video(out, model.fps, prompt, settings)
 
 
 def weights_dir() -> Path:

@@ -17,9 +17,9 @@ from fewstep.app.api import (
     Schema,
     String,
     check_interrupted,
-    report_progress,
 )
 from fewstep.nodes.core.train.seeds import fixed_seed
+from fewstep.nodes.core.video_nodes import video_sampler_output
 
 CATEGORY = "fewstep/video/efficient-vdit"
 VIDEO_MODEL = "VIDEO_MODEL"
@@ -257,13 +257,8 @@ class VDiTConsistencySampler(Node):
                 seed: int) -> NodeOutput:
         from fewstep.nodes.vdit.sampling import consistency_video
 
-        def progress(info: dict[str, Any]) -> None:
-            check_interrupted()
-            report_progress(info["i"] + 1, steps)
-
-        video = consistency_video(video_model, prompt, frames=frames, steps=steps, mode=mode, cfg=cfg, seed=seed,
-                                  callback=progress)
-        return NodeOutput(video, video.frames)
+        return video_sampler_output(steps, lambda progress: consistency_video(
+            video_model, prompt, frames=frames, steps=steps, mode=mode, cfg=cfg, seed=seed, callback=progress))
 
 
 def _students() -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from fewstep.nodes.core.train.flow_consistency import FlowSegments
+from fewstep.nodes.core.video_nodes import prompt_video, require_prompt
 
 MODES = {"jump": "flow_euler", "renoise": "flow_consistency"}
 
@@ -44,11 +45,8 @@ def consistency_generate(model: Any, prompts: list[str], *, frames: int = 8, ste
 def consistency_video(model: Any, prompt: str, *, frames: int = 8, steps: int = 10, mode: str = "jump",
                       cfg: float = 1.0, seed: int = 0, callback: Callable[[dict[str, Any]], None] | None = None) -> Any:
     """One clip as a core ``Video`` (the model's fps; metadata: prompt and sampler settings)."""
-    from fewstep.nodes.core.video import Video
-
-    if not prompt.strip():
-        raise ValueError("consistency sampler: the prompt is empty")
+    require_prompt(prompt, "consistency sampler")
     out, _ = consistency_generate(model, [prompt], frames=frames, steps=steps, mode=mode, cfg=cfg, seed=seed,
                                   callback=callback)
     settings = f"{model.name}: consistency ({mode}), {steps} steps, cfg {cfg:g}, seed {seed}"
-    return Video(out[0].contiguous(), model.fps, {"description": prompt, "comment": settings})
+    return prompt_video(out, model.fps, prompt, settings)

@@ -225,13 +225,12 @@ def text_to_video(model: VideoModel, prompt: str, negative_prompt: str = "", *, 
                   callback: Callable[[dict[str, Any]], None] | None = None) -> Any:
     """One clip for ``prompt`` as a core ``Video`` (frames ``[T, 64, 64, 3]``, the model's fps, metadata
     ``description`` = the prompt and ``comment`` = the sampler settings)."""
-    from fewstep.nodes.core.video import Video
+    from fewstep.nodes.core.video_nodes import prompt_video, require_prompt
 
-    if not prompt.strip():
-        raise ValueError("text_to_video: the prompt is empty; describe the clip, e.g. 'a small red circle moving right'")
+    require_prompt(prompt, "text_to_video")
     if steps < 1:
         raise ValueError(f"text_to_video: steps must be >= 1, got {steps}")
     out, _ = generate(model, [prompt], frames=frames, steps=steps, shift=shift, cfg=cfg, seed=seed, sampler=sampler,
                       negative=[negative_prompt], callback=callback)
     settings = f"{model.name}: {sampler}, {steps} steps, shift {shift:g}, cfg {cfg:g}, seed {seed}"
-    return Video(out[0].contiguous(), model.fps, {"description": prompt, "comment": settings})
+    return prompt_video(out, model.fps, prompt, settings)

@@ -20,9 +20,8 @@ from fewstep.app.api import (
     Schema,
     String,
     cached_model,
-    check_interrupted,
-    report_progress,
 )
+from fewstep.nodes.core.video_nodes import video_sampler_output
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 VIDEO_MODEL = "VIDEO_MODEL"
@@ -82,13 +81,9 @@ class TextToVideo(Node):
                 cfg: float, sampler_name: str, seed: int) -> NodeOutput:
         from fewstep.nodes.zoo.video.model import text_to_video
 
-        def progress(info: dict[str, Any]) -> None:
-            check_interrupted()
-            report_progress(info["i"] + 1, steps)
-
-        video = text_to_video(video_model, prompt, negative_prompt, frames=frames, steps=steps, shift=shift, cfg=cfg,
-                              sampler=sampler_name, seed=seed, callback=progress)
-        return NodeOutput(video, video.frames)
+        return video_sampler_output(steps, lambda progress: text_to_video(
+            video_model, prompt, negative_prompt, frames=frames, steps=steps, shift=shift, cfg=cfg,
+            sampler=sampler_name, seed=seed, callback=progress))
 
 
 NODES: tuple[type[Node], ...] = (VideoModelLoader, TextToVideo)
