@@ -11,16 +11,7 @@
 # table.json/.md, log.txt, env.txt. Ship with: cp $OUT/fewstep-tdm-video-k*.safetensors fewstep/nodes/tdm/weights/
 # and python -m fewstep.bench.tdm.video_cards $OUT/students.json $OUT/table.json fewstep/nodes/tdm/weights
 set -euo pipefail
-: "${OUT:?set OUT to the output folder}"
-mkdir -p "$OUT"
-if ! python3 -c "import diffusers" 2>/dev/null && compgen -G ".whl_gpu/diffusers-*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/video_site .whl_gpu/diffusers-*.whl
-  export PYTHONPATH="/tmp/video_site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-{ date -u; nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo "no GPU";
-  python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)"; } \
-  > "$OUT/env.txt" 2>&1
+source "$(dirname "${BASH_SOURCE[0]}")/../gpu_common.sh"   # $OUT, diffusers from .whl_gpu/, PYTHONPATH, env.txt
 SECONDS_EACH="${SECONDS_EACH:-240}"; BATCH=128; CLIPS=78
 if [ "${TINY:-0}" = 1 ]; then SECONDS_EACH=10; BATCH=2; CLIPS=4; fi
 CACHE=.gpu_cache/video/text_tokens.safetensors

@@ -9,16 +9,7 @@
 #   fewstep-tiny-video.safetensors/.json, fewstep-tiny-video-features.safetensors/.json, report.json,
 #   log.txt, env.txt
 set -euo pipefail
-: "${OUT:?set OUT to the output folder}"
-mkdir -p "$OUT"
-if ! python3 -c "import diffusers" 2>/dev/null && compgen -G ".whl_gpu/diffusers-*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/video_site .whl_gpu/diffusers-*.whl
-  export PYTHONPATH="/tmp/video_site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-{ date -u; nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo "no GPU";
-  python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)"; } \
-  > "$OUT/env.txt" 2>&1
+source "$(dirname "${BASH_SOURCE[0]}")/../gpu_common.sh"   # $OUT, diffusers from .whl_gpu/, PYTHONPATH, env.txt
 PRESET=gpu
 [ "${TINY:-0}" = 1 ] && PRESET=smoke
 # every stage rewrites the weights and report.json, so a run stopped by the timeout keeps what it finished
