@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from fewstep.nodes.prd.bundle import CaptionEmbedder, load_probe, load_teacher
 from fewstep.nodes.prd.evaluate import evaluate_generator
-from fewstep.nodes.prd.graph import PRDTeacher, load_generator_bundle
-from fewstep.nodes.prd.primitives import all_primitives
+from fewstep.nodes.prd.graph import load_generator_bundle
 from fewstep.nodes.prd.train import PRDConfig, build_generator, train_prd
+from fewstep.nodes.zoo.multiview.builtin import CaptionEmbedder, MultiviewTeacher, load_probe, load_teacher
+from fewstep.nodes.zoo.multiview.data import all_primitives
 
 log = logging.getLogger("fewstep.prd.table")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_variant(name, teacher, probe, embed, args))
         log.info("%s", rows[-1])
     if not args.no_shipped:
-        bundle = load_generator_bundle(PRDTeacher(teacher, embed, "shipped"))
+        bundle = load_generator_bundle(MultiviewTeacher(teacher, embed, "shipped"))
         metrics = evaluate_generator(bundle.generator, probe, embed, bundle.k, seed=args.eval_seed)
         rows.append({"variant": "shipped", "k": bundle.k, "lora": bundle.generator.config.lora,
                      **_shipped_training(), **metrics})

@@ -19,8 +19,7 @@ def tiny_teacher():
     """A random camera-conditioned teacher of the real architecture at toy width (text embeddings of 8)."""
     import torch
 
-    from fewstep.nodes.prd.teacher import MVUNet, TeacherConfig, make_teacher
+    from fewstep.nodes.zoo.multiview.models import PRESETS, MVUNet, make_teacher
 
     torch.manual_seed(0)
-    return make_teacher(MVUNet(TeacherConfig(channels=(8, 16), attention_levels=(1,), groups=4, heads=2,
-                                             time_features=16, text_dim=8)))
+    return make_teacher(MVUNet(PRESETS["test"]))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fewstep.nodes.prd.asd import ASDLoss, dmd_gradient, t_min_at
-from fewstep.nodes.prd.teacher import Teacher
+from fewstep.nodes.zoo.multiview.models import Teacher
 
 
 class _ToyEps(torch.nn.Module):

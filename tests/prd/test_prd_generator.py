@@ -54,7 +54,7 @@ def test_untrained_generator_equals_the_teacher_unet(tiny_teacher):
     z = torch.randn(2, 3, 3, 8, 8)
     text = torch.randn(2, 8)
     eps, _ = gen.denoise(z, torch.tensor([500, 700]), text)
-    from fewstep.nodes.prd.teacher import set_planes
+    from fewstep.nodes.zoo.multiview.models import set_planes
 
     set_planes(gen.unet, 3)
     ref_unet = tiny_teacher.unet

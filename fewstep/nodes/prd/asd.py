@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fewstep.nodes.prd.teacher import Teacher
+from fewstep.nodes.zoo.multiview.models import Teacher
 
 
 @dataclass(frozen=True)

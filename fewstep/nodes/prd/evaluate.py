@@ -3,7 +3,7 @@ shape validity of the extracted meshes, and seconds per object (text → K steps
 
 Our analogue of the paper's Table 1 / ablations (CLIP score and R@1 on DreamFusion prompts): every one of
 the 24 captions is generated once (fixed noise per caption), rendered from four views 90° apart at 15°
-elevation, and read by the caption probe (``probe.py``).
+elevation, and read by the multi-view teacher's caption probe (``nodes.zoo.multiview.evaluate``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import torch
 from fewstep.nodes.core.mesh import Mesh, mesh_from_sdf_grid
 from fewstep.nodes.core.render.triplane import Triplane, sample_triplane, sdf_grid
 from fewstep.nodes.prd.generator import TriplaneGenerator, generate
-from fewstep.nodes.prd.primitives import ViewSpec, all_primitives
-from fewstep.nodes.prd.probe import CaptionProbe, read_captions
 from fewstep.nodes.prd.train import render_triplane_views
+from fewstep.nodes.zoo.multiview.data import ViewSpec, all_primitives
+from fewstep.nodes.zoo.multiview.evaluate import CaptionProbe, read_captions
 
 EVAL_VIEWS = torch.tensor([[0.0, 15.0], [90.0, 15.0], [180.0, 15.0], [270.0, 15.0]])
 

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewstep.nodes.core.render.triplane import Triplane, TriplaneDecoder, TriplaneDecoderConfig
-from fewstep.nodes.prd.teacher import MVUNet, copy_unet, set_planes
 from fewstep.nodes.zoo.models import alphas_cumprod
+from fewstep.nodes.zoo.multiview.models import MVUNet, copy_unet, set_planes
 
 PLANES = 3
 LORA_KINDS = ("plane-specific", "shared")

@@ -1,4 +1,5 @@
-"""What the PRD nodes do, as plain functions over the link values ``PRD_TEACHER`` and ``PRD_GENERATOR``."""
+"""What the PRD nodes do, as plain functions over the link values ``PRD_TEACHER`` (the zoo's
+:class:`~fewstep.nodes.zoo.multiview.builtin.MultiviewTeacher`) and ``PRD_GENERATOR``."""
 
 from __future__ import annotations
 
@@ -8,16 +9,8 @@ from pathlib import Path
 import torch
 
 from fewstep.nodes.core.render.triplane import Triplane
-from fewstep.nodes.prd.bundle import (
-    GENERATOR_FILE,
-    TEACHER_FILE,
-    CaptionEmbedder,
-    load_teacher,
-    read_weights,
-)
+from fewstep.nodes.prd.bundle import GENERATOR_FILE, read_generator
 from fewstep.nodes.prd.generator import GeneratorConfig, TriplaneGenerator, generate
-from fewstep.nodes.prd.primitives import all_primitives
-from fewstep.nodes.prd.teacher import Teacher
 from fewstep.nodes.prd.train import (
     PRDConfig,
     build_generator,
@@ -25,15 +18,8 @@ from fewstep.nodes.prd.train import (
     render_triplane_views,
     train_prd,
 )
-
-
-@dataclass(frozen=True, eq=False)
-class PRDTeacher:
-    """``PRD_TEACHER``: the camera-conditioned teacher and the caption embedder it was trained with."""
-
-    teacher: Teacher
-    embed: CaptionEmbedder
-    name: str
+from fewstep.nodes.zoo.multiview.builtin import CaptionEmbedder, MultiviewTeacher
+from fewstep.nodes.zoo.multiview.data import all_primitives
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,18 +32,14 @@ class PRDGenerator:
     name: str
 
 
-def load_teacher_bundle(root: Path | None = None) -> PRDTeacher:
-    return PRDTeacher(load_teacher(root), CaptionEmbedder(), TEACHER_FILE)
-
-
-def load_generator_bundle(teacher: PRDTeacher, root: Path | None = None) -> PRDGenerator:
+def load_generator_bundle(teacher: MultiviewTeacher, root: Path | None = None) -> PRDGenerator:
     """The shipped generator: its adapters, head and decoder on a copy of the teacher's UNet."""
-    state, config = read_weights(GENERATOR_FILE, root)
+    state, config = read_generator(root)
     gen = TriplaneGenerator(teacher.teacher.unet, GeneratorConfig(**config["generator"]))
     return PRDGenerator(load_generator_state(gen, state), teacher.embed, int(config["k"]), GENERATOR_FILE)
 
 
-def distill(teacher: PRDTeacher, captions: list[str], cfg: PRDConfig, run_name: str, checkpoint_every: int,
+def distill(teacher: MultiviewTeacher, captions: list[str], cfg: PRDConfig, run_name: str, checkpoint_every: int,
             preview_every: int) -> tuple[PRDGenerator, list[float]]:
     """PRD-distil a fresh generator (resuming a matching run under <models>/checkpoints/prd)."""
     from fewstep.nodes.core.train.distill_graph import run_folder, to_pil

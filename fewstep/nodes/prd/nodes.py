@@ -1,7 +1,7 @@
-"""PRD nodes: the shipped teacher and generator loaders, the PRD trainer, text → triplane, triplane → mesh.
+"""PRD nodes: the shipped generator's loader, the PRD trainer, text → triplane, triplane → mesh.
 
-A graph: ``PRDLoadTeacher`` → ``PRDLoadGenerator`` (or ``PRDDistill``) → ``PRDTextToTriplane`` →
-``PRDTriplaneToMesh`` → ``SaveGLB`` / ``Preview3D`` (export pack, by links).
+A graph: ``PRDLoadTeacher`` (the zoo's multi-view teacher loader) → ``PRDLoadGenerator`` (or ``PRDDistill``)
+→ ``PRDTextToTriplane`` → ``PRDTriplaneToMesh`` → ``SaveGLB`` / ``Preview3D`` (export pack, by links).
 """
 
 from __future__ import annotations
@@ -10,36 +10,17 @@ from typing import TYPE_CHECKING
 
 from fewstep.app.api import Combo, Float, Int, Link, Node, NodeOutput, Output, Schema, String
 from fewstep.nodes.core.train.seeds import fixed_seed
+from fewstep.nodes.zoo.multiview.nodes import MULTIVIEW_TEACHER
 
 if TYPE_CHECKING:  # the node list imports without torch
     from fewstep.nodes.core.render.triplane import Triplane
-    from fewstep.nodes.prd.graph import PRDGenerator, PRDTeacher
+    from fewstep.nodes.prd.graph import PRDGenerator
+    from fewstep.nodes.zoo.multiview.builtin import MultiviewTeacher
 
 CATEGORY = "fewstep/3d/prd"
-TEACHER = "PRD_TEACHER"      # fewstep.nodes.prd.graph.PRDTeacher: multi-view teacher + caption embedder
+TEACHER = MULTIVIEW_TEACHER  # the zoo's MultiviewTeacher (loader: PRDLoadTeacher): teacher + caption embedder
 GENERATOR = "PRD_GENERATOR"  # fewstep.nodes.prd.graph.PRDGenerator: K-step text → triplane generator
 LIST_CAPTIONS = "a red cube\na blue sphere\na yellow cone\na green cylinder"
-
-
-class PRDLoadTeacher(Node):
-    """The shipped camera-conditioned multi-view teacher (trained on renders of coloured primitives)."""
-
-    @classmethod
-    def define_schema(cls) -> Schema:
-        return Schema(
-            node_id="PRDLoadTeacher", display_name="PRD Load Multi-view Teacher", category=CATEGORY,
-            description="A tiny pixel-space diffusion UNet (16 px) conditioned on a caption embedding (MiniLM) and a "
-                        "camera azimuth / elevation, trained on renders of 24 coloured primitives (see the pack's "
-                        "model card). The stand-in for MVDream in score distillation.",
-            inputs=[], outputs=[Output("teacher", TEACHER)])
-
-    @classmethod
-    def execute(cls) -> NodeOutput:
-        from fewstep.app.api import cached_model
-        from fewstep.nodes.prd.bundle import TEACHER_FILE, weights_dir
-        from fewstep.nodes.prd.graph import load_teacher_bundle
-
-        return NodeOutput(cached_model(weights_dir() / TEACHER_FILE, "float32", "cpu", load_teacher_bundle))
 
 
 class PRDLoadGenerator(Node):
@@ -55,7 +36,7 @@ class PRDLoadGenerator(Node):
             outputs=[Output("generator", GENERATOR)])
 
     @classmethod
-    def execute(cls, teacher: PRDTeacher) -> NodeOutput:
+    def execute(cls, teacher: MultiviewTeacher) -> NodeOutput:
         from fewstep.nodes.prd.graph import load_generator_bundle
 
         return NodeOutput(load_generator_bundle(teacher))
@@ -91,9 +72,9 @@ class PRDDistill(Node):
             outputs=[Output("generator", GENERATOR)])
 
     @classmethod
-    def execute(cls, teacher: PRDTeacher, caption_source: str, captions: str, k: int, lora: str, lora_rank: int,
-                steps: int, batch_size: int, learning_rate: float, views: int, cfg: float, seed: int, run_name: str,
-                checkpoint_every: int, preview_every: int) -> NodeOutput:
+    def execute(cls, teacher: MultiviewTeacher, caption_source: str, captions: str, k: int, lora: str,
+                lora_rank: int, steps: int, batch_size: int, learning_rate: float, views: int, cfg: float, seed: int,
+                run_name: str, checkpoint_every: int, preview_every: int) -> NodeOutput:
         from fewstep.nodes.core.threads import tiny_cpu_work
         from fewstep.nodes.prd.graph import caption_list, distill
         from fewstep.nodes.prd.train import PRDConfig
@@ -156,4 +137,4 @@ class PRDTriplaneToMesh(Node):
         return NodeOutput(mesh, metrics, ui={"metrics": [metrics]})
 
 
-NODES: tuple[type[Node], ...] = (PRDLoadTeacher, PRDLoadGenerator, PRDDistill, PRDTextToTriplane, PRDTriplaneToMesh)
+NODES: tuple[type[Node], ...] = (PRDLoadGenerator, PRDDistill, PRDTextToTriplane, PRDTriplaneToMesh)

@@ -34,8 +34,8 @@ from fewstep.nodes.core.render.volume import VolSDFDensity, VolumeSettings, rend
 from fewstep.nodes.core.train.loop import Checkpointer, FitSpec, TrainState, fit, trainable_parameters
 from fewstep.nodes.prd.asd import ASDLoss, t_min_at
 from fewstep.nodes.prd.generator import GeneratorConfig, TriplaneGenerator, prd_timesteps
-from fewstep.nodes.prd.primitives import BACKGROUND, ViewSpec, camera_features
-from fewstep.nodes.prd.teacher import Teacher
+from fewstep.nodes.zoo.multiview.data import BACKGROUND, ViewSpec, camera_features
+from fewstep.nodes.zoo.multiview.models import Teacher
 
 TEACHER_SIZE = ViewSpec().size   # the teacher's image side
 
@@ -180,16 +180,18 @@ def load_generator_state(gen: TriplaneGenerator, state: dict[str, torch.Tensor])
 
 def stage_generator(out: Path, seconds: float, steps: int, cfg: PRDConfig | None = None,
                     teacher_root: Path | None = None, device: str = "cpu") -> dict:
-    """Train the shipped generator (K = 4, plane-specific LoRA) within ``seconds`` and write it to ``out``."""
-    from fewstep.nodes.prd.bundle import (
-        GENERATOR_FILE,
+    """Train the shipped generator (K = 4, plane-specific LoRA) within ``seconds`` and write it to ``out``.
+    ``teacher_root``: folder of the multi-view teacher and its caption probe (default: the zoo's weights)."""
+    from fewstep.nodes.prd.bundle import GENERATOR_FILE
+    from fewstep.nodes.prd.evaluate import evaluate_generator
+    from fewstep.nodes.zoo.multiview.builtin import (
+        TEACHER_FILE,
         CaptionEmbedder,
         load_probe,
         load_teacher,
         save_weights,
     )
-    from fewstep.nodes.prd.evaluate import evaluate_generator
-    from fewstep.nodes.prd.primitives import all_primitives
+    from fewstep.nodes.zoo.multiview.data import all_primitives
 
     cfg = cfg or PRDConfig(steps=steps)
     teacher, embed = load_teacher(teacher_root), CaptionEmbedder()
@@ -202,7 +204,7 @@ def stage_generator(out: Path, seconds: float, steps: int, cfg: PRDConfig | None
     metrics = evaluate_generator(gen.eval(), load_probe(teacher_root), embed, cfg.k, seed=123)
     save_weights(_StateModule(generator_state(gen)), out / GENERATOR_FILE,
                  {"generator": cfg.generator_config().to_dict(), "prd": asdict(cfg), "k": cfg.k,
-                  "teacher": "prd-mv-teacher.safetensors"})
+                  "teacher": TEACHER_FILE})
     report = {"prd": asdict(cfg), "iterations": state.step, "train_seconds": round(train_s, 1),
               "final_loss": round(sum(state.losses[-20:]) / max(1, len(state.losses[-20:])), 4), "eval": metrics,
               "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads()}

@@ -1,12 +1,12 @@
-"""Procedural 3D primitives with exact captions, rendered at known views: the PRD teacher's training data.
+"""Procedural 3D primitives with exact captions, rendered at known views: the multi-view teacher's training data.
 
 An object is one coloured primitive centred at the origin, captioned "a <colour> <shape>" (6 colours x
 4 shapes = 24 captions). Each shape is an analytic signed distance function (negative inside; Quilez'
 exact SDFs for box, capped cylinder and capped cone); its surface colour is the base colour times a
 Lambert shade from a fixed world light, baked into the field (view-independent, so a triplane can hold it
 exactly). Views are rendered by the shared volume renderer (``nodes.core.render.volume``) from orbit
-cameras: azimuth uniform in [0, 360), elevation uniform in [0, 30] degrees (the paper's range), looking at
-the origin.
+cameras: azimuth uniform in [0, 360), elevation uniform in [0, 30] degrees (MVDream's and TriplaneTurbo's
+range), looking at the origin.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class ViewSpec:
     """How objects are seen: image side, camera distance and horizontal field of view, elevation range.
 
     16 px: on the shared 2-core CPU the teacher got 242 steps in 4 minutes at 32 px and sampled noise; at
-    16 px the same budget buys about four times the steps (and the PRD renders cost a quarter)."""
+    16 px the same budget buys about four times the steps (and renders of a distillation cost a quarter)."""
 
     size: int = 16
     distance: float = 2.4

@@ -1,11 +1,11 @@
-"""The multi-view teacher: its output depends on the camera, the shipped one has learned to use it (denoising
+"""The built-in multi-view teacher: its output depends on the camera, the shipped one has learned to use it (denoising
 a render is more accurate under the render's own camera than under a wrong one), and the data it learned from."""
 
 from __future__ import annotations
 
 import torch
 
-from fewstep.nodes.prd.primitives import (
+from fewstep.nodes.zoo.multiview.data import (
     Primitive,
     ViewSpec,
     camera_features,
@@ -27,7 +27,7 @@ def test_teacher_output_changes_with_the_view(tiny_teacher):
 
 
 def test_shipped_teacher_denoises_better_under_the_true_camera():
-    from fewstep.nodes.prd.bundle import CaptionEmbedder, load_teacher
+    from fewstep.nodes.zoo.multiview.builtin import CaptionEmbedder, load_teacher
 
     teacher = load_teacher()
     prims = [Primitive("cube", "red"), Primitive("cone", "blue"), Primitive("cylinder", "green")]

@@ -1,17 +1,17 @@
-"""The multi-view teacher: a tiny pixel-space diffusion UNet conditioned on a caption embedding and a camera.
+"""The built-in multi-view teacher: a tiny pixel-space diffusion UNet conditioned on a caption and a camera.
 
 A stand-in for MVDream (methods.md §11): MVDream adds an MLP of the camera pose to the timestep embedding
 and denoises four views jointly; ours adds MLPs of the camera features (sin / cos of azimuth and elevation)
 and of the caption's pooled MiniLM embedding to the timestep embedding and denoises one view at a time.
 ε-prediction on SD's 1000-step scaled-linear VP schedule (``nodes.zoo.models.alphas_cumprod``), the same
-schedule as the paper's SD2.1 / MVDream teachers.
+schedule as SD2.1 / MVDream.
 
 Blocks are the built-in models' lean ones (``nodes.zoo.lean.blocks``: ResnetBlock, Attention, Down/Upsample,
-timestep features). Attention blocks have a ``planes`` attribute: 1 in the teacher; the triplane generator
-sets it to 3 so that the tokens of an object's three planes attend to each other (PETA's cross-plane
-attention), batch [B·P, C, H, W] → tokens [B, P·H·W, C].
+timestep features). Attention blocks have a ``planes`` attribute: 1 in the teacher; a triplane generator
+built on these weights (the PRD pack's) sets it to 3 so that the tokens of an object's three planes attend
+to each other (PETA's cross-plane attention), batch [B·P, C, H, W] → tokens [B, P·H·W, C].
 
-Shapes: x [N, 3, S, S] in −1..1 (S = 16 for the teacher's renders; the generator runs the same weights on
+Shapes: x [N, 3, S, S] in −1..1 (S = 16 for the teacher's renders; a generator may run the same weights on
 its 16 x 16 planes), t [N] integer timesteps, text [N, 384] (zeros = unconditional), camera [N, 4] or None.
 """
 
@@ -28,7 +28,7 @@ from fewstep.nodes.zoo.lean.blocks import Attention, Downsample, ResnetBlock, Up
 from fewstep.nodes.zoo.models import SCHEDULE, alphas_cumprod
 
 TEXT_DIM = 384          # all-MiniLM-L6-v2's pooled embedding
-CAMERA_DIM = 4          # primitives.camera_features
+CAMERA_DIM = 4          # data.camera_features
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,14 @@ class TeacherConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Named sizes: "shipped" is the architecture of fewstep-tiny-mv-teacher; "test" is the toy width of the unit
+# tests (random weights, text embeddings of 8).
+PRESETS: dict[str, TeacherConfig] = {
+    "shipped": TeacherConfig(),
+    "test": TeacherConfig(channels=(8, 16), attention_levels=(1,), groups=4, heads=2, time_features=16, text_dim=8),
+}
 
 
 class AttnBlock(nn.Module):
@@ -111,7 +119,7 @@ class MVUNet(nn.Module):
         self.conv_out = nn.Conv2d(ch[0], cfg.in_channels, 3, padding=1)
 
     def embedding(self, t: torch.Tensor, text: torch.Tensor, camera: torch.Tensor | None) -> torch.Tensor:
-        """temb [N, 4·C0] = time MLP + text MLP (+ camera MLP; None = no camera, as in the generator)."""
+        """temb [N, 4·C0] = time MLP + text MLP (+ camera MLP; None = no camera, as a triplane generator runs it)."""
         emb = self.time_mlp(timestep_features(t, self.config.time_features).to(text.dtype)) + self.text_proj(text)
         return emb if camera is None else emb + self.camera_mlp(camera)
 
@@ -160,7 +168,7 @@ def make_teacher(unet: MVUNet) -> Teacher:
 
 
 def copy_unet(unet: MVUNet) -> MVUNet:
-    """A trainable deep copy (the generator's initialisation)."""
+    """A trainable deep copy (e.g. the initialisation of a generator distilled from the teacher)."""
     return copy.deepcopy(unet).train().requires_grad_(True)
 
 
