@@ -3,48 +3,20 @@ sampler -> SaveVideo, checkpoints and the resumed re-run; the sampler's and the 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-
-from fewstep.app.api import Paths
+from video_graphs import graph_executor, load_graph, progress_values, saved_video, use_tiny_video_weights
 
 pytest.importorskip("diffusers")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
 def tiny_weights(tmp_path, monkeypatch):
-    """A random 'test'-preset DiT saved as fewstep-tiny-video.safetensors in a folder the loader reads."""
-    from fewstep.nodes.zoo.video import model as video_model
-    from fewstep.nodes.zoo.video import train
-    from fewstep.nodes.zoo.video.dit import PRESETS, VideoDiT
-
-    torch.manual_seed(0)
-    dit = VideoDiT(PRESETS["test"])
-    with torch.no_grad():
-        for p in dit.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    folder = tmp_path / "weights"
-    train.save_outputs(folder, train.VideoTrainConfig(dit_preset="test"), {}, dit, None)
-    monkeypatch.setattr(video_model, "weights_dir", lambda: folder)
-    return folder
-
-
-def _executor(tmp_path: Path):
-    from fewstep.app.cache import CacheSet
-    from fewstep.app.executor import Executor
-    from fewstep.app.registry import load_registry
-
-    paths = Paths(model_roots=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "temp",
-                  input_dir=tmp_path / "in", user_dir=tmp_path / "user")
-    return Executor(load_registry(), CacheSet(), paths)
+    return use_tiny_video_weights(tmp_path, monkeypatch)
 
 
 def _graph(**distill) -> dict:
-    graph = json.loads((ROOT / "graphs" / "tdm_video.json").read_text())
+    graph = load_graph("tdm_video")
     graph["2"]["inputs"] |= {"steps": 3, "batch_size": 2, "frames": 2, "checkpoint_every": 2, "preview_every": 0,
                              "prompt_source": "list"} | distill
     graph["3"]["inputs"] |= {"frames": 2}
@@ -52,42 +24,38 @@ def _graph(**distill) -> dict:
 
 
 def test_tdm_video_graph_distils_samples_and_resumes(tmp_path, tiny_weights):
-    from fewstep.nodes.core.video_io import load_video
-
     progress: list = []
-    result = _executor(tmp_path).execute(_graph(), prompt_id="t", emit=lambda kind, data: progress.append((kind, data)))
+    result = graph_executor(tmp_path).execute(_graph(), prompt_id="t",
+                                              emit=lambda kind, data: progress.append((kind, data)))
     assert result.status == "success", result.error
-    saved = result.outputs["4"]["images"][0]
-    clip = load_video(tmp_path / "out" / saved["subfolder"] / saved["filename"])
+    clip = saved_video(tmp_path, result, "4")
     assert clip.num_frames == 2 and clip.frames.shape == (2, 64, 64, 3)
     assert "TDM student, 4 Euler steps" in clip.metadata.get("comment", "")
     losses = result.outputs["2"]["loss"]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
-    sampler_steps = [d["value"] for kind, d in progress if kind == "progress" and d["node"] == "3"]
-    assert sampler_steps == [1, 2, 3, 4]                                      # the student's own K = 4 steps
+    assert progress_values(progress, "3") == [1, 2, 3, 4]                    # the student's own K = 4 steps
     runs = list((tmp_path / "models" / "checkpoints" / "distill").glob("tdm_video-*"))
     assert len(runs) == 1 and sorted(p.name for p in runs[0].glob("step_*"))   # checkpoints were written
 
-    again = _executor(tmp_path).execute(_graph(), prompt_id="t2")              # same settings: resumes at step 3
+    again = graph_executor(tmp_path).execute(_graph(), prompt_id="t2")         # same settings: resumes at step 3
     assert again.status == "success", again.error
     assert again.outputs["2"]["loss"] == pytest.approx(losses)
-    saved2 = again.outputs["4"]["images"][0]
-    clip2 = load_video(tmp_path / "out" / saved2["subfolder"] / saved2["filename"])
+    clip2 = saved_video(tmp_path, again, "4")
     assert torch.equal(torch.as_tensor(clip2.frames), torch.as_tensor(clip.frames))
 
 
 def test_two_step_student_samples_in_two_steps(tmp_path, tiny_weights):
     progress: list = []
-    result = _executor(tmp_path).execute(_graph(student_steps=2, steps=1), prompt_id="k2",
-                                         emit=lambda kind, data: progress.append((kind, data)))
+    result = graph_executor(tmp_path).execute(_graph(student_steps=2, steps=1), prompt_id="k2",
+                                              emit=lambda kind, data: progress.append((kind, data)))
     assert result.status == "success", result.error
-    assert [d["value"] for kind, d in progress if kind == "progress" and d["node"] == "3"] == [1, 2]
+    assert progress_values(progress, "3") == [1, 2]
 
 
 def test_student_sampler_refuses_a_teacher(tmp_path, tiny_weights):
     graph = _graph()
     graph["3"]["inputs"]["video_model"] = ["1", 0]                           # the teacher, not a student
-    result = _executor(tmp_path).execute(graph, prompt_id="e")
+    result = graph_executor(tmp_path).execute(graph, prompt_id="e")
     assert result.status == "error" and "not a TDM video student" in str(result.error)
 
 
