@@ -67,6 +67,17 @@ def _finished(store: QueueStore, ids: list[str]) -> bool:
     return all(store.history_entry(pid) is not None for pid in ids)
 
 
+def _failures(store: QueueStore, ids: list[str]) -> dict[str, str]:
+    """Job id -> its status and last history message, for every job that did not succeed."""
+    failures: dict[str, str] = {}
+    for pid in ids:
+        status = store.history_entry(pid)["status"]
+        if status["status_str"] != "success":
+            last = status["messages"][-1] if status.get("messages") else "no message"
+            failures[pid] = f"{status['status_str']}: {json.dumps(last, default=str)[:2000]}"
+    return failures
+
+
 def drain(workers: int, args: argparse.Namespace, home: Path) -> dict[str, Any]:
     """One measurement: ``workers`` worker processes drain ``args.jobs`` jobs (after a warm-up)."""
     config = Config(home=home / f"w{workers}", cache="none", workers=workers, queue_url=args.queue,
@@ -106,12 +117,13 @@ def drain(workers: int, args: argparse.Namespace, home: Path) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         cpu_s = sum(cpu_seconds(pid) for pid in children) - cpu_before
         restarts = pool.restarts
-        failed = [pid for pid in ids if store.history_entry(pid)["status"]["status_str"] != "success"]
+        failures = _failures(store, warm + ids)
     finally:
         pool.stop()
         store.close()
-    if failed or restarts:
-        raise RuntimeError(f"{len(failed)} jobs failed ({restarts} worker restarts): no figures reported")
+    if failures or restarts:
+        detail = "".join(f"\n  {pid}: {why}" for pid, why in failures.items())
+        raise RuntimeError(f"{len(failures)} jobs failed ({restarts} worker restarts): no figures reported{detail}")
     per_worker = [sum(1 for pid in ids if ran.get(pid) == w.index) for w in pool.workers]
     return {"workers": workers, "jobs": args.jobs, "seconds": seconds, "jobs_per_s": args.jobs / seconds,
             "jobs_per_worker": per_worker, "worker_cpu_s": cpu_s, "cores_busy": cpu_s / seconds,

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from fewstep.app.writes import pending_path
+
 # ---------------------------------------------------------------------------------------------
 # Inputs and outputs
 # ---------------------------------------------------------------------------------------------
@@ -361,10 +363,47 @@ def write_output(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     writer = context.extra.get("output_writer") if context is not None else None
     if writer is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as file:
-            write(file)
+        part = pending_path(path)   # the placeholder, when reserve_output claimed the name
+        try:
+            with part.open("wb") as file:
+                write(file)
+            os.replace(part, path)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
         return
     writer.submit(context.prompt_id, context.node_id, context.class_type, path, write)
+
+
+def reserve_output(paths: Sequence[str | os.PathLike[str]]) -> bool:
+    """Claim output file names before writing them, also against other processes sharing the folder.
+
+    Each name is claimed by creating its empty ``<name>.part`` placeholder exclusively (``O_EXCL``), so two
+    workers (``fewstep serve --workers N``) that scanned the folder at the same moment and picked the same
+    counter cannot both claim it: the second gets False and takes the next counter. A name whose file
+    already exists is not claimed either. On False no placeholder of this call is left behind.
+
+    A claimed name is written by :func:`write_output` (which fills the placeholder) or, by a writer of its
+    own, followed by :func:`release_output`."""
+    claimed: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if path.exists():
+                raise FileExistsError(path)
+            os.close(os.open(pending_path(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            for done in claimed:
+                done.unlink(missing_ok=True)
+            return False
+        claimed.append(pending_path(path))
+    return True
+
+
+def release_output(path: str | os.PathLike[str]) -> None:
+    """Drop the claim of :func:`reserve_output` on ``path`` once its own writer has finished (or failed)."""
+    pending_path(Path(path)).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------

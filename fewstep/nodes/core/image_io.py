@@ -13,6 +13,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,21 @@ def next_output_path(output_dir: Path, filename_prefix: str) -> tuple[Path, str,
         highest = max(highest, int(digits) if digits.isdigit() else 0)
     return folder, name, subfolder, highest + 1
 
+
+
+def claim_output_names(folder: Path, first: int, names: Callable[[int], list[str]]) -> int:
+    """The first counter ``>= first`` whose file names ``names(counter)`` this job could claim
+    (:func:`fewstep.app.api.reserve_output`); the names stay reserved for the caller to write.
+
+    :func:`next_output_path` only scans the folder: two worker processes saving under one prefix at the
+    same moment read the same highest counter, and then wrote one shared ``.part`` placeholder (one job
+    failed when the other renamed it away, or one image silently replaced the other)."""
+    from fewstep.app.api import reserve_output
+
+    for counter in range(first, first + 100_000):
+        if reserve_output([folder / name for name in names(counter)]):
+            return counter
+    raise OSError(f"no free output name in {folder} after {first} (100000 counters tried)")
 
 _VARIABLE = re.compile(r"%([^%]+)%")
 _DATE_TOKEN = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")

@@ -411,15 +411,26 @@ def _to_uint8(images: Any) -> list[Any]:
 
 
 def _save(images: Any, folder_dir: Any, prefix: str, kind: str, prompt: Any, extra: Any) -> dict[str, list]:
-    from fewstep.nodes.core.image_io import next_output_path, png_text, save_png, substitute_prefix
+    from fewstep.nodes.core.image_io import (
+        claim_output_names,
+        next_output_path,
+        png_text,
+        save_png,
+        substitute_prefix,
+    )
 
     if len(images):  # %width% / %height% are the first image's ([B,H,W,C]), as in ComfyUI
         prefix = substitute_prefix(prefix, int(images[0].shape[1]), int(images[0].shape[0]), prompt)
     folder, name, subfolder, counter = next_output_path(folder_dir, prefix)
+
+    def filenames(first: int) -> list[str]:
+        return [f"{name}_{first + offset:05}_.png" for offset in range(len(images))]
+
+    arrays = _to_uint8(images)
+    counter = claim_output_names(folder, counter, filenames)
     text = png_text(prompt, extra)
     results = []
-    for offset, array in enumerate(_to_uint8(images)):   # encoded in the background (api.write_output)
-        filename = f"{name}_{counter + offset:05}_.png"
+    for filename, array in zip(filenames(counter), arrays, strict=True):   # encoded in the background
         save_png(array, folder / filename, text)
         results.append({"filename": filename, "subfolder": subfolder, "type": kind})
     return {"images": results}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fewstep.app.api import current_paths, safe_child
-from fewstep.nodes.core.image_io import next_output_path, substitute_prefix
+from fewstep.nodes.core.image_io import claim_output_names, next_output_path, substitute_prefix
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".m4v", ".gif", ".webp")
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
@@ -36,16 +36,19 @@ class OutputSlot:
                 "type": self.kind}
 
 
-def output_slot(filename_prefix: str, width: int = 0, height: int = 0, prompt: Any = None,
+def output_slot(filename_prefix: str, suffix: str, width: int = 0, height: int = 0, prompt: Any = None,
                 kind: str = "output") -> OutputSlot:
     """:func:`next_output_path` in the output (or temp) folder after ``%width%``/``%height%``/``%date%``
-    substitution, as SaveImage. Raises ValueError when the prefix would leave the folder."""
+    substitution, as SaveImage, with ``slot.filename(suffix)`` claimed against other jobs and worker
+    processes (:func:`claim_output_names`): write it, then ``release_output(slot.folder / name)``.
+    Raises ValueError when the prefix would leave the folder."""
     paths = current_paths()
     root = paths.output_dir if kind == "output" else paths.temp_dir
     if "\x00" in filename_prefix or Path(filename_prefix).is_absolute():
         raise ValueError(f"filename_prefix {filename_prefix!r} must be a relative name inside the {kind} folder")
     prefix = substitute_prefix(filename_prefix, width, height, prompt)
     folder, name, subfolder, counter = next_output_path(root, prefix)
+    counter = claim_output_names(folder, counter, lambda first: [f"{name}_{first:05}_{suffix}"])
     return OutputSlot(folder, name, subfolder, counter, kind)
 
 

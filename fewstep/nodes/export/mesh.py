@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fewstep.app.api import current_paths, safe_child
+from fewstep.app.api import current_paths, release_output, safe_child
 from fewstep.nodes.core.mesh import ArticulatedMesh, Mesh
 from fewstep.nodes.core.mesh_io import load_mesh, save_articulated_glb, save_mesh
 from fewstep.nodes.export.files import input_file, merged_metadata, output_slot
@@ -33,12 +33,15 @@ def save_mesh_output(mesh: object, filename_prefix: str, format: str, prompt: An
     if format not in ("glb", "obj", "ply"):
         raise ValueError(f"format must be glb, obj or ply, got {format!r}")
     metadata = merged_metadata({}, prompt, extra_pnginfo)
-    slot = output_slot(filename_prefix, prompt=prompt, kind=kind)
+    slot = output_slot(filename_prefix, f".{format}", prompt=prompt, kind=kind)
     name = slot.filename(f".{format}")
-    if isinstance(value, ArticulatedMesh) and format == "glb":
-        save_articulated_glb(value, slot.folder / name, metadata)
-    else:
-        save_mesh(merge_parts(value), slot.folder / name, format, metadata)  # type: ignore[arg-type]
+    try:
+        if isinstance(value, ArticulatedMesh) and format == "glb":
+            save_articulated_glb(value, slot.folder / name, metadata)
+        else:
+            save_mesh(merge_parts(value), slot.folder / name, format, metadata)  # type: ignore[arg-type]
+    finally:
+        release_output(slot.folder / name)
     return slot.item(name)
 
 

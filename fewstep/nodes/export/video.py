@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from fewstep.app.api import release_output
 from fewstep.nodes.core.video import Video, as_fps
 from fewstep.nodes.core.video_io import EXTENSIONS, frame_name, save_video
 from fewstep.nodes.export.files import OutputSlot, merged_metadata, output_slot
@@ -73,10 +74,13 @@ def save_video_output(video: object, filename_prefix: str, options: SaveOptions,
     clip = require_video(video, "video")
     fmt = options.container()
     clip = clip.with_metadata(merged_metadata({}, prompt, extra_pnginfo))
-    slot = output_slot(filename_prefix, clip.width, clip.height, prompt)
+    slot = output_slot(filename_prefix, EXTENSIONS[fmt], clip.width, clip.height, prompt)
     name = slot.filename(EXTENSIONS[fmt])
-    save_video(clip, slot.folder / name, fmt, crf=options.crf, quality=options.quality,  # type: ignore[arg-type]
-               lossless=options.lossless, method=options.method, compress_level=options.compress_level)
+    try:
+        save_video(clip, slot.folder / name, fmt, crf=options.crf, quality=options.quality,  # type: ignore[arg-type]
+                   lossless=options.lossless, method=options.method, compress_level=options.compress_level)
+    finally:
+        release_output(slot.folder / name)
     if fmt == "frames":
         return {"images": _frame_items(slot, name, clip.num_frames)}
     if fmt == "gif":
