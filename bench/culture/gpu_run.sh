@@ -2,13 +2,14 @@
 # The full-size cultural-accumulation runs on one GPU, from the repo root (no install needed):
 #     OUT=/some/dir bash bench/culture/gpu_run.sh            # TINY=1: a seconds-long smoke run (CPU is fine)
 #     CORES="s5" OUT=... bash bench/culture/gpu_run.sh      # one core only (default: "gru s5", one after the other)
-# Per core, eight trainings run as parallel processes (each launch-bound Python, one CPU core, the GPU shared),
-# each time-budgeted by the preset (240-250 s of PPO after a 3-update probe; `timeout TRAIN_S` guards it); then
-# one evaluation writes table.json, table.md and the plots. Then the paper comparison of both cores. Everything
-# lands under $OUT (PRESET = full, or tiny with TINY=1):
+# Per core, eleven trainings (eight Memory Sequence / TSP / in-weights, three Goal Sequence) run as parallel
+# processes (each launch-bound Python, one CPU core, the GPU shared), each time-budgeted by the preset (240-250 s
+# of PPO after a 3-update probe; `timeout TRAIN_S` guards it); then one evaluation writes table.json, table.md
+# and the plots. Then the paper comparison of both cores. Everything lands under $OUT (PRESET = full, or tiny with TINY=1):
 #     env.txt
 #     $PRESET/     GRU agents: train_<job>.log, policy_<job>.safetensors, train_<job>.json, in_weights.json,
-#                  eval.log, table.json, table.md, in_context.png, sweep.png, tsp.png, tsp_trials.png, in_weights.png
+#                  eval.log, table.json, table.md, in_context.png, sweep.png, tsp.png, tsp_trials.png, in_weights.png,
+#                  goal_sequence.png
 #     ${PRESET}_s5/  the same with S5 agents (4 S5 blocks of width 256, state 256)
 #     ${PRESET}_paper/paper.md, paper.png   the paper's claims beside both tables
 # About 7 minutes per core. Judge saved policies again anywhere:
@@ -33,7 +34,7 @@ for core in ${CORES:-gru s5}; do
   done
   wait
   echo "$core trainings done at +$(( $(date +%s) - t0 )) s" | tee -a "$OUT/env.txt"
-  timeout "${EVAL_S:-80}" python3 bench/culture/table.py --preset $PRESET --core "$core" --out "$dir" --device "$DEV" \
+  timeout "${EVAL_S:-150}" python3 bench/culture/table.py --preset $PRESET --core "$core" --out "$dir" --device "$DEV" \
       --jobs > "$dir/eval.log" 2>&1
   rc=$?
   echo "$core evaluation done at +$(( $(date +%s) - t0 )) s (rc $rc)" | tee -a "$OUT/env.txt"

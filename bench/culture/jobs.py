@@ -2,7 +2,8 @@
 
 Jobs write into one results folder:
     ``policy_<name>.safetensors`` + ``train_<name>.json``  the in-context learners (``ic`` with oracles,
-                                   ``rl2`` / ``rl2long`` without, ``sweep_<s>`` per oracle strength, ``tsp``);
+                                   ``rl2`` / ``rl2long`` without, ``sweep_<s>`` per oracle strength, ``tsp``;
+                                   Goal Sequence: ``goal`` with its oracle, ``goal_rl2`` / ``goal_rl2long``);
     ``in_weights.json``            in-weights generations and the single-lifetime baseline.
 A time budget (``seconds``) sets each training's update count from a measured update time (2 probe
 updates of a throw-away agent), so the annealed learning rate still reaches 0 at the end.
@@ -25,6 +26,8 @@ from fewstep.nodes.culture.runs import EnvConfig, Policy, run_in_weights, train_
 
 Core = dict[str, str | int]
 """``core`` and ``ssm_layers`` keywords of the trainers."""
+GOAL_JOBS = {"goal": "ic", "goal_rl2": "rl2", "goal_rl2long": "rl2long"}
+"""The Goal Sequence jobs and the Memory Sequence job each mirrors."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class Preset:
         sweep: oracle strengths s (accuracy p ≤ 1 − 1/(1+s)) of the sweep.
         iw: in-weights settings.  baseline_factor: single-lifetime steps / one generation's.
         seconds: training time budget per job (None = the PPO configs' total_steps).
+        goal / ppo_goal: the in-context Goal Sequence (paper: 7×7 grid, 3 goals; code: 50-step trials) and
+            its PPO (the ``goal*`` jobs: learner with the oracle body, RL² on K- and G·K-trial episodes).
     """
 
     memseq: EnvConfig
@@ -60,6 +65,12 @@ class Preset:
     iw: InWeightsConfig
     baseline_factor: int = 5
     seconds: dict[str, float] = field(default_factory=dict)
+    # a 5×5 grid, 20-step trials, K = 4, oracle ε = 1/(1+2) (it enters ~2 goals in order per trial), no penalty
+    # for a wrong goal: at −1 the demo-size learner learnt to avoid every goal (measured: 0.00–0.03 goals per
+    # trial after 60–120 updates), at −0.5 it stayed at chance (~0.2), at 0 it reached ~1 in 60 updates
+    goal: EnvConfig = EnvConfig("goal_sequence", 5, 20, 4, 1, 2.0, penalty=0.0)
+    ppo_goal: PPOConfig = PPOConfig(lr=1e-3, num_envs=32, num_steps=64, total_steps=32 * 64 * 100, epochs=2,
+                                    minibatches=4)
 
 
 DEMO = Preset(
@@ -88,14 +99,17 @@ FULL = Preset(
                      ent_coef=0.01, anneal_lr=False),
     hidden=256, embed=128, ssm_layers=4, generations=8, tasks=256, population=3, sweep=(0.05, 0.5, 2.0, 16.0),
     iw=InWeightsConfig(population=5, generations=6, eval_episodes=128),
-    seconds={"ic": 240, "rl2": 240, "rl2long": 240, "sweep": 240, "tsp": 240, "in_weights": 250})
+    seconds={"ic": 240, "rl2": 240, "rl2long": 240, "sweep": 240, "tsp": 240, "in_weights": 250, "goal": 240},
+    goal=EnvConfig("goal_sequence", 7, 50, 4, 1, 2.0, penalty=0.0),
+    ppo_goal=PPOConfig(lr=1e-3, num_envs=2048, num_steps=128, total_steps=2048 * 128 * 60, epochs=2, minibatches=8))
 
 TINY = replace(DEMO, ppo=replace(DEMO.ppo, num_envs=8, num_steps=16, total_steps=8 * 16 * 2, minibatches=2),
                ppo_tsp=replace(DEMO.ppo_tsp, num_envs=8, num_steps=16, total_steps=8 * 16 * 2, minibatches=2),
                ppo_iw=replace(DEMO.ppo_iw, num_envs=4, num_steps=8, total_steps=4 * 8 * 2),
                hidden=16, embed=16, ssm_layers=1, generations=2, tasks=8, sweep=(0.05, 0.5),
                iw=InWeightsConfig(population=2, generations=2, eval_episodes=4), baseline_factor=2,
-               seconds={"ic": 2.0})
+               seconds={"ic": 2.0}, goal=EnvConfig("goal_sequence", 5, 6, 2, 1, 2.0, penalty=0.0),
+               ppo_goal=replace(DEMO.ppo_goal, num_envs=8, num_steps=16, total_steps=8 * 16 * 2, minibatches=2))
 """A smoke run of every code path in seconds (``TINY=1`` of the GPU driver, and the bench test)."""
 
 PRESETS = {"demo": DEMO, "full": FULL, "tiny": TINY}
@@ -107,7 +121,8 @@ def scaled(preset: Preset, factor: int) -> Preset:
         return preset
     def more(cfg: PPOConfig) -> PPOConfig:
         return replace(cfg, total_steps=cfg.total_steps * factor)
-    return replace(preset, ppo=more(preset.ppo), ppo_tsp=more(preset.ppo_tsp), ppo_iw=more(preset.ppo_iw))
+    return replace(preset, ppo=more(preset.ppo), ppo_tsp=more(preset.ppo_tsp), ppo_iw=more(preset.ppo_iw),
+                   ppo_goal=more(preset.ppo_goal))
 
 
 def _probe_seconds(env: EnvConfig, cfg: PPOConfig, hidden: int, embed: int, trials: int, device: str,
@@ -154,18 +169,28 @@ def core_args(preset: Preset, core: str) -> Core:
     return {"core": core, "ssm_layers": preset.ssm_layers}
 
 
-def train_job(preset: Preset, job: str, out: Path, device: str, seed: int = 0, core: str = "gru") -> None:
-    """One in-context training: ``ic`` | ``rl2`` | ``rl2long`` | ``sweep_<s>`` | ``tsp``."""
-    env, cfg, social, trials = preset.memseq, preset.ppo, True, preset.memseq.num_trials
-    if job in ("rl2", "rl2long"):
+def job_setup(preset: Preset, job: str) -> tuple[EnvConfig, PPOConfig, bool, int]:
+    """(environment, PPO, social, episode trials) of an in-context training job: ``ic`` | ``rl2`` | ``rl2long``
+    | ``sweep_<s>`` | ``tsp`` on Memory Sequence / TSP, or the Goal Sequence ``goal`` | ``goal_rl2`` |
+    ``goal_rl2long`` (the ``ic`` | ``rl2`` | ``rl2long`` of that environment)."""
+    env, cfg = (preset.goal, preset.ppo_goal) if job in GOAL_JOBS else (preset.memseq, preset.ppo)
+    kind = GOAL_JOBS.get(job, job)
+    social, trials = True, env.num_trials
+    if kind in ("rl2", "rl2long"):
         social = False
-        trials = trials * preset.generations if job == "rl2long" else trials
-    elif job.startswith("sweep_"):
-        env = replace(env, oracle_strength=float(job.split("_", 1)[1]))
-    elif job == "tsp":
+        trials = trials * preset.generations if kind == "rl2long" else trials
+    elif kind.startswith("sweep_"):
+        env = replace(env, oracle_strength=float(kind.split("_", 1)[1]))
+    elif kind == "tsp":
         env, cfg, trials = preset.tsp, preset.ppo_tsp, preset.tsp.num_trials
-    elif job != "ic":
+    elif kind != "ic":
         raise ValueError(f"unknown job {job!r}")
+    return env, cfg, social, trials
+
+
+def train_job(preset: Preset, job: str, out: Path, device: str, seed: int = 0, core: str = "gru") -> None:
+    """One in-context training (the jobs of :func:`job_setup`)."""
+    env, cfg, social, trials = job_setup(preset, job)
     seconds = preset.seconds.get(job.split("_")[0])
     cfg = budgeted(env, cfg, preset.hidden, preset.embed, trials, seconds, device, core_args(preset, core))
     start = time.perf_counter()
@@ -207,7 +232,7 @@ def in_weights_job(preset: Preset, out: Path, device: str, seed: int = 0, core: 
 
 def all_jobs(preset: Preset) -> list[str]:
     return ["ic", "rl2", "rl2long", *[f"sweep_{s:g}" for s in preset.sweep if s != preset.memseq.oracle_strength],
-            "tsp", "in_weights"]
+            "tsp", "in_weights", *GOAL_JOBS]
 
 
 def finite(x: float) -> float | None:

@@ -13,7 +13,10 @@ Trains the jobs of ``jobs.py`` (skipping any whose outputs exist in ``--out``), 
   the best noisy oracle's score;
 * oracle-accuracy sweep: the last generation's final-trial score per oracle strength (paper: inverted U);
 * TSP: final-trial tour length per generation (paper: 20.6 → 13.1 over 7 generations);
-* in-weights: best score per generation against one agent trained 5× one generation's steps.
+* in-weights: best score per generation against one agent trained 5× one generation's steps;
+* in-context Goal Sequence (``goal`` jobs): final-trial score per generation (the previous generation acts as
+  a body in the grid) against RL² on K- and G·K-trial episodes and the noisy oracle body's own score
+  (``goal_sequence.png``).
 """
 
 from __future__ import annotations
@@ -48,21 +51,36 @@ PAPER = {"tsp_tour": "Gen 0 20.6 -> Gen 4 17.4 -> Gen 7 13.1 (route length, pape
          "in_weights": "after one generation, beats single-lifetime training of 5 generations' steps (Fig. 5)"}
 
 
-def in_context_eval(preset: J.Preset, out: Path, device: str) -> dict[str, object]:
-    ic = J.load_policy(out, "ic", device)
-    k, g = preset.memseq.num_trials, preset.generations
+def generations_eval(preset: J.Preset, out: Path, device: str, learner: str = "ic",
+                     baselines: tuple[str, str] = ("rl2", "rl2long"), plot: str = "in_context.png"
+                     ) -> dict[str, object]:
+    """In-context generations of the ``learner`` policy against the RL² ``baselines`` (K-trial, G·K-trial
+    training) at the same overall trial, and the best noisy oracle (Goal Sequence: the oracle body's score)."""
+    ic = J.load_policy(out, learner, device)
+    k, g = ic.env.num_trials, preset.generations
     gens = run_in_context(ic, g, preset.tasks, preset.population, seed=1)
     oracle = trial_curve(ic, k, max(preset.tasks, 256), seed=2, follow_oracle=True)
-    curves = {name: trial_curve(J.load_policy(out, name, device), g * k, preset.tasks, seed=3)
-              for name in ("rl2", "rl2long")}
-    metrics, image = in_context_summary(gens, k, oracle, curves["rl2long"], "memory_sequence")
-    image.save(out / "in_context.png")
+    curves = {short: trial_curve(J.load_policy(out, name, device), g * k, preset.tasks, seed=3)
+              for short, name in zip(("rl2", "rl2long"), baselines, strict=True)}
+    metrics, image = in_context_summary(gens, k, oracle, curves["rl2long"], ic.env.name)
+    image.save(out / plot)
     finals = [x.trial_means()[-1] for x in gens]
     at = [(i + 1) * k - 1 for i in range(g)]
-    return {"trial_means": [x.trial_means() for x in gens], "final_trial": finals,
+    return {"env": ic.env.name, "trial_means": [x.trial_means() for x in gens], "final_trial": finals,
             "rl2": curves["rl2"], "rl2long": curves["rl2long"], "oracle_trial_score": sum(oracle) / len(oracle),
             "rl2_at_same_trial": [curves["rl2"][i] for i in at], "rl2long_at_same_trial": [curves["rl2long"][i] for i in at],
             "metrics": metrics}
+
+
+def in_context_eval(preset: J.Preset, out: Path, device: str) -> dict[str, object]:
+    """Memory Sequence generations (``ic`` against ``rl2`` / ``rl2long``)."""
+    return generations_eval(preset, out, device)
+
+
+def goal_eval(preset: J.Preset, out: Path, device: str) -> dict[str, object]:
+    """Goal Sequence generations: the previous generation is a body in the grid (``goal`` against
+    ``goal_rl2`` / ``goal_rl2long``), generation 0 beside the noisy oracle body."""
+    return generations_eval(preset, out, device, "goal", ("goal_rl2", "goal_rl2long"), "goal_sequence.png")
 
 
 def sweep_eval(preset: J.Preset, out: Path, device: str) -> list[dict[str, object]]:
@@ -133,6 +151,14 @@ def _f(x: object) -> str:
     return "—" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
 
 
+def _generations_table(title: str, ic: dict[str, object], oracle_words: str) -> list[str]:
+    lines = [title, "", "| generation | final-trial score | RL2 (K-trial training) | RL2 (G·K-trial training) |",
+             "|---|---|---|---|"]
+    for g, s in enumerate(ic["final_trial"]):
+        lines.append(f"| {g} | {_f(s)} | {_f(ic['rl2_at_same_trial'][g])} | {_f(ic['rl2long_at_same_trial'][g])} |")
+    return [*lines, "", f"{oracle_words}: {_f(ic['oracle_trial_score'])} per trial.", ""]
+
+
 def markdown(result: dict[str, object]) -> str:
     """The table of ``result`` (what ``table.md`` holds and the README / docs quote)."""
     factor = result.get("steps_factor", 1)
@@ -141,14 +167,16 @@ def markdown(result: dict[str, object]) -> str:
              ""]
     ic = result.get("in_context")
     if ic:
-        lines += ["**In-context Memory Sequence** (final-trial score = digits right in the last trial; RL2 at the "
-                  "same overall trial, i.e. the same experience):", "",
-                  "| generation | final-trial score | RL2 (K-trial training) | RL2 (G·K-trial training) |",
-                  "|---|---|---|---|"]
-        for g, s in enumerate(ic["final_trial"]):
-            lines.append(f"| {g} | {_f(s)} | {_f(ic['rl2_at_same_trial'][g])} | {_f(ic['rl2long_at_same_trial'][g])} |")
-        lines += ["", f"Best noisy oracle followed blindly: {_f(ic['oracle_trial_score'])} per trial. "
-                  f"Paper: {PAPER['in_context']}.", ""]
+        lines += _generations_table("**In-context Memory Sequence** (final-trial score = digits right in the last "
+                                    "trial; RL2 at the same overall trial, i.e. the same experience):", ic,
+                                    "Best noisy oracle followed blindly")
+        lines += [f"Paper: {PAPER['in_context']}.", ""]
+    goal = result.get("goal_sequence")
+    if goal:
+        lines += _generations_table("**In-context Goal Sequence** (final-trial score = goals entered in order in "
+                                    "the last trial; generation 0 beside the noisy oracle body, generation g+1 "
+                                    "beside generation g's best agent as a body in the grid):", goal,
+                                    "Noisy oracle body's own score")
     sw = result.get("sweep")
     if sw:
         lines += ["**Oracle-accuracy sweep** (oracle accuracy p ≤ 1 − 1/(1+s)):", "",
@@ -190,6 +218,8 @@ def evaluate(preset_name: str, out: Path, device: str, core: str = "gru", steps_
         result["tsp"] = tsp_eval(preset, out, device)
     if (out / "in_weights.json").exists():
         result["in_weights"] = in_weights_plot(out)
+    if all((out / f"policy_{name}.safetensors").exists() for name in J.GOAL_JOBS):
+        result["goal_sequence"] = goal_eval(preset, out, device)
     (out / "table.json").write_text(json.dumps(result, indent=1, default=J.finite))
     (out / "table.md").write_text(markdown(result))
     return result

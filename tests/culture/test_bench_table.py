@@ -16,9 +16,13 @@ def test_tiny_bench_writes_every_table_and_plot(tmp_path):
     assert [row["strength"] for row in result["sweep"]] == [0.05, 0.5]
     assert len(result["tsp"]["final_tour"]) == 2 and result["tsp"]["optimal_tour"] > 0
     assert len(result["in_weights"]["generation_best"]) == 2
-    for name in ("table.md", "in_context.png", "sweep.png", "tsp.png", "in_weights.png"):
+    goal = result["goal_sequence"]
+    assert goal["env"] == "goal_sequence" and len(goal["final_trial"]) == jobs.TINY.generations
+    assert len(goal["rl2long"]) == jobs.TINY.generations * jobs.TINY.goal.num_trials and goal["oracle_trial_score"] > 0
+    for name in ("table.md", "in_context.png", "sweep.png", "tsp.png", "in_weights.png", "goal_sequence.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| generation | final-trial score |" in (tmp_path / "table.md").read_text()
+    assert "**In-context Goal Sequence**" in (tmp_path / "table.md").read_text()
     before = (tmp_path / "policy_ic.safetensors").stat().st_mtime_ns
     assert table.main(["--preset", "tiny", "--out", str(tmp_path), "--jobs"]) == 0
     assert (tmp_path / "policy_ic.safetensors").stat().st_mtime_ns == before

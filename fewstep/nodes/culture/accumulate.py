@@ -25,6 +25,9 @@ from fewstep.nodes.culture.ppo import train as ppo_train
 
 EnvMaker = Callable[[int, Others, Tensor | None, int], TrialEnv]
 """(batch, others, fixed_tasks or None, num_trials) -> a fresh TrialEnv."""
+DemoMaker = Callable[[PopulationAgent, Tensor, Tensor], Others]
+"""(frozen net, reset_state [B, P, S], reset_obs [B, P, D]) -> the previous generation as the others
+(:class:`PolicyOthers`; Goal Sequence: ``gridenv.GridDemonstrator``, a body in the grid)."""
 
 
 class PolicyOthers:
@@ -165,10 +168,12 @@ def _sorted_generation(ep: Episode, tasks: int, population: int) -> Generation:
 def in_context_generations(net: PopulationAgent, make_env: EnvMaker, tasks: Tensor, population: int,
                            generations: int, first_others: Others, num_trials: int, gen: torch.Generator,
                            *, on_generation: Callable[[int, Generation], None] | None = None,
-                           start: Generation | None = None, first_generation: int = 0) -> list[Generation]:
+                           start: Generation | None = None, first_generation: int = 0,
+                           demonstrators: DemoMaker = PolicyOthers) -> list[Generation]:
     """Alg. 2: ``generations`` generations of ``population`` agents on each of the B ``tasks`` (fixed across
-    generations). Generation 0 plays beside ``first_others`` (random others, the code's evaluation); later
-    ones beside the previous generation. ``start``/``first_generation`` resume after a saved generation."""
+    generations). Generation 0 plays beside ``first_others`` (random others, the code's evaluation; Goal
+    Sequence: the noisy oracle); later ones beside the previous generation's best ``first_others.count``
+    agents, built by ``demonstrators``. ``start``/``first_generation`` resume after a saved generation."""
     if num_trials < 2:
         raise ValueError("in-context accumulation needs at least 2 trials per episode")
     b = tasks.shape[0]
@@ -178,7 +183,7 @@ def in_context_generations(net: PopulationAgent, make_env: EnvMaker, tasks: Tens
     slots = torch.arange(population - first_others.count, population).clamp(min=0).to(tasks.device)
     out, prev = [], start
     for g in range(first_generation, generations):
-        others = first_others if prev is None else PolicyOthers(
+        others = first_others if prev is None else demonstrators(
             net, prev.reset_state[:, slots].repeat_interleave(population, 0),
             prev.reset_obs[:, slots].repeat_interleave(population, 0))
         env = make_env(b * population, others, fixed, num_trials)

@@ -1,14 +1,16 @@
 """Goal Sequence (paper §3.1; code ``goal_seq/env/oracle_env.py``): a grid where goals must be visited in a
-hidden cyclic order, beside a noisy oracle body that knows the order.
+hidden cyclic order, beside another body: a noisy oracle that knows the order (training, generation 0) or a
+frozen agent of the previous generation (:class:`GridDemonstrator`, in-context generations).
 
 The grid is ``size × size`` (paper 7) with ``num_goals`` goals (paper 3) of distinct types on distinct cells.
 The agent starts every trial at (1, 3) facing +x (code); actions are turn left, turn right, forward. Entering
-the goal of the next type in the hidden cycle pays +1 and advances the cycle; entering another goal pays −1.
+the goal of the next type in the hidden cycle pays +1 and advances the cycle; entering another goal pays
+−``penalty`` (default 1; the code's ``penalty`` argument).
 A trial lasts ``trial_length`` steps (code 50); an episode is K trials of the same grid and order.
 
 The oracle body starts each trial on a random cell without a goal and walks the shortest way to its own next goal,
 taking a uniform action with probability ε. The agent sees an egocentric 3×3 window (paper), turned so it
-faces up: per cell [outside the grid, goal type one-hot (G), oracle here (only when visible)], plus its
+faces up: per cell [outside the grid, goal type one-hot (G), other body here (only when visible)], plus its
 heading one-hot (4), its last action one-hot (3), the trial flag and the reward.
 """
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fewstep.nodes.culture.accumulate import PolicyOthers
+from fewstep.nodes.culture.agent import PopulationAgent
 from fewstep.nodes.culture.envs import Others, TrialEnv, rand, randint
 
 # heading d: 0 = +x, 1 = +y, 2 = −x, 3 = −y; turning left is d − 1, right is d + 1 (mod 4)
@@ -44,13 +48,14 @@ def _turn_or_go(pos: Tensor, heading: Tensor, target: Tensor) -> Tensor:
 
 
 class GoalSequence(TrialEnv):
-    """B grids of the Goal Sequence task (see the module docstring); ``others`` must be a :class:`GridOracle`."""
+    """B grids of the Goal Sequence task (see the module docstring); ``others`` is a :class:`GridOracle` or a
+    :class:`GridDemonstrator` (another kind shows no body)."""
 
     def __init__(self, batch: int, num_trials: int, others: Others, size: int = 7, num_goals: int = 3,
-                 trial_length: int = 50, **kw: object) -> None:
+                 trial_length: int = 50, penalty: float = 1.0, **kw: object) -> None:
         if num_goals < 2 or num_goals + 1 > size * size:
             raise ValueError(f"need 2 <= num_goals < size² ; got {num_goals} goals on a {size}x{size} grid")
-        self.size, self.num_goals, self.trial_length = size, num_goals, trial_length
+        self.size, self.num_goals, self.trial_length, self.penalty = size, num_goals, trial_length, penalty
         super().__init__(batch, 3, num_trials, others, **kw)
         dev = self.device
         self.goals = torch.zeros(batch, num_goals, 2, dtype=torch.long, device=dev)
@@ -100,36 +105,52 @@ class GoalSequence(TrialEnv):
 
     def _task_act(self, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         new_pos, self.heading = self.move(self.pos, self.heading, action)
-        entered = (new_pos != self.pos).any(1)
-        goal = self.goal_at(new_pos)
-        right = entered & (new_pos == self.target(self.progress)).all(1)
-        wrong = entered & (goal >= 0) & ~right
+        right, reward = self.enter(self.pos, new_pos, self.progress)
         self.pos, self.progress = new_pos, self.progress + right.long()
-        reward = right.float() - wrong.float()
         return reward, self.t == self.trial_length - 1, right.float()
 
-    def view(self, vis: Tensor) -> Tensor:
-        """[B, 9·(2+G)] the egocentric 3×3 window, rotated so the agent faces −y (up)."""
+    def window(self, pos: Tensor, heading: Tensor, other: Tensor | None = None,
+               shown: Tensor | None = None) -> Tensor:
+        """[B, 9·(2+G)] the egocentric 3×3 window of a body at ``pos`` [B, 2] facing ``heading`` [B], rotated so
+        it faces −y (up); ``other`` [B, 2] is the other body's cell, marked in the rows where ``shown`` [B] bool
+        (None: nobody seen)."""
         b, dev = self.batch, self.device
         rel = torch.stack(torch.meshgrid(torch.arange(-1, 2, device=dev), torch.arange(-1, 2, device=dev),
                                          indexing="xy"), -1).view(9, 2)                       # (x, y) offsets
         # rotate the window: facing d, a view offset (u, v) maps to world offset R_d (u, v)
         # (ahead in the view is (0, −1); screen coordinates, y down, so the agent's right is +x in the view)
         rot = torch.tensor([[[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]], [[1, 0], [0, 1]]], device=dev)
-        cells = self.pos[:, None, :] + torch.einsum("bij,kj->bki", rot[self.heading], rel)  # [B, 9, 2]
+        cells = pos[:, None, :] + torch.einsum("bij,kj->bki", rot[heading], rel)             # [B, 9, 2]
         outside = ((cells < 0) | (cells >= self.size)).any(-1)
         goal_here = (cells[:, :, None, :] == self.goals[:, None, :, :]).all(-1)              # [B, 9, G]
-        oracle = self.others.body if isinstance(self.others, GridOracle) else None
-        seen = (cells == oracle[:, None, :]).all(-1) & (vis[:, None] > 0) if oracle is not None else \
-            torch.zeros(b, 9, dtype=torch.bool, device=dev)
+        seen = (cells == other[:, None, :]).all(-1) & shown[:, None] if other is not None and shown is not None \
+            else torch.zeros(b, 9, dtype=torch.bool, device=dev)
         return torch.cat([outside[..., None], goal_here, seen[..., None]], -1).float().flatten(1)
+
+    def view(self, vis: Tensor) -> Tensor:
+        """[B, 9·(2+G)] the learner's window; the other body (oracle or demonstrator) shows where ``vis`` > 0."""
+        body = self.others.body if isinstance(self.others, (GridOracle, GridDemonstrator)) else None
+        return self.window(self.pos, self.heading, body, vis > 0)
+
+    def observation(self, window: Tensor, heading: Tensor, action: Tensor | None, trial_done: Tensor,
+                    reward: Tensor) -> Tensor:
+        """[B, obs_dim] = [window, one_hot(heading) (4), one_hot(last action) (3), trial_done, reward]."""
+        own = torch.zeros(self.batch, 3, device=self.device) if action is None else \
+            torch.nn.functional.one_hot(action, 3).float()
+        facing = torch.nn.functional.one_hot(heading, 4).float()
+        return torch.cat([window, facing, own, trial_done.float()[:, None], reward[:, None]], 1)
 
     def _obs(self, action: Tensor | None, trial_done: Tensor, reward: Tensor, others: Tensor,
              vis: Tensor) -> Tensor:
-        own = torch.zeros(self.batch, 3, device=self.device) if action is None else \
-            torch.nn.functional.one_hot(action, 3).float()
-        heading = torch.nn.functional.one_hot(self.heading, 4).float()
-        return torch.cat([self.view(vis), heading, own, trial_done.float()[:, None], reward[:, None]], 1)
+        return self.observation(self.view(vis), self.heading, action, trial_done, reward)
+
+    def enter(self, pos: Tensor, new_pos: Tensor, progress: Tensor) -> tuple[Tensor, Tensor]:
+        """A body moved ``pos`` → ``new_pos`` [B, 2] with ``progress`` [B] hits so far: (right [B] bool, the
+        reward [B]: +1 for entering the goal due next, −penalty for entering another goal, else 0)."""
+        entered = (new_pos != pos).any(1)
+        right = entered & (new_pos == self.target(progress)).all(1)
+        wrong = entered & (self.goal_at(new_pos) >= 0) & ~right
+        return right, right.float() - self.penalty * wrong.float()
 
 
 class GridOracle:
@@ -164,9 +185,8 @@ class GridOracle:
         greedy = _turn_or_go(self.body, self.heading, env.target(self.progress))
         action = torch.where(rand((env.batch,), gen) < self.epsilon, randint(3, (env.batch,), gen), greedy)
         new_body, self.heading = env.move(self.body, self.heading, action)
-        entered = (new_body != self.body).any(1)
-        self.progress = self.progress + (entered & (new_body == env.target(self.progress)).all(1)).long()
-        self.body = new_body
+        right, _ = env.enter(self.body, new_body, self.progress)
+        self.progress, self.body = self.progress + right.long(), new_body
         return action[:, None]
 
     def reset(self, env: TrialEnv, rows: Tensor, gen: torch.Generator) -> Tensor:
@@ -179,3 +199,63 @@ class GridOracle:
         assert isinstance(env, GoalSequence)
         self._place(env, trial_done, gen)
         return self._walk(env, gen)
+
+
+class GridDemonstrator(PolicyOthers):
+    """A frozen agent of the previous generation with a body of its own in a :class:`GoalSequence` grid: the
+    "other" of in-context accumulation on Goal Sequence (paper Alg. 2 with the oracle replaced by generation g).
+
+    At every trial start of the learner the body restarts where the learner does (START, facing +x, no goal
+    hit yet) and the network restarts from ``reset_state`` / ``reset_obs``: its own state and observation at the
+    start of its final trial, so it replays that trial. Afterwards it acts on its own observation, built as the
+    learner's is: its egocentric window (nobody else shown: its final trial never showed its own demonstrator),
+    heading, last action, trial flag 0 and the reward of its own last move (+1 / −penalty for the right / a
+    wrong goal of its own cycle). The learner sees the body through :meth:`GoalSequence.view` with the environment's
+    visibility (annealed 1 → 0 over the trials). Its returned action is the one just played ([B, 1]).
+
+    Args:
+        net: the frozen agent (one member).
+        reset_state: [B, 1, S].  reset_obs: [B, 1, D] (D = the environment's ``obs_dim``).
+    """
+
+    def __init__(self, net: PopulationAgent, reset_state: Tensor, reset_obs: Tensor) -> None:
+        super().__init__(net, reset_state, reset_obs)
+        if self.count != 1:
+            raise ValueError(f"Goal Sequence has one other body; got {self.count} demonstrator slots")
+        b, dev = reset_state.shape[0], reset_state.device
+        self.body = torch.tensor(START, device=dev).repeat(b, 1)                      # [B, 2]
+        self.heading = torch.zeros(b, dtype=torch.long, device=dev)
+        self.progress = torch.zeros(b, dtype=torch.long, device=dev)
+        self.reward = torch.zeros(b, device=dev)
+
+    def _restart(self, rows: Tensor) -> None:
+        self.body = torch.where(rows[:, None], torch.tensor(START, device=rows.device), self.body)
+        self.heading = torch.where(rows, 0, self.heading)
+        self.progress = torch.where(rows, 0, self.progress)
+        self.reward = torch.where(rows, 0.0, self.reward)
+        self.h = torch.where(rows[:, None, None], self.h0, self.h)
+
+    def _play(self, env: GoalSequence, obs: Tensor, rows: Tensor, gen: torch.Generator) -> Tensor:
+        """Sample the rows' actions from ``obs`` [B, 1, D] and move their bodies; returns [B, 1]."""
+        action = self._act(obs, rows, gen)[:, 0]
+        new_body, heading = env.move(self.body, self.heading, action)
+        right, reward = env.enter(self.body, new_body, self.progress)
+        self.body = torch.where(rows[:, None], new_body, self.body)
+        self.heading = torch.where(rows, heading, self.heading)
+        self.progress = torch.where(rows, self.progress + right.long(), self.progress)
+        self.reward = torch.where(rows, reward, self.reward)
+        return self.last
+
+    def reset(self, env: TrialEnv, rows: Tensor, gen: torch.Generator) -> Tensor:
+        assert isinstance(env, GoalSequence), "GridDemonstrator needs a GoalSequence"
+        self._restart(rows)
+        return self._play(env, self.o0, rows, gen)
+
+    def step(self, env: TrialEnv, action: Tensor, reward: Tensor, trial_done: Tensor,
+             gen: torch.Generator) -> Tensor:
+        assert isinstance(env, GoalSequence)
+        own = env.observation(env.window(self.body, self.heading), self.heading, self.last[:, 0],
+                              torch.zeros_like(trial_done), self.reward)                 # [B, D]
+        obs = torch.where(trial_done[:, None, None], self.o0, own[:, None, :])
+        self._restart(trial_done)
+        return self._play(env, obs, torch.ones_like(trial_done), gen)

@@ -195,8 +195,10 @@ class CultureInContextGenerations(Node):
             node_id="CultureInContextGenerations", display_name="In-Context Accumulation (generations)",
             category=CATEGORY,
             description="Plays G generations on fixed tasks: generation g+1 sees generation g's agents replay "
-                        "their final trial (visible with annealed probability). Plots the score per trial per "
-                        "generation against the single-lifetime RL2 baseline (optional) and the best noisy oracle.",
+                        "their final trial (visible with annealed probability; on Goal Sequence the best one acts "
+                        "as a body in the grid, and generation 0 has the noisy oracle's body). Plots the score per "
+                        "trial per generation against the single-lifetime RL2 baseline (optional) and the best "
+                        "noisy oracle.",
             inputs=[Link("policy", "POLICY"), Int("generations", 4, min=1, max=64, tooltip="G (paper: 8)"),
                     Int("tasks", 32, min=1, max=1_000_000, tooltip="fixed tasks evaluated in parallel"),
                     Int("population", 3, min=1, max=64, tooltip="agents per generation per task"),

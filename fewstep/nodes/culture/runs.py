@@ -15,8 +15,10 @@ from torch import Tensor
 from fewstep.nodes.core.train.distributed import current_world
 from fewstep.nodes.core.train.loop import Checkpointer, step_generator
 from fewstep.nodes.culture.accumulate import (
+    DemoMaker,
     Generation,
     InWeightsConfig,
+    PolicyOthers,
     in_context_generations,
     member_scores,
     next_initial,
@@ -36,7 +38,14 @@ from fewstep.nodes.culture.envs import (
     memory_tasks,
     tsp_tasks,
 )
-from fewstep.nodes.culture.gridenv import GoalSequence, GridOracle, goal_tasks
+from fewstep.nodes.culture.gridenv import (
+    FORWARD,
+    START,
+    GoalSequence,
+    GridDemonstrator,
+    GridOracle,
+    goal_tasks,
+)
 from fewstep.nodes.culture.ppo import PPOConfig, local_envs, make_optimizer
 from fewstep.nodes.culture.ppo import train as ppo_train
 
@@ -59,6 +68,8 @@ class EnvConfig:
             TSP: oracle temperature τ ~ U(0, s) (code ``temp_scale``, 0.5); Goal Sequence: the oracle takes a
             uniform action with probability ε = 1/(1 + s) (one oracle body, whatever ``num_others``).
         task_seed: seed of the fixed evaluation tasks (and of the one in-weights task).
+        penalty: Goal Sequence only: entering a wrong goal pays −penalty (the code's ``penalty`` argument). At
+            1 the demo-size learner learns to avoid goals altogether (return 0); at 0 it learns to hit them.
     """
 
     name: str = "memory_sequence"
@@ -68,12 +79,15 @@ class EnvConfig:
     num_others: int = 3
     oracle_strength: float = 0.5
     task_seed: int = 420
+    penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.name not in ENV_NAMES:
             raise ValueError(f"unknown environment {self.name!r}; choose one of {ENV_NAMES}")
         if self.size < 2 or self.length < 1 or self.num_trials < 1 or self.num_others < 1:
             raise ValueError("size >= 2, length >= 1, num_trials >= 1 and num_others >= 1 are required")
+        if self.name == "goal_sequence" and self.size < 4:
+            raise ValueError(f"a Goal Sequence grid needs a side >= 4 (the start cell is {START}); got {self.size}")
 
     def make(self, batch: int, others: Others, fixed: Tensor | None, num_trials: int,
              device: torch.device | str) -> TrialEnv:
@@ -81,7 +95,7 @@ class EnvConfig:
             return MemorySequence(batch, self.size, self.length, num_trials, others, fixed_tasks=fixed, device=device)
         if self.name == "goal_sequence":
             return GoalSequence(batch, num_trials, others, size=self.size, trial_length=self.length,
-                                fixed_tasks=fixed, device=device)
+                                penalty=self.penalty, fixed_tasks=fixed, device=device)
         return TravellingSalesman(batch, self.size, num_trials, others, fixed_tasks=fixed, device=device)
 
     def maker(self, device: torch.device | str) -> Callable[[int, Others, Tensor | None, int], TrialEnv]:
@@ -102,6 +116,16 @@ class EnvConfig:
         if self.name == "goal_sequence":
             return GridOracle(1.0)
         return TSPOracles(self.num_others, 10.0, temperature=10.0)
+
+    def first_others(self) -> Others:
+        """Generation 0's others in the generational loop: the random others of the code's evaluation
+        (Memory Sequence, TSP); Goal Sequence: the noisy oracle of training, a body to learn from."""
+        return self.oracles() if self.name == "goal_sequence" else self.random_others()
+
+    def demonstrators(self) -> DemoMaker:
+        """How a frozen previous generation becomes the others: replayed actions (:class:`PolicyOthers`), or
+        on Goal Sequence a body of its own in the grid (:class:`GridDemonstrator`)."""
+        return GridDemonstrator if self.name == "goal_sequence" else PolicyOthers
 
     def tasks(self, count: int, device: torch.device | str) -> Tensor:
         """``count`` fixed tasks drawn from ``task_seed`` (the same on every device)."""
@@ -213,10 +237,6 @@ def run_in_context(policy: Policy, generations: int, tasks: int, population: int
                    folder: Path | None = None, on_generation: Callable[[int, Generation], None] | None = None
                    ) -> list[Generation]:
     """Alg. 2 over ``tasks`` fixed tasks; with ``folder`` each generation is saved and a re-run resumes."""
-    if policy.env.name == "goal_sequence":
-        raise ValueError("in-context generations replay a previous agent's actions, but Goal Sequence's other "
-                         "agent is a body in the grid: train on goal_sequence with its oracle, and run the "
-                         "generational loop on memory_sequence or tsp")
     device = policy.net.device
     saver = Checkpointer(folder, every=1, keep=10_000) if folder is not None else None
     done = _load_generations(saver, device)[:generations]
@@ -229,9 +249,10 @@ def run_in_context(policy: Policy, generations: int, tasks: int, population: int
 
     env = policy.env
     more = in_context_generations(policy.net, env.maker(device), env.tasks(tasks, device), population,
-                                  generations, env.random_others(), env.num_trials,
+                                  generations, env.first_others(), env.num_trials,
                                   step_generator(seed, len(done), device), on_generation=hook,
-                                  start=done[-1] if done else None, first_generation=len(done))
+                                  start=done[-1] if done else None, first_generation=len(done),
+                                  demonstrators=env.demonstrators())
     return done + more
 
 
@@ -239,14 +260,39 @@ def run_in_context(policy: Policy, generations: int, tasks: int, population: int
 def trial_curve(policy: Policy, num_trials: int, tasks: int, seed: int, *, follow_oracle: bool = False) -> list[float]:
     """Mean score per trial of ``policy`` alone (others hidden) over ``num_trials``-trial episodes on the fixed
     tasks — the single-lifetime RL² curve. ``follow_oracle``: play the best noisy oracle's action instead,
-    with the training oracles (its mean per-trial score is the oracle's accuracy in score units)."""
+    with the training oracles (its mean per-trial score is the oracle's accuracy in score units; Goal
+    Sequence: the oracle body's own score, see :func:`grid_oracle_curve`)."""
     device = policy.net.device
     env_cfg = policy.env
+    if follow_oracle and env_cfg.name == "goal_sequence":
+        return grid_oracle_curve(env_cfg, num_trials, tasks, seed, device)
     others = env_cfg.oracles() if follow_oracle else SilentOthers(env_cfg.num_others)
     env = env_cfg.make(tasks, others, env_cfg.tasks(tasks, device), num_trials, device)
     env.vis_prob = 0.0
     return play_episode(policy.net, env, step_generator(seed, 0, device), follow_others=follow_oracle
                         ).scores.mean(0).tolist()
+
+
+@torch.no_grad()
+def grid_oracle_curve(env_cfg: EnvConfig, num_trials: int, tasks: int, seed: int,
+                      device: torch.device | str) -> list[float]:
+    """Goal Sequence's noisy oracle scored as a player: the mean number of goals its body enters in order per
+    trial, on the fixed tasks (it restarts on a random free cell each trial and moves once per learner step,
+    one move fewer in the first trial). The learner's actions do not affect it."""
+    oracle = env_cfg.oracles()
+    assert isinstance(oracle, GridOracle)
+    env = env_cfg.make(tasks, oracle, env_cfg.tasks(tasks, device), num_trials, device)
+    env.auto_reset = False
+    gen = step_generator(seed, 0, device)
+    env.reset(gen)
+    scores = torch.zeros(tasks, num_trials, device=env.device)
+    learner = torch.full((tasks,), FORWARD, device=env.device)     # any action: the oracle ignores it
+    for _ in range(num_trials * env.trial_steps):
+        hits = oracle.progress.clone()                       # goals in order so far this trial
+        out = env.step(learner, gen)
+        scores.scatter_(1, out.trial[:, None], torch.where(out.trial_done, hits.float(),
+                                                             scores.gather(1, out.trial[:, None])[:, 0])[:, None])
+    return scores.mean(0).tolist()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,5 +351,9 @@ def run_in_weights(env: EnvConfig, ppo: PPOConfig, iw: InWeightsConfig, hidden: 
 
 
 def config_fields(env: EnvConfig, ppo: PPOConfig | None, **more: object) -> dict[str, object]:
-    """JSON-able description of a run (its fingerprint names the run folder)."""
-    return {"env": asdict(env), "ppo": None if ppo is None else asdict(ppo)} | more
+    """JSON-able description of a run (its fingerprint names the run folder). ``penalty`` appears only where it
+    differs from the default 1, so that run folders named before it existed still resume."""
+    described = asdict(env)
+    if env.penalty == 1.0:
+        del described["penalty"]
+    return {"env": described, "ppo": None if ppo is None else asdict(ppo)} | more
