@@ -146,3 +146,14 @@ def test_wrong_goal_penalty_is_configurable_and_kept_out_of_old_run_names():
     assert rewards == [-1.0, 0.0]
     assert "penalty" not in config_fields(EnvConfig(), None)["env"]
     assert config_fields(EnvConfig("goal_sequence", 5, penalty=0.0), None)["env"]["penalty"] == 0.0
+
+
+def test_environment_node_sets_the_goal_penalty_and_old_graphs_keep_the_code_default() -> None:
+    from fewstep.nodes.culture.nodes import CultureEnvironment
+
+    widgets = dict(environment="goal_sequence", size=5, trial_length=20, num_trials=4, num_others=1,
+                   oracle_strength=2.0, task_seed=420)
+    assert CultureEnvironment.execute(**widgets, penalty=0.0).values[0].penalty == 0.0
+    assert CultureEnvironment.execute(**widgets).values[0].penalty == 1.0      # a graph saved before the widget
+    [penalty] = [i for i in CultureEnvironment.define_schema().inputs if i.name == "penalty"]
+    assert penalty.optional

@@ -94,16 +94,19 @@ class CultureEnvironment(Node):
                     Float("oracle_strength", 0.5, min=0.0, max=100.0, step=0.05,
                           tooltip="Memory Sequence: oracle accuracy p = 1 - 1/U(1, 1+s); TSP: temperature U(0, s); "
                           "Goal Sequence: the oracle acts at random with probability 1/(1+s)"),
-                    Int("task_seed", 420, min=0, max=2**31 - 1, tooltip="seed of the fixed evaluation tasks")],
+                    Int("task_seed", 420, min=0, max=2**31 - 1, tooltip="seed of the fixed evaluation tasks"),
+                    Float("penalty", 1.0, min=0.0, max=10.0, step=0.1, optional=True,
+                          tooltip="Goal Sequence: entering a wrong goal pays -penalty (paper code 1). Small "
+                          "learners at demo size learn to avoid every goal at 1; the demo bench uses 0")],
             outputs=[Output("ENV", "ENV")])
 
     @classmethod
     def execute(cls, environment: str, size: int, trial_length: int, num_trials: int, num_others: int,
-                oracle_strength: float, task_seed: int) -> NodeOutput:
+                oracle_strength: float, task_seed: int, penalty: float = 1.0) -> NodeOutput:
         from fewstep.nodes.culture.runs import EnvConfig
 
         return NodeOutput(EnvConfig(environment, size, trial_length, num_trials, num_others, oracle_strength,
-                                    task_seed))
+                                    task_seed, penalty=penalty))
 
 
 def _ppo(kw: dict[str, object], paper: bool) -> tuple[object, int, int]:
