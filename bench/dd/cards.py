@@ -43,19 +43,26 @@ training on {hardware}, {date}.
 {markdown(table)}
 
 FD-EffNet: Fréchet distance of EfficientNet-Lite0 features against real renders of the same scenes, and against
-the teacher's own samples (the teacher flow map's 32 is the estimator's floor at this N: two samples of one
+the teacher's own samples (the teacher flow map's value is the estimator's floor at this N: two samples of one
 distribution). Teacher NLL: the teacher's negative log-likelihood per token of the generated tokens. The naive
 rows are the paper's "onestep*" baselines; their marginals are estimated from 4 teacher samples per caption (their
 ms include drawing those). Times are batch 1 on a shared 2-core CPU (noisy).
 
-**Limits.** A CPU demo: 4,000 steps on 8,192 pairs is far from the paper's recipe (the GPU driver
-`bench/dd/gpu_run.sh` is written for 262k pairs, not run). The generator places objects of the right colours in
-the right cells but leaves out parts of them (probe accuracy 0.19 vs the teacher's 0.24, below the marginal
-mosaic's 0.28). `fewstep bench dd` without `--gpu-dir` samples the teacher rows with the *shipped* teacher, which
-this generator was not distilled from: compare its DD rows with the teacher rows of this card, not of that run.
+{limits(meta, table)}
 
 **License.** GPL-3.0-or-later (ours); trained from our own teacher on generated data.
 """
+
+
+def limits(meta: dict, table: dict) -> str:
+    """The card's limits paragraph, with the probe accuracies of the table's rows."""
+    acc = {r["method"].split(" (")[0]: r.get("attribute_accuracy", float("nan")) for r in table["rows"]}
+    return (f"**Limits.** A CPU demo: {meta['steps_run']:,} steps on {meta['pairs']:,} pairs is far from the paper's "
+            "recipe (the GPU driver `bench/dd/gpu_run.sh` is written for 262k pairs, not run). Probe attribute "
+            f"accuracy: DD 1-step {acc.get('DD 1-step', float('nan')):.3f}, 2-step {acc.get('DD 2-step', float('nan')):.3f}; "
+            f"the teacher flow map (the tokens DD is trained on, its ceiling) {acc.get('teacher flow map', float('nan')):.3f}; "
+            f"the marginals baseline {acc.get('marginals', float('nan')):.3f}. Compare rows of one table only: "
+            "they share the teacher checkpoint, its CFG and the noise.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ import torch
 from fewstep.bench.dd.evaluate import EvalSetup, generate_rows
 from fewstep.nodes.core.train.loop import Checkpointer
 from fewstep.nodes.dd.flow import flow_space
-from fewstep.nodes.dd.pairs import PairSpec, PairStore, build_pairs
+from fewstep.nodes.dd.pairs import PairSpec, PairStore, build_pairs, teacher_tag
 from fewstep.nodes.dd.teacher import teacher_flow_tokens
 from fewstep.nodes.dd.train import DDTrainConfig, save_generator, train_dd
 from fewstep.nodes.zoo.ar.captions import CaptionSet, read_cache
@@ -59,11 +59,21 @@ def tiny_teacher(folder: Path, captions: CaptionSet) -> Path:
     return folder
 
 
+def teacher_file_sha256(teacher_dir: Path) -> str:
+    import hashlib
+
+    from fewstep.nodes.zoo.ar.builtin import AR_FILE
+
+    return hashlib.sha256((teacher_dir / AR_FILE).read_bytes()).hexdigest()
+
+
 def build(teacher_dir: Path, captions_dir: Path, out: Path, scratch: Path, budget: str, device: str,
-          train_seconds: float | None = None) -> dict:
+          train_seconds: float | None = None, steps: int | None = None, pairs_count: int | None = None) -> dict:
     from fewstep.nodes.zoo.ar.builtin import load_ar, load_tokenizer
 
-    n_pairs, pair_s, steps, train_s, batch, n_eval, marg = BUDGETS[budget]
+    n_pairs, pair_s, budget_steps, train_s, batch, n_eval, marg = BUDGETS[budget]
+    steps = steps if steps is not None else budget_steps
+    n_pairs = pairs_count if pairs_count is not None else n_pairs
     train_s = train_seconds if train_seconds is not None else train_s
     train_caps = read_cache(captions_dir, "train")
     held = read_cache(captions_dir, "heldout", n_eval)
@@ -72,9 +82,10 @@ def build(teacher_dir: Path, captions_dir: Path, out: Path, scratch: Path, budge
     teacher, tok = load_ar(teacher_dir, device), load_tokenizer(teacher_dir, device)
     book = flow_space(tok.codebook).to(device)
     setup = EvalSetup(marginal_samples=marg, flow_steps=32 if budget == "gpu" else 16)   # 16: CPU time
+    teacher_name, teacher_sha = teacher_tag("fewstep-tiny-ar", teacher), teacher_file_sha256(teacher_dir)
     spec = PairSpec(count=n_pairs, seq_len=teacher.config.seq_len, dim=book.shape[1], vocab=book.shape[0],
-                    shard_size=min(8192, max(1, n_pairs // 8)), seed=0, flow_steps=setup.flow_steps, teacher=str(teacher_dir.name),
-                    cfg=setup.cfg)
+                    shard_size=1024 if budget == "cpu" else min(8192, max(1, n_pairs // 8)), seed=0, flow_steps=setup.flow_steps,
+                    teacher=teacher_name, cfg=setup.cfg)
 
     def decode(noise: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return teacher_flow_tokens(teacher, noise.to(device), cond.to(device), book, cfg_scale=setup.cfg)
@@ -94,7 +105,8 @@ def build(teacher_dir: Path, captions_dir: Path, out: Path, scratch: Path, budge
                          autocast=torch.bfloat16 if device.startswith("cuda") else None)
     train_seconds = time.perf_counter() - t0
     LOG.info("DD: %d steps in %.0f s, loss %.3f -> %.3f", state.step, train_seconds, state.losses[0], state.losses[-1])
-    recipe = {"pairs": len(pairs["tokens"]), "pair_seconds": pair_seconds, "train": asdict(cfg),
+    recipe = {"pairs": len(pairs["tokens"]), "pair_seconds": pair_seconds, "pair_teacher": teacher_name,
+              "pair_cfg": setup.cfg, "teacher_sha256": teacher_sha, "train": asdict(cfg),
               "steps_run": state.step, "train_seconds": train_seconds, "eval_setup": asdict(setup),
               "loss_curve": state.losses[:: max(1, len(state.losses) // 200)], "device": device_name(device)}
     save_generator(dd, out / GENERATOR_FILE, {"teacher": "fewstep-tiny-ar", **recipe})
@@ -133,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-demo", action="store_true", help="the CPU demo budget (8192 pairs, <= 12 min training)")
     p.add_argument("--train-seconds", type=float, default=None,
                    help="wall-time cap of this call's training (default: the budget's); a re-run resumes the run")
+    p.add_argument("--pairs", type=int, default=None, help="pair count (default: the budget's)")
+    p.add_argument("--steps", type=int, default=None, help="training steps of the schedule (default: the budget's)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
@@ -141,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() and budget == "gpu" else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = True
     scratch = args.scratch or args.out.parent / f"{args.out.name}_dd_scratch"
-    result = build(args.teacher, args.captions, args.out, scratch, budget, device, args.train_seconds)
+    result = build(args.teacher, args.captions, args.out, scratch, budget, device, args.train_seconds,
+                   args.steps, args.pairs)
     LOG.info("%s", json.dumps(result["rows"], indent=1))
     return 0
 

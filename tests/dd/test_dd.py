@@ -89,6 +89,20 @@ def test_pair_store_resumes_to_the_same_files(tmp_path: Path, teacher: ARTransfo
                     _decode_fn(teacher, book, calls))
 
 
+def test_teacher_tag_names_the_checkpoint(teacher: ARTransformer) -> None:
+    import copy
+
+    from fewstep.nodes.dd.pairs import teacher_tag
+
+    tag = teacher_tag("ar", teacher)
+    assert tag.startswith("ar@") and len(tag) == len("ar@") + 16
+    assert teacher_tag("ar", copy.deepcopy(teacher)) == tag                 # same weights, same tag
+    later = copy.deepcopy(teacher)
+    with torch.no_grad():
+        next(later.parameters()).view(-1)[0] += 1e-4                        # one weight moved: another checkpoint
+    assert teacher_tag("ar", later) != tag
+
+
 def test_generator_shapes_and_init_from_teacher(teacher: ARTransformer, book: torch.Tensor) -> None:
     gen = DDGenerator.from_teacher(teacher, book)
     noise, cond = torch.randn(2, L, D), torch.randn(2, C)
@@ -157,3 +171,14 @@ def test_naive_baselines_shapes_and_marginals(teacher: ARTransformer) -> None:
     draft = torch.randint(0, K, (2, L))
     out = sample_parallel(teacher, draft, torch.randn(2, C), cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, L) and out.dtype == torch.long
+
+
+def test_shipped_generator_was_distilled_from_the_shipped_teacher() -> None:
+    """The shipped generator's pairs came from the AR model the nodes load, at the CFG its sampler uses."""
+    from fewstep.nodes.dd.pairs import teacher_tag
+    from fewstep.nodes.dd.weights_io import load_shipped_generator
+    from fewstep.nodes.zoo.ar.builtin import load_ar
+
+    _, meta = load_shipped_generator()
+    assert meta["pair_teacher"] == teacher_tag("fewstep-tiny-ar", load_ar())
+    assert meta["pair_cfg"] == meta["eval_setup"]["cfg"] == 3.0

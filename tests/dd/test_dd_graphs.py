@@ -110,6 +110,28 @@ def test_dd_pairs_train_sample_graph_runs(tmp_path: Path, steps: int, teacher: b
     assert len(list(pairs[0].glob("shard_*.safetensors"))) == 1         # 24 pairs, one shard of 24
 
 
+def test_pairs_record_the_teacher_checkpoint_and_cfg_and_refuse_another(tmp_path: Path) -> None:
+    import copy
+    import json
+
+    from fewstep.nodes.dd.graph import train_generator
+    from fewstep.nodes.dd.pairs import PairStore, teacher_tag
+    from fewstep.nodes.dd.train import DDTrainConfig
+
+    result = _executor(tmp_path).execute(_dd_graph(), prompt_id="a")
+    assert result.status == "success", result.error
+    folder = next((tmp_path / "models" / "checkpoints" / "dd_pairs").iterdir())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    bundle = TinyAR.execute(0).values[0]
+    assert manifest["cfg"] == 2.0 and manifest["teacher"] == teacher_tag("tiny", bundle.model)
+    later = copy.deepcopy(bundle)                              # the same model name, trained one step further
+    with torch.no_grad():
+        later.model.output.weight.add_(1e-3)
+    with pytest.raises(ValueError, match="not by this one"):
+        train_generator(later, PairStore(folder), DDTrainConfig(steps=1, batch_size=2, t_list=(0, 6)),
+                        run_name="dd-other", checkpoint_every=0)
+
+
 def test_dd_rerun_resumes_pairs_and_training(tmp_path: Path) -> None:
     first = _executor(tmp_path).execute(_dd_graph(), prompt_id="a")
     shard = next((tmp_path / "models" / "checkpoints" / "dd_pairs").iterdir()) / "shard_00000.safetensors"

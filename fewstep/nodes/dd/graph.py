@@ -20,7 +20,7 @@ from fewstep.nodes.core.train.distributed import main_rank_first
 from fewstep.nodes.core.train.loop import Checkpointer
 from fewstep.nodes.dd.flow import flow_space
 from fewstep.nodes.dd.generator import DDGenerator
-from fewstep.nodes.dd.pairs import PairSpec, PairStore, build_pairs
+from fewstep.nodes.dd.pairs import PairSpec, PairStore, build_pairs, teacher_tag
 from fewstep.nodes.dd.sampling import sample_dd, sample_dd_teacher
 from fewstep.nodes.dd.teacher import teacher_flow_tokens
 from fewstep.nodes.dd.train import DDTrainConfig, train_dd
@@ -56,7 +56,8 @@ def make_pairs(ar_model: ARModelBundle, clip: TextEncoder, prompts: list[str], *
     teacher = ar_model.model
     book = flow_space(ar_model.tokenizer.codebook).to(teacher.output.weight.device)
     spec = PairSpec(count=count, seq_len=teacher.config.seq_len, dim=book.shape[1], vocab=book.shape[0],
-                    shard_size=min(count, 256), seed=seed, flow_steps=flow_steps, teacher=ar_model.name, cfg=cfg)
+                    shard_size=min(count, 256), seed=seed, flow_steps=flow_steps,
+                    teacher=teacher_tag(ar_model.name, teacher), cfg=cfg)
     folder = run_folder(name, [repr(spec), *prompts], kind="dd_pairs")
     conds = embed_prompts(clip, prompts)
 
@@ -76,8 +77,10 @@ def train_generator(ar_model: ARModelBundle, pairs: PairStore, cfg: DDTrainConfi
     manifest = pairs.manifest()
     if manifest is None:
         raise ValueError(f"{pairs.folder} holds no pair dataset")
-    if manifest["teacher"] != ar_model.name:
-        raise ValueError(f"these pairs were made by {manifest['teacher']!r}, not by {ar_model.name!r}")
+    tag = teacher_tag(ar_model.name, ar_model.model)
+    if manifest["teacher"] != tag:
+        raise ValueError(f"these pairs were made by the teacher {manifest['teacher']!r}, not by this one ({tag!r}): "
+                         "make the pairs with the AR model you distil")
     teacher = ar_model.model
     device = str(teacher.output.weight.device)
     book = flow_space(ar_model.tokenizer.codebook).to(device)

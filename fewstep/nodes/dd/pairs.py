@@ -8,7 +8,8 @@ set of (ε, q, c) triples is the dataset DD learns (no real images needed).
 On disk (a plain folder any tool can read; ``safetensors`` + JSON)::
 
     manifest.json           format, sequence length L, flow dim D, vocabulary K, shard size, seed, flow steps,
-                            teacher name and CFG: a re-run with another setting is refused, not mixed in
+                            teacher (name@digest of its weights, :func:`teacher_tag`) and CFG: a re-run with
+                            another setting or another checkpoint of the teacher is refused, not mixed in
     prompts.json            the caption list; ``prompt_index`` points into it
     conds.safetensors       cond float32 [P, cond_dim]: the captions' embeddings as the teacher sees them
     shard_00000.safetensors noise float32 [n, L, D], tokens int64 [n, L], prompt_index int64 [n]
@@ -52,7 +53,8 @@ class PairSpec:
         seed: noise and prompt draws of shard j come from (seed, j).
         flow_steps: Euler steps of the flow solver per token (32: tokens equal a 400-step RK4 solve's on
             > 98 % of positions, tests/dd/test_flow.py).
-        teacher: the teacher's name; cfg: its CFG scale on the logits.
+        teacher: the teacher's :func:`teacher_tag` (name@digest: which checkpoint made the tokens);
+            cfg: its CFG scale on the logits.
     """
 
     count: int
@@ -75,6 +77,21 @@ class PairSpec:
 
     def shard_len(self, j: int) -> int:
         return min(self.shard_size, self.count - j * self.shard_size)
+
+
+def teacher_tag(name: str, teacher: torch.nn.Module) -> str:
+    """``name@<16 hex>``: the name plus a sha256 of the teacher's weights (names, shapes and float32 values in
+    ``state_dict`` order; float32 so a model loaded in fp16 from an fp16 file keeps its tag), so two checkpoints
+    of one model give different tags."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in teacher.state_dict().items():
+        value = value.detach().cpu()
+        value = value.float() if value.is_floating_point() else value
+        digest.update(f"{key}:{tuple(value.shape)}".encode())
+        digest.update(value.contiguous().view(torch.uint8).numpy().tobytes())
+    return f"{name}@{digest.hexdigest()[:16]}"
 
 
 def shard_generator(seed: int, shard: int) -> torch.Generator:
