@@ -132,6 +132,27 @@ def test_pairs_record_the_teacher_checkpoint_and_cfg_and_refuse_another(tmp_path
                         run_name="dd-other", checkpoint_every=0)
 
 
+def test_teacher_involved_sampling_refuses_another_teacher_checkpoint() -> None:
+    import copy
+
+    from fewstep.nodes.dd.flow import flow_space
+    from fewstep.nodes.dd.generator import DDGenerator
+    from fewstep.nodes.dd.graph import DDBundle, sample
+    from fewstep.nodes.dd.pairs import teacher_tag
+
+    bundle = TinyAR.execute(0).values[0]
+    gen = DDGenerator.from_teacher(bundle.model, flow_space(bundle.tokenizer.codebook)).eval()
+    dd = DDBundle(gen, bundle.tokenizer, (0, 6), "dd", 2.0, teacher_tag("tiny", bundle.model))
+    cond = torch.randn(2, C)
+    out = sample(dd, cond, steps=1, seed=0, head="logits", teacher=bundle, dd_prefix=2)
+    assert out.tokens.shape == (2, L)
+    later = copy.deepcopy(bundle)
+    with torch.no_grad():
+        later.model.output.weight.add_(1e-3)
+    with pytest.raises(ValueError, match="was distilled from the teacher"):
+        sample(dd, cond, steps=1, seed=0, head="logits", teacher=later, dd_prefix=2)
+
+
 def test_dd_rerun_resumes_pairs_and_training(tmp_path: Path) -> None:
     first = _executor(tmp_path).execute(_dd_graph(), prompt_id="a")
     shard = next((tmp_path / "models" / "checkpoints" / "dd_pairs").iterdir()) / "shard_00000.safetensors"

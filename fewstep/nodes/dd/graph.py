@@ -36,6 +36,7 @@ class DDBundle:
     t_list: tuple[int, ...]
     name: str
     cfg: float = 1.0                           # the teacher CFG its pairs were made with (teacher-involved mode)
+    teacher: str = ""                          # teacher_tag of the checkpoint that made its pairs ("": unknown)
 
 
 def embed_prompts(clip: TextEncoder, prompts: list[str], batch: int = 64) -> Tensor:
@@ -89,7 +90,7 @@ def train_generator(ar_model: ARModelBundle, pairs: PairStore, cfg: DDTrainConfi
                                 checkpointer=ckpt, device=device, meta={"pairs": pairs.folder.name},
                                 autocast=torch.bfloat16 if device.startswith("cuda") else None)
     name = f"{run_name} (DD, {state.step} steps)"
-    return DDBundle(generator, ar_model.tokenizer, cfg.t_list, name, float(manifest["cfg"])), state.losses
+    return DDBundle(generator, ar_model.tokenizer, cfg.t_list, name, float(manifest["cfg"]), tag), state.losses
 
 
 def load_bundle(file_name: str) -> DDBundle:
@@ -102,7 +103,20 @@ def load_bundle(file_name: str) -> DDBundle:
     if not torch.allclose(flow_space(tok.codebook), generator.book, atol=1e-4):
         raise ValueError(f"{file_name} was distilled over another VQ codebook than the built-in tokenizer's")
     t_list = tuple(meta.get("train", {}).get("t_list", (0,)))
-    return DDBundle(generator, tok, t_list, file_name, float(meta.get("eval_setup", {}).get("cfg", 1.0)))
+    return DDBundle(generator, tok, t_list, file_name, float(meta.get("eval_setup", {}).get("cfg", 1.0)),
+                    str(meta.get("pair_teacher", "")))
+
+
+def check_teacher(bundle: DDBundle, teacher: ARModelBundle) -> None:
+    """The teacher-involved mode continues DD's prefix with the teacher DD was distilled from: another checkpoint
+    (compared by the weights digest of :func:`teacher_tag`, not the name) is refused."""
+    if not bundle.teacher:
+        return
+    have = teacher_tag(teacher.name, teacher.model).rsplit("@", 1)[-1]
+    if have != bundle.teacher.rsplit("@", 1)[-1]:
+        raise ValueError(f"DD Sampler (teacher-involved): {bundle.name} was distilled from the teacher "
+                         f"{bundle.teacher!r}, not from the connected {teacher.name!r} (weights digest {have}); "
+                         "connect that teacher or sample without one")
 
 
 def sample(bundle: DDBundle, cond: Tensor, *, steps: int, seed: int, head: str, teacher: ARModelBundle | None = None,
@@ -117,6 +131,7 @@ def sample(bundle: DDBundle, cond: Tensor, *, steps: int, seed: int, head: str, 
                         generator=torch.Generator().manual_seed(seed)).to(cond.device)
     if teacher is not None:
         teacher.require("ar", "DD Sampler (teacher-involved)")
+        check_teacher(bundle, teacher)
         tokens = sample_dd_teacher(gen, teacher.model, noise, cond, dd_prefix=dd_prefix, switch=bundle.t_list[-1],
                                    cfg_scale=bundle.cfg, head=head)
     else:
