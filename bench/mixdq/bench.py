@@ -1,12 +1,13 @@
 """``fewstep bench mixdq`` (or ``python -m fewstep.bench.mixdq.bench``): MixDQ's cost and quality tables.
 
     fewstep bench mixdq cost    [--archs sd15,sdxl] [--batches 1,8] [--iters 20] [--out FILE.json]   (CUDA)
-    fewstep bench mixdq quality [--n 64] [--steps 4] [--calib 32] [--out FILE.json]                 (CPU or CUDA)
+    fewstep bench mixdq quality [--n 64] [--steps 4] [--calib 32] [--acts] [--out FILE.json]         (CPU or CUDA)
 
 ``cost``: weight memory, peak memory and UNet latency (eager and CUDA graph) of fp16 (plain and fast-path
 prepared), W8A8 (default and tuned plans) and W4A8 on random-weight SD1.5 / SDXL-size UNets, the profiler's
 kernel time by category, and per layer shape the low-bit kernel against the fp16 layer. ``quality``: FD-EffNet and attribute accuracy of the zoo's
-few-step student (MLCM, 4 steps) at full precision, MixDQ W8A8 / W4A8, naive uniform W8A8 / W4A8, and the BOS ablation.
+few-step student (MLCM, 4 steps) at full precision, MixDQ W8A8 / W4A8, naive uniform W8A8 / W4A8, and the BOS ablation;
+with ``--acts``, MixDQ's mixed {4,8} activations at 7.7 mean bits against uniform A8 / A4.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minilm", default=None, help="quality: pruned MiniLM folder (default: the installed package)")
     p.add_argument("--student", default=None, help="quality: student safetensors (default: the shipped MLCM one)")
     p.add_argument("--reuse", default=None, help="quality: take the probe scores from this earlier --out JSON")
+    p.add_argument("--acts", action="store_true",
+                   help="quality: the activation table (MixDQ {4,8} activations at 7.7 mean bits vs uniform A8 / A4)")
     p.add_argument("--effnet", default=None, help="quality: EfficientNet-Lite0 safetensors (default: the package's)")
     p.add_argument("--device", default=None, help="quality: cpu or cuda (default: cuda if available)")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result |= run_quality(n=args.n, steps=args.steps, n_calib=args.calib, device=args.device, log=say,
                               minilm=args.minilm, effnet=args.effnet, max_calls=args.max_calls or None,
-                              reuse=args.reuse, student=args.student)
+                              reuse=args.reuse, student=args.student, acts=args.acts)
         table = quality_table(result["rows"])
     say(table)
     if args.out:

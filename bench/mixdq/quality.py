@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fewstep.nodes.mixdq.allocate import make_config, mixdq_config, uniform_config
+from fewstep.nodes.mixdq.allocate import make_config, mean_act_bits, mixdq_config, uniform_config
 from fewstep.nodes.mixdq.calibrate import calibrate
 from fewstep.nodes.mixdq.quantize import quantize_network
 from fewstep.nodes.mixdq.sensitivity import Sensitivity, analyze, ssim
@@ -115,6 +115,57 @@ def configurations(sens: Sensitivity, evaluate: Callable[[dict[str, int]], float
     }
 
 
+ACT_BUDGET = 7.7          # MixDQ's activation target with 1 % of the layers kept FP16 (methods.md Sec. 7)
+
+
+def act_configurations(sens: Sensitivity, evaluate: Callable[[dict[str, int]], float],
+                       act_evaluate: Callable[[dict[str, int], dict[str, int]], float]) -> dict[str, dict]:
+    """The activation table: MixDQ with uniform A8 (+1 % FP16) and with {4, 8} activations at 7.7 mean
+    bits (+1 % FP16), at W8 and W4, against uniform quantization at W8A8 / W8A4 / W4A8 / W4A4 (the bracket
+    of the mixed rows) and two ablations of the mixed allocation at the same mean bits: scored by SQNR
+    only, and a random {4, 8} choice (seed 0) with the same share of 4-bit input elements."""
+    mix = {"act_bits": (4, 8), "act_evaluate": act_evaluate}
+    w8 = mixdq_config(sens, 8.0, 8.0)
+    w4 = mixdq_config(sens, 4.0, 8.0, evaluate=evaluate)                     # content {2, 4, 8}, the paper's
+    w8_mix = mixdq_config(sens, 8.0, ACT_BUDGET, **mix)
+    w4_mix = _with_weights(sens, w4, mixdq_config(sens, 4.0, ACT_BUDGET, **mix))
+    w4_sqnr = _with_weights(sens, w4, mixdq_config(sens, 4.0, ACT_BUDGET, act_bits=(4, 8), decoupled=False))
+    return {
+        "naive W8A8": uniform_config(sens, 8, 8),
+        "MixDQ W8A8 (1 % A16)": w8,
+        "MixDQ W8A-mixed {4,8} (1 % A16)": w8_mix,
+        "naive W8A4": uniform_config(sens, 8, 4),
+        "naive W4A8": uniform_config(sens, 4, 8),
+        "MixDQ W4A8 (1 % A16)": w4,
+        "MixDQ W4A-mixed {4,8} (1 % A16)": w4_mix,
+        "MixDQ W4A-mixed, acts SQNR-only": w4_sqnr,
+        "MixDQ W4A-mixed, random acts": _with_weights(sens, w4, _random_acts(sens, w4_mix)),
+        "naive W4A4": uniform_config(sens, 4, 4),
+    }
+
+
+def _with_weights(sens: Sensitivity, weights_cfg: dict, acts_cfg: dict) -> dict:
+    """``acts_cfg``'s activations under ``weights_cfg``'s weights (the weight split scan is then shared)."""
+    return make_config(sens, weights_cfg["weight_bits"], acts_cfg["act_bits"], budget=weights_cfg["budget"],
+                       act_budget=acts_cfg["act_budget"], bos_aware=acts_cfg["bos_aware"], method=acts_cfg["method"])
+
+
+def _random_acts(sens: Sensitivity, cfg: dict) -> dict:
+    """``cfg`` with its 4-/8-bit activation choices reassigned at random among the same layers, 4 bits
+    until the 4-bit share of input elements reaches ``cfg``'s (16-bit layers unchanged)."""
+    names = [n for n, b in cfg["act_bits"].items() if b < 16]
+    size = {n: max(sens.a_size[n], 1) for n in names}
+    share4 = sum(size[n] for n in names if cfg["act_bits"][n] == 4)
+    order = np.random.default_rng(0).permutation(len(names))
+    acts, spent = dict(cfg["act_bits"]), 0
+    for i in order:
+        n = names[i]
+        acts[n] = 4 if spent + size[n] <= share4 else 8
+        spent += size[n] if acts[n] == 4 else 0
+    return make_config(sens, cfg["weight_bits"], acts, budget=cfg["budget"], act_budget=cfg["act_budget"],
+                       bos_aware=cfg["bos_aware"], method="random-acts")
+
+
 def _weights_only(sens: Sensitivity, cfg: dict) -> dict:
     return make_config(sens, cfg["weight_bits"], {}, budget=cfg["budget"], act_budget=16, bos_aware=False,
                        method=cfg["method"] + "-w-only")
@@ -123,6 +174,11 @@ def _weights_only(sens: Sensitivity, cfg: dict) -> dict:
 def allocation_summary(cfg: dict, sens: Sensitivity) -> dict[str, Any]:
     """How many layers (and what share of the weights) sit at each width, per group; the layers kept 16-bit."""
     out: dict[str, Any] = {"keep_fp": list(cfg["keep_fp"])}
+    for bits in sorted({int(b) for b in cfg["act_bits"].values()}):
+        picked = [n for n, b in cfg["act_bits"].items() if int(b) == bits]
+        out[f"act{bits}"] = {"layers": len(picked), "content_layers": sum(sens.group[n] == "content" for n in picked)}
+    if 4 in {int(b) for b in cfg["act_bits"].values()} and len(set(cfg["act_bits"].values()) - {16}) > 1:
+        out["act4_layers"] = sorted(n for n, b in cfg["act_bits"].items() if int(b) == 4)
     for group in ("content", "quality"):
         names = [n for n, g in sens.group.items() if g == group and n in cfg["weight_bits"]]
         total = sum(sens.w_size[n] for n in names) or 1
@@ -135,11 +191,13 @@ def allocation_summary(cfg: dict, sens: Sensitivity) -> dict[str, Any]:
 def run_quality(n: int = 64, steps: int = 4, n_calib: int = 32, device: str | None = None,
                 log: Callable[[str], None] = lambda s: None, minilm: str | None = None,
                 effnet: str | None = None, max_calls: int | None = 2, reuse: str | None = None,
-                student: str | None = None) -> dict[str, Any]:
+                student: str | None = None, acts: bool = False) -> dict[str, Any]:
     """The rows of the quality table and each configuration's allocation (see the module docstring).
     ``reuse``: a JSON this bench wrote earlier with the same calibration *and student*; its probe scores are
     used instead of probing again (the probes are ~45 of the ~55 CPU minutes). ``student``: another student
-    file than the shipped one (its sha256 is recorded: the shipped weights can be retrained in place)."""
+    file than the shipped one (its sha256 is recorded: the shipped weights can be retrained in place).
+    ``acts``: the activation table (:func:`act_configurations`) instead; activations are probed at 4 and 8
+    bits (afresh even with ``reuse``, whose weight probes are kept)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     t0 = time.time()
     setup = _Setup(n, steps, n_calib, dev, minilm, effnet, student)
@@ -147,15 +205,20 @@ def run_quality(n: int = 64, steps: int = 4, n_calib: int = 32, device: str | No
     net = setup.unet
     calib = calibrate(net, setup.calib_runner)
     log(f"setup + calibration on {n_calib} prompts: {time.time() - t0:.0f} s")
+    progress = lambda i, total: log(f"probe {i}/{total} {time.time() - t0:.0f} s") if i % 50 == 0 else None  # noqa: E731
+    act_probe = (4, 8) if acts else (8,)
     if reuse is not None:
-        sens = sensitivity_from_json(reuse, calib)
+        sens = sensitivity_from_json(reuse, calib, expect_sha256=setup.student_sha256)
         log(f"sensitivity of {len(sens.group)} layers read from {reuse}")
+        if acts:
+            fresh = analyze(net, setup.calib_runner, calib, weight_bits=(), quality_weight_bits=(),
+                            act_bits=act_probe, max_calls=max_calls, progress=progress)
+            sens.a_sqnr, sens.a_ssim = fresh.a_sqnr, fresh.a_ssim
     else:
         # Probes as the allocator needs them: content weights 2/4/8, quality weights 4/8, activations 8
-        # (the activation choices are {8, 16}); SQNR over max_calls of the sampler's calls (first and last).
+        # (and 4 for the activation table); SQNR over max_calls of the sampler's calls (first and last).
         sens = analyze(net, setup.calib_runner, calib, weight_bits=(2, 4, 8), quality_weight_bits=(4, 8),
-                       act_bits=(8,), max_calls=max_calls,
-                       progress=lambda i, total: log(f"probe {i}/{total} {time.time() - t0:.0f} s") if i % 50 == 0 else None)
+                       act_bits=act_probe, max_calls=max_calls, progress=progress)
     log(f"{len(sens.group)}-layer sensitivity: {time.time() - t0:.0f} s "
         f"(BOS precomputable: {sens.bos_embedding is not None})")
 
@@ -163,16 +226,25 @@ def run_quality(n: int = 64, steps: int = 4, n_calib: int = 32, device: str | No
         cfg = make_config(sens, weight_bits, {}, budget=0, act_budget=16, bos_aware=False, method="probe")
         return float((setup.calib_runner(quantize_network(net, cfg)) - calib.fp_output).pow(2).mean())
 
+    def act_evaluate(weight_bits: dict[str, int], act_bits: dict[str, int]) -> float:   # acts after weights
+        cfg = make_config(sens, weight_bits, act_bits, budget=0, act_budget=0, bos_aware=True, method="probe")
+        return float((setup.calib_runner(quantize_network(net, cfg)) - calib.fp_output).pow(2).mean())
+
     from fewstep.bench.mlcm.table import reference_stats
 
     fp_images = setup.eval_images(net)
     fp_ref = reference_stats(setup.judge.features(fp_images.permute(0, 2, 3, 1)))
-    rows = [{"config": "full precision (fp32)", "mean_weight_bits": 32.0, "keep_fp": 0,
+    rows = [{"config": "full precision (fp32)", "mean_weight_bits": 32.0, "mean_act_bits": 32.0, "keep_fp": 0,
              **_metrics(setup, fp_images, fp_images, fp_ref)}]
     allocations = {}
-    for name, cfg in configurations(sens, evaluate).items():
+    configs = act_configurations(sens, evaluate, act_evaluate) if acts else configurations(sens, evaluate)
+    log(f"allocations done: {time.time() - t0:.0f} s")
+    for name, cfg in configs.items():
         images = setup.eval_images(quantize_network(net, cfg))
-        rows.append({"config": name, "mean_weight_bits": cfg["mean_weight_bits"], "keep_fp": len(cfg["keep_fp"]),
+        rows.append({"config": name, "mean_weight_bits": cfg["mean_weight_bits"],
+                     "mean_act_bits": mean_act_bits(cfg["act_bits"], sens) if cfg["act_bits"] else 16.0,
+                     "mean_act_bits_with_fp": mean_act_bits(cfg["act_bits"], sens, include_fp=True)
+                     if cfg["act_bits"] else 16.0, "keep_fp": len(cfg["keep_fp"]),
                      **_metrics(setup, images, fp_images, fp_ref)})
         allocations[name] = allocation_summary(cfg, sens)
         log(f"{name}: {rows[-1]} {allocations[name]}  ({time.time() - t0:.0f} s)")
@@ -181,12 +253,17 @@ def run_quality(n: int = 64, steps: int = 4, n_calib: int = 32, device: str | No
             "student_sha256": setup.student_sha256}
 
 
-def sensitivity_from_json(path: str, calib: Any) -> Sensitivity:
+def sensitivity_from_json(path: str, calib: Any, expect_sha256: str | None = None) -> Sensitivity:
     """The Sensitivity of an earlier run: its per-layer digest (group, size, probe scores) plus the
-    ranges and sizes of ``calib`` (a calibration on the same prompts and noise gives the same ranges)."""
+    ranges and sizes of ``calib`` (a calibration on the same prompts and noise gives the same ranges).
+    Digests written before activation SSIM was recorded (no ``a_ssim``) load with SQNR alone; with
+    ``expect_sha256`` a digest of another student is refused."""
     import json
 
-    digest = json.loads(open(path).read())["sensitivity"]
+    data = json.loads(open(path).read())
+    if expect_sha256 and data.get("student_sha256") not in (None, expect_sha256):
+        raise ValueError(f"{path} probed another student (sha256 {data['student_sha256'][:16]}...)")
+    digest = data["sensitivity"]
     sens = Sensitivity(bos_embedding=calib.bos_embedding())
     for name, d in digest.items():
         sens.group[name], sens.w_size[name] = d["group"], int(d["w_size"])
@@ -194,7 +271,7 @@ def sensitivity_from_json(path: str, calib: Any) -> Sensitivity:
         sens.absmax[name] = calib.absmax.get(name, 0.0)
         if name in calib.absmax_no_bos:
             sens.absmax_no_bos[name] = calib.absmax_no_bos[name]
-        for key in ("w_sqnr", "w_ssim", "a_sqnr"):
+        for key in ("w_sqnr", "w_ssim", "a_sqnr", "a_ssim"):
             if d.get(key):
                 getattr(sens, key)[name] = {int(b): float(v) for b, v in d[key].items()}
     return sens
@@ -203,15 +280,17 @@ def sensitivity_from_json(path: str, calib: Any) -> Sensitivity:
 def _sensitivity_digest(sens: Sensitivity) -> dict[str, Any]:
     """Per layer: group, size and the probe scores (for reading the allocation afterwards)."""
     return {n: {"group": g, "w_size": sens.w_size[n], "w_sqnr": sens.w_sqnr.get(n), "w_ssim": sens.w_ssim.get(n),
-                "a_sqnr": sens.a_sqnr.get(n)} for n, g in sens.group.items()}
+                "a_sqnr": sens.a_sqnr.get(n), "a_ssim": sens.a_ssim.get(n)} for n, g in sens.group.items()}
 
 
 def quality_table(rows: list[dict]) -> str:
-    """Markdown table of :func:`run_quality` rows."""
-    lines = ["| config | mean W bits | act layers kept 16-bit | FD-EffNet to renders | FD-EffNet to FP | "
-             "attribute acc. | SSIM vs FP | PSNR vs FP dB |", "|---|---|---|---|---|---|---|---|"]
+    """Markdown table of :func:`run_quality` rows (mean A bits over the quantized activations; rows of
+    older JSON without it show a dash)."""
+    lines = ["| config | mean W bits | mean A bits | act layers kept 16-bit | FD-EffNet to renders | FD-EffNet to FP | "
+             "attribute acc. | SSIM vs FP | PSNR vs FP dB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['mean_weight_bits']:.2f} | {r['keep_fp']} | {r['fd_effnet_real']:.2f} | "
-                     f"{r['fd_effnet_vs_fp']:.2f} | {r['attribute_accuracy']:.3f} | {r['ssim_vs_fp']:.3f} | "
-                     f"{r['psnr_vs_fp']:.1f} |")
+        a_bits = f"{r['mean_act_bits']:.2f}" if "mean_act_bits" in r else "-"
+        lines.append(f"| {r['config']} | {r['mean_weight_bits']:.2f} | {a_bits} | {r['keep_fp']} | "
+                     f"{r['fd_effnet_real']:.2f} | {r['fd_effnet_vs_fp']:.2f} | {r['attribute_accuracy']:.3f} | "
+                     f"{r['ssim_vs_fp']:.3f} | {r['psnr_vs_fp']:.2f} |")
     return "\n".join(lines)

@@ -53,25 +53,64 @@ def solve_allocation(cost: np.ndarray, bits: Sequence[int], sizes: Sequence[floa
 def _error(sens: Sensitivity, name: str, bits: int, kind: str, decoupled: bool) -> float:
     sqnr = getattr(sens, f"{kind}_sqnr")[name]
     ssim = getattr(sens, f"{kind}_ssim").get(name)
-    if bits not in sqnr:
-        raise ValueError(f"no {kind} sensitivity at {bits} bits for layer {name}; probe that width first")
+    if bits not in sqnr or (decoupled and sens.group[name] == "content" and ssim is not None and bits not in ssim):
+        what = "weight_probe_bits" if kind == "w" else "act_probe_bits"
+        raise ValueError(f"no {'weight' if kind == 'w' else 'activation'} sensitivity at {bits} bits for layer "
+                         f"{name}; probe that width first ({what} of MixDQ Calibrate)")
     if decoupled and sens.group[name] == "content" and ssim is not None:
         return 1.0 - ssim[bits]
     return 10.0 ** (-sqnr[bits] / 10.0)
 
 
+def _sizes(sens: Sensitivity, kind: str) -> dict[str, int]:
+    """Budget weights: parameter counts for weights, input elements per sample for activations."""
+    return sens.w_size if kind == "w" else {n: max(v, 1) for n, v in sens.a_size.items()}
+
+
 def _group_alloc(sens: Sensitivity, names: list[str], bits: Sequence[int], budget: float,
-                 decoupled: bool) -> dict[str, int]:
+                 decoupled: bool, kind: str = "w") -> dict[str, int]:
+    """One group's integer program over ``bits`` at an average of ``budget`` (clipped to the choices).
+
+    Weights use the widths probed for every layer of the group; activations must have every width probed
+    (an activation choice the user asked for is never dropped silently)."""
     if not names:
         return {}
-    bits = [b for b in bits if all(b in sens.w_sqnr[n] for n in names)]   # only the probed widths
-    if not bits:
-        raise ValueError("no weight width was probed for every layer of a group; probe at least 4 and 8")
+    if kind == "w":
+        bits = [b for b in bits if all(b in sens.w_sqnr[n] for n in names)]   # only the probed widths
+        if not bits:
+            raise ValueError("no weight width was probed for every layer of a group; probe at least 4 and 8")
     budget = min(max(budget, min(bits)), max(bits))
-    cost = monotone_costs(np.array([[_error(sens, n, b, "w", decoupled) for b in bits] for n in names]), bits)
-    sizes = [sens.w_size[n] for n in names]
+    if len(bits) == 1:
+        return {n: int(bits[0]) for n in names}
+    cost = monotone_costs(np.array([[_error(sens, n, b, kind, decoupled) for b in bits] for n in names]), bits)
+    sizes = [_sizes(sens, kind)[n] for n in names]
     choice = use_spare_budget(solve_allocation(cost, bits, sizes, budget), cost, bits, sizes, budget)
     return dict(zip(names, choice, strict=True))
+
+
+def _split_candidates(sens: Sensitivity, names: list[str], budget: float, content_bits: Sequence[int],
+                      quality_bits: Sequence[int], decoupled: bool, kind: str,
+                      splits: Sequence[float]) -> list[dict[str, int]]:
+    """One allocation per budget split ``k``: the content group targets ``k * budget`` (clipped to its
+    choices), the quality group gets what keeps the size-weighted mean at ``budget``; infeasible splits
+    (quality target below its smallest choice) are skipped."""
+    sizes = _sizes(sens, kind)
+    content = [n for n in names if sens.group[n] == "content"]
+    quality = [n for n in names if sens.group[n] != "content"]
+    total = sum(sizes[n] for n in names)
+    size_c = sum(sizes[n] for n in content)
+    candidates = []
+    for k in splits:
+        target_c = min(max(k * budget, min(content_bits)), max(content_bits)) if content else 0.0
+        rest = total - size_c
+        target_q = (budget * total - target_c * size_c) / rest if rest else 0.0
+        if quality and target_q < min(quality_bits) - 1e-9:
+            continue
+        alloc = _group_alloc(sens, content, content_bits, target_c, decoupled, kind)
+        alloc.update(_group_alloc(sens, quality, quality_bits, target_q, decoupled, kind))
+        if alloc not in candidates:
+            candidates.append(alloc)
+    return candidates
 
 
 def monotone_costs(cost: np.ndarray, bits: Sequence[int]) -> np.ndarray:
@@ -117,20 +156,8 @@ def allocate_weights(sens: Sensitivity, budget: float, *, content_bits: Sequence
     gives the rest to the quality group; ``evaluate(weight_bits) -> error`` picks among the candidates
     (without it, the split k = 1 is used). ``decoupled=False`` scores every layer by SQNR (the ablation).
     """
-    content = [n for n, g in sens.group.items() if g == "content"]
-    quality = [n for n, g in sens.group.items() if g == "quality"]
-    total = sum(sens.w_size.values())
-    size_c = sum(sens.w_size[n] for n in content)
-    candidates = []
-    for k in (splits if evaluate is not None else (1.0,)):
-        target_c = min(max(k * budget, min(content_bits)), max(content_bits)) if content else 0.0
-        rest = total - size_c
-        target_q = (budget * total - target_c * size_c) / rest if rest else 0.0
-        if quality and target_q < min(quality_bits) - 1e-9:
-            continue                                   # this split leaves the quality group infeasible
-        alloc = _group_alloc(sens, content, content_bits, target_c, decoupled)
-        alloc.update(_group_alloc(sens, quality, quality_bits, target_q, decoupled))
-        candidates.append(alloc)
+    candidates = _split_candidates(sens, sens.layers(), budget, content_bits, quality_bits, decoupled, "w",
+                                   splits if evaluate is not None else (1.0,))
     if not candidates:
         raise ValueError(f"weight budget {budget} is infeasible for the quality layers' choices {quality_bits}")
     if evaluate is None or len(candidates) == 1:
@@ -138,22 +165,48 @@ def allocate_weights(sens: Sensitivity, budget: float, *, content_bits: Sequence
     return min(candidates, key=evaluate)
 
 
-def allocate_acts(sens: Sensitivity, budget: float = 8.0, *, keep_fp_frac: float = 0.01,
-                  bits: Sequence[int] = (8,)) -> tuple[dict[str, int], list[str]]:
-    """Activation bits per layer; the ``keep_fp_frac`` most sensitive layers (lowest SQNR at 8 bits,
-    at least one when the fraction is positive) keep 16-bit activations, the rest share ``budget``."""
+def keep_fp_layers(sens: Sensitivity, keep_fp_frac: float) -> list[str]:
+    """The ``ceil(keep_fp_frac * L)`` layers with the lowest activation SQNR at 8 bits (MixDQ keeps the
+    1 % most sensitive activations in FP16, ranked by their A8 probe), most damaged first."""
     names = sens.layers()
     n_keep = int(np.ceil(keep_fp_frac * len(names))) if keep_fp_frac > 0 else 0
-    ranked = sorted(names, key=lambda n: sens.a_sqnr[n][8])                 # most damaged first
-    keep = ranked[:n_keep]
-    rest = [n for n in names if n not in keep]
+    if n_keep and any(8 not in sens.a_sqnr.get(n, {}) for n in names):
+        raise ValueError("keeping activations 16-bit ranks layers by their 8-bit activation probe: "
+                         "probe 8 bits (act_probe_bits of MixDQ Calibrate) or set keep_fp_percent to 0")
+    return sorted(names, key=lambda n: sens.a_sqnr[n][8])[:n_keep]
+
+
+def allocate_acts(sens: Sensitivity, budget: float = 8.0, *, keep_fp_frac: float = 0.01,
+                  bits: Sequence[int] = (8,), decoupled: bool = True, splits: Sequence[float] = SPLITS,
+                  evaluate: Callable[[dict[str, int]], float] | None = None) -> tuple[dict[str, int], list[str]]:
+    """Activation bits per layer (MixDQ Sec. 4.3 applied to activations).
+
+    The ``keep_fp_frac`` most sensitive layers (:func:`keep_fp_layers`; at least one when the fraction is
+    positive) keep 16-bit activations. With one width in ``bits`` every other layer gets it. With several
+    (MixDQ: {4, 8}) an integer program per group picks them so that the mean width of the *other* layers,
+    weighted by input elements per sample, is at most ``budget`` (MixDQ: 7.7 with 1 % kept FP16). Errors
+    are metric-decoupled as for weights: ``1 - SSIM`` of the samples for content layers (when probed),
+    ``10**(-SQNR/10)`` for the rest, so the budget split between the groups is scanned over ``splits``;
+    ``evaluate(act_bits) -> error`` picks among the candidates (without it, the split k = 1).
+    ``decoupled=False`` scores every layer by SQNR in one program (the ablation).
+    """
+    keep = keep_fp_layers(sens, keep_fp_frac)
+    rest = [n for n in sens.layers() if n not in keep]
+    bits = sorted({int(b) for b in bits})
+    if not bits or any(not 2 <= b <= 8 for b in bits):
+        raise ValueError(f"activation widths must be 2..8 bits, got {bits}")
     alloc = {n: FP_BITS for n in keep}
-    if rest:
-        cost = monotone_costs(np.array([[_error(sens, n, b, "a", True) for b in bits] for n in rest]), bits)
-        b = min(max(budget, min(bits)), max(bits))
-        sizes = [max(sens.a_size[n], 1) for n in rest]
-        choice = use_spare_budget(solve_allocation(cost, bits, sizes, b), cost, bits, sizes, b)
-        alloc.update(zip(rest, choice, strict=True))
+    if not rest:
+        return alloc, keep
+    if len(bits) == 1 or not decoupled:
+        candidates = [_group_alloc(sens, rest, bits, budget, False, "a")]
+    else:
+        candidates = _split_candidates(sens, rest, budget, bits, bits, True, "a",
+                                       splits if evaluate is not None else (1.0,))
+        if not candidates:                    # every split starves one group: one joint program instead
+            candidates = [_group_alloc(sens, rest, bits, budget, False, "a")]
+    best = candidates[0] if evaluate is None or len(candidates) == 1 else min(candidates, key=evaluate)
+    alloc.update(best)
     return alloc, keep
 
 
@@ -161,6 +214,13 @@ def average_bits(bits: dict[str, int], sizes: dict[str, int]) -> float:
     """Size-weighted mean width."""
     total = sum(sizes[n] for n in bits)
     return sum(bits[n] * sizes[n] for n in bits) / total if total else 0.0
+
+
+def mean_act_bits(act_bits: dict[str, int], sens: Sensitivity, *, include_fp: bool = False) -> float:
+    """Mean activation width weighted by input elements per sample: over the quantized layers (MixDQ's
+    activation budget), or over every layer with 16-bit ones counted as 16 (``include_fp``)."""
+    chosen = {n: b for n, b in act_bits.items() if include_fp or b < FP_BITS}
+    return average_bits(chosen, _sizes(sens, "a"))
 
 
 def make_config(sens: Sensitivity, weight_bits: dict[str, int], act_bits: dict[str, int], *,
@@ -176,6 +236,7 @@ def make_config(sens: Sensitivity, weight_bits: dict[str, int], act_bits: dict[s
         "budget": float(budget),
         "act_budget": float(act_budget),
         "mean_weight_bits": average_bits(weight_bits, sens.w_size),
+        "mean_act_bits": mean_act_bits(act_bits, sens),
         "act_absmax": ranges,
         "bos_aware": bool(bos_aware),
         "bos_embedding": (sens.bos_embedding.tolist() if bos_aware and sens.bos_embedding is not None
@@ -192,9 +253,15 @@ def uniform_config(sens: Sensitivity, w_bits: int, a_bits: int) -> dict:
 
 def mixdq_config(sens: Sensitivity, w_budget: float, a_budget: float = 8.0, *, keep_fp_frac: float = 0.01,
                  bos_aware: bool = True, decoupled: bool = True, content_bits: Sequence[int] = CONTENT_W_BITS,
-                 evaluate: Callable[[dict[str, int]], float] | None = None) -> dict:
-    """MixDQ's allocation: decoupled mixed-precision weights + activations with the top layers kept FP."""
+                 act_bits: Sequence[int] = (8,),
+                 evaluate: Callable[[dict[str, int]], float] | None = None,
+                 act_evaluate: Callable[[dict[str, int], dict[str, int]], float] | None = None) -> dict:
+    """MixDQ's allocation: decoupled mixed-precision weights, then activations (:func:`allocate_acts`)
+    over ``act_bits`` at ``a_budget`` mean bits with the top ``keep_fp_frac`` layers kept FP.
+    ``act_evaluate(weight_bits, act_bits) -> error`` picks the activation split (weights chosen first)."""
     wbits = allocate_weights(sens, w_budget, decoupled=decoupled, evaluate=evaluate, content_bits=content_bits)
-    abits, _ = allocate_acts(sens, a_budget, keep_fp_frac=keep_fp_frac)
+    pick = None if act_evaluate is None else (lambda abits: act_evaluate(wbits, abits))
+    abits, _ = allocate_acts(sens, a_budget, keep_fp_frac=keep_fp_frac, bits=act_bits, decoupled=decoupled,
+                             evaluate=pick)
     return make_config(sens, wbits, abits, budget=w_budget, act_budget=a_budget, bos_aware=bos_aware,
                        method="mixdq" if decoupled else "mixdq-sqnr-only")

@@ -101,14 +101,21 @@ class MixDQAllocate(Node):
                     Boolean("content_2bit", True, optional=True,
                             tooltip="2-bit weights allowed for cross-attention / FFN layers (MixDQ's {2,4,8}); "
                                     "off = {4,8}: on the zoo student W4A8 kept attribute accuracy that way "
-                                    "(0.867 vs 0.811, fewstep/nodes/mixdq/README.md)")],
+                                    "(0.867 vs 0.811, fewstep/nodes/mixdq/README.md)"),
+                    String("act_choices", "", optional=True,
+                           tooltip="activation widths the integer program may mix, e.g. '4,8' (MixDQ's "
+                                   "mixed-precision activations, each width probed by MixDQ Calibrate); "
+                                   "empty = every layer not kept 16-bit at act_bits"),
+                    Float("act_budget", 7.7, min=2.0, max=8.0, step=0.05, optional=True,
+                          tooltip="mean activation bits of the layers not kept 16-bit (weighted by their "
+                                  "input size) when act_choices lists several widths; MixDQ: 7.7")],
             outputs=[Output("config", "QUANT_CONFIG")],
         )
 
     @classmethod
     def execute(cls, sensitivity: dict, method: str, weight_bits: float, act_bits: int,
                 keep_fp_percent: float, bos_aware: bool, decoupled: bool, save_name: str,
-                content_2bit: bool = True) -> NodeOutput:
+                content_2bit: bool = True, act_choices: str = "", act_budget: float = 7.7) -> NodeOutput:
         from fewstep.nodes.mixdq.allocate import mixdq_config, uniform_config
         from fewstep.nodes.mixdq.sensitivity import Sensitivity
 
@@ -116,9 +123,10 @@ class MixDQAllocate(Node):
         if method == "uniform":
             config = uniform_config(sens, round(weight_bits), act_bits)
         else:
-            config = mixdq_config(sens, weight_bits, act_bits, keep_fp_frac=keep_fp_percent / 100.0,
-                                  bos_aware=bos_aware, decoupled=decoupled,
-                                  content_bits=(2, 4, 8) if content_2bit else (4, 8))
+            choices = _bits(act_choices, "act_choices") if act_choices.strip() else (act_bits,)
+            config = mixdq_config(sens, weight_bits, act_budget if len(choices) > 1 else act_bits,
+                                  keep_fp_frac=keep_fp_percent / 100.0, bos_aware=bos_aware, decoupled=decoupled,
+                                  content_bits=(2, 4, 8) if content_2bit else (4, 8), act_bits=choices)
         if save_name:
             if "/" in save_name or "\\" in save_name or save_name.startswith("."):
                 raise ValueError(f"save_name must be a plain file name, got {save_name!r}")

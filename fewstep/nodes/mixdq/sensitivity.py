@@ -8,6 +8,10 @@ network's damage is measured two ways:
 * for content-related layers (cross-attention, FFN), SSIM of the final samples against the
   full-precision samples (Wang et al. 2004, Gaussian window sigma 1.5; higher is better).
 
+Weights and activations get the same decoupled treatment (MixDQ probes both at each width): weights at
+``weight_bits`` (2/4/8), activations at ``act_bits`` (4/8 by default: the choices of mixed-precision
+activations; 8 alone is enough for uniform A8 with the most sensitive layers kept 16-bit).
+
 The result is a :class:`Sensitivity` table, which flattens into METRICS (``to_metrics``) and back.
 """
 
@@ -184,6 +188,8 @@ def analyze(net: nn.Module, runner: Runner, calib: Calibration, *, weight_bits: 
     ``quality_weight_bits`` narrows the weight probes of quality layers (the allocator never gives them
     2 bits); ``max_calls`` probes SQNR on that many of the recorded calls (spread over the steps).
     """
+    if any(not 2 <= b <= 8 for b in (*weight_bits, *act_bits, *(quality_weight_bits or ()))):
+        raise ValueError(f"probe widths must be 2..8 bits, got weights {weight_bits}, activations {act_bits}")
     layers = quantizable_layers(net)
     sens = Sensitivity(bos_embedding=calib.bos_embedding() if bos_aware else None)
     picks = _pick_calls(len(calib.calls), max_calls)
