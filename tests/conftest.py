@@ -22,6 +22,18 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def tiny_multiview_teacher():
+    """A random camera-conditioned multi-view teacher (``nodes.zoo.multiview``) of the real architecture at toy
+    width (text embeddings of 8); the zoo's teacher tests and the PRD tests use it."""
+    import torch
+
+    from fewstep.nodes.zoo.multiview.models import PRESETS, MVUNet, make_teacher
+
+    torch.manual_seed(0)
+    return make_teacher(MVUNet(PRESETS["test"]))
+
+
 @pytest.fixture(scope="session")
 def toy() -> Any:
     """The exact Gaussian-mixture teacher and a student that starts as the teacher (fewstep/nodes/core/train/toy.py)."""

@@ -28,9 +28,9 @@ def test_prd_timesteps_follow_the_shifted_ddpm_grid():
     assert prd_timesteps(1) == [999]
 
 
-def test_plane_specific_lora_has_separate_parameters_per_plane_and_shared_does_not(tiny_teacher):
-    specific = TriplaneGenerator(tiny_teacher.unet, GeneratorConfig(lora="plane-specific", rank=2))
-    shared = TriplaneGenerator(tiny_teacher.unet, GeneratorConfig(lora="shared", rank=2))
+def test_plane_specific_lora_has_separate_parameters_per_plane_and_shared_does_not(tiny_multiview_teacher):
+    specific = TriplaneGenerator(tiny_multiview_teacher.unet, GeneratorConfig(lora="plane-specific", rank=2))
+    shared = TriplaneGenerator(tiny_multiview_teacher.unet, GeneratorConfig(lora="shared", rank=2))
     assert _lora_layers(specific) and len(_lora_layers(specific)) == len(_lora_layers(shared))
     assert all(m.lora_A.shape[0] == 3 and m.lora_B.shape[0] == 3 for m in _lora_layers(specific))
     assert all(m.lora_A.shape[0] == 1 and m.lora_B.shape[0] == 1 for m in _lora_layers(shared))
@@ -48,31 +48,31 @@ def test_plane_specific_lora_has_separate_parameters_per_plane_and_shared_does_n
     assert all("lora_" in n or n.startswith(("head.", "decoder.")) for n in names)
 
 
-def test_untrained_generator_equals_the_teacher_unet(tiny_teacher):
+def test_untrained_generator_equals_the_teacher_unet(tiny_multiview_teacher):
     """LoRA's zero init: before training the adapted UNet computes the teacher's ε per plane (P = 1 view)."""
-    gen = TriplaneGenerator(tiny_teacher.unet, GeneratorConfig(rank=2))
+    gen = TriplaneGenerator(tiny_multiview_teacher.unet, GeneratorConfig(rank=2))
     z = torch.randn(2, 3, 3, 8, 8)
     text = torch.randn(2, 8)
     eps, _ = gen.denoise(z, torch.tensor([500, 700]), text)
     from fewstep.nodes.zoo.multiview.models import set_planes
 
     set_planes(gen.unet, 3)
-    ref_unet = tiny_teacher.unet
+    ref_unet = tiny_multiview_teacher.unet
     set_planes(ref_unet, 3)
     ref = ref_unet(z.reshape(6, 3, 8, 8), torch.tensor([500, 500, 500, 700, 700, 700]), text.repeat_interleave(3, 0))
     set_planes(ref_unet, 1)
     torch.testing.assert_close(eps.reshape(6, 3, 8, 8), ref, rtol=1e-5, atol=1e-5)
 
 
-def test_no_gradient_flows_across_prd_steps(tiny_teacher):
+def test_no_gradient_flows_across_prd_steps(tiny_multiview_teacher):
     cfg = PRDConfig(k=4, **TINY)
-    gen = build_generator(tiny_teacher, cfg)
+    gen = build_generator(tiny_multiview_teacher, cfg)
     hits: dict[int, int] = {}
 
     def on_step(i: int, x0: torch.Tensor) -> None:
         x0.register_hook(lambda g, i=i: hits.__setitem__(i, hits.get(i, 0) + 1))
 
-    loss = prd_iteration(gen, tiny_teacher, ASDLoss(), torch.randn(1, 8), cfg, 0.0,
+    loss = prd_iteration(gen, tiny_multiview_teacher, ASDLoss(), torch.randn(1, 8), cfg, 0.0,
                          torch.Generator().manual_seed(0), on_step=on_step)
     assert hits == {0: 1, 1: 1, 2: 1}           # steps 1..K-1 backpropagated inside, once each
     loss.backward()                             # the last step's graph reaches only its own x̂0
@@ -80,8 +80,8 @@ def test_no_gradient_flows_across_prd_steps(tiny_teacher):
     assert all(p.grad is not None for n, p in gen.named_parameters() if p.requires_grad and "lora_B" in n)
 
 
-def test_generate_is_deterministic_and_follows_the_text(tiny_teacher):
-    gen = TriplaneGenerator(tiny_teacher.unet, GeneratorConfig(rank=2, resolution=8)).eval()
+def test_generate_is_deterministic_and_follows_the_text(tiny_multiview_teacher):
+    gen = TriplaneGenerator(tiny_multiview_teacher.unet, GeneratorConfig(rank=2, resolution=8)).eval()
     noise, text = torch.randn(1, *gen.latent_shape), torch.randn(1, 8)
     a, b = generate(gen, text, 2, noise), generate(gen, text, 2, noise)
     assert a.planes.shape == (1, 3, 8, 8, 8)
@@ -89,7 +89,7 @@ def test_generate_is_deterministic_and_follows_the_text(tiny_teacher):
     assert not torch.allclose(generate(gen, -text, 2, noise).planes, a.planes)
 
 
-def test_resumed_run_replays_the_uninterrupted_one(tiny_teacher, tmp_path):
+def test_resumed_run_replays_the_uninterrupted_one(tiny_multiview_teacher, tmp_path):
     from fewstep.nodes.core.train.loop import Checkpointer
 
     captions = ["a red cube", "a blue sphere"]
@@ -99,13 +99,13 @@ def test_resumed_run_replays_the_uninterrupted_one(tiny_teacher, tmp_path):
         return table[[captions.index(c) for c in texts]]
 
     cfg = PRDConfig(k=2, steps=3, **TINY)
-    full = build_generator(tiny_teacher, cfg)
-    uninterrupted = train_prd(full, tiny_teacher, captions, embed, cfg)
+    full = build_generator(tiny_multiview_teacher, cfg)
+    uninterrupted = train_prd(full, tiny_multiview_teacher, captions, embed, cfg)
     ckpt = Checkpointer(tmp_path / "run", every=1, keep=5)
-    train_prd(build_generator(tiny_teacher, cfg), tiny_teacher, captions, embed, cfg, checkpointer=ckpt)
+    train_prd(build_generator(tiny_multiview_teacher, cfg), tiny_multiview_teacher, captions, embed, cfg, checkpointer=ckpt)
     ckpt.latest().unlink()                                       # as if stopped after step 2
-    resumed_gen = build_generator(tiny_teacher, cfg)
-    resumed = train_prd(resumed_gen, tiny_teacher, captions, embed, cfg, checkpointer=ckpt)
+    resumed_gen = build_generator(tiny_multiview_teacher, cfg)
+    resumed = train_prd(resumed_gen, tiny_multiview_teacher, captions, embed, cfg, checkpointer=ckpt)
     assert resumed.resumed_from == 2 and resumed.step == 3
     assert resumed.losses == uninterrupted.losses
     for (name, p), q in zip(full.named_parameters(), resumed_gen.parameters(), strict=True):

@@ -48,8 +48,10 @@ def output_slot(filename_prefix: str, suffix: str, width: int = 0, height: int =
         raise ValueError(f"filename_prefix {filename_prefix!r} must be a relative name inside the {kind} folder")
     prefix = substitute_prefix(filename_prefix, width, height, prompt)
     folder, name, subfolder, counter = next_output_path(root, prefix)
-    counter = claim_output_names(folder, counter, lambda first: [f"{name}_{first:05}_{suffix}"])
-    return OutputSlot(folder, name, subfolder, counter, kind)
+    def names(first: int) -> list[str]:
+        return [OutputSlot(folder, name, subfolder, first, kind).filename(suffix)]
+
+    return OutputSlot(folder, name, subfolder, claim_output_names(folder, counter, names), kind)
 
 
 def graph_metadata(prompt: Any, extra_pnginfo: Any) -> dict[str, str]:

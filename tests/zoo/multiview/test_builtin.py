@@ -13,14 +13,14 @@ from fewstep.nodes.zoo.multiview.evaluate import read_captions
 from fewstep.nodes.zoo.multiview.models import PRESETS, MVUNet, TeacherConfig
 
 
-def test_saved_teacher_loads_back_to_the_same_outputs(tmp_path, tiny_teacher):
-    unet = tiny_teacher.unet
+def test_saved_teacher_loads_back_to_the_same_outputs(tmp_path, tiny_multiview_teacher):
+    unet = tiny_multiview_teacher.unet
     builtin.save_weights(unet, tmp_path / builtin.TEACHER_FILE, {"unet": unet.config.to_dict()})
     loaded = builtin.load_teacher(tmp_path)
     assert loaded.unet.config == PRESETS["test"]
     x, t, text = torch.randn(2, 3, 16, 16), torch.tensor([10, 900]), torch.randn(2, 8)
     camera = torch.randn(2, 4)
-    torch.testing.assert_close(loaded.eps(x, t, text, camera), tiny_teacher.eps(x, t, text, camera), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.eps(x, t, text, camera), tiny_multiview_teacher.eps(x, t, text, camera), rtol=0, atol=0)
     assert not any(p.requires_grad for p in loaded.unet.parameters())
 
 

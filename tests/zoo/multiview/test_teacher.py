@@ -17,13 +17,13 @@ from fewstep.nodes.zoo.multiview.data import (
 )
 
 
-def test_teacher_output_changes_with_the_view(tiny_teacher):
+def test_teacher_output_changes_with_the_view(tiny_multiview_teacher):
     x, t, text = torch.randn(2, 3, 16, 16), torch.tensor([500, 500]), torch.randn(2, 8)
     front = camera_features(torch.tensor([[0.0, 10.0], [0.0, 10.0]]))
     side = camera_features(torch.tensor([[90.0, 10.0], [90.0, 10.0]]))
-    a, b = tiny_teacher.eps(x, t, text, front), tiny_teacher.eps(x, t, text, side)
+    a, b = tiny_multiview_teacher.eps(x, t, text, front), tiny_multiview_teacher.eps(x, t, text, side)
     assert (a - b).abs().mean() > 1e-4
-    torch.testing.assert_close(tiny_teacher.eps(x, t, text, front), a)          # deterministic
+    torch.testing.assert_close(tiny_multiview_teacher.eps(x, t, text, front), a)          # deterministic
 
 
 def test_shipped_teacher_denoises_better_under_the_true_camera():
